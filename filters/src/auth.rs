@@ -1,0 +1,200 @@
+//! The `auth` filter: who is calling (pre-body stage, so a rejected request is never read).
+//!
+//! A key may arrive as `Authorization: Bearer <key>`, `api-key` (Azure SDK), `x-api-key`
+//! (Anthropic SDK), `x-litellm-api-key`, or the header named by
+//! `general_settings.litellm_key_header_name`, as LiteLLM accepts them. The master key is
+//! compared as a SHA-256 digest with a constant-time equality, so neither the key's content nor
+//! its length shows in response timing.
+
+use async_trait::async_trait;
+use http::HeaderMap;
+use http::header::HeaderName;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::chain::{Caller, Filter, Flow, Incoming, RequestCx};
+use crate::error::ApiError;
+
+/// LiteLLM's message when no key was sent.
+pub const NO_KEY_MESSAGE: &str = "Authentication Error, No api key passed in.";
+/// LiteLLM's message for a key it does not know (without echoing the key or its hash).
+pub const INVALID_KEY_MESSAGE: &str = "Authentication Error, Invalid proxy server token passed. Unable to find token in cache or `LiteLLM_VerificationTokenTable`";
+/// LiteLLM's message for an `Authorization` header without a `Bearer ` (or `Basic `) scheme.
+pub const MALFORMED_KEY_MESSAGE: &str =
+    "Authentication Error, Malformed API Key passed in. Ensure Key has `Bearer ` prefix.";
+
+/// A key found in the request headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentedKey<'h> {
+    Key(&'h str),
+    /// An `Authorization` header whose scheme is neither `Bearer` nor `Basic`.
+    Malformed,
+    Missing,
+}
+
+/// SHA-256 of a key, the form LiteLLM stores tokens in.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lower-case hex of [`hash_key`].
+pub fn hash_key_hex(key: &str) -> String {
+    let digest = hash_key(key);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+        out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+    }
+    out
+}
+
+/// The key a client presented, from the first header that carries one, in LiteLLM's order:
+/// the configured custom header, `x-litellm-api-key`, `Authorization`, `api-key`, `x-api-key`.
+pub fn presented_key<'h>(headers: &'h HeaderMap, custom: Option<&HeaderName>) -> PresentedKey<'h> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(value) = custom.and_then(|name| text(name.as_str())) {
+        return key_or_missing(strip_scheme(value).unwrap_or(value.trim()));
+    }
+    if let Some(value) = text("x-litellm-api-key") {
+        return key_or_missing(strip_scheme(value).unwrap_or(value.trim()));
+    }
+    if let Some(value) = text("authorization") {
+        return match strip_scheme(value) {
+            Some(key) => key_or_missing(key),
+            None if value.trim().is_empty() => PresentedKey::Missing,
+            None => PresentedKey::Malformed,
+        };
+    }
+    for name in ["api-key", "x-api-key"] {
+        if let Some(value) = text(name) {
+            return key_or_missing(value.trim());
+        }
+    }
+    PresentedKey::Missing
+}
+
+/// The credential after a `Bearer ` or `Basic ` scheme (case-insensitive), if there is one.
+fn strip_scheme(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic"))
+        .then(|| rest.trim())
+}
+
+fn key_or_missing(s: &str) -> PresentedKey<'_> {
+    if s.is_empty() {
+        PresentedKey::Missing
+    } else {
+        PresentedKey::Key(s)
+    }
+}
+
+/// Checks the master key. Without one configured every caller is let through as [`Caller::Open`].
+pub struct MasterKeyAuth {
+    master_key_hash: Option<[u8; 32]>,
+    custom_header: Option<HeaderName>,
+}
+
+impl MasterKeyAuth {
+    pub fn new(master_key: Option<&str>, custom_header: Option<HeaderName>) -> Self {
+        MasterKeyAuth {
+            master_key_hash: master_key.map(hash_key),
+            custom_header,
+        }
+    }
+
+    /// Decides who the caller is from the request headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Some(expected) = &self.master_key_hash else {
+            return Ok(Caller::Open);
+        };
+        let key = match presented_key(headers, self.custom_header.as_ref()) {
+            PresentedKey::Key(key) => key,
+            PresentedKey::Malformed => return Err(ApiError::unauthorized(MALFORMED_KEY_MESSAGE)),
+            PresentedKey::Missing => return Err(ApiError::unauthorized(NO_KEY_MESSAGE)),
+        };
+        if bool::from(hash_key(key).ct_eq(expected)) {
+            Ok(Caller::MasterKey)
+        } else {
+            Err(ApiError::unauthorized(INVALID_KEY_MESSAGE))
+        }
+    }
+}
+
+#[async_trait]
+impl Filter for MasterKeyAuth {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    async fn on_request(&self, req: &Incoming<'_>, cx: &mut RequestCx) -> Flow {
+        if !cx.endpoint().needs_auth() {
+            return Flow::Continue;
+        }
+        match self.authenticate(req.headers) {
+            Ok(caller) => {
+                cx.caller = caller;
+                Flow::Continue
+            }
+            Err(e) => Flow::Reject(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn litellm_token_hash_matches() {
+        assert_eq!(
+            hash_key_hex("sk-1234"),
+            "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b"
+        );
+    }
+
+    #[test]
+    fn accepts_every_litellm_header() {
+        let auth = MasterKeyAuth::new(Some("sk-1234"), Some(HeaderName::from_static("x-custom")));
+        for h in [
+            headers(&[("authorization", "Bearer sk-1234")]),
+            headers(&[("authorization", "bearer   sk-1234")]),
+            headers(&[("authorization", "Basic sk-1234")]),
+            headers(&[("api-key", "sk-1234")]),
+            headers(&[("x-api-key", "sk-1234")]),
+            headers(&[("x-litellm-api-key", "Bearer sk-1234")]),
+            headers(&[("x-custom", "sk-1234")]),
+        ] {
+            assert_eq!(auth.authenticate(&h), Ok(Caller::MasterKey), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_or_missing_key_is_401() {
+        let auth = MasterKeyAuth::new(Some("sk-1234"), None);
+        let e = auth.authenticate(&headers(&[("authorization", "Bearer sk-12345")])).unwrap_err();
+        assert_eq!(e.status.as_u16(), 401);
+        assert!(!e.message.contains("sk-12345"));
+        let e = auth.authenticate(&HeaderMap::new()).unwrap_err();
+        assert_eq!(e.message, NO_KEY_MESSAGE);
+        let e = auth.authenticate(&headers(&[("authorization", "Bearer ")])).unwrap_err();
+        assert_eq!(e.message, NO_KEY_MESSAGE);
+        let e = auth.authenticate(&headers(&[("authorization", "sk-1234")])).unwrap_err();
+        assert_eq!(e.message, MALFORMED_KEY_MESSAGE);
+    }
+
+    #[test]
+    fn without_master_key_everyone_is_open() {
+        let auth = MasterKeyAuth::new(None, None);
+        assert_eq!(auth.authenticate(&HeaderMap::new()), Ok(Caller::Open));
+    }
+}

@@ -1,0 +1,137 @@
+//! The routes Sluice answers, matched from method and path (with or without the `/v1` prefix).
+
+use http::Method;
+
+/// What a request asks for. LLM endpoints go through the filter chain and the forwarder; the
+/// rest are answered locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    ModelInfo,
+    ModelGroupInfo,
+    HealthLiveness,
+    HealthReadiness,
+    Metrics,
+    /// A known path with the wrong method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Endpoint {
+    /// Matches a request line. The query string must already be stripped from `path`.
+    pub fn classify(method: &Method, path: &str) -> Endpoint {
+        let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        let unversioned = path.strip_prefix("/v1").filter(|p| p.starts_with('/'));
+        let route = unversioned.unwrap_or(path);
+        let (endpoint, wants) = match route {
+            "/chat/completions" => (Endpoint::ChatCompletions, Method::POST),
+            "/completions" => (Endpoint::Completions, Method::POST),
+            "/embeddings" => (Endpoint::Embeddings, Method::POST),
+            "/models" => (Endpoint::Models, Method::GET),
+            "/model/info" => (Endpoint::ModelInfo, Method::GET),
+            "/model_group/info" if unversioned.is_none() => (Endpoint::ModelGroupInfo, Method::GET),
+            "/health/liveness" | "/health/liveliness" if unversioned.is_none() => {
+                (Endpoint::HealthLiveness, Method::GET)
+            }
+            "/health/readiness" if unversioned.is_none() => {
+                (Endpoint::HealthReadiness, Method::GET)
+            }
+            "/metrics" if unversioned.is_none() => (Endpoint::Metrics, Method::GET),
+            _ => return Endpoint::NotFound,
+        };
+        if *method == wants || (wants == Method::GET && *method == Method::HEAD) {
+            endpoint
+        } else {
+            Endpoint::MethodNotAllowed
+        }
+    }
+
+    /// Endpoints whose requests are forwarded to a deployment.
+    pub fn is_llm(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings
+        )
+    }
+
+    /// Endpoints that need a key when a master key is set (health and metrics stay public, as in
+    /// LiteLLM).
+    pub fn needs_auth(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::HealthLiveness
+                | Endpoint::HealthReadiness
+                | Endpoint::Metrics
+                | Endpoint::NotFound
+                | Endpoint::MethodNotAllowed
+        )
+    }
+
+    /// The path suffix appended to an OpenAI-compatible `api_base`.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            _ => "",
+        }
+    }
+
+    /// LiteLLM's `route` label value.
+    pub fn route_label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Models => "/models",
+            Endpoint::ModelInfo => "/model/info",
+            Endpoint::ModelGroupInfo => "/model_group/info",
+            Endpoint::HealthLiveness => "/health/liveness",
+            Endpoint::HealthReadiness => "/health/readiness",
+            Endpoint::Metrics => "/metrics",
+            Endpoint::MethodNotAllowed | Endpoint::NotFound => "other",
+        }
+    }
+
+    /// LiteLLM's `call_type` for spend logs.
+    pub fn call_type(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "acompletion",
+            Endpoint::Completions => "atext_completion",
+            Endpoint::Embeddings => "aembedding",
+            _ => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_with_and_without_v1() {
+        for p in ["/chat/completions", "/v1/chat/completions", "/v1/chat/completions/"] {
+            assert_eq!(Endpoint::classify(&Method::POST, p), Endpoint::ChatCompletions);
+        }
+        assert_eq!(Endpoint::classify(&Method::POST, "/v1/embeddings"), Endpoint::Embeddings);
+        assert_eq!(Endpoint::classify(&Method::POST, "/completions"), Endpoint::Completions);
+        assert_eq!(Endpoint::classify(&Method::GET, "/v1/models"), Endpoint::Models);
+        assert_eq!(Endpoint::classify(&Method::GET, "/v1/model/info"), Endpoint::ModelInfo);
+        assert_eq!(Endpoint::classify(&Method::GET, "/model_group/info"), Endpoint::ModelGroupInfo);
+        assert_eq!(Endpoint::classify(&Method::GET, "/health/liveliness"), Endpoint::HealthLiveness);
+        assert_eq!(Endpoint::classify(&Method::HEAD, "/health/liveness"), Endpoint::HealthLiveness);
+    }
+
+    #[test]
+    fn wrong_method_and_unknown_paths() {
+        assert_eq!(Endpoint::classify(&Method::GET, "/v1/chat/completions"), Endpoint::MethodNotAllowed);
+        assert_eq!(Endpoint::classify(&Method::POST, "/v1/models"), Endpoint::MethodNotAllowed);
+        assert_eq!(Endpoint::classify(&Method::GET, "/v2/models"), Endpoint::NotFound);
+        assert_eq!(Endpoint::classify(&Method::GET, "/v1"), Endpoint::NotFound);
+        assert_eq!(Endpoint::classify(&Method::GET, "/"), Endpoint::NotFound);
+        assert_eq!(Endpoint::classify(&Method::GET, "/v1/metrics"), Endpoint::NotFound);
+    }
+}

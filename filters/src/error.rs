@@ -1,0 +1,167 @@
+//! OpenAI-style API errors: the one error shape every client of Sluice sees.
+//!
+//! Body: `{"error":{"message","type","param","code"}}`, where `code` is the HTTP status as a
+//! string (LiteLLM's `ProxyException` convention; the OpenAI SDKs read `message` and the status).
+//! `kind` doubles as the low-cardinality label on failure metrics.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+/// An error answered to the client as JSON, with a status, a type and a message a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The `type` field: `invalid_request_error`, `auth_error`, `not_found_error`, ...
+    pub kind: &'static str,
+    pub message: String,
+    /// The `param` field; `None` renders as JSON `null`, `Some("None")` as LiteLLM's auth errors do.
+    pub param: Option<String>,
+    /// Extra response headers, e.g. `retry-after`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// 400 `invalid_request_error`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message.into(),
+        )
+    }
+
+    /// 401 `auth_error`, `param: "None"` as LiteLLM sends it.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "auth_error", message).with_param("None")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            message,
+        )
+    }
+
+    pub fn payload_too_large(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "Request body is larger than the limit of {} MiB (general_settings.max_request_size_mb).",
+                limit_bytes / (1024 * 1024)
+            ),
+        )
+    }
+
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+    }
+
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+    }
+
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            message,
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            message,
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Bytes {
+        let value = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.status.as_u16().to_string(),
+            }
+        });
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
+
+    /// The error as a JSON object for an SSE `data:` line (mid-stream failures).
+    pub fn sse_event(&self) -> Bytes {
+        let mut event = Vec::with_capacity(self.message.len() + 96);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(&self.body());
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_four_openai_fields_and_code_is_the_status_string() {
+        let err = ApiError::bad_request("bad \"thing\"").with_param("model");
+        let v: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"thing\"");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["code"], "400");
+    }
+
+    #[test]
+    fn missing_param_is_null_and_auth_errors_say_none_like_litellm() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&ApiError::not_found("x").body()).unwrap();
+        assert!(v["error"]["param"].is_null());
+        let v: serde_json::Value =
+            serde_json::from_slice(&ApiError::unauthorized("x").body()).unwrap();
+        assert_eq!(v["error"]["param"], "None");
+        assert_eq!(v["error"]["code"], "401");
+    }
+
+    #[test]
+    fn sse_event_is_one_data_line() {
+        let e = ApiError::bad_gateway("reset").sse_event();
+        assert!(e.starts_with(b"data: {\"error\""));
+        assert!(e.ends_with(b"\n\n"));
+    }
+}

@@ -1,0 +1,213 @@
+//! Finding top-level fields in upstream JSON without parsing it.
+//!
+//! Responses pass through the gateway with two edits at most: the `model` value is set to the name
+//! the client asked for, and `usage` is read for accounting. Both are top-level fields of the
+//! response object (and of every streamed chunk), so a single forward scan that tracks nesting
+//! depth and string state finds them; nothing else in the document is decoded.
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Spans of the top-level `model` and `usage` values of a JSON object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TopLevelFields {
+    /// Span of the `model` value (quotes included) when it is a string.
+    pub model: Option<Range<usize>>,
+    /// Span of the `usage` value when it is an object.
+    pub usage: Option<Range<usize>>,
+    /// Whether the object has a top-level `error` key (an error event in a stream).
+    pub has_error: bool,
+    /// Whether `choices` is present and an empty array (the usage-only final chunk of a stream).
+    pub empty_choices: bool,
+}
+
+/// Scans `doc` (a JSON object) for its top-level `model`, `usage`, `error` and `choices` fields.
+/// Returns `None` when `doc` does not start with an object. Malformed input never panics; the
+/// scan just finds fewer fields.
+pub fn scan_top_level(doc: &[u8]) -> Option<TopLevelFields> {
+    let mut i = skip_ws(doc, 0);
+    if doc.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut out = TopLevelFields::default();
+    loop {
+        i = skip_ws(doc, i);
+        match doc.get(i) {
+            Some(b'"') => {}
+            _ => return Some(out), // `}` or malformed
+        }
+        let key_end = string_end(doc, i)?;
+        let key = &doc[i + 1..key_end - 1];
+        i = skip_ws(doc, key_end);
+        if doc.get(i) != Some(&b':') {
+            return Some(out);
+        }
+        i = skip_ws(doc, i + 1);
+        let value_start = i;
+        let value_end = value_end(doc, i)?;
+        match key {
+            b"model" if doc[value_start] == b'"' => out.model = Some(value_start..value_end),
+            b"usage" if doc[value_start] == b'{' => out.usage = Some(value_start..value_end),
+            b"error" if doc[value_start] != b'n' => out.has_error = true,
+            b"choices" => {
+                out.empty_choices = doc[value_start] == b'['
+                    && doc[value_start + 1..value_end - 1]
+                        .iter()
+                        .all(u8::is_ascii_whitespace)
+            }
+            _ => {}
+        }
+        i = skip_ws(doc, value_end);
+        match doc.get(i) {
+            Some(b',') => i += 1,
+            _ => return Some(out),
+        }
+    }
+}
+
+/// `doc` with the byte range `span` replaced by the JSON string `value`, appended to `out`.
+pub fn splice_string(out: &mut BytesMut, doc: &[u8], span: Range<usize>, quoted_value: &[u8]) {
+    out.reserve(doc.len() + quoted_value.len());
+    out.put_slice(&doc[..span.start]);
+    out.put_slice(quoted_value);
+    out.put_slice(&doc[span.end..]);
+}
+
+/// Replaces the top-level `model` string of a JSON document with `quoted_model` (already a JSON
+/// string literal). Returns the input unchanged when there is no such field or it already matches.
+pub fn replace_model(doc: Bytes, quoted_model: &[u8]) -> Bytes {
+    let Some(fields) = scan_top_level(&doc) else {
+        return doc;
+    };
+    match fields.model {
+        Some(span) if &doc[span.clone()] != quoted_model => {
+            let mut out = BytesMut::new();
+            splice_string(&mut out, &doc, span, quoted_model);
+            out.freeze()
+        }
+        _ => doc,
+    }
+}
+
+fn skip_ws(doc: &[u8], mut i: usize) -> usize {
+    while let Some(b) = doc.get(i) {
+        if !b.is_ascii_whitespace() {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// `start` is at an opening quote; returns the index just past the closing quote.
+fn string_end(doc: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let at = memchr::memchr2(b'"', b'\\', &doc[i..])? + i;
+        if doc[at] == b'\\' {
+            i = at + 2;
+            if i > doc.len() {
+                return None;
+            }
+        } else {
+            return Some(at + 1);
+        }
+    }
+}
+
+/// Returns the index just past the JSON value starting at `start`.
+fn value_end(doc: &[u8], start: usize) -> Option<usize> {
+    match doc.get(start)? {
+        b'"' => string_end(doc, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < doc.len() {
+                match doc[i] {
+                    b'"' => {
+                        i = string_end(doc, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            // number, true, false, null: runs until a delimiter
+            let rest = &doc[start..];
+            let len = rest
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            Some(start + len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_model_and_usage_at_top_level_only() {
+        let doc = br#"{"id":"x","choices":[{"message":{"model":"inner","content":"\"model\":\"no\""}}],"model":"gpt-4o-2024","usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let f = scan_top_level(doc).unwrap();
+        assert_eq!(&doc[f.model.unwrap()], br#""gpt-4o-2024""#);
+        assert_eq!(
+            &doc[f.usage.unwrap()],
+            br#"{"prompt_tokens":3,"completion_tokens":4}"#
+        );
+        assert!(!f.has_error);
+        assert!(!f.empty_choices);
+    }
+
+    #[test]
+    fn detects_usage_only_chunk_and_errors() {
+        let f = scan_top_level(br#"{"id":"c","choices":[ ],"usage":{"total_tokens":1}}"#).unwrap();
+        assert!(f.empty_choices);
+        let f = scan_top_level(br#"{"error":{"message":"boom"}}"#).unwrap();
+        assert!(f.has_error);
+        let f = scan_top_level(br#"{"error":null,"model":"m"}"#).unwrap();
+        assert!(!f.has_error);
+    }
+
+    #[test]
+    fn replace_model_rewrites_the_value_and_keeps_everything_else() {
+        let doc = Bytes::from_static(br#"{"object":"list","data":[{"embedding":[0.1,-2e-3]}],"model":"text-embedding-3-small-v2","usage":{"prompt_tokens":5}}"#);
+        let out = replace_model(doc, br#""embed""#);
+        assert_eq!(
+            &out[..],
+            br#"{"object":"list","data":[{"embedding":[0.1,-2e-3]}],"model":"embed","usage":{"prompt_tokens":5}}"#
+        );
+    }
+
+    #[test]
+    fn malformed_input_never_panics() {
+        for doc in [
+            &b""[..],
+            b"{",
+            b"{\"",
+            b"{\"model\"",
+            b"{\"model\":",
+            b"{\"model\":\"abc",
+            b"{\"a\":[1,2",
+            b"{\"a\":\"\\",
+            b"[]",
+            b"{\"a\" 1}",
+        ] {
+            let _ = scan_top_level(doc);
+            let _ = replace_model(Bytes::copy_from_slice(doc), b"\"x\"");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Answers computed by the gateway itself (no upstream): the model listings and health, with
+//! LiteLLM's JSON shapes. Called from `request_filter`.
+//!
+//! The config is immutable while the process runs, so the listings are rendered once at
+//! start-up; a request copies a reference-counted buffer.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::config::{DeploymentConfig, RuntimeConfig};
+
+/// LiteLLM's constant `created` for `/models` entries (`DEFAULT_MODEL_CREATED_AT_TIME`).
+const MODEL_CREATED_AT: u64 = 1_677_610_602;
+
+/// OpenAI chat parameters an OpenAI-compatible deployment accepts (`supported_openai_params`).
+const OPENAI_CHAT_PARAMS: &[&str] = &[
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "max_tokens",
+    "max_completion_tokens",
+    "modalities",
+    "prediction",
+    "n",
+    "presence_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "function_call",
+    "functions",
+    "max_retries",
+    "extra_headers",
+    "parallel_tool_calls",
+    "response_format",
+    "user",
+    "reasoning_effort",
+];
+
+/// Pre-rendered listings.
+pub struct Listings {
+    models: Bytes,
+    model_info: Vec<(String, Value)>,
+    model_groups: Vec<(String, Value)>,
+}
+
+impl Listings {
+    pub fn new(config: &RuntimeConfig) -> Listings {
+        let data: Vec<Value> = config
+            .router
+            .public_model_names()
+            .into_iter()
+            .map(|id| json!({"id": id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": "openai"}))
+            .collect();
+        let models = Bytes::from(
+            serde_json::to_vec(&json!({"data": data, "object": "list"})).unwrap_or_default(),
+        );
+        let model_info = config
+            .deployments
+            .iter()
+            .map(|d| (d.deployment.id.clone(), model_info_entry(d)))
+            .collect();
+        let model_groups = config
+            .router
+            .groups()
+            .iter()
+            .map(|g| {
+                let members: Vec<&DeploymentConfig> = g
+                    .deployments
+                    .iter()
+                    .map(|d| config.deployment(d.index))
+                    .collect();
+                (g.name.to_string(), model_group_entry(&g.name, &members))
+            })
+            .collect();
+        Listings {
+            models,
+            model_info,
+            model_groups,
+        }
+    }
+
+    /// `GET /models`.
+    pub fn models(&self) -> Bytes {
+        self.models.clone()
+    }
+
+    /// `GET /model/info[?litellm_model_id=]`.
+    pub fn model_info(&self, query: Option<&str>) -> Bytes {
+        let wanted = query_param(query, "litellm_model_id");
+        let data: Vec<&Value> = self
+            .model_info
+            .iter()
+            .filter(|(id, _)| wanted.as_deref().is_none_or(|w| w == id))
+            .map(|(_, v)| v)
+            .collect();
+        Bytes::from(serde_json::to_vec(&json!({ "data": data })).unwrap_or_default())
+    }
+
+    /// `GET /model_group/info[?model_group=]`.
+    pub fn model_group_info(&self, query: Option<&str>) -> Bytes {
+        let wanted = query_param(query, "model_group");
+        let data: Vec<&Value> = self
+            .model_groups
+            .iter()
+            .filter(|(name, _)| wanted.as_deref().is_none_or(|w| w == name))
+            .map(|(_, v)| v)
+            .collect();
+        Bytes::from(serde_json::to_vec(&json!({ "data": data })).unwrap_or_default())
+    }
+}
+
+fn model_info_entry(d: &DeploymentConfig) -> Value {
+    let mut info = match &d.model_info {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    info.insert("db_model".into(), Value::Bool(false));
+    info.entry("mode").or_insert_with(|| Value::String(d.mode.clone()));
+    if let Some(price) = &d.price
+        && let Ok(Value::Object(fields)) = serde_json::to_value(price)
+    {
+        for (k, v) in fields {
+            info.entry(k).or_insert(v);
+        }
+    }
+    json!({
+        "model_name": d.deployment.model_name,
+        "litellm_params": d.public_params,
+        "model_info": info,
+    })
+}
+
+fn model_group_entry(name: &str, members: &[&DeploymentConfig]) -> Value {
+    let providers: BTreeSet<&str> = members.iter().map(|d| d.deployment.provider.as_str()).collect();
+    let max_u64 = |f: fn(&DeploymentConfig) -> Option<u64>| members.iter().filter_map(|d| f(d)).max();
+    let max_f64 = |f: fn(&DeploymentConfig) -> Option<f64>| {
+        members.iter().filter_map(|d| f(d)).max_by(f64::total_cmp)
+    };
+    let any = |f: fn(&DeploymentConfig) -> Option<bool>| members.iter().any(|d| f(d) == Some(true));
+    let sum = |f: fn(&DeploymentConfig) -> Option<u64>| {
+        let values: Vec<u64> = members.iter().filter_map(|d| f(d)).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<u64>())
+    };
+    let mode = members.first().map_or("chat", |d| d.mode.as_str());
+    json!({
+        "model_group": name,
+        "providers": providers,
+        "max_input_tokens": max_u64(|d| d.price.as_ref()?.max_input_tokens),
+        "max_output_tokens": max_u64(|d| d.price.as_ref().and_then(|p| p.max_output_tokens.or(p.max_tokens))),
+        "input_cost_per_token": max_f64(|d| d.price.as_ref()?.input_cost_per_token),
+        "output_cost_per_token": max_f64(|d| d.price.as_ref()?.output_cost_per_token),
+        "input_cost_per_pixel": max_f64(|d| d.price.as_ref()?.input_cost_per_pixel),
+        "mode": mode,
+        "tpm": sum(|d| d.deployment.tpm),
+        "rpm": sum(|d| d.deployment.rpm),
+        "itpm": null,
+        "otpm": null,
+        "supports_parallel_function_calling": any(|d| d.price.as_ref()?.supports_parallel_function_calling),
+        "supports_vision": any(|d| d.price.as_ref()?.supports_vision),
+        "supports_web_search": any(|d| d.price.as_ref()?.supports_web_search),
+        "supports_url_context": false,
+        "supports_reasoning": any(|d| d.price.as_ref()?.supports_reasoning),
+        "supports_function_calling": any(|d| d.price.as_ref()?.supports_function_calling),
+        "supported_reasoning_efforts": null,
+        "supported_openai_params": if mode == "chat" || mode == "completion" { OPENAI_CHAT_PARAMS } else { &[] },
+        "configurable_clientside_auth_params": null,
+        "is_public_model_group": false,
+    })
+}
+
+/// A query parameter's (percent-decoded) value.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// `GET /health/readiness` body (LiteLLM's shape without a database).
+pub fn readiness(config: &RuntimeConfig) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&json!({
+            "status": "healthy",
+            "db": "Not connected",
+            "cache": null,
+            "litellm_version": env!("CARGO_PKG_VERSION"),
+            "success_callbacks": config.success_callbacks,
+            "gateway": "sluice",
+        }))
+        .unwrap_or_default(),
+    )
+}
+
+/// `GET /health/liveness` body: the JSON string LiteLLM returns.
+pub const LIVENESS: &[u8] = b"\"I'm alive!\"";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_decode() {
+        assert_eq!(query_param(Some("a=1&model_group=gpt%2D4o+x"), "model_group").as_deref(), Some("gpt-4o x"));
+        assert_eq!(query_param(Some("a=1"), "b"), None);
+        assert_eq!(query_param(None, "b"), None);
+        assert_eq!(query_param(Some("k=%zz%"), "k").as_deref(), Some("%zz%"));
+        assert_eq!(query_param(Some("k=%é1"), "k").as_deref(), Some("%é1"));
+    }
+}

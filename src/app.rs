@@ -1,0 +1,106 @@
+//! The gateway's shared state, built once at start-up from the validated config and shared by
+//! every Pingora phase (`Arc<App>`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use filters::auth::MasterKeyAuth;
+use filters::route::RouteFilter;
+use filters::{Chain, Filter};
+use pingora::connectors::ConnectorOptions;
+use pingora::connectors::http::Connector;
+
+use crate::admin::Listings;
+use crate::config::RuntimeConfig;
+use crate::metrics::Metrics;
+use crate::pricing::PriceTable;
+use crate::upstream::{Endpoints, UpstreamUrl};
+
+/// Everything a request needs, immutable after start-up except counters.
+pub struct App {
+    pub config: Arc<RuntimeConfig>,
+    pub chain: Chain,
+    pub endpoints: Arc<Endpoints>,
+    /// Parsed `api_base` per deployment index (`None` when not routable).
+    pub bases: Vec<Option<UpstreamUrl>>,
+    /// Pingora's pooled upstream connector (HTTP/1.1 keep-alive pool, TLS).
+    pub connector: Connector,
+    pub metrics: Metrics,
+    /// Pre-rendered `/models`, `/model/info`, `/model_group/info`.
+    pub listings: Listings,
+    pub prices: Arc<PriceTable>,
+    in_flight: AtomicUsize,
+    draining: AtomicBool,
+    pub started_at: SystemTime,
+}
+
+impl App {
+    pub fn new(config: RuntimeConfig, prices: Arc<PriceTable>) -> App {
+        let config = Arc::new(config);
+        let bases: Vec<Option<UpstreamUrl>> = config
+            .deployments
+            .iter()
+            .map(|d| {
+                d.wire
+                    .and_then(|_| UpstreamUrl::parse(&d.deployment.api_base).ok())
+            })
+            .collect();
+        let endpoints = Arc::new(Endpoints::new(
+            &bases,
+            config.server.upstream_connect_timeout,
+            config.server.dns_refresh,
+        ));
+        let auth: Arc<dyn Filter> = Arc::new(MasterKeyAuth::new(
+            config.master_key.as_ref().map(|k| k.expose()),
+            config.key_header.clone(),
+        ));
+        let route: Arc<dyn Filter> = Arc::new(RouteFilter::new(config.router.clone()));
+        let options = ConnectorOptions::new(config.server.upstream_keepalive_pool_size);
+        App {
+            chain: Chain::new(vec![auth, route]),
+            endpoints,
+            bases,
+            connector: Connector::new(Some(options)),
+            metrics: Metrics::new(),
+            listings: Listings::new(&config),
+            prices,
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            started_at: SystemTime::now(),
+            config,
+        }
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn track_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.in_flight.inc();
+        InFlight { app: self.clone() }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Set when SIGTERM arrives: readiness turns 503 so load balancers stop sending traffic.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A request in flight (see [`App::track_request`]).
+pub struct InFlight {
+    app: Arc<App>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.app.in_flight.fetch_sub(1, Ordering::Release);
+        self.app.metrics.in_flight.dec();
+    }
+}

@@ -1,0 +1,21 @@
+//! Sluice: an LLM gateway on Cloudflare Pingora that reads LiteLLM's `config.yaml` and speaks
+//! the OpenAI API. `main.rs` is the command line; this library holds the gateway so tests and
+//! benchmarks can use its parts.
+//!
+//! * [`config`]: LiteLLM config → validated [`config::RuntimeConfig`] (start-up)
+//! * [`proxy`]: the Pingora `ProxyHttp` adapter and the forwarder (every request)
+//! * [`providers`]: upstream wire formats (request encoding, SSE rewriting)
+//! * [`upstream`]: endpoints and background DNS
+//! * [`admin`], [`metrics`], [`logging`], [`shutdown`], [`server`]: the rest of the process
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod pricing;
+pub mod providers;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod upstream;

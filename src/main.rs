@@ -1,0 +1,115 @@
+//! The `sluice` command: `sluice --config config.yaml [--port 4000] [--host 0.0.0.0]`, as
+//! `litellm --config` is started, and `sluice check --config config.yaml [--strict]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{self, Overrides, env::Env};
+use sluice::pricing::PriceTable;
+use sluice::server::TlsFiles;
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "LLM gateway on Pingora, compatible with the LiteLLM proxy")]
+struct Cli {
+    /// LiteLLM-format config file.
+    #[arg(long, short = 'c', global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 0.0.0.0, or $HOST).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (default 4000, or $PORT).
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Worker threads (default: one per CPU). LiteLLM's --num_workers is accepted as the same.
+    #[arg(long, alias = "num_workers")]
+    threads: Option<usize>,
+    /// PEM certificate to terminate TLS with (LiteLLM's --ssl_certfile_path).
+    #[arg(long = "ssl_certfile_path", alias = "ssl-certfile-path", requires = "ssl_keyfile_path")]
+    ssl_certfile_path: Option<String>,
+    /// PEM private key for --ssl_certfile_path (LiteLLM's --ssl_keyfile_path).
+    #[arg(long = "ssl_keyfile_path", alias = "ssl-keyfile-path", requires = "ssl_certfile_path")]
+    ssl_keyfile_path: Option<String>,
+    /// Treat unknown config keys as errors.
+    #[arg(long, global = true)]
+    strict: bool,
+    /// Accepted for LiteLLM compatibility: sets the log level to debug.
+    #[arg(long, alias = "detailed_debug")]
+    debug: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate the config, print every problem, and exit (non-zero when it would not start).
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let prices = match PriceTable::load() {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            eprintln!("error: cannot load the model price table: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let overrides = Overrides {
+        host: cli.host.clone(),
+        port: cli.port,
+        threads: cli.threads,
+    };
+    let env = Env::process();
+    let loaded = match &cli.config {
+        Some(path) => config::load_file(path, &env, &overrides, &prices, cli.strict),
+        None => config::load_str("", &env, &overrides, &prices, cli.strict),
+    };
+    let (runtime, report) = match loaded {
+        Ok(ok) => ok,
+        Err(report) => {
+            for line in report.lines(cli.strict) {
+                eprintln!("{line}");
+            }
+            eprintln!(
+                "error: the config has {} problem(s); Sluice did not start",
+                report.errors.len() + if cli.strict { report.unknown_keys.len() } else { 0 }
+            );
+            return ExitCode::from(2);
+        }
+    };
+
+    if let Some(Command::Check) = cli.command {
+        for line in report.lines(cli.strict) {
+            println!("{line}");
+        }
+        println!(
+            "config OK: {} deployment(s) in {} model group(s)",
+            runtime.deployments.len(),
+            runtime.router.groups().len()
+        );
+        return ExitCode::SUCCESS;
+    }
+
+    sluice::logging::init(runtime.json_logs, runtime.verbose || cli.debug);
+    for line in report.lines(false) {
+        match line.strip_prefix("warning: ") {
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::error!("{line}"),
+        }
+    }
+    let tls = match (cli.ssl_certfile_path, cli.ssl_keyfile_path) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    match sluice::server::run(runtime, prices, tls) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            sluice::logging::flush();
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Prometheus metrics under LiteLLM's names and label sets, served at `GET /metrics`.
+//! Recorded in Pingora's `logging` phase, once per request.
+//!
+//! Names, labels and latency buckets follow `litellm/types/integrations/prometheus.py`, so
+//! existing dashboards keep working. Counters carry the `_total` suffix on the wire, as
+//! Python's client adds it.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// LiteLLM's `LATENCY_BUCKETS` (seconds).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
+    5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 8.5, 9.0, 9.5, 10.0, 15.0, 20.0, 25.0, 30.0, 60.0, 120.0, 180.0,
+    240.0, 300.0,
+];
+
+const TOTAL_REQUEST_LABELS: &[&str] = &[
+    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
+    "user", "status_code", "user_email", "route", "client_ip", "user_agent", "model_id",
+];
+const FAILED_REQUEST_LABELS: &[&str] = &[
+    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
+    "user", "user_email", "exception_status", "exception_class", "route", "client_ip",
+    "user_agent", "model_id",
+];
+const REQUEST_LATENCY_LABELS: &[&str] = &[
+    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
+    "user", "model", "model_id",
+];
+const API_LATENCY_LABELS: &[&str] = &[
+    "model", "hashed_api_key", "api_key_alias", "team", "team_alias", "requested_model",
+    "end_user", "user", "model_id",
+];
+const OVERHEAD_LABELS: &[&str] = &[
+    "model_group", "api_provider", "api_base", "litellm_model_name", "hashed_api_key",
+    "api_key_alias", "model_id",
+];
+const TOKEN_LABELS: &[&str] = &[
+    "end_user", "hashed_api_key", "api_key_alias", "model", "team", "team_alias", "user",
+    "user_email", "requested_model", "model_id",
+];
+const DEPLOYMENT_LABELS: &[&str] = &[
+    "requested_model", "litellm_model_name", "model_id", "api_base", "api_provider",
+    "hashed_api_key", "api_key_alias", "team", "team_alias", "client_ip", "user_agent",
+];
+const DEPLOYMENT_FAILURE_LABELS: &[&str] = &[
+    "requested_model", "litellm_model_name", "model_id", "api_base", "api_provider",
+    "exception_status", "exception_class", "hashed_api_key", "api_key_alias", "team",
+    "team_alias", "client_ip", "user_agent",
+];
+
+/// Every metric Sluice exports, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pub total_requests: IntCounterVec,
+    pub failed_requests: IntCounterVec,
+    pub request_latency: HistogramVec,
+    pub api_latency: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub overhead_latency: HistogramVec,
+    pub input_tokens: IntCounterVec,
+    pub output_tokens: IntCounterVec,
+    pub total_tokens: IntCounterVec,
+    pub deployment_success: IntCounterVec,
+    pub deployment_failure: IntCounterVec,
+    pub deployment_total: IntCounterVec,
+    pub in_flight: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid histogram definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric names are unique");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let in_flight = IntGauge::new(
+            "litellm_in_flight_requests",
+            "Requests being processed by this instance",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("metric names are unique");
+        Metrics {
+            total_requests: counter(&registry, "litellm_proxy_total_requests_metric_total", "Total requests made to the proxy", TOTAL_REQUEST_LABELS),
+            failed_requests: counter(&registry, "litellm_proxy_failed_requests_metric_total", "Failed responses from the proxy (client errors included)", FAILED_REQUEST_LABELS),
+            request_latency: histogram(&registry, "litellm_request_total_latency_metric", "Total latency (seconds) of a request as seen by the proxy", REQUEST_LATENCY_LABELS),
+            api_latency: histogram(&registry, "litellm_llm_api_latency_metric", "Latency (seconds) of the upstream LLM API call", API_LATENCY_LABELS),
+            time_to_first_token: histogram(&registry, "litellm_llm_api_time_to_first_token_metric", "Time to first token (seconds) of a streamed upstream call", API_LATENCY_LABELS),
+            overhead_latency: histogram(&registry, "litellm_overhead_latency_metric", "Latency (seconds) the proxy itself added", OVERHEAD_LABELS),
+            input_tokens: counter(&registry, "litellm_input_tokens_metric_total", "Prompt tokens", TOKEN_LABELS),
+            output_tokens: counter(&registry, "litellm_output_tokens_metric_total", "Completion tokens", TOKEN_LABELS),
+            total_tokens: counter(&registry, "litellm_total_tokens_metric_total", "Prompt plus completion tokens", TOKEN_LABELS),
+            deployment_success: counter(&registry, "litellm_deployment_success_responses_total", "Successful responses per deployment", DEPLOYMENT_LABELS),
+            deployment_failure: counter(&registry, "litellm_deployment_failure_responses_total", "Failed responses per deployment", DEPLOYMENT_FAILURE_LABELS),
+            deployment_total: counter(&registry, "litellm_deployment_total_requests_total", "Requests per deployment", DEPLOYMENT_LABELS),
+            in_flight,
+            registry,
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!("encoding metrics failed: {e}");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Label values shared by the per-request metrics.
+#[derive(Debug, Default)]
+pub struct RequestLabels<'a> {
+    pub end_user: &'a str,
+    pub hashed_api_key: &'a str,
+    pub api_key_alias: &'a str,
+    pub requested_model: &'a str,
+    pub route: &'a str,
+    pub client_ip: &'a str,
+    pub user_agent: &'a str,
+    pub model_id: &'a str,
+    /// The provider model (`litellm_params.model` without its prefix).
+    pub model: &'a str,
+    pub model_group: &'a str,
+    pub api_provider: &'a str,
+    pub api_base: &'a str,
+    /// `litellm_params.model` as configured (with prefix).
+    pub litellm_model_name: &'a str,
+}
+
+/// What happened to one request, for [`Metrics::record`].
+#[derive(Debug, Default)]
+pub struct RequestOutcome {
+    pub status: u16,
+    /// Low-cardinality failure class (`Openai.RateLimitError` style) when status >= 400.
+    pub exception_class: Option<&'static str>,
+    pub total_seconds: f64,
+    /// Upstream call time when a deployment was called.
+    pub upstream_seconds: Option<f64>,
+    pub ttft_seconds: Option<f64>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Whether the response came from a deployment (deployment metrics apply).
+    pub reached_deployment: bool,
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub fn record(&self, l: &RequestLabels<'_>, o: &RequestOutcome) {
+        let status = status_text(o.status);
+        self.total_requests
+            .with_label_values(&[
+                l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
+                status, "", l.route, l.client_ip, l.user_agent, l.model_id,
+            ])
+            .inc();
+        if o.status >= 400 {
+            self.failed_requests
+                .with_label_values(&[
+                    l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
+                    "", status, o.exception_class.unwrap_or(""), l.route, l.client_ip,
+                    l.user_agent, l.model_id,
+                ])
+                .inc();
+        }
+        self.request_latency
+            .with_label_values(&[
+                l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
+                l.model, l.model_id,
+            ])
+            .observe(o.total_seconds);
+        if !o.reached_deployment {
+            return;
+        }
+        let api = [
+            l.model, l.hashed_api_key, l.api_key_alias, "", "", l.requested_model, l.end_user, "",
+            l.model_id,
+        ];
+        if let Some(upstream) = o.upstream_seconds {
+            self.api_latency.with_label_values(&api).observe(upstream);
+            self.overhead_latency
+                .with_label_values(&[
+                    l.model_group, l.api_provider, l.api_base, l.litellm_model_name,
+                    l.hashed_api_key, l.api_key_alias, l.model_id,
+                ])
+                .observe((o.total_seconds - upstream).max(0.0));
+        }
+        if let Some(ttft) = o.ttft_seconds {
+            self.time_to_first_token.with_label_values(&api).observe(ttft);
+        }
+        let deployment = [
+            l.requested_model, l.litellm_model_name, l.model_id, l.api_base, l.api_provider,
+            l.hashed_api_key, l.api_key_alias, "", "", l.client_ip, l.user_agent,
+        ];
+        self.deployment_total.with_label_values(&deployment).inc();
+        if o.status < 400 {
+            self.deployment_success.with_label_values(&deployment).inc();
+        } else {
+            self.deployment_failure
+                .with_label_values(&[
+                    l.requested_model, l.litellm_model_name, l.model_id, l.api_base,
+                    l.api_provider, status, o.exception_class.unwrap_or(""), l.hashed_api_key,
+                    l.api_key_alias, "", "", l.client_ip, l.user_agent,
+                ])
+                .inc();
+        }
+        if o.prompt_tokens + o.completion_tokens > 0 {
+            let tokens = [
+                l.end_user, l.hashed_api_key, l.api_key_alias, l.model, "", "", "", "",
+                l.requested_model, l.model_id,
+            ];
+            self.input_tokens.with_label_values(&tokens).inc_by(o.prompt_tokens);
+            self.output_tokens.with_label_values(&tokens).inc_by(o.completion_tokens);
+            self.total_tokens
+                .with_label_values(&tokens)
+                .inc_by(o.prompt_tokens + o.completion_tokens);
+        }
+    }
+}
+
+/// Status codes as static strings (no allocation per request).
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        499 => "499",
+        500 => "500",
+        501 => "501",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_litellm_names_labels_and_buckets() {
+        let m = Metrics::new();
+        let labels = RequestLabels {
+            requested_model: "gpt-4o",
+            route: "/chat/completions",
+            model_id: "id-1",
+            model: "gpt-4o-mini",
+            model_group: "gpt-4o",
+            api_provider: "openai",
+            api_base: "http://127.0.0.1:1/v1",
+            litellm_model_name: "openai/gpt-4o-mini",
+            ..Default::default()
+        };
+        m.record(
+            &labels,
+            &RequestOutcome {
+                status: 200,
+                total_seconds: 0.01,
+                upstream_seconds: Some(0.009),
+                ttft_seconds: Some(0.002),
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                reached_deployment: true,
+                ..Default::default()
+            },
+        );
+        m.record(
+            &labels,
+            &RequestOutcome {
+                status: 429,
+                exception_class: Some("Openai.RateLimitError"),
+                total_seconds: 0.01,
+                upstream_seconds: Some(0.009),
+                reached_deployment: true,
+                ..Default::default()
+            },
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("litellm_proxy_total_requests_metric_total{"), "{text}");
+        assert!(text.contains(r#"status_code="429""#));
+        assert!(text.contains(r#"exception_class="Openai.RateLimitError""#));
+        assert!(text.contains("litellm_llm_api_time_to_first_token_metric_bucket{"));
+        assert!(text.contains(r#"le="0.00625""#));
+        assert!(text.contains(r#"le="300""#));
+        assert!(text.contains("litellm_total_tokens_metric_total{"));
+        let total_line = text
+            .lines()
+            .find(|l| l.starts_with("litellm_total_tokens_metric_total{"))
+            .unwrap();
+        assert!(total_line.ends_with(" 7"), "{total_line}");
+        assert!(text.contains("litellm_overhead_latency_metric_count{"));
+        assert!(text.contains("litellm_deployment_failure_responses_total{"));
+    }
+}

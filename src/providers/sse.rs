@@ -1,0 +1,294 @@
+//! Server-sent events passed through chunk by chunk (the forwarder's streaming body loop, inside
+//! Pingora's `request_filter`).
+//!
+//! Upstream chunks split events at arbitrary bytes. [`SseRewriter`] emits every *complete* event
+//! as soon as its last byte arrives and holds only the unfinished tail, so nothing a client could
+//! use is ever delayed. Per event it does what the OpenAI-compatible passthrough needs and no
+//! more: it sets the top-level `model` to the name the client asked for, reads `usage`, notices
+//! `[DONE]` and error events, and can hide the usage-only chunk the gateway asked for on the
+//! client's behalf. Splitting the same stream at any byte yields the same output.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use filters::Usage;
+use filters::json_scan::scan_top_level;
+
+/// Streaming rewriter for OpenAI-format SSE.
+#[derive(Debug)]
+pub struct SseRewriter {
+    /// The requested model as a JSON string literal.
+    quoted_model: Bytes,
+    /// Drop the final `choices: []` usage chunk (the client did not ask for it).
+    hide_usage_chunk: bool,
+    pending: BytesMut,
+    usage: Option<Usage>,
+    saw_done: bool,
+    upstream_error: Option<String>,
+    events: u64,
+}
+
+impl SseRewriter {
+    pub fn new(requested_model: &str, hide_usage_chunk: bool) -> Self {
+        SseRewriter {
+            quoted_model: quote(requested_model),
+            hide_usage_chunk,
+            pending: BytesMut::new(),
+            usage: None,
+            saw_done: false,
+            upstream_error: None,
+            events: 0,
+        }
+    }
+
+    /// Processes one upstream chunk, appending the complete events it finishes to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        if self.pending.is_empty() {
+            let consumed = self.process_events(chunk, out);
+            self.pending.extend_from_slice(&chunk[consumed..]);
+        } else {
+            self.pending.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.pending);
+            let consumed = self.process_events(&buf, out);
+            self.pending.extend_from_slice(&buf[consumed..]);
+        }
+    }
+
+    /// The upstream ended: flushes an unterminated last event as it is.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.process_event(&rest, out);
+        }
+    }
+
+    /// Usage from the stream, if any chunk carried it.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Whether `data: [DONE]` was seen.
+    pub fn saw_done(&self) -> bool {
+        self.saw_done
+    }
+
+    /// The message of an error event the upstream sent, if any.
+    pub fn upstream_error(&self) -> Option<&str> {
+        self.upstream_error.as_deref()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Bytes buffered in an unfinished event.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Processes every complete event at the start of `buf`; returns the bytes consumed.
+    fn process_events(&mut self, buf: &[u8], out: &mut BytesMut) -> usize {
+        let mut start = 0;
+        while let Some(end) = event_end(&buf[start..]) {
+            self.process_event(&buf[start..start + end], out);
+            start += end;
+        }
+        start
+    }
+
+    fn process_event(&mut self, event: &[u8], out: &mut BytesMut) {
+        self.events += 1;
+        // Find the data line; OpenAI-format events carry exactly one.
+        let Some((data_start, data_end)) = data_payload(event) else {
+            out.put_slice(event);
+            return;
+        };
+        let data = &event[data_start..data_end];
+        if data == b"[DONE]" {
+            self.saw_done = true;
+            out.put_slice(event);
+            return;
+        }
+        let Some(fields) = scan_top_level(data) else {
+            out.put_slice(event);
+            return;
+        };
+        if let Some(span) = &fields.usage
+            && let Some(usage) = Usage::parse(&data[span.clone()])
+        {
+            self.usage = Some(usage);
+        }
+        if fields.has_error {
+            self.upstream_error = Some(error_message(data));
+        }
+        if self.hide_usage_chunk && fields.empty_choices && fields.usage.is_some() {
+            return;
+        }
+        match fields.model {
+            Some(span) if data[span.clone()] != self.quoted_model[..] => {
+                out.reserve(event.len() + self.quoted_model.len());
+                out.put_slice(&event[..data_start + span.start]);
+                out.put_slice(&self.quoted_model);
+                out.put_slice(&event[data_start + span.end..]);
+            }
+            _ => out.put_slice(event),
+        }
+    }
+}
+
+/// A JSON string literal for `s`.
+pub fn quote(s: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec()))
+}
+
+/// Length of the first complete event in `buf` (through its blank line), if there is one.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let nl = from + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            Some(_) => from = nl + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// Byte range of the first `data:` line's value within an event.
+fn data_payload(event: &[u8]) -> Option<(usize, usize)> {
+    let mut line_start = 0;
+    while line_start < event.len() {
+        let line_end = memchr::memchr(b'\n', &event[line_start..])
+            .map_or(event.len(), |i| line_start + i);
+        let line = &event[line_start..line_end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let skip = usize::from(rest.first() == Some(&b' '));
+            let start = line_start + 5 + skip;
+            return Some((start, line_start + line.len()));
+        }
+        line_start = line_end + 1;
+    }
+    None
+}
+
+fn error_message(data: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    value["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(data).chars().take(500).collect())
+}
+
+/// Rewrites a complete (non-streamed) OpenAI JSON response: sets `model` to the requested name
+/// and returns the usage it reports.
+pub fn rewrite_json_response(body: Bytes, quoted_model: &[u8]) -> (Bytes, Option<Usage>) {
+    let Some(fields) = scan_top_level(&body) else {
+        return (body, None);
+    };
+    let usage = fields
+        .usage
+        .as_ref()
+        .and_then(|span| Usage::parse(&body[span.clone()]));
+    let body = match fields.model {
+        Some(span) if body[span.clone()] != *quoted_model => {
+            let mut out = BytesMut::with_capacity(body.len() + quoted_model.len());
+            filters::json_scan::splice_string(&mut out, &body, span, quoted_model);
+            out.freeze()
+        }
+        _ => body,
+    };
+    (body, usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        ": keep-alive comment\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\\n\\nlo \\\"model\\\":\"},\"finish_reason\":null}]}\r\n\r\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(chunks: &[&[u8]], hide: bool) -> (Vec<u8>, SseRewriter) {
+        let mut r = SseRewriter::new("gpt-4o", hide);
+        let mut out = BytesMut::new();
+        for c in chunks {
+            r.feed(c, &mut out);
+        }
+        r.finish(&mut out);
+        (out.to_vec(), r)
+    }
+
+    #[test]
+    fn rewrites_model_reads_usage_and_keeps_everything_else() {
+        let (out, r) = run(&[STREAM.as_bytes()], false);
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, STREAM.replace("gpt-4o-2024-08-06", "gpt-4o"));
+        assert_eq!(r.usage().unwrap().total_tokens, 11);
+        assert!(r.saw_done());
+        assert_eq!(r.events(), 6);
+        assert!(r.upstream_error().is_none());
+    }
+
+    #[test]
+    fn hides_the_usage_chunk_when_asked() {
+        let (out, r) = run(&[STREAM.as_bytes()], true);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("\"usage\""));
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        assert_eq!(r.usage().unwrap().prompt_tokens, 9);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let bytes = STREAM.as_bytes();
+        let (whole, _) = run(&[bytes], true);
+        for cut in 0..=bytes.len() {
+            let (split, r) = run(&[&bytes[..cut], &bytes[cut..]], true);
+            assert_eq!(split, whole, "split at {cut}");
+            assert_eq!(r.usage().unwrap().total_tokens, 11);
+        }
+        // Random chunkings, deterministic seed.
+        let mut rng = fastrand::Rng::with_seed(42);
+        for _ in 0..200 {
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let n = rng.usize(1..=40).min(bytes.len() - at);
+                chunks.push(&bytes[at..at + n]);
+                at += n;
+            }
+            assert_eq!(run(&chunks, true).0, whole);
+        }
+    }
+
+    #[test]
+    fn complete_events_are_emitted_before_the_chunk_ends() {
+        let mut r = SseRewriter::new("gpt-4o", false);
+        let mut out = BytesMut::new();
+        let first_event_end = STREAM.find("\n\n").unwrap() + 2;
+        r.feed(&STREAM.as_bytes()[..first_event_end + 10], &mut out);
+        assert!(out.ends_with(b"\n\n"));
+        assert_eq!(r.pending_len(), 10);
+    }
+
+    #[test]
+    fn error_events_are_noticed() {
+        let (out, r) = run(&[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"], false);
+        assert_eq!(r.upstream_error(), Some("overloaded"));
+        assert!(out.starts_with(b"data: {\"error\""));
+    }
+
+    #[test]
+    fn json_response_gets_requested_model_and_usage() {
+        let body = Bytes::from_static(br#"{"id":"x","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
+        let (out, usage) = rewrite_json_response(body, &quote("gpt-4o"));
+        assert!(out.starts_with(br#"{"id":"x","object":"chat.completion","model":"gpt-4o","#));
+        assert_eq!(usage.unwrap().completion_tokens, 2);
+    }
+}

@@ -1,0 +1,57 @@
+//! Reading the client's request body, bounded, inside `request_filter` (forwarder mode reads the
+//! whole body before choosing a deployment; see docs/architecture.md).
+
+use bytes::{Bytes, BytesMut};
+use filters::ApiError;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Why the body could not be read.
+pub enum BodyError {
+    /// Over `general_settings.max_request_size_mb`: answer 413 and close the connection.
+    TooLarge(ApiError),
+    /// The client went away or sent a malformed body; nothing can be answered.
+    Client(String),
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+///
+/// Answers `Expect: 100-continue` first: Pingora does not in this mode, and curl would otherwise
+/// wait a second before sending large bodies.
+pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue
+        && let Ok(header) = ResponseHeader::build(100, Some(0))
+    {
+        session
+            .write_response_header(Box::new(header), false)
+            .await
+            .map_err(|e| BodyError::Client(e.to_string()))?;
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(BodyError::Client(e.to_string())),
+        }
+    }
+}

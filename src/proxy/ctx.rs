@@ -1,0 +1,37 @@
+//! Per-request state carried through Pingora's phases (created by `new_ctx`, read by `logging`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use filters::route::Deployment;
+use filters::{RequestCx, Usage};
+
+use crate::app::InFlight;
+
+/// What happened to the request, for metrics and the access log.
+#[derive(Debug, Default)]
+pub struct RequestRecord {
+    /// Status sent to the client (0 until a response starts).
+    pub status: u16,
+    /// A failure, as (status, class), also when it happened after a 200 went out (mid-stream).
+    pub failure: Option<(u16, &'static str)>,
+    pub requested_model: Option<String>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub stream: bool,
+    pub usage: Option<Usage>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_elapsed: Option<Duration>,
+    pub time_to_first_token: Option<Duration>,
+    /// The client went away before the response was complete.
+    pub client_closed: bool,
+    pub response_bytes: u64,
+}
+
+/// Pingora's `CTX` for the gateway.
+pub struct Ctx {
+    pub request_id: String,
+    pub started: Instant,
+    pub cx: RequestCx,
+    pub record: RequestRecord,
+    pub(crate) _in_flight: InFlight,
+}

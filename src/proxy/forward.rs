@@ -1,0 +1,610 @@
+//! The forwarder: the upstream leg of an LLM request, driven from inside Pingora's
+//! `request_filter` with Pingora's own pooled `Connector` (see `docs/architecture.md` and
+//! `forwarder-notes.md` for why: Pingora 0.9 cannot forward a pre-read body over 64 KiB).
+//!
+//! ```text
+//! plan ─► encode ─► pooled session ─► write head + body ─► read head ─┬─ 4xx/5xx: pass the error on
+//!                    (stale pooled connection: retry on a new one)    ├─ stream: SSE chunk by chunk
+//!                                                                      └─ JSON: buffer, rewrite model
+//! ```
+//!
+//! Until the first byte goes to the client nothing is committed, so every failure up to that
+//! point becomes a clean OpenAI-style error. A client that disconnects is noticed at once (a
+//! select on the downstream socket) and the upstream connection is closed, which stops the
+//! generation and the token spend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use filters::route::RoutePlan;
+use filters::ApiError;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use super::ctx::Ctx;
+use super::respond;
+use crate::app::App;
+use crate::config::DeploymentConfig;
+use crate::providers::openai::{self, Target, UpstreamRequest};
+use crate::providers::sse::{SseRewriter, quote, rewrite_json_response};
+use crate::upstream::Endpoint;
+
+/// How many times a request is re-sent when a pooled connection turns out to be closed.
+const STALE_CONNECTION_RETRIES: usize = 2;
+/// Upstream error bodies are passed on up to this size.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Idle time a released upstream connection may spend in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(55);
+
+/// Response headers that describe one hop, never copied from upstream to client.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "server",
+    "date",
+];
+
+/// Why an exchange ended without a response being committed.
+enum Failure {
+    Api(ApiError),
+    ClientGone,
+}
+
+/// Forwards the routed request and writes the response; records the outcome in `ctx`.
+pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Bytes) {
+    let (Some(plan), Some(view)) = (ctx.cx.plan.take(), ctx.cx.view.take()) else {
+        respond::error(session, ctx, &ApiError::internal("request was not routed")).await;
+        return;
+    };
+    let endpoint = ctx.cx.endpoint();
+    ctx.record.requested_model = Some(plan.requested_model.clone());
+    ctx.record.stream = view.stream;
+    let Some(deployment) = plan.candidates.first().cloned() else {
+        let e = ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("No deployments available for selected model. Passed model={}", plan.requested_model),
+        );
+        respond::error(session, ctx, &e).await;
+        return;
+    };
+    ctx.record.deployment = Some(deployment.clone());
+    let dc = app.config.deployment(deployment.index);
+    let Some(wire) = dc.wire else {
+        let e = ApiError::new(
+            http::StatusCode::NOT_IMPLEMENTED,
+            "not_implemented_error",
+            format!(
+                "model group {:?} is served by provider {:?}, which Sluice does not support yet",
+                &*plan.group, deployment.provider
+            ),
+        );
+        respond::error(session, ctx, &e).await;
+        return;
+    };
+    let (Some(base), Some(upstream)) = (
+        app.bases.get(deployment.index).and_then(Option::as_ref),
+        app.endpoints.for_deployment(deployment.index),
+    ) else {
+        respond::error(session, ctx, &ApiError::internal("deployment has no endpoint")).await;
+        return;
+    };
+    let peer = match upstream.peer() {
+        Ok(peer) => peer,
+        Err(why) => {
+            let e = ApiError::bad_gateway(format!(
+                "cannot reach deployment {} of model group {:?}: {why}",
+                deployment.id, &*plan.group
+            ));
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+    };
+    let upstream_model = deployment.model_for(plan.wildcard_capture.as_deref());
+    let target = Target {
+        wire,
+        base,
+        upstream_model: &upstream_model,
+        api_key: deployment.api_key.as_ref().map(|k| k.expose()),
+        extra_headers: &deployment.extra_headers,
+        static_headers: &dc.static_headers,
+    };
+    let request = match openai::encode(
+        endpoint,
+        &target,
+        &view,
+        &body,
+        app.config.server.inject_stream_usage,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+    };
+    let exchange = Exchange {
+        connector: &app.connector,
+        peer,
+        upstream,
+        dc,
+        plan: &plan,
+        request: &request,
+        stream: view.stream,
+        max_response: app.config.max_response_body_bytes,
+    };
+    exchange.run(session, ctx).await;
+}
+
+/// One attempt against one deployment.
+struct Exchange<'a> {
+    connector: &'a Connector,
+    peer: Arc<HttpPeer>,
+    upstream: &'a Endpoint,
+    dc: &'a DeploymentConfig,
+    plan: &'a RoutePlan,
+    request: &'a UpstreamRequest,
+    stream: bool,
+    max_response: usize,
+}
+
+impl Exchange<'_> {
+    async fn run(&self, session: &mut Session, ctx: &mut Ctx) {
+        let started = Instant::now();
+        ctx.record.upstream_started = Some(started);
+        let mut up = match self.send(session).await {
+            Ok(up) => up,
+            Err(failure) => {
+                ctx.record.upstream_elapsed = Some(started.elapsed());
+                self.fail(session, ctx, failure).await;
+                return;
+            }
+        };
+        let Some(head) = up.response_header().cloned() else {
+            up.shutdown().await;
+            self.fail(session, ctx, Failure::Api(ApiError::bad_gateway("upstream sent no response header")))
+                .await;
+            return;
+        };
+        up.set_read_timeout(Some(self.dc.deployment.timeout));
+        let status = head.status.as_u16();
+        let is_sse = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if status >= 400 {
+            self.pass_error(session, ctx, &mut up, &head, started).await;
+        } else if self.stream && is_sse {
+            self.stream_body(session, ctx, &mut up, &head, started).await;
+        } else {
+            self.buffered_body(session, ctx, &mut up, &head, started).await;
+        }
+        self.release(up).await;
+    }
+
+    /// Gets a connection, sends the request and waits for the response header, retrying on a
+    /// fresh connection when a pooled one turns out to be dead.
+    async fn send(&self, session: &mut Session) -> Result<HttpSession, Failure> {
+        let header_timeout = match (self.stream, self.dc.deployment.stream_timeout) {
+            (true, Some(t)) => t,
+            _ => self.dc.deployment.timeout,
+        };
+        let mut attempt = 0;
+        loop {
+            let (mut up, reused) = self
+                .connector
+                .get_http_session(&*self.peer)
+                .await
+                .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
+            up.set_write_timeout(Some(self.dc.deployment.timeout));
+            up.set_read_timeout(Some(header_timeout));
+            let result = match self.write_request(&mut up).await {
+                Ok(()) => {
+                    tokio::select! {
+                        biased;
+                        r = up.read_response_header() => r.map_err(Some),
+                        _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
+                    }
+                }
+                Err(e) => Err(Some(e)),
+            };
+            match result {
+                Ok(()) => return Ok(up),
+                Err(None) => {
+                    up.shutdown().await;
+                    return Err(Failure::ClientGone);
+                }
+                Err(Some(e)) => {
+                    up.shutdown().await;
+                    if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
+                        attempt += 1;
+                        continue;
+                    }
+                    if e.etype() == &ErrorType::ReadTimedout {
+                        return Err(Failure::Api(ApiError::gateway_timeout(format!(
+                            "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
+                            self.dc.deployment.id,
+                            &*self.plan.group,
+                            header_timeout.as_secs_f64()
+                        ))));
+                    }
+                    return Err(Failure::Api(self.upstream_error(&e, "sending the request to")));
+                }
+            }
+        }
+    }
+
+    async fn write_request(&self, up: &mut HttpSession) -> pingora::Result<()> {
+        let mut head = RequestHeader::build(
+            self.request.method,
+            self.request.target.as_bytes(),
+            Some(self.request.headers.len() + 3),
+        )?;
+        head.insert_header("host", self.upstream.host_header.as_str())?;
+        head.insert_header("content-length", self.request.body.len().to_string())?;
+        head.insert_header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))?;
+        for (name, value) in &self.request.headers {
+            head.append_header(name.clone(), value.as_str())?;
+        }
+        up.write_request_header(Box::new(head)).await?;
+        up.write_request_body(self.request.body.clone(), true).await?;
+        up.finish_request_body().await
+    }
+
+    /// An upstream 4xx/5xx: its status and body go to the client (wrapped in an OpenAI error
+    /// when the body is not one already).
+    async fn pass_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        up: &mut HttpSession,
+        head: &ResponseHeader,
+        started: Instant,
+    ) {
+        let status = head.status.as_u16();
+        let body = match read_all(up, session, MAX_ERROR_BODY).await {
+            Ok(b) => b,
+            Err(Failure::ClientGone) => {
+                ctx.record.client_closed = true;
+                ctx.record.upstream_elapsed = Some(started.elapsed());
+                ctx.record.failure = Some((status, class_of_status(status)));
+                return;
+            }
+            Err(Failure::Api(_)) => Bytes::new(),
+        };
+        ctx.record.upstream_elapsed = Some(started.elapsed());
+        ctx.record.failure = Some((status, class_of_status(status)));
+        let body = if is_openai_error(&body) {
+            body
+        } else {
+            let text = String::from_utf8_lossy(&body);
+            let text: String = text.trim().chars().take(2000).collect();
+            let message = if text.is_empty() {
+                format!("upstream deployment answered {status} with an empty body")
+            } else {
+                format!("upstream deployment answered {status}: {text}")
+            };
+            let kind = match status {
+                401 | 403 => "auth_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                s if s >= 500 => "api_error",
+                _ => "invalid_request_error",
+            };
+            ApiError::new(head.status, kind, message).body()
+        };
+        let mut resp = self.client_header(ctx, status, "application/json", head);
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        for name in ["retry-after", "retry-after-ms", "x-should-retry"] {
+            if let Some(v) = head.headers.get(name) {
+                let _ = resp.insert_header(name, v.clone());
+            }
+        }
+        self.write_complete(session, ctx, resp, body).await;
+    }
+
+    /// A JSON (or other non-SSE) response: read whole, `model` rewritten, then sent.
+    async fn buffered_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        up: &mut HttpSession,
+        head: &ResponseHeader,
+        started: Instant,
+    ) {
+        let body = match read_all(up, session, self.max_response).await {
+            Ok(b) => b,
+            Err(failure) => {
+                ctx.record.upstream_elapsed = Some(started.elapsed());
+                self.fail(session, ctx, failure).await;
+                return;
+            }
+        };
+        ctx.record.upstream_elapsed = Some(started.elapsed());
+        let content_type = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
+        let body = if content_type.starts_with("application/json") && !encoded {
+            let (body, usage) = rewrite_json_response(body, &quote(&self.plan.requested_model));
+            ctx.record.usage = usage;
+            body
+        } else {
+            body
+        };
+        let status = head.status.as_u16();
+        let mut resp = self.client_header(ctx, status, &content_type, head);
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        let total_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        let upstream_ms = ctx.record.upstream_elapsed.unwrap_or_default().as_secs_f64() * 1000.0;
+        let _ = resp.insert_header("x-litellm-response-duration-ms", format!("{total_ms:.3}"));
+        let _ = resp.insert_header(
+            "x-litellm-overhead-duration-ms",
+            format!("{:.3}", (total_ms - upstream_ms).max(0.0)),
+        );
+        self.write_complete(session, ctx, resp, body).await;
+    }
+
+    /// An SSE stream: every complete event goes to the client as soon as it arrives.
+    async fn stream_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        up: &mut HttpSession,
+        head: &ResponseHeader,
+        started: Instant,
+    ) {
+        let status = head.status.as_u16();
+        let mut resp = self.client_header(ctx, status, "text/event-stream", head);
+        let _ = resp.insert_header("transfer-encoding", "chunked");
+        let _ = resp.insert_header("cache-control", "no-cache");
+        let _ = resp.insert_header(
+            "x-litellm-overhead-duration-ms",
+            format!(
+                "{:.3}",
+                (ctx.started.elapsed().saturating_sub(started.elapsed())).as_secs_f64() * 1000.0
+            ),
+        );
+        ctx.record.status = status;
+        if session.write_response_header(Box::new(resp), false).await.is_err() {
+            ctx.record.client_closed = true;
+            up.shutdown().await;
+            return;
+        }
+        let mut rewriter = SseRewriter::new(&self.plan.requested_model, self.request.injected_usage);
+        let mut out = BytesMut::with_capacity(4096);
+        loop {
+            let next = tokio::select! {
+                biased;
+                r = up.read_response_body() => Some(r),
+                _ = session.as_downstream_mut().read_body_or_idle(true) => None,
+            };
+            match next {
+                None => {
+                    // The client hung up: closing the upstream connection stops the generation.
+                    ctx.record.client_closed = true;
+                    up.shutdown().await;
+                    break;
+                }
+                Some(Ok(Some(chunk))) => {
+                    if ctx.record.time_to_first_token.is_none() {
+                        ctx.record.time_to_first_token = Some(started.elapsed());
+                    }
+                    rewriter.feed(&chunk, &mut out);
+                    if !out.is_empty() {
+                        let bytes = out.split().freeze();
+                        ctx.record.response_bytes += bytes.len() as u64;
+                        if session.write_response_body(Some(bytes), false).await.is_err() {
+                            ctx.record.client_closed = true;
+                            up.shutdown().await;
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(None)) => {
+                    rewriter.finish(&mut out);
+                    let tail = (!out.is_empty()).then(|| out.split().freeze());
+                    if let Some(t) = &tail {
+                        ctx.record.response_bytes += t.len() as u64;
+                    }
+                    if session.write_response_body(tail, true).await.is_err() {
+                        ctx.record.client_closed = true;
+                    }
+                    if let Some(message) = rewriter.upstream_error() {
+                        tracing::debug!(request_id = %ctx.request_id, "upstream sent an error event: {message}");
+                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                    }
+                    break;
+                }
+                Some(Err(e)) => {
+                    // Mid-stream failure: tell the client in-band (OpenAI convention: an `error`
+                    // object on a data line, no [DONE]) and end the response.
+                    let error = if e.etype() == &ErrorType::ReadTimedout {
+                        ApiError::gateway_timeout(format!(
+                            "Timeout: the upstream stream stalled for {:.1}s",
+                            self.dc.deployment.timeout.as_secs_f64()
+                        ))
+                    } else {
+                        ApiError::bad_gateway(format!("upstream stream broke: {}", e.etype().as_str()))
+                    };
+                    ctx.record.failure = Some((error.status.as_u16(), respond::error_class(&error)));
+                    rewriter.finish(&mut out);
+                    out.extend_from_slice(&error.sse_event());
+                    let tail = out.split().freeze();
+                    ctx.record.response_bytes += tail.len() as u64;
+                    let _ = session.write_response_body(Some(tail), true).await;
+                    session.set_keepalive(None);
+                    up.shutdown().await;
+                    break;
+                }
+            }
+        }
+        ctx.record.upstream_elapsed = Some(started.elapsed());
+        ctx.record.usage = rewriter.usage();
+    }
+
+    /// The response header for the client: status, content type, the upstream's headers as
+    /// `llm_provider-*` (as LiteLLM does), and the routing headers.
+    fn client_header(&self, ctx: &Ctx, status: u16, content_type: &str, upstream: &ResponseHeader) -> ResponseHeader {
+        let mut resp = ResponseHeader::build(status, Some(upstream.headers.len() + 8))
+            .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("static status"));
+        let _ = resp.insert_header("content-type", content_type);
+        for (name, value) in upstream.headers.iter() {
+            let name = name.as_str();
+            if HOP_BY_HOP.contains(&name) {
+                continue;
+            }
+            let _ = resp.append_header(format!("llm_provider-{name}"), value.clone());
+        }
+        let d = &self.dc.deployment;
+        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+        let _ = resp.insert_header("x-litellm-call-id", ctx.request_id.as_str());
+        let _ = resp.insert_header("x-litellm-model-id", d.id.as_str());
+        let api_base = d.api_base.split('?').next().unwrap_or_default();
+        let _ = resp.insert_header("x-litellm-model-api-base", api_base);
+        let _ = resp.insert_header("x-litellm-model-group", &*self.plan.group);
+        let _ = resp.insert_header("x-litellm-version", env!("CARGO_PKG_VERSION"));
+        resp
+    }
+
+    async fn write_complete(&self, session: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) {
+        ctx.record.status = resp.status.as_u16();
+        ctx.record.response_bytes = body.len() as u64;
+        if session.write_response_header(Box::new(resp), false).await.is_err()
+            || session.write_response_body(Some(body), true).await.is_err()
+        {
+            ctx.record.client_closed = true;
+        }
+    }
+
+    async fn fail(&self, session: &mut Session, ctx: &mut Ctx, failure: Failure) {
+        match failure {
+            Failure::ClientGone => {
+                ctx.record.client_closed = true;
+                ctx.record.failure = Some((499, "Litellm.ClientClosedRequest"));
+            }
+            Failure::Api(e) => {
+                let mut e = e;
+                e.headers.push(("x-litellm-model-id", self.dc.deployment.id.clone()));
+                e.headers.push(("x-litellm-model-group", self.plan.group.to_string()));
+                respond::error(session, ctx, &e).await;
+            }
+        }
+    }
+
+    fn upstream_error(&self, e: &Error, doing: &str) -> ApiError {
+        let d = &self.dc.deployment;
+        let what = match e.etype() {
+            ErrorType::ConnectTimedout => "connection timed out".to_string(),
+            ErrorType::ConnectRefused => "connection refused".to_string(),
+            ErrorType::ConnectNoRoute => "no route to host".to_string(),
+            ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "TLS handshake failed".to_string(),
+            ErrorType::InvalidHTTPHeader | ErrorType::H1Error => {
+                "the upstream answered with something that is not valid HTTP".to_string()
+            }
+            other => other.as_str().to_string(),
+        };
+        if e.etype() == &ErrorType::ConnectTimedout {
+            return ApiError::gateway_timeout(format!(
+                "Timeout {doing} deployment {} ({}) of model group {:?}: {what}",
+                d.id, d.api_base, &*self.plan.group
+            ));
+        }
+        ApiError::bad_gateway(format!(
+            "Error {doing} deployment {} ({}) of model group {:?}: {what}",
+            d.id, d.api_base, &*self.plan.group
+        ))
+    }
+
+    async fn release(&self, mut up: HttpSession) {
+        if up.response_done() {
+            self.connector
+                .release_http_session(up, &*self.peer, Some(POOL_IDLE))
+                .await;
+        } else {
+            up.shutdown().await;
+        }
+    }
+}
+
+/// Reads a whole response body (bounded), watching for the client to leave.
+async fn read_all(up: &mut HttpSession, session: &mut Session, limit: usize) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            r = up.read_response_body() => Some(r),
+            _ = session.as_downstream_mut().read_body_or_idle(true) => None,
+        };
+        match next {
+            None => return Err(Failure::ClientGone),
+            Some(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(Failure::Api(ApiError::bad_gateway(format!(
+                        "upstream response is larger than the limit of {} MiB (general_settings.max_response_size_mb)",
+                        limit / (1024 * 1024)
+                    ))));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Some(Ok(None)) => return Ok(body.freeze()),
+            Some(Err(e)) => {
+                let error = if e.etype() == &ErrorType::ReadTimedout {
+                    ApiError::gateway_timeout("Timeout: the upstream stopped sending its response")
+                } else {
+                    ApiError::bad_gateway(format!(
+                        "upstream connection failed while reading the response: {}",
+                        e.etype().as_str()
+                    ))
+                };
+                return Err(Failure::Api(error));
+            }
+        }
+    }
+}
+
+/// A pooled connection the server had already closed: safe to retry (nothing was processed).
+fn is_stale_connection(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    )
+}
+
+/// Whether a body already is `{"error": ...}`.
+fn is_openai_error(body: &[u8]) -> bool {
+    filters::json_scan::scan_top_level(body).is_some_and(|f| f.has_error)
+        && serde_json::from_slice::<serde_json::Value>(body).is_ok()
+}
+
+fn class_of_status(status: u16) -> &'static str {
+    match status {
+        400 => "Openai.BadRequestError",
+        401 => "Openai.AuthenticationError",
+        403 => "Openai.PermissionDeniedError",
+        404 => "Openai.NotFoundError",
+        408 => "Openai.Timeout",
+        422 => "Openai.UnprocessableEntityError",
+        429 => "Openai.RateLimitError",
+        500 => "Openai.InternalServerError",
+        502 => "Openai.BadGatewayError",
+        503 => "Openai.ServiceUnavailableError",
+        504 => "Openai.GatewayTimeoutError",
+        s if s >= 500 => "Openai.APIError",
+        _ => "Openai.APIStatusError",
+    }
+}

@@ -1,0 +1,306 @@
+//! The Pingora adapter: `Gateway` implements `ProxyHttp`, and every hook only delegates.
+//!
+//! ```text
+//! Pingora phase          Sluice
+//! ─────────────────────  ──────────────────────────────────────────────────────────────
+//! new_ctx                Ctx (counts the request in flight until it drops)
+//! early_request_filter   request id, start time
+//! request_filter         endpoint ─► pre-body filters (auth) ─► local answers (health,
+//!                        models, metrics) or: read body (bounded) ─► parse ─► post-body
+//!                        filters (route) ─► forward::forward ─► Ok(true) (responded)
+//! upstream_peer          never called: the forwarder drives the upstream leg itself
+//! logging                metrics, access log
+//! ```
+
+pub mod body;
+pub mod ctx;
+pub mod forward;
+pub mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use filters::request::RequestView;
+use filters::{ApiError, Endpoint, Flow, Incoming, RequestCx};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::admin;
+use crate::app::App;
+use crate::metrics::{RequestLabels, RequestOutcome};
+use ctx::{Ctx, RequestRecord};
+
+/// Bodies of rejected requests up to this size are drained so the connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// The gateway service.
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            cx: RequestCx::default(),
+            record: RequestRecord::default(),
+            _in_flight: self.app.track_request(),
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.started = Instant::now();
+        ctx.request_id = request_id(session);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        handle(&self.app, session, ctx).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // request_filter always answers (forwarder mode); Pingora requires the hook anyway.
+        Error::e_explain(ErrorType::InternalError, "upstream_peer is not used in forwarder mode")
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        record(&self.app, session, ctx);
+    }
+}
+
+/// The client's `x-litellm-call-id` / `x-request-id` when it is a sane token, else a new UUID.
+fn request_id(session: &Session) -> String {
+    let headers = &session.req_header().headers;
+    for name in ["x-litellm-call-id", "x-request-id"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && !v.is_empty()
+            && v.len() <= 128
+            && v.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return v.to_string();
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Everything `request_filter` does.
+async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
+    let endpoint = {
+        let head = session.req_header();
+        Endpoint::classify(&head.method, head.uri.path())
+    };
+    ctx.cx = RequestCx::new(endpoint);
+
+    let flow = {
+        let head = session.req_header();
+        let incoming = Incoming {
+            method: &head.method,
+            path: head.uri.path(),
+            headers: &head.headers,
+        };
+        app.chain.run_pre_body(&incoming, &mut ctx.cx).await
+    };
+    if let Flow::Reject(e) = flow {
+        discard_body(session).await;
+        respond::error(session, ctx, &e).await;
+        return;
+    }
+
+    match endpoint {
+        Endpoint::NotFound => {
+            discard_body(session).await;
+            let path = session.req_header().uri.path().to_string();
+            let e = ApiError::not_found(format!("Route {path} not found"));
+            respond::error(session, ctx, &e).await;
+        }
+        Endpoint::MethodNotAllowed => {
+            discard_body(session).await;
+            let method = session.req_header().method.to_string();
+            let e = ApiError::method_not_allowed(format!("Method {method} is not allowed on this route"));
+            respond::error(session, ctx, &e).await;
+        }
+        Endpoint::HealthLiveness => {
+            respond::send(session, ctx, 200, "application/json", &[], bytes::Bytes::from_static(admin::LIVENESS)).await
+        }
+        Endpoint::HealthReadiness => {
+            if app.is_draining() {
+                let body = bytes::Bytes::from_static(b"{\"detail\":\"Service Unhealthy (shutting down)\"}");
+                respond::send(session, ctx, 503, "application/json", &[], body).await
+            } else {
+                respond::send(session, ctx, 200, "application/json", &[], admin::readiness(&app.config)).await
+            }
+        }
+        Endpoint::Metrics => {
+            let body = bytes::Bytes::from(app.metrics.render());
+            respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
+        }
+        Endpoint::Models => respond::send(session, ctx, 200, "application/json", &[], app.listings.models()).await,
+        Endpoint::ModelInfo => {
+            let body = app.listings.model_info(session.req_header().uri.query());
+            respond::send(session, ctx, 200, "application/json", &[], body).await
+        }
+        Endpoint::ModelGroupInfo => {
+            let body = app.listings.model_group_info(session.req_header().uri.query());
+            respond::send(session, ctx, 200, "application/json", &[], body).await
+        }
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+            llm_request(app, session, ctx).await
+        }
+    }
+}
+
+/// An LLM call: read and check the body, route it, forward it.
+async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
+    let body = match body::read_bounded(session, app.config.max_request_body_bytes).await {
+        Ok(b) => b,
+        Err(body::BodyError::TooLarge(e)) => {
+            // The rest of the body is unread: the connection cannot be reused.
+            session.set_keepalive(None);
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+        Err(body::BodyError::Client(why)) => {
+            tracing::debug!(request_id = %ctx.request_id, "reading the request body failed: {why}");
+            ctx.record.client_closed = true;
+            session.set_keepalive(None);
+            return;
+        }
+    };
+    let view = match RequestView::parse(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+    };
+    ctx.record.requested_model = view.model.clone();
+    ctx.record.stream = view.stream;
+    ctx.cx.view = Some(view);
+    let flow = {
+        let head = session.req_header();
+        let incoming = Incoming {
+            method: &head.method,
+            path: head.uri.path(),
+            headers: &head.headers,
+        };
+        app.chain.run_post_body(&incoming, &mut ctx.cx).await
+    };
+    if let Flow::Reject(e) = flow {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
+    forward::forward(app, session, ctx, body).await;
+}
+
+/// Reads and drops a small unread request body so the connection stays reusable; closes the
+/// connection instead when the body is large or unknown.
+async fn discard_body(session: &mut Session) {
+    let len = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let chunked = session
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING);
+    match (len, chunked) {
+        (None, false) | (Some(0), false) => {}
+        (Some(n), false) if n <= DRAIN_LIMIT => {
+            if session.drain_request_body().await.is_err() {
+                session.set_keepalive(None);
+            }
+        }
+        _ => session.set_keepalive(None),
+    }
+}
+
+/// Metrics and the access log line, from the `logging` phase.
+fn record(app: &App, session: &Session, ctx: &Ctx) {
+    let r = &ctx.record;
+    let status = if r.status == 0 { 499 } else { r.status };
+    let total = ctx.started.elapsed();
+    let head = session.req_header();
+    let user_agent = head
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let deployment = r.deployment.as_deref();
+    let dc = deployment.map(|d| app.config.deployment(d.index));
+    let litellm_model_name = dc
+        .and_then(|dc| dc.public_params.get("model"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let (prompt_tokens, completion_tokens) =
+        r.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let endpoint = ctx.cx.endpoint();
+    let labels = RequestLabels {
+        end_user: "",
+        hashed_api_key: ctx.cx.caller.key_label(),
+        api_key_alias: ctx.cx.caller.alias_label(),
+        requested_model: r.requested_model.as_deref().unwrap_or(""),
+        route: endpoint.route_label(),
+        client_ip: &client_ip,
+        user_agent,
+        model_id: deployment.map_or("", |d| d.id.as_str()),
+        model: deployment.map_or("", |d| d.upstream_model.as_str()),
+        model_group: deployment.map_or("", |d| d.model_name.as_str()),
+        api_provider: deployment.map_or("", |d| d.provider.as_str()),
+        api_base: deployment.map_or("", |d| d.api_base.as_str()),
+        litellm_model_name,
+    };
+    let failure = r.failure.or((status >= 400).then_some((status, "Litellm.APIError")));
+    if endpoint.is_llm() || status >= 400 {
+        app.metrics.record(
+            &labels,
+            &RequestOutcome {
+                status,
+                exception_class: failure.map(|(_, class)| class),
+                total_seconds: total.as_secs_f64(),
+                upstream_seconds: r.upstream_elapsed.map(|d| d.as_secs_f64()),
+                ttft_seconds: r.time_to_first_token.map(|d| d.as_secs_f64()),
+                prompt_tokens,
+                completion_tokens,
+                reached_deployment: r.upstream_started.is_some(),
+            },
+        );
+    }
+    if app.config.server.access_log {
+        let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "sluice::access",
+            request_id = %ctx.request_id,
+            method = %head.method,
+            path = head.uri.path(),
+            status,
+            error = failure.map_or("", |(_, class)| class),
+            model = r.requested_model.as_deref().unwrap_or(""),
+            model_group = deployment.map_or("", |d| d.model_name.as_str()),
+            model_id = deployment.map_or("", |d| d.id.as_str()),
+            stream = r.stream,
+            duration_ms = total.as_secs_f64() * 1000.0,
+            upstream_ms = ms(r.upstream_elapsed),
+            ttft_ms = ms(r.time_to_first_token),
+            prompt_tokens,
+            completion_tokens,
+            bytes = r.response_bytes,
+            client_closed = r.client_closed,
+            client_ip = %client_ip,
+            "access"
+        );
+    }
+}

@@ -1,0 +1,552 @@
+//! A mock LLM provider that speaks OpenAI's wire format over real HTTP, for Sluice's tests and
+//! load benchmark.
+//!
+//! It answers `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and `/v1/models`
+//! (with or without `/v1`), streams SSE with configurable chunk count and pacing, adds latency,
+//! fails on request, and counts and records every call so tests can assert how many upstream
+//! calls happened and what they carried.
+//!
+//! Behaviour comes from the server defaults ([`MockConfig`]) and can be overridden per request
+//! by a `"mock"` object in the JSON body, which the gateway forwards untouched:
+//! `{"mock": {"status": 429, "latency_ms": 50, "chunks": 3, "chunk_delay_ms": 50,
+//! "reset_after_chunks": 1, "invalid_json": true, "model": "served-name", "content": "hi"}}`.
+//! A [`RawServer`] answers with bytes that are not HTTP at all, or closes without answering.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Server-wide defaults.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Delay before the response header.
+    pub latency: Duration,
+    /// Content chunks in a streamed answer.
+    pub chunks: usize,
+    /// Pause between streamed chunks.
+    pub chunk_delay: Duration,
+    /// Model name in responses; `None` echoes the request's `model`.
+    pub served_model: Option<String>,
+    /// Dimensions of mock embeddings.
+    pub embedding_dims: usize,
+    /// Keep the last this many requests for inspection.
+    pub record_limit: usize,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            latency: Duration::ZERO,
+            chunks: 5,
+            chunk_delay: Duration::ZERO,
+            served_model: None,
+            embedding_dims: 8,
+            record_limit: 200,
+        }
+    }
+}
+
+/// A request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    calls: AtomicU64,
+    by_path: Mutex<HashMap<String, u64>>,
+    recorded: Mutex<Vec<Recorded>>,
+    /// Streams the mock noticed were abandoned by the client before their end.
+    streams_cut_by_client: AtomicU64,
+    sequence: AtomicU64,
+}
+
+/// A running mock.
+#[derive(Clone)]
+pub struct MockProvider {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    config: Arc<MockConfig>,
+}
+
+impl MockProvider {
+    /// Starts on `127.0.0.1:0` on the current tokio runtime.
+    pub async fn start(config: MockConfig) -> MockProvider {
+        Self::bind("127.0.0.1:0".parse().expect("address"), config).await
+    }
+
+    /// Starts on the given address on the current tokio runtime.
+    pub async fn bind(addr: SocketAddr, config: MockConfig) -> MockProvider {
+        let listener = TcpListener::bind(addr).await.expect("bind mock provider");
+        let addr = listener.local_addr().expect("local addr");
+        let mock = MockProvider {
+            addr,
+            state: Arc::new(State::default()),
+            config: Arc::new(config),
+        };
+        let server = mock.clone();
+        tokio::spawn(async move { server.serve(listener).await });
+        mock
+    }
+
+    /// `http://127.0.0.1:<port>/v1`, an `api_base` for the gateway's config.
+    pub fn api_base(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Model calls received (chat, completions, embeddings), all paths together.
+    pub fn calls(&self) -> u64 {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls per request path.
+    pub fn calls_to(&self, path: &str) -> u64 {
+        self.state.by_path.lock().expect("lock").get(path).copied().unwrap_or(0)
+    }
+
+    /// The recorded requests, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.recorded.lock().expect("lock").clone()
+    }
+
+    pub fn last_request(&self) -> Option<Recorded> {
+        self.state.recorded.lock().expect("lock").last().cloned()
+    }
+
+    /// Streams whose client (the gateway) went away before the mock finished sending.
+    pub fn streams_cut_by_client(&self) -> u64 {
+        self.state.streams_cut_by_client.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.state.calls.store(0, Ordering::SeqCst);
+        self.state.by_path.lock().expect("lock").clear();
+        self.state.recorded.lock().expect("lock").clear();
+        self.state.streams_cut_by_client.store(0, Ordering::SeqCst);
+    }
+
+    async fn serve(self, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let mock = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let mock = mock.clone();
+                    async move { Ok::<_, Infallible>(mock.handle(req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let headers: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body"),
+        };
+        let route = path.strip_prefix("/v1").unwrap_or(&path).to_string();
+        match (method.as_str(), route.as_str()) {
+            ("GET", "/models") => return json_response(StatusCode::OK, &models()),
+            ("GET", "/__mock/calls") => {
+                let by_path = self.state.by_path.lock().expect("lock").clone();
+                return json_response(StatusCode::OK, &json!({"calls": self.calls(), "by_path": by_path}));
+            }
+            ("POST", "/__mock/reset") => {
+                self.reset();
+                return json_response(StatusCode::OK, &json!({"reset": true}));
+            }
+            ("POST", "/chat/completions" | "/completions" | "/embeddings") => {}
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &openai_error("Invalid URL (POST /nope)", "invalid_request_error", None),
+                );
+            }
+        }
+        self.state.calls.fetch_add(1, Ordering::SeqCst);
+        *self.state.by_path.lock().expect("lock").entry(path.clone()).or_default() += 1;
+        if self.config.record_limit > 0 {
+            let mut recorded = self.state.recorded.lock().expect("lock");
+            if recorded.len() >= self.config.record_limit {
+                recorded.remove(0);
+            }
+            recorded.push(Recorded {
+                method,
+                path,
+                headers,
+                body: body.clone(),
+            });
+        }
+        let request: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &openai_error(&format!("We could not parse the JSON body of your request: {e}"), "invalid_request_error", None),
+                );
+            }
+        };
+        let plan = Plan::new(&self.config, &request);
+        if !plan.latency.is_zero() {
+            tokio::time::sleep(plan.latency).await;
+        }
+        if let Some(status) = plan.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Some(raw) = &plan.error_body {
+                return text(status, raw);
+            }
+            let (kind, code) = match status.as_u16() {
+                429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+                401 => ("invalid_request_error", Some("invalid_api_key")),
+                400 => ("invalid_request_error", None),
+                _ => ("server_error", None),
+            };
+            let mut response = json_response(status, &openai_error(&format!("mock failure with status {}", status.as_u16()), kind, code));
+            if status.as_u16() == 429 {
+                response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            }
+            return response;
+        }
+        if request.get("model").and_then(Value::as_str).is_none() {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &openai_error("you must provide a model parameter", "invalid_request_error", None),
+            );
+        }
+        let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
+        match route.as_str() {
+            "/embeddings" => self.embeddings(&request, &plan),
+            kind => {
+                let chat = kind == "/chat/completions";
+                if plan.invalid_json {
+                    return text_with_type(StatusCode::OK, "application/json", "{\"id\": \"broken");
+                }
+                if request.get("stream").and_then(Value::as_bool) == Some(true) {
+                    self.stream(&request, plan, chat, n)
+                } else {
+                    json_response(StatusCode::OK, &completion(&request, &plan, chat, n))
+                }
+            }
+        }
+    }
+
+    fn embeddings(&self, request: &Value, plan: &Plan) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let inputs: Vec<String> = match &request["input"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().map(|i| i.to_string()).collect(),
+            other => vec![other.to_string()],
+        };
+        let dims = request["dimensions"].as_u64().map_or(self.config.embedding_dims, |d| d as usize);
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let seed = text.len() as f64;
+                let vector: Vec<f64> = (0..dims).map(|d| ((seed + d as f64) * 0.37).sin() / 10.0).collect();
+                json!({"object": "embedding", "index": i, "embedding": vector})
+            })
+            .collect();
+        let tokens: u64 = inputs.iter().map(|t| tokens_of(t)).sum();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "object": "list",
+                "data": data,
+                "model": plan.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+            }),
+        )
+    }
+
+    fn stream(&self, request: &Value, plan: Plan, chat: bool, n: u64) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+        let prompt_tokens = prompt_tokens(request);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let id = format!("chatcmpl-mock-{n}");
+            let created = now();
+            let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+            let words = plan.words();
+            let mut events: Vec<Value> = Vec::new();
+            if chat {
+                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}]}));
+            }
+            for word in &words {
+                let choice = if chat {
+                    json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null})
+                } else {
+                    json!({"index": 0, "text": word, "logprobs": null, "finish_reason": null})
+                };
+                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [choice]}));
+            }
+            let last = if chat {
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"})
+            } else {
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+            };
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [last]}));
+            if include_usage {
+                let completion_tokens = words.len() as u64;
+                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}));
+            }
+            let total = events.len();
+            for (i, event) in events.into_iter().enumerate() {
+                if i > 0 && !plan.chunk_delay.is_zero() {
+                    tokio::time::sleep(plan.chunk_delay).await;
+                }
+                if plan.reset_after_chunks == Some(i) {
+                    let _ = tx.send(Err(std::io::Error::other("mock reset mid-stream"))).await;
+                    return;
+                }
+                let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
+                if tx.send(Ok(frame)).await.is_err() {
+                    if i + 1 < total {
+                        state.streams_cut_by_client.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            }
+            if !plan.chunk_delay.is_zero() {
+                tokio::time::sleep(plan.chunk_delay).await;
+            }
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+        });
+        let body = StreamBody::new(ReceiverStream(rx));
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("x-mock-provider", "openai")
+            .body(BoxBody::new(body))
+            .expect("response")
+    }
+}
+
+/// What one request should get.
+struct Plan {
+    latency: Duration,
+    chunks: usize,
+    chunk_delay: Duration,
+    status: Option<u16>,
+    error_body: Option<String>,
+    reset_after_chunks: Option<usize>,
+    invalid_json: bool,
+    model: String,
+    content: Option<String>,
+}
+
+impl Plan {
+    fn new(config: &MockConfig, request: &Value) -> Plan {
+        let m = &request["mock"];
+        let ms = |key: &str, default: Duration| m[key].as_u64().map_or(default, Duration::from_millis);
+        Plan {
+            latency: ms("latency_ms", config.latency),
+            chunks: m["chunks"].as_u64().map_or(config.chunks, |c| c as usize),
+            chunk_delay: ms("chunk_delay_ms", config.chunk_delay),
+            status: m["status"].as_u64().map(|s| s as u16),
+            error_body: m["error_body"].as_str().map(str::to_owned),
+            reset_after_chunks: m["reset_after_chunks"].as_u64().map(|c| c as usize),
+            invalid_json: m["invalid_json"].as_bool() == Some(true),
+            model: m["model"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| config.served_model.clone())
+                .or_else(|| request["model"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            content: m["content"].as_str().map(str::to_owned),
+        }
+    }
+
+    fn words(&self) -> Vec<String> {
+        match &self.content {
+            Some(c) => vec![c.clone()],
+            None => (0..self.chunks).map(|i| if i == 0 { "Hello".to_string() } else { format!(" word{i}") }).collect(),
+        }
+    }
+}
+
+fn completion(request: &Value, plan: &Plan, chat: bool, n: u64) -> Value {
+    let content = plan.content.clone().unwrap_or_else(|| plan.words().concat());
+    let prompt_tokens = prompt_tokens(request);
+    let completion_tokens = plan.content.as_deref().map_or(plan.chunks as u64, tokens_of);
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}});
+    if chat {
+        json!({
+            "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": now(), "model": plan.model,
+            "system_fingerprint": "fp_mock", "service_tier": "default",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage
+        })
+    } else {
+        json!({
+            "id": format!("cmpl-mock-{n}"), "object": "text_completion", "created": now(), "model": plan.model,
+            "choices": [{"text": content, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage
+        })
+    }
+}
+
+/// A rough, deterministic token count: one per four characters, at least one.
+fn tokens_of(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4).max(1)
+}
+
+fn prompt_tokens(request: &Value) -> u64 {
+    match (&request["messages"], &request["prompt"]) {
+        (Value::Array(messages), _) => messages
+            .iter()
+            .map(|m| match &m["content"] {
+                Value::String(s) => tokens_of(s),
+                other => tokens_of(&other.to_string()),
+            })
+            .sum(),
+        (_, Value::String(p)) => tokens_of(p),
+        (_, other) if !other.is_null() => tokens_of(&other.to_string()),
+        _ => 1,
+    }
+}
+
+fn models() -> Value {
+    json!({"object": "list", "data": [
+        {"id": "mock-gpt", "object": "model", "created": 1_715_367_049u64, "owned_by": "system"},
+        {"id": "mock-embedding", "object": "model", "created": 1_715_367_049u64, "owned_by": "system"}
+    ]})
+}
+
+/// OpenAI's error body.
+pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody<Bytes, std::io::Error>> {
+    text_with_type(status, "application/json", &value.to_string())
+}
+
+fn text(status: StatusCode, body: &str) -> Response<BoxBody<Bytes, std::io::Error>> {
+    text_with_type(status, "text/plain", body)
+}
+
+fn text_with_type(status: StatusCode, content_type: &str, body: &str) -> Response<BoxBody<Bytes, std::io::Error>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("x-mock-provider", "openai")
+        .body(BoxBody::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {})))
+        .expect("response")
+}
+
+/// An `mpsc::Receiver` as the `Stream` that `StreamBody` takes.
+struct ReceiverStream(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A TCP server that answers every connection with bytes that are not HTTP, or closes it
+/// without a word: the "upstream returns garbage" and "upstream resets" cases.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+}
+
+/// What a [`RawServer`] does with each connection.
+#[derive(Debug, Clone)]
+pub enum RawBehavior {
+    /// Read the request, answer these bytes, close.
+    Reply(Bytes),
+    /// Read the request, close without answering.
+    Close,
+    /// Read the request and never answer (a hung upstream).
+    Hang,
+}
+
+impl RawServer {
+    pub async fn start(behavior: RawBehavior) -> RawServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw server");
+        let addr = listener.local_addr().expect("local addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let behavior = behavior.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = stream.read(&mut buf).await;
+                    match behavior {
+                        RawBehavior::Reply(bytes) => {
+                            let _ = stream.write_all(&bytes).await;
+                            let _ = stream.shutdown().await;
+                        }
+                        RawBehavior::Close => {}
+                        RawBehavior::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                    }
+                });
+            }
+        });
+        RawServer { addr, accepted }
+    }
+
+    pub fn api_base(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
