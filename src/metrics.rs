@@ -158,9 +158,11 @@ pub struct RequestLabels<'a> {
 /// What happened to one request, for [`Metrics::record`].
 #[derive(Debug, Default)]
 pub struct RequestOutcome {
+    /// Status sent to the client.
     pub status: u16,
-    /// Low-cardinality failure class (`Openai.RateLimitError` style) when status >= 400.
-    pub exception_class: Option<&'static str>,
+    /// The failure, as (status, `Openai.RateLimitError`-style class), also for a stream that
+    /// failed after its 200 went out.
+    pub failure: Option<(u16, &'static str)>,
     pub total_seconds: f64,
     /// Upstream call time when a deployment was called.
     pub upstream_seconds: Option<f64>,
@@ -181,12 +183,12 @@ impl Metrics {
                 status, "", l.route, l.client_ip, l.user_agent, l.model_id,
             ])
             .inc();
-        if o.status >= 400 {
+        if let Some((failed_status, class)) = o.failure {
             self.failed_requests
                 .with_label_values(&[
                     l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
-                    "", status, o.exception_class.unwrap_or(""), l.route, l.client_ip,
-                    l.user_agent, l.model_id,
+                    "", status_text(failed_status), class, l.route, l.client_ip, l.user_agent,
+                    l.model_id,
                 ])
                 .inc();
         }
@@ -220,16 +222,16 @@ impl Metrics {
             l.hashed_api_key, l.api_key_alias, "", "", l.client_ip, l.user_agent,
         ];
         self.deployment_total.with_label_values(&deployment).inc();
-        if o.status < 400 {
-            self.deployment_success.with_label_values(&deployment).inc();
-        } else {
-            self.deployment_failure
+        match o.failure {
+            None => self.deployment_success.with_label_values(&deployment).inc(),
+            Some((failed_status, class)) => self
+                .deployment_failure
                 .with_label_values(&[
                     l.requested_model, l.litellm_model_name, l.model_id, l.api_base,
-                    l.api_provider, status, o.exception_class.unwrap_or(""), l.hashed_api_key,
+                    l.api_provider, status_text(failed_status), class, l.hashed_api_key,
                     l.api_key_alias, "", "", l.client_ip, l.user_agent,
                 ])
-                .inc();
+                .inc(),
         }
         if o.prompt_tokens + o.completion_tokens > 0 {
             let tokens = [
@@ -308,7 +310,7 @@ mod tests {
             &labels,
             &RequestOutcome {
                 status: 429,
-                exception_class: Some("Openai.RateLimitError"),
+                failure: Some((429, "Openai.RateLimitError")),
                 total_seconds: 0.01,
                 upstream_seconds: Some(0.009),
                 reached_deployment: true,

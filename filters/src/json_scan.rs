@@ -20,6 +20,9 @@ pub struct TopLevelFields {
     pub has_error: bool,
     /// Whether `choices` is present and an empty array (the usage-only final chunk of a stream).
     pub empty_choices: bool,
+    /// Whether the object closed properly with nothing but whitespace after it (a structural
+    /// check that catches truncated or garbage bodies; nested values are only skipped).
+    pub complete: bool,
 }
 
 /// Scans `doc` (a JSON object) for its top-level `model`, `usage`, `error` and `choices` fields.
@@ -36,7 +39,11 @@ pub fn scan_top_level(doc: &[u8]) -> Option<TopLevelFields> {
         i = skip_ws(doc, i);
         match doc.get(i) {
             Some(b'"') => {}
-            _ => return Some(out), // `}` or malformed
+            Some(b'}') => {
+                out.complete = skip_ws(doc, i + 1) == doc.len();
+                return Some(out);
+            }
+            _ => return Some(out), // malformed
         }
         let key_end = string_end(doc, i)?;
         let key = &doc[i + 1..key_end - 1];
@@ -62,6 +69,10 @@ pub fn scan_top_level(doc: &[u8]) -> Option<TopLevelFields> {
         i = skip_ws(doc, value_end);
         match doc.get(i) {
             Some(b',') => i += 1,
+            Some(b'}') => {
+                out.complete = skip_ws(doc, i + 1) == doc.len();
+                return Some(out);
+            }
             _ => return Some(out),
         }
     }
@@ -170,6 +181,16 @@ mod tests {
         );
         assert!(!f.has_error);
         assert!(!f.empty_choices);
+        assert!(f.complete);
+    }
+
+    #[test]
+    fn truncated_or_trailing_garbage_is_not_complete() {
+        assert!(scan_top_level(b" {} \n").unwrap().complete);
+        assert!(scan_top_level(br#"{"id": "broken"#).is_none_or(|f| !f.complete));
+        assert!(!scan_top_level(br#"{"a":1} x"#).unwrap().complete);
+        assert!(!scan_top_level(br#"{"a":[1,2}"#).unwrap().complete);
+        assert!(scan_top_level(b"nope").is_none());
     }
 
     #[test]

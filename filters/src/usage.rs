@@ -24,6 +24,9 @@ pub struct PromptTokensDetails {
 impl Usage {
     /// Parses a `usage` object; `None` when it is not one.
     pub fn parse(json: &[u8]) -> Option<Usage> {
+        if json.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
         let mut usage: Usage = serde_json::from_slice(json).ok()?;
         if usage.total_tokens == 0 {
             usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;

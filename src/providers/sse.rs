@@ -181,10 +181,10 @@ fn error_message(data: &[u8]) -> String {
 }
 
 /// Rewrites a complete (non-streamed) OpenAI JSON response: sets `model` to the requested name
-/// and returns the usage it reports.
-pub fn rewrite_json_response(body: Bytes, quoted_model: &[u8]) -> (Bytes, Option<Usage>) {
-    let Some(fields) = scan_top_level(&body) else {
-        return (body, None);
+/// and returns the usage it reports. `Err` when the body is not a complete JSON object.
+pub fn rewrite_json_response(body: Bytes, quoted_model: &[u8]) -> Result<(Bytes, Option<Usage>), Bytes> {
+    let Some(fields) = scan_top_level(&body).filter(|f| f.complete) else {
+        return Err(body);
     };
     let usage = fields
         .usage
@@ -198,7 +198,7 @@ pub fn rewrite_json_response(body: Bytes, quoted_model: &[u8]) -> (Bytes, Option
         }
         _ => body,
     };
-    (body, usage)
+    Ok((body, usage))
 }
 
 #[cfg(test)]
@@ -287,8 +287,9 @@ mod tests {
     #[test]
     fn json_response_gets_requested_model_and_usage() {
         let body = Bytes::from_static(br#"{"id":"x","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#);
-        let (out, usage) = rewrite_json_response(body, &quote("gpt-4o"));
+        let (out, usage) = rewrite_json_response(body, &quote("gpt-4o")).unwrap();
         assert!(out.starts_with(br#"{"id":"x","object":"chat.completion","model":"gpt-4o","#));
         assert_eq!(usage.unwrap().completion_tokens, 2);
+        assert!(rewrite_json_response(Bytes::from_static(b"{\"id\": \"bro"), b"\"m\"").is_err());
     }
 }

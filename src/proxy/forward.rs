@@ -340,9 +340,20 @@ impl Exchange<'_> {
             .to_string();
         let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
         let body = if content_type.starts_with("application/json") && !encoded {
-            let (body, usage) = rewrite_json_response(body, &quote(&self.plan.requested_model));
-            ctx.record.usage = usage;
-            body
+            match rewrite_json_response(body, &quote(&self.plan.requested_model)) {
+                Ok((body, usage)) => {
+                    ctx.record.usage = usage;
+                    body
+                }
+                Err(_) => {
+                    let e = ApiError::bad_gateway(format!(
+                        "deployment {} of model group {:?} answered with a body that is not a JSON object",
+                        self.dc.deployment.id, &*self.plan.group
+                    ));
+                    self.fail(session, ctx, Failure::Api(e)).await;
+                    return;
+                }
+            }
         } else {
             body
         };

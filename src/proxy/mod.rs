@@ -269,7 +269,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
             &labels,
             &RequestOutcome {
                 status,
-                exception_class: failure.map(|(_, class)| class),
+                failure,
                 total_seconds: total.as_secs_f64(),
                 upstream_seconds: r.upstream_elapsed.map(|d| d.as_secs_f64()),
                 ttft_seconds: r.time_to_first_token.map(|d| d.as_secs_f64()),

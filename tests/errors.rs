@@ -1,0 +1,206 @@
+//! Bad input and broken upstreams: every case gets a clear OpenAI-style error with the right
+//! status, and the gateway keeps serving afterwards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+async fn still_serving(gw: &Gateway) {
+    let (status, _, body) = gw
+        .client()
+        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "ok?"}]}))
+        .await;
+    assert_eq!(status, 200, "gateway stopped serving: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mistakes_are_400_404_405_and_413() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let config = basic_config(&mock).replace("general_settings:\n", "general_settings:\n  max_request_size_mb: 1\n");
+    let gw = Gateway::start(&config).await;
+    let c = gw.client();
+
+    let resp = c
+        .post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(r#"{"model": "gpt-4o", "messages": [}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let message = error_message(&body, 400);
+    assert!(message.starts_with("Invalid JSON payload"), "{message}");
+    assert_eq!(body["error"]["param"], "request_body");
+
+    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"messages": []})).await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body, 400).contains("Invalid model name passed in model=None"));
+
+    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"model": "gpt-5-nope", "messages": []})).await;
+    assert_eq!(status, 400);
+    let message = error_message(&body, 400);
+    assert!(message.contains("Invalid model name passed in model=gpt-5-nope"), "{message}");
+    assert!(message.starts_with("/chat/completions: "), "{message}");
+
+    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"model": 42})).await;
+    assert_eq!(status, 400);
+    assert!(error_message(&body, 400).contains("`model`"));
+
+    let big = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(2 * 1024 * 1024)}]});
+    let (status, _, body) = c.post_json("/v1/chat/completions", &big).await;
+    assert_eq!(status, 413);
+    assert!(error_message(&body, 413).contains("max_request_size_mb"));
+
+    let (status, body) = c.get_json("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    error_message(&body, 404);
+    let (status, body) = c.get_json("/v1/chat/completions").await;
+    assert_eq!(status, 405);
+    error_message(&body, 405);
+
+    assert_eq!(mock.calls(), 0, "no bad request reached the provider");
+    still_serving(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_pass_through_with_their_status_and_body() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&basic_config(&mock)).await;
+    let c = gw.client();
+
+    let resp = c
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "messages": [], "mock": {"status": 429}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert!(resp.headers().contains_key("x-litellm-model-id"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "the provider's own error body: {body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
+    // A non-JSON error page is wrapped in an OpenAI error, status kept.
+    let (status, _, body) = c
+        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [], "mock": {"status": 503, "error_body": "<html>upstream down</html>"}}))
+        .await;
+    assert_eq!(status, 503);
+    assert!(error_message(&body, 503).contains("<html>upstream down</html>"));
+
+    // A 200 whose body is not JSON.
+    let (status, _, body) = c
+        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [], "mock": {"invalid_json": true}}))
+        .await;
+    assert_eq!(status, 502);
+    assert!(error_message(&body, 502).contains("not a JSON object"));
+
+    let metrics = gw.metrics().await;
+    assert!(metrics.lines().any(|l| l.starts_with("litellm_proxy_failed_requests_metric_total{")
+        && l.contains(r#"exception_status="429""#)
+        && l.contains(r#"exception_class="Openai.RateLimitError""#)), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("litellm_deployment_failure_responses_total{") && l.contains(r#"exception_status="503""#)));
+    still_serving(&gw).await;
+}
+
+/// A config whose `gpt-4o` group points at `base` (and a healthy `ok` group at the mock).
+fn config_with(base: &str, mock: &MockProvider, extra: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: broken
+    litellm_params:
+      model: openai/broken
+      api_base: {base}
+{extra}
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {ok}
+general_settings:
+  master_key: {MASTER_KEY}
+sluice_settings:
+  threads: 1
+  upstream_connect_timeout: 0.5
+"#,
+        ok = mock.api_base()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_garbage_and_resetting_upstreams_are_502() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let closed_port = free_port();
+    let garbage = RawServer::start(RawBehavior::Reply(bytes::Bytes::from_static(b"\x00\x01garbage that is not HTTP\r\n\r\n"))).await;
+    let reset = RawServer::start(RawBehavior::Close).await;
+    for (base, expect) in [
+        (format!("http://127.0.0.1:{closed_port}/v1"), "connection refused"),
+        (garbage.api_base(), ""),
+        (reset.api_base(), ""),
+    ] {
+        let gw = Gateway::start(&config_with(&base, &mock, "")).await;
+        let (status, headers, body) = gw
+            .client()
+            .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+            .await;
+        assert_eq!(status, 502, "{base}: {body}");
+        let message = error_message(&body, 502);
+        assert!(message.contains("broken"), "{message}");
+        assert!(message.contains(expect), "{message}");
+        assert!(headers.contains_key("x-request-id"));
+        still_serving(&gw).await;
+    }
+    assert!(garbage.connections() >= 1);
+    assert!(reset.connections() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_upstream_times_out_with_504() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let hung = RawServer::start(RawBehavior::Hang).await;
+    let gw = Gateway::start(&config_with(&hung.api_base(), &mock, "      timeout: 0.4")).await;
+    let start = Instant::now();
+    let (status, _, body) = gw
+        .client()
+        .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(error_message(&body, 504).contains("Timeout"));
+    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    still_serving(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_hosts_are_a_clear_502_not_a_panic() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config_with("http://no-such-host.invalid/v1", &mock, "")).await;
+    let (status, _, body) = gw
+        .client()
+        .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(error_message(&body, 502).contains("no-such-host.invalid"));
+    still_serving(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_not_supported_yet_answer_501() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let config = basic_config(&mock).replace(
+        "model_list:\n",
+        "model_list:\n  - model_name: claude\n    litellm_params:\n      model: anthropic/claude-3-5-sonnet-20240620\n      api_key: sk-ant\n",
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, _, body) = gw
+        .client()
+        .post_json("/v1/chat/completions", &json!({"model": "claude", "messages": []}))
+        .await;
+    assert_eq!(status, 501);
+    assert!(error_message(&body, 501).contains("anthropic"));
+    assert!(gw.logs().contains("is not supported by Sluice yet"), "{}", gw.logs());
+    still_serving(&gw).await;
+}

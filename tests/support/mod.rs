@@ -1,0 +1,289 @@
+//! Test harness: the real `sluice` binary as a child process on a free port, configured with a
+//! LiteLLM YAML file, in front of the mock provider (in-process, real HTTP).
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use sluice_mock::{MockConfig, MockProvider, RawBehavior, RawServer};
+
+pub const MASTER_KEY: &str = "sk-test-master-1234";
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A running gateway process.
+pub struct Gateway {
+    pub port: u16,
+    child: Option<Child>,
+    log_path: PathBuf,
+    config_path: PathBuf,
+}
+
+/// A free TCP port on 127.0.0.1 (released before the gateway binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn scratch_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("sluice-tests");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(format!(
+        "{}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst),
+        name
+    ))
+}
+
+impl Gateway {
+    /// Starts the gateway with this config and waits until it answers.
+    pub async fn start(config_yaml: &str) -> Gateway {
+        Self::start_with(config_yaml, &[], &[]).await
+    }
+
+    /// Starts with extra command-line arguments and environment variables.
+    pub async fn start_with(config_yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut last_logs = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut gateway = Gateway::spawn(config_yaml, port, args, env);
+            match gateway.wait_until_up(Duration::from_secs(20)).await {
+                Ok(()) => return gateway,
+                Err(logs) => last_logs = logs,
+            }
+        }
+        panic!("gateway did not start:\n{last_logs}");
+    }
+
+    /// Spawns without waiting (for tests of start-up failures).
+    pub fn spawn(config_yaml: &str, port: u16, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let config_path = scratch_file("config.yaml");
+        std::fs::write(&config_path, config_yaml).expect("write config");
+        let log_path = scratch_file("gateway.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(args)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("LITELLM_MASTER_KEY")
+            .env_remove("RUST_LOG")
+            .env_remove("PORT")
+            .env_remove("HOST")
+            .stdout(Stdio::from(log.try_clone().expect("log clone")))
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn sluice");
+        Gateway {
+            port,
+            child: Some(child),
+            log_path,
+            config_path,
+        }
+    }
+
+    async fn wait_until_up(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit_status() {
+                return Err(format!("exited with {status}\n{}", self.logs()));
+            }
+            if let Ok(r) = client.get(self.url("/health/liveliness")).send().await
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("no answer within {timeout:?}\n{}", self.logs()))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// A client that sends the master key.
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.url(""),
+            http: reqwest::Client::new(),
+            key: Some(MASTER_KEY.to_string()),
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends a signal to the gateway process.
+    pub fn signal(&self, signal: i32) {
+        // Safety-free: libc::kill is a plain syscall wrapper; the pid is our own child.
+        let pid = self.pid() as i32;
+        assert!(pid > 0);
+        let rc = unsafe_free_kill(pid, signal);
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_exit_status() {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+/// `kill(2)` through the `kill` command, so the tests need no unsafe code.
+fn unsafe_free_kill(pid: i32, signal: i32) -> i32 {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    if status.success() { 0 } else { 1 }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log_path);
+        } else {
+            eprintln!("gateway log kept at {}", self.log_path.display());
+        }
+    }
+}
+
+/// A small HTTP client bound to the gateway.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub key: Option<String>,
+}
+
+impl Client {
+    pub fn without_key(mut self) -> Client {
+        self.key = None;
+        self
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.post(format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// POSTs JSON and returns status, headers and parsed body.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let resp = self.post(path).json(body).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, headers, json)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.get(path).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+}
+
+/// A config with one model group `gpt-4o` on the mock (deployment model `gpt-4o-mini`) and an
+/// embeddings group, master key on.
+pub fn basic_config(mock: &MockProvider) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {base}
+      api_key: sk-upstream-secret
+  - model_name: text-embedding
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {base}
+      api_key: sk-upstream-secret
+    model_info:
+      mode: embedding
+  - model_name: instruct
+    litellm_params:
+      model: text-completion-openai/gpt-3.5-turbo-instruct
+      api_base: {base}
+      api_key: sk-upstream-secret
+general_settings:
+  master_key: {MASTER_KEY}
+sluice_settings:
+  threads: 1
+"#,
+        base = mock.api_base()
+    )
+}
+
+/// Asserts the OpenAI error envelope and returns the message.
+pub fn error_message(body: &serde_json::Value, status: u16) -> String {
+    let err = &body["error"];
+    assert!(err.is_object(), "not an OpenAI error body: {body}");
+    assert_eq!(err["code"], status.to_string(), "{body}");
+    assert!(err.get("type").is_some() && err.get("param").is_some(), "{body}");
+    err["message"].as_str().expect("message").to_string()
+}
