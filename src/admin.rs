@@ -123,7 +123,8 @@ fn model_info_entry(d: &DeploymentConfig) -> Value {
         _ => Map::new(),
     };
     info.insert("db_model".into(), Value::Bool(false));
-    info.entry("mode").or_insert_with(|| Value::String(d.mode.clone()));
+    info.entry("mode")
+        .or_insert_with(|| Value::String(d.mode.clone()));
     if let Some(price) = &d.price
         && let Ok(Value::Object(fields)) = serde_json::to_value(price)
     {
@@ -139,8 +140,12 @@ fn model_info_entry(d: &DeploymentConfig) -> Value {
 }
 
 fn model_group_entry(name: &str, members: &[&DeploymentConfig]) -> Value {
-    let providers: BTreeSet<&str> = members.iter().map(|d| d.deployment.provider.as_str()).collect();
-    let max_u64 = |f: fn(&DeploymentConfig) -> Option<u64>| members.iter().filter_map(|d| f(d)).max();
+    let providers: BTreeSet<&str> = members
+        .iter()
+        .map(|d| d.deployment.provider.as_str())
+        .collect();
+    let max_u64 =
+        |f: fn(&DeploymentConfig) -> Option<u64>| members.iter().filter_map(|d| f(d)).max();
     let max_f64 = |f: fn(&DeploymentConfig) -> Option<f64>| {
         members.iter().filter_map(|d| f(d)).max_by(f64::total_cmp)
     };
@@ -241,7 +246,10 @@ mod tests {
 
     #[test]
     fn query_params_decode() {
-        assert_eq!(query_param(Some("a=1&model_group=gpt%2D4o+x"), "model_group").as_deref(), Some("gpt-4o x"));
+        assert_eq!(
+            query_param(Some("a=1&model_group=gpt%2D4o+x"), "model_group").as_deref(),
+            Some("gpt-4o x")
+        );
         assert_eq!(query_param(Some("a=1"), "b"), None);
         assert_eq!(query_param(None, "b"), None);
         assert_eq!(query_param(Some("k=%zz%"), "k").as_deref(), Some("%zz%"));

@@ -8,6 +8,7 @@
 //! * [`upstream`]: endpoints and background DNS
 //! * [`admin`], [`metrics`], [`logging`], [`shutdown`], [`server`]: the rest of the process
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;

@@ -10,8 +10,15 @@ use sluice::config::{self, Overrides, env::Env};
 use sluice::pricing::PriceTable;
 use sluice::server::TlsFiles;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about = "LLM gateway on Pingora, compatible with the LiteLLM proxy")]
+#[command(
+    name = "sluice",
+    version,
+    about = "LLM gateway on Pingora, compatible with the LiteLLM proxy"
+)]
 struct Cli {
     /// LiteLLM-format config file.
     #[arg(long, short = 'c', global = true)]
@@ -26,10 +33,18 @@ struct Cli {
     #[arg(long, alias = "num_workers")]
     threads: Option<usize>,
     /// PEM certificate to terminate TLS with (LiteLLM's --ssl_certfile_path).
-    #[arg(long = "ssl_certfile_path", alias = "ssl-certfile-path", requires = "ssl_keyfile_path")]
+    #[arg(
+        long = "ssl_certfile_path",
+        alias = "ssl-certfile-path",
+        requires = "ssl_keyfile_path"
+    )]
     ssl_certfile_path: Option<String>,
     /// PEM private key for --ssl_certfile_path (LiteLLM's --ssl_keyfile_path).
-    #[arg(long = "ssl_keyfile_path", alias = "ssl-keyfile-path", requires = "ssl_certfile_path")]
+    #[arg(
+        long = "ssl_keyfile_path",
+        alias = "ssl-keyfile-path",
+        requires = "ssl_certfile_path"
+    )]
     ssl_keyfile_path: Option<String>,
     /// Treat unknown config keys as errors.
     #[arg(long, global = true)]
@@ -74,7 +89,12 @@ fn main() -> ExitCode {
             }
             eprintln!(
                 "error: the config has {} problem(s); Sluice did not start",
-                report.errors.len() + if cli.strict { report.unknown_keys.len() } else { 0 }
+                report.errors.len()
+                    + if cli.strict {
+                        report.unknown_keys.len()
+                    } else {
+                        0
+                    }
             );
             return ExitCode::from(2);
         }

@@ -5,8 +5,15 @@
 //! existing dashboards keep working. Counters carry the `_total` suffix on the wire, as
 //! Python's client adds it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// LiteLLM's `LATENCY_BUCKETS` (seconds).
@@ -17,42 +24,112 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 const TOTAL_REQUEST_LABELS: &[&str] = &[
-    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
-    "user", "status_code", "user_email", "route", "client_ip", "user_agent", "model_id",
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "status_code",
+    "user_email",
+    "route",
+    "client_ip",
+    "user_agent",
+    "model_id",
 ];
 const FAILED_REQUEST_LABELS: &[&str] = &[
-    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
-    "user", "user_email", "exception_status", "exception_class", "route", "client_ip",
-    "user_agent", "model_id",
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "exception_status",
+    "exception_class",
+    "route",
+    "client_ip",
+    "user_agent",
+    "model_id",
 ];
 const REQUEST_LATENCY_LABELS: &[&str] = &[
-    "end_user", "hashed_api_key", "api_key_alias", "requested_model", "team", "team_alias",
-    "user", "model", "model_id",
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "requested_model",
+    "team",
+    "team_alias",
+    "user",
+    "model",
+    "model_id",
 ];
 const API_LATENCY_LABELS: &[&str] = &[
-    "model", "hashed_api_key", "api_key_alias", "team", "team_alias", "requested_model",
-    "end_user", "user", "model_id",
+    "model",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "requested_model",
+    "end_user",
+    "user",
+    "model_id",
 ];
 const OVERHEAD_LABELS: &[&str] = &[
-    "model_group", "api_provider", "api_base", "litellm_model_name", "hashed_api_key",
-    "api_key_alias", "model_id",
+    "model_group",
+    "api_provider",
+    "api_base",
+    "litellm_model_name",
+    "hashed_api_key",
+    "api_key_alias",
+    "model_id",
 ];
 const TOKEN_LABELS: &[&str] = &[
-    "end_user", "hashed_api_key", "api_key_alias", "model", "team", "team_alias", "user",
-    "user_email", "requested_model", "model_id",
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+    "user_email",
+    "requested_model",
+    "model_id",
 ];
 const DEPLOYMENT_LABELS: &[&str] = &[
-    "requested_model", "litellm_model_name", "model_id", "api_base", "api_provider",
-    "hashed_api_key", "api_key_alias", "team", "team_alias", "client_ip", "user_agent",
+    "requested_model",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "client_ip",
+    "user_agent",
 ];
 const DEPLOYMENT_FAILURE_LABELS: &[&str] = &[
-    "requested_model", "litellm_model_name", "model_id", "api_base", "api_provider",
-    "exception_status", "exception_class", "hashed_api_key", "api_key_alias", "team",
-    "team_alias", "client_ip", "user_agent",
+    "requested_model",
+    "litellm_model_name",
+    "model_id",
+    "api_base",
+    "api_provider",
+    "exception_status",
+    "exception_class",
+    "hashed_api_key",
+    "api_key_alias",
+    "team",
+    "team_alias",
+    "client_ip",
+    "user_agent",
 ];
 
 /// Every metric Sluice exports, registered in one registry.
 pub struct Metrics {
+    /// Distinguishes instances in the per-thread handle cache.
+    id: u64,
     registry: Registry,
     pub total_requests: IntCounterVec,
     pub failed_requests: IntCounterVec,
@@ -101,18 +178,79 @@ impl Metrics {
             .register(Box::new(in_flight.clone()))
             .expect("metric names are unique");
         Metrics {
-            total_requests: counter(&registry, "litellm_proxy_total_requests_metric_total", "Total requests made to the proxy", TOTAL_REQUEST_LABELS),
-            failed_requests: counter(&registry, "litellm_proxy_failed_requests_metric_total", "Failed responses from the proxy (client errors included)", FAILED_REQUEST_LABELS),
-            request_latency: histogram(&registry, "litellm_request_total_latency_metric", "Total latency (seconds) of a request as seen by the proxy", REQUEST_LATENCY_LABELS),
-            api_latency: histogram(&registry, "litellm_llm_api_latency_metric", "Latency (seconds) of the upstream LLM API call", API_LATENCY_LABELS),
-            time_to_first_token: histogram(&registry, "litellm_llm_api_time_to_first_token_metric", "Time to first token (seconds) of a streamed upstream call", API_LATENCY_LABELS),
-            overhead_latency: histogram(&registry, "litellm_overhead_latency_metric", "Latency (seconds) the proxy itself added", OVERHEAD_LABELS),
-            input_tokens: counter(&registry, "litellm_input_tokens_metric_total", "Prompt tokens", TOKEN_LABELS),
-            output_tokens: counter(&registry, "litellm_output_tokens_metric_total", "Completion tokens", TOKEN_LABELS),
-            total_tokens: counter(&registry, "litellm_total_tokens_metric_total", "Prompt plus completion tokens", TOKEN_LABELS),
-            deployment_success: counter(&registry, "litellm_deployment_success_responses_total", "Successful responses per deployment", DEPLOYMENT_LABELS),
-            deployment_failure: counter(&registry, "litellm_deployment_failure_responses_total", "Failed responses per deployment", DEPLOYMENT_FAILURE_LABELS),
-            deployment_total: counter(&registry, "litellm_deployment_total_requests_total", "Requests per deployment", DEPLOYMENT_LABELS),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
+            total_requests: counter(
+                &registry,
+                "litellm_proxy_total_requests_metric_total",
+                "Total requests made to the proxy",
+                TOTAL_REQUEST_LABELS,
+            ),
+            failed_requests: counter(
+                &registry,
+                "litellm_proxy_failed_requests_metric_total",
+                "Failed responses from the proxy (client errors included)",
+                FAILED_REQUEST_LABELS,
+            ),
+            request_latency: histogram(
+                &registry,
+                "litellm_request_total_latency_metric",
+                "Total latency (seconds) of a request as seen by the proxy",
+                REQUEST_LATENCY_LABELS,
+            ),
+            api_latency: histogram(
+                &registry,
+                "litellm_llm_api_latency_metric",
+                "Latency (seconds) of the upstream LLM API call",
+                API_LATENCY_LABELS,
+            ),
+            time_to_first_token: histogram(
+                &registry,
+                "litellm_llm_api_time_to_first_token_metric",
+                "Time to first token (seconds) of a streamed upstream call",
+                API_LATENCY_LABELS,
+            ),
+            overhead_latency: histogram(
+                &registry,
+                "litellm_overhead_latency_metric",
+                "Latency (seconds) the proxy itself added",
+                OVERHEAD_LABELS,
+            ),
+            input_tokens: counter(
+                &registry,
+                "litellm_input_tokens_metric_total",
+                "Prompt tokens",
+                TOKEN_LABELS,
+            ),
+            output_tokens: counter(
+                &registry,
+                "litellm_output_tokens_metric_total",
+                "Completion tokens",
+                TOKEN_LABELS,
+            ),
+            total_tokens: counter(
+                &registry,
+                "litellm_total_tokens_metric_total",
+                "Prompt plus completion tokens",
+                TOKEN_LABELS,
+            ),
+            deployment_success: counter(
+                &registry,
+                "litellm_deployment_success_responses_total",
+                "Successful responses per deployment",
+                DEPLOYMENT_LABELS,
+            ),
+            deployment_failure: counter(
+                &registry,
+                "litellm_deployment_failure_responses_total",
+                "Failed responses per deployment",
+                DEPLOYMENT_FAILURE_LABELS,
+            ),
+            deployment_total: counter(
+                &registry,
+                "litellm_deployment_total_requests_total",
+                "Requests per deployment",
+                DEPLOYMENT_LABELS,
+            ),
             in_flight,
             registry,
         }
@@ -173,77 +311,239 @@ pub struct RequestOutcome {
     pub reached_deployment: bool,
 }
 
+/// The metric series one kind of request updates, resolved once per label combination.
+struct Handles {
+    total: IntCounter,
+    failed: Option<IntCounter>,
+    request_latency: Histogram,
+    api_latency: Option<Histogram>,
+    time_to_first_token: Option<Histogram>,
+    overhead: Option<Histogram>,
+    deployment_total: Option<IntCounter>,
+    deployment_outcome: Option<IntCounter>,
+    tokens: Option<[IntCounter; 3]>,
+}
+
+/// Label combinations cached per thread before the cache is emptied (bounds memory when labels
+/// such as `client_ip` vary a lot).
+const HANDLE_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    /// Per-thread cache: label key → series handles. Saves hashing 13 label values for each of
+    /// the ~10 series a request touches (`with_label_values` does that on every call).
+    static HANDLE_CACHE: RefCell<(String, HashMap<String, Rc<Handles>>)> =
+        RefCell::new((String::with_capacity(256), HashMap::new()));
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
 impl Metrics {
     /// Records one finished request.
     pub fn record(&self, l: &RequestLabels<'_>, o: &RequestOutcome) {
-        let status = status_text(o.status);
-        self.total_requests
-            .with_label_values(&[
-                l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
-                status, "", l.route, l.client_ip, l.user_agent, l.model_id,
-            ])
-            .inc();
-        if let Some((failed_status, class)) = o.failure {
-            self.failed_requests
-                .with_label_values(&[
-                    l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
-                    "", status_text(failed_status), class, l.route, l.client_ip, l.user_agent,
-                    l.model_id,
-                ])
-                .inc();
+        let handles = HANDLE_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let (key, map) = &mut *cache;
+            key.clear();
+            let _ = write!(
+                key,
+                "{}\0{}\0{}\0{:?}\0{}",
+                self.id,
+                o.status,
+                o.reached_deployment,
+                o.failure,
+                o.ttft_seconds.is_some()
+            );
+            for part in [
+                l.end_user,
+                l.hashed_api_key,
+                l.api_key_alias,
+                l.requested_model,
+                l.route,
+                l.client_ip,
+                l.user_agent,
+                l.model_id,
+                l.model,
+                l.model_group,
+                l.api_provider,
+                l.api_base,
+                l.litellm_model_name,
+            ] {
+                key.push('\0');
+                key.push_str(part);
+            }
+            if let Some(h) = map.get(key.as_str()) {
+                return h.clone();
+            }
+            if map.len() >= HANDLE_CACHE_LIMIT {
+                map.clear();
+            }
+            let h = Rc::new(self.handles(l, o));
+            map.insert(key.clone(), h.clone());
+            h
+        });
+        handles.total.inc();
+        if let Some(failed) = &handles.failed {
+            failed.inc();
         }
-        self.request_latency
-            .with_label_values(&[
-                l.end_user, l.hashed_api_key, l.api_key_alias, l.requested_model, "", "", "",
-                l.model, l.model_id,
+        handles.request_latency.observe(o.total_seconds);
+        if let (Some(h), Some(upstream)) = (&handles.api_latency, o.upstream_seconds) {
+            h.observe(upstream);
+        }
+        if let (Some(h), Some(upstream)) = (&handles.overhead, o.upstream_seconds) {
+            h.observe((o.total_seconds - upstream).max(0.0));
+        }
+        if let (Some(h), Some(ttft)) = (&handles.time_to_first_token, o.ttft_seconds) {
+            h.observe(ttft);
+        }
+        if let Some(c) = &handles.deployment_total {
+            c.inc();
+        }
+        if let Some(c) = &handles.deployment_outcome {
+            c.inc();
+        }
+        if let Some([input, output, total]) = &handles.tokens
+            && o.prompt_tokens + o.completion_tokens > 0
+        {
+            input.inc_by(o.prompt_tokens);
+            output.inc_by(o.completion_tokens);
+            total.inc_by(o.prompt_tokens + o.completion_tokens);
+        }
+    }
+
+    fn handles(&self, l: &RequestLabels<'_>, o: &RequestOutcome) -> Handles {
+        let status = status_text(o.status);
+        let total = self.total_requests.with_label_values(&[
+            l.end_user,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.requested_model,
+            "",
+            "",
+            "",
+            status,
+            "",
+            l.route,
+            l.client_ip,
+            l.user_agent,
+            l.model_id,
+        ]);
+        let failed = o.failure.map(|(failed_status, class)| {
+            self.failed_requests.with_label_values(&[
+                l.end_user,
+                l.hashed_api_key,
+                l.api_key_alias,
+                l.requested_model,
+                "",
+                "",
+                "",
+                "",
+                status_text(failed_status),
+                class,
+                l.route,
+                l.client_ip,
+                l.user_agent,
+                l.model_id,
             ])
-            .observe(o.total_seconds);
+        });
+        let request_latency = self.request_latency.with_label_values(&[
+            l.end_user,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.requested_model,
+            "",
+            "",
+            "",
+            l.model,
+            l.model_id,
+        ]);
+        let mut handles = Handles {
+            total,
+            failed,
+            request_latency,
+            api_latency: None,
+            time_to_first_token: None,
+            overhead: None,
+            deployment_total: None,
+            deployment_outcome: None,
+            tokens: None,
+        };
         if !o.reached_deployment {
-            return;
+            return handles;
         }
         let api = [
-            l.model, l.hashed_api_key, l.api_key_alias, "", "", l.requested_model, l.end_user, "",
+            l.model,
+            l.hashed_api_key,
+            l.api_key_alias,
+            "",
+            "",
+            l.requested_model,
+            l.end_user,
+            "",
             l.model_id,
         ];
-        if let Some(upstream) = o.upstream_seconds {
-            self.api_latency.with_label_values(&api).observe(upstream);
-            self.overhead_latency
-                .with_label_values(&[
-                    l.model_group, l.api_provider, l.api_base, l.litellm_model_name,
-                    l.hashed_api_key, l.api_key_alias, l.model_id,
-                ])
-                .observe((o.total_seconds - upstream).max(0.0));
-        }
-        if let Some(ttft) = o.ttft_seconds {
-            self.time_to_first_token.with_label_values(&api).observe(ttft);
+        handles.api_latency = Some(self.api_latency.with_label_values(&api));
+        handles.overhead = Some(self.overhead_latency.with_label_values(&[
+            l.model_group,
+            l.api_provider,
+            l.api_base,
+            l.litellm_model_name,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.model_id,
+        ]));
+        if o.ttft_seconds.is_some() {
+            handles.time_to_first_token = Some(self.time_to_first_token.with_label_values(&api));
         }
         let deployment = [
-            l.requested_model, l.litellm_model_name, l.model_id, l.api_base, l.api_provider,
-            l.hashed_api_key, l.api_key_alias, "", "", l.client_ip, l.user_agent,
+            l.requested_model,
+            l.litellm_model_name,
+            l.model_id,
+            l.api_base,
+            l.api_provider,
+            l.hashed_api_key,
+            l.api_key_alias,
+            "",
+            "",
+            l.client_ip,
+            l.user_agent,
         ];
-        self.deployment_total.with_label_values(&deployment).inc();
-        match o.failure {
-            None => self.deployment_success.with_label_values(&deployment).inc(),
-            Some((failed_status, class)) => self
-                .deployment_failure
-                .with_label_values(&[
-                    l.requested_model, l.litellm_model_name, l.model_id, l.api_base,
-                    l.api_provider, status_text(failed_status), class, l.hashed_api_key,
-                    l.api_key_alias, "", "", l.client_ip, l.user_agent,
-                ])
-                .inc(),
-        }
-        if o.prompt_tokens + o.completion_tokens > 0 {
-            let tokens = [
-                l.end_user, l.hashed_api_key, l.api_key_alias, l.model, "", "", "", "",
-                l.requested_model, l.model_id,
-            ];
-            self.input_tokens.with_label_values(&tokens).inc_by(o.prompt_tokens);
-            self.output_tokens.with_label_values(&tokens).inc_by(o.completion_tokens);
-            self.total_tokens
-                .with_label_values(&tokens)
-                .inc_by(o.prompt_tokens + o.completion_tokens);
-        }
+        handles.deployment_total = Some(self.deployment_total.with_label_values(&deployment));
+        handles.deployment_outcome = Some(match o.failure {
+            None => self.deployment_success.with_label_values(&deployment),
+            Some((failed_status, class)) => self.deployment_failure.with_label_values(&[
+                l.requested_model,
+                l.litellm_model_name,
+                l.model_id,
+                l.api_base,
+                l.api_provider,
+                status_text(failed_status),
+                class,
+                l.hashed_api_key,
+                l.api_key_alias,
+                "",
+                "",
+                l.client_ip,
+                l.user_agent,
+            ]),
+        });
+        let tokens = [
+            l.end_user,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.model,
+            "",
+            "",
+            "",
+            "",
+            l.requested_model,
+            l.model_id,
+        ];
+        handles.tokens = Some([
+            self.input_tokens.with_label_values(&tokens),
+            self.output_tokens.with_label_values(&tokens),
+            self.total_tokens.with_label_values(&tokens),
+        ]);
+        handles
     }
 }
 
@@ -318,7 +618,10 @@ mod tests {
             },
         );
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains("litellm_proxy_total_requests_metric_total{"), "{text}");
+        assert!(
+            text.contains("litellm_proxy_total_requests_metric_total{"),
+            "{text}"
+        );
         assert!(text.contains(r#"status_code="429""#));
         assert!(text.contains(r#"exception_class="Openai.RateLimitError""#));
         assert!(text.contains("litellm_llm_api_time_to_first_token_metric_bucket{"));

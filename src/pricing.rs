@@ -17,21 +17,53 @@ pub struct ModelPrice {
     pub litellm_provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_u64"
+    )]
     pub max_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_u64"
+    )]
     pub max_input_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_u64"
+    )]
     pub max_output_tokens: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
     pub input_cost_per_token: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
     pub output_cost_per_token: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
     pub cache_read_input_token_cost: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
     pub cache_creation_input_token_cost: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
     pub input_cost_per_pixel: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supports_function_calling: Option<bool>,
@@ -55,7 +87,9 @@ pub struct ModelPrice {
 
 /// Some entries carry strings or nulls where numbers belong (`sample_spec`); they read as absent.
 fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(serde_json::Value::deserialize(d)?.as_f64().map(|f| f as u64))
+    Ok(serde_json::Value::deserialize(d)?
+        .as_f64()
+        .map(|f| f as u64))
 }
 
 fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -105,7 +139,12 @@ impl PriceTable {
 
     /// LiteLLM's lookup order for a deployment: `base_model`, then `<provider>/<model>`, then
     /// `<model>`.
-    pub fn lookup(&self, provider: &str, model: &str, base_model: Option<&str>) -> Option<&ModelPrice> {
+    pub fn lookup(
+        &self,
+        provider: &str,
+        model: &str,
+        base_model: Option<&str>,
+    ) -> Option<&ModelPrice> {
         if let Some(base) = base_model
             && let Some(p) = self.get(base)
         {

@@ -27,11 +27,14 @@ pub struct TlsFiles {
 }
 
 /// Runs the gateway until it is told to stop. Returns an error when it cannot start.
-pub fn run(config: RuntimeConfig, prices: Arc<PriceTable>, tls: Option<TlsFiles>) -> anyhow::Result<()> {
+pub fn run(
+    config: RuntimeConfig,
+    prices: Arc<PriceTable>,
+    tls: Option<TlsFiles>,
+) -> anyhow::Result<()> {
     let listen = listen_address(&config);
     // Pingora only panics its service thread when the port is taken; fail clearly instead.
-    TcpListener::bind(&listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    TcpListener::bind(&listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
 
     let grace = config.server.graceful_shutdown;
     let conf = ServerConf {
@@ -64,8 +67,13 @@ pub fn run(config: RuntimeConfig, prices: Arc<PriceTable>, tls: Option<TlsFiles>
     }
     match &tls {
         Some(files) => {
-            let mut settings = TlsSettings::intermediate(&files.cert, &files.key)
-                .map_err(|e| anyhow::anyhow!("loading TLS certificate {} / key {}: {e}", files.cert, files.key))?;
+            let mut settings = TlsSettings::intermediate(&files.cert, &files.key).map_err(|e| {
+                anyhow::anyhow!(
+                    "loading TLS certificate {} / key {}: {e}",
+                    files.cert,
+                    files.key
+                )
+            })?;
             settings.enable_h2();
             proxy.add_tls_with_settings(&listen, None, settings);
         }

@@ -77,7 +77,10 @@ fn spawn_drain_monitor(app: Arc<App>, grace: Duration) {
                 }
                 std::thread::sleep(POLL);
             }
-            tracing::warn!(in_flight = app.in_flight(), "grace period over with requests still in flight");
+            tracing::warn!(
+                in_flight = app.in_flight(),
+                "grace period over with requests still in flight"
+            );
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the drain monitor: {e}");

@@ -136,7 +136,11 @@ impl Endpoint {
         {
             return;
         }
-        let sni = if self.tls { self.host.clone() } else { String::new() };
+        let sni = if self.tls {
+            self.host.clone()
+        } else {
+            String::new()
+        };
         let mut peer = HttpPeer::new(addr, self.tls, sni);
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
@@ -193,7 +197,11 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Builds endpoints for the given deployment base URLs (by deployment index).
-    pub fn new(bases: &[Option<UpstreamUrl>], connect_timeout: Duration, refresh_every: Duration) -> Endpoints {
+    pub fn new(
+        bases: &[Option<UpstreamUrl>],
+        connect_timeout: Duration,
+        refresh_every: Duration,
+    ) -> Endpoints {
         let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
         let mut index: HashMap<(bool, String, u16), usize> = HashMap::new();
         let by_deployment = bases
@@ -285,7 +293,11 @@ mod tests {
         let a = UpstreamUrl::parse("http://127.0.0.1:9000/v1").ok();
         let b = UpstreamUrl::parse("http://127.0.0.1:9000/other").ok();
         let c = UpstreamUrl::parse("http://127.0.0.1:9001").ok();
-        let eps = Endpoints::new(&[a, b, None, c], Duration::from_secs(1), Duration::from_secs(30));
+        let eps = Endpoints::new(
+            &[a, b, None, c],
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        );
         assert_eq!(eps.all().len(), 2);
         assert!(Arc::ptr_eq(
             eps.for_deployment(0).unwrap(),

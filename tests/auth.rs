@@ -37,7 +37,12 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
         assert_eq!(resp.status(), 401, "{path} needs a key");
     }
 
-    let resp = http.post(gw.url("/v1/chat/completions")).json(&chat()).send().await.unwrap();
+    let resp = http
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(
@@ -55,7 +60,10 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
     assert_eq!(resp.status(), 401);
     let text = resp.text().await.unwrap();
     assert!(text.contains("Invalid proxy server token passed"), "{text}");
-    assert!(!text.contains("sk-wrong-key-abcdef"), "the key is never echoed");
+    assert!(
+        !text.contains("sk-wrong-key-abcdef"),
+        "the key is never echoed"
+    );
 
     let resp = http
         .post(gw.url("/v1/chat/completions"))
@@ -66,22 +74,51 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.text().await.unwrap().contains("Malformed API Key"));
-    assert_eq!(mock.calls(), 4, "rejected requests never reach the provider");
+    assert_eq!(
+        mock.calls(),
+        4,
+        "rejected requests never reach the provider"
+    );
 
-    for path in ["/health/liveliness", "/health/liveness", "/health/readiness", "/metrics"] {
+    for path in [
+        "/health/liveliness",
+        "/health/liveness",
+        "/health/readiness",
+        "/metrics",
+    ] {
         let resp = http.get(gw.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path} is public");
     }
-    let live = http.get(gw.url("/health/liveness")).send().await.unwrap().text().await.unwrap();
+    let live = http
+        .get(gw.url("/health/liveness"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(live, "\"I'm alive!\"");
-    let ready: serde_json::Value = http.get(gw.url("/health/readiness")).send().await.unwrap().json().await.unwrap();
+    let ready: serde_json::Value = http
+        .get(gw.url("/health/readiness"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "healthy");
     assert_eq!(ready["db"], "Not connected");
     assert!(ready["litellm_version"].is_string());
 
     let logs = gw.logs();
-    assert!(!logs.contains(MASTER_KEY), "the master key must not be logged");
-    assert!(!logs.contains("sk-upstream-secret"), "provider keys must not be logged");
+    assert!(
+        !logs.contains(MASTER_KEY),
+        "the master key must not be logged"
+    );
+    assert!(
+        !logs.contains("sk-upstream-secret"),
+        "provider keys must not be logged"
+    );
     assert!(!logs.contains("sk-wrong-key-abcdef"));
 }
 
@@ -90,7 +127,10 @@ async fn a_rejected_request_keeps_the_connection_usable() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
     // One client, one pooled connection: a 401 on it must not break the next request.
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
     for i in 0..3 {
         let status = http
             .post(gw.url("/v1/chat/completions"))
@@ -115,9 +155,16 @@ async fn a_rejected_request_keeps_the_connection_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_master_key_the_gateway_is_open_and_says_so() {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let config = basic_config(&mock).replace(&format!("general_settings:\n  master_key: {MASTER_KEY}\n"), "");
+    let config = basic_config(&mock).replace(
+        &format!("general_settings:\n  master_key: {MASTER_KEY}\n"),
+        "",
+    );
     let gw = Gateway::start(&config).await;
-    let (status, _, _) = gw.client().without_key().post_json("/v1/chat/completions", &chat()).await;
+    let (status, _, _) = gw
+        .client()
+        .without_key()
+        .post_json("/v1/chat/completions", &chat())
+        .await;
     assert_eq!(status, 200);
     assert!(gw.logs().contains("no master key is set"), "{}", gw.logs());
 }
@@ -125,9 +172,16 @@ async fn without_a_master_key_the_gateway_is_open_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_key_can_come_from_litellm_master_key() {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let config = basic_config(&mock).replace(&format!("general_settings:\n  master_key: {MASTER_KEY}\n"), "");
+    let config = basic_config(&mock).replace(
+        &format!("general_settings:\n  master_key: {MASTER_KEY}\n"),
+        "",
+    );
     let gw = Gateway::start_with(&config, &[], &[("LITELLM_MASTER_KEY", MASTER_KEY)]).await;
-    let (status, _, _) = gw.client().without_key().post_json("/v1/chat/completions", &chat()).await;
+    let (status, _, _) = gw
+        .client()
+        .without_key()
+        .post_json("/v1/chat/completions", &chat())
+        .await;
     assert_eq!(status, 401);
     let (status, _, _) = gw.client().post_json("/v1/chat/completions", &chat()).await;
     assert_eq!(status, 200);

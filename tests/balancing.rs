@@ -13,11 +13,16 @@ async fn spread(gw: &Gateway, requests: usize) -> HashMap<String, usize> {
     let mut by_id = HashMap::new();
     for _ in 0..requests {
         let (status, headers, body) = c
-            .post_json("/v1/chat/completions", &json!({"model": "balanced", "messages": []}))
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": "balanced", "messages": []}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["x-litellm-model-group"], "balanced");
-        *by_id.entry(headers["x-litellm-model-id"].to_str().unwrap().to_string()).or_default() += 1;
+        *by_id
+            .entry(headers["x-litellm-model-id"].to_str().unwrap().to_string())
+            .or_default() += 1;
     }
     by_id
 }
@@ -45,8 +50,15 @@ sluice_settings:
     let counts = spread(&gw, 400).await;
     let share_a = counts["deployment-a"] as f64 / 400.0;
     // 3:1 → 0.75; with 400 draws the standard deviation is ~0.022.
-    assert!((0.65..=0.85).contains(&share_a), "share of a = {share_a} ({counts:?})");
-    assert_eq!(a.calls() as usize, counts["deployment-a"], "headers match real upstream calls");
+    assert!(
+        (0.65..=0.85).contains(&share_a),
+        "share of a = {share_a} ({counts:?})"
+    );
+    assert_eq!(
+        a.calls() as usize,
+        counts["deployment-a"],
+        "headers match real upstream calls"
+    );
     assert_eq!(b.calls() as usize, counts["deployment-b"]);
     assert_eq!(a.last_request().unwrap().json()["model"], "model-a");
     assert_eq!(b.last_request().unwrap().json()["model"], "model-b");
@@ -55,7 +67,10 @@ sluice_settings:
     for id in ["deployment-a", "deployment-b"] {
         let line = metrics
             .lines()
-            .find(|l| l.starts_with("litellm_deployment_success_responses_total{") && l.contains(&format!("model_id=\"{id}\"")))
+            .find(|l| {
+                l.starts_with("litellm_deployment_success_responses_total{")
+                    && l.contains(&format!("model_id=\"{id}\""))
+            })
             .unwrap_or_else(|| panic!("no success metric for {id}"));
         assert!(line.ends_with(&format!(" {}", counts[id])), "{line}");
     }

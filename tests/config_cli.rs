@@ -9,14 +9,21 @@ use std::time::Duration;
 use support::*;
 
 fn write(yaml: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("sluice-cli-{}-{}.yaml", std::process::id(), fastrand_name()));
+    let path = std::env::temp_dir().join(format!(
+        "sluice-cli-{}-{}.yaml",
+        std::process::id(),
+        fastrand_name()
+    ));
     std::fs::write(&path, yaml).unwrap();
     path
 }
 
 fn fastrand_name() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn sluice(args: &[&str]) -> (i32, String, String) {
@@ -61,10 +68,18 @@ fn check_lists_every_problem_with_its_path_and_fails() {
         "error: general_settings.max_request_size_mb: must be a positive number, got -3",
         "4 problem(s)",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
     // The server refuses to start on the same file, with the same report.
-    let (code, _, stderr) = sluice(&["--config", path.to_str().unwrap(), "--port", &free_port().to_string()]);
+    let (code, _, stderr) = sluice(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--port",
+        &free_port().to_string(),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("Sluice did not start"));
     assert!(stderr.contains("model_list[0].litellm_params.rpm"));
@@ -94,8 +109,16 @@ general_settings:
     );
     let (code, stdout, stderr) = sluice(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("warning: general_settings.master_kye: unknown key (did you mean `master_key`?)"), "{stdout}");
-    let ignored = stdout.lines().find(|l| l.contains("does not act on yet")).expect("one line lists ignored keys");
+    assert!(
+        stdout.contains(
+            "warning: general_settings.master_kye: unknown key (did you mean `master_key`?)"
+        ),
+        "{stdout}"
+    );
+    let ignored = stdout
+        .lines()
+        .find(|l| l.contains("does not act on yet"))
+        .expect("one line lists ignored keys");
     for key in [
         "litellm_settings.drop_params",
         "router_settings.num_retries",
@@ -105,33 +128,57 @@ general_settings:
     ] {
         assert!(ignored.contains(key), "{key} not in {ignored}");
     }
-    assert!(stdout.contains("callback \"langfuse\" is not supported"), "{stdout}");
+    assert!(
+        stdout.contains("callback \"langfuse\" is not supported"),
+        "{stdout}"
+    );
     assert!(stdout.contains("config OK: 1 deployment(s) in 1 model group(s)"));
 
     let (code, _, stderr) = sluice(&["check", "--strict", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2, "--strict makes unknown keys errors");
-    assert!(stderr.contains("error: general_settings.master_kye"), "{stderr}");
+    assert!(
+        stderr.contains("error: general_settings.master_kye"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_a_clear_error() {
     let (code, _, stderr) = sluice(&["check", "--config", "/nonexistent/config.yaml"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("cannot read config file /nonexistent/config.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/config.yaml"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let config = format!("{}router_settings:\n  routing_strategy: least-busy\n  num_retries: 2\n", basic_config(&mock));
+    let config = format!(
+        "{}router_settings:\n  routing_strategy: least-busy\n  num_retries: 2\n",
+        basic_config(&mock)
+    );
     let gw = Gateway::start(&config).await;
     let logs = gw.logs();
-    assert!(logs.contains("\"least-busy\" is not implemented yet"), "{logs}");
+    assert!(
+        logs.contains("\"least-busy\" is not implemented yet"),
+        "{logs}"
+    );
     assert!(logs.contains("router_settings.num_retries"), "{logs}");
 
     // Same port again: refuse with a message instead of hanging.
     let mut second = Gateway::spawn(&config, gw.port, &[], &[]);
-    let status = second.wait_exit(Duration::from_secs(10)).await.expect("second instance exits");
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("second instance exits");
     assert_eq!(status.code(), Some(1));
-    assert!(second.logs().contains(&format!("cannot listen on 127.0.0.1:{}", gw.port)), "{}", second.logs());
+    assert!(
+        second
+            .logs()
+            .contains(&format!("cannot listen on 127.0.0.1:{}", gw.port)),
+        "{}",
+        second.logs()
+    );
 }

@@ -6,12 +6,16 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sluice_mock::{RawBehavior, RawServer};
 use support::*;
 
 async fn still_serving(gw: &Gateway) {
     let (status, _, body) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "ok?"}]}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "ok?"}]}),
+        )
         .await;
     assert_eq!(status, 200, "gateway stopped serving: {body}");
 }
@@ -19,7 +23,10 @@ async fn still_serving(gw: &Gateway) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_mistakes_are_400_404_405_and_413() {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let config = basic_config(&mock).replace("general_settings:\n", "general_settings:\n  max_request_size_mb: 1\n");
+    let config = basic_config(&mock).replace(
+        "general_settings:\n",
+        "general_settings:\n  max_request_size_mb: 1\n",
+    );
     let gw = Gateway::start(&config).await;
     let c = gw.client();
 
@@ -36,17 +43,29 @@ async fn client_mistakes_are_400_404_405_and_413() {
     assert!(message.starts_with("Invalid JSON payload"), "{message}");
     assert_eq!(body["error"]["param"], "request_body");
 
-    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"messages": []})).await;
+    let (status, _, body) = c
+        .post_json("/v1/chat/completions", &json!({"messages": []}))
+        .await;
     assert_eq!(status, 400);
     assert!(error_message(&body, 400).contains("Invalid model name passed in model=None"));
 
-    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"model": "gpt-5-nope", "messages": []})).await;
+    let (status, _, body) = c
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-5-nope", "messages": []}),
+        )
+        .await;
     assert_eq!(status, 400);
     let message = error_message(&body, 400);
-    assert!(message.contains("Invalid model name passed in model=gpt-5-nope"), "{message}");
+    assert!(
+        message.contains("Invalid model name passed in model=gpt-5-nope"),
+        "{message}"
+    );
     assert!(message.starts_with("/chat/completions: "), "{message}");
 
-    let (status, _, body) = c.post_json("/v1/chat/completions", &json!({"model": 42})).await;
+    let (status, _, body) = c
+        .post_json("/v1/chat/completions", &json!({"model": 42}))
+        .await;
     assert_eq!(status, 400);
     assert!(error_message(&body, 400).contains("`model`"));
 
@@ -82,7 +101,10 @@ async fn upstream_errors_pass_through_with_their_status_and_body() {
     assert_eq!(resp.headers()["retry-after"], "1");
     assert!(resp.headers().contains_key("x-litellm-model-id"));
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["type"], "rate_limit_error", "the provider's own error body: {body}");
+    assert_eq!(
+        body["error"]["type"], "rate_limit_error",
+        "the provider's own error body: {body}"
+    );
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 
     // A non-JSON error page is wrapped in an OpenAI error, status kept.
@@ -94,16 +116,27 @@ async fn upstream_errors_pass_through_with_their_status_and_body() {
 
     // A 200 whose body is not JSON.
     let (status, _, body) = c
-        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [], "mock": {"invalid_json": true}}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [], "mock": {"invalid_json": true}}),
+        )
         .await;
     assert_eq!(status, 502);
     assert!(error_message(&body, 502).contains("not a JSON object"));
 
     let metrics = gw.metrics().await;
-    assert!(metrics.lines().any(|l| l.starts_with("litellm_proxy_failed_requests_metric_total{")
-        && l.contains(r#"exception_status="429""#)
-        && l.contains(r#"exception_class="Openai.RateLimitError""#)), "{metrics}");
-    assert!(metrics.lines().any(|l| l.starts_with("litellm_deployment_failure_responses_total{") && l.contains(r#"exception_status="503""#)));
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("litellm_proxy_failed_requests_metric_total{")
+                && l.contains(r#"exception_status="429""#)
+                && l.contains(r#"exception_class="Openai.RateLimitError""#)
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(
+        |l| l.starts_with("litellm_deployment_failure_responses_total{")
+            && l.contains(r#"exception_status="503""#)
+    ));
     still_serving(&gw).await;
 }
 
@@ -135,17 +168,26 @@ sluice_settings:
 async fn unreachable_garbage_and_resetting_upstreams_are_502() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let closed_port = free_port();
-    let garbage = RawServer::start(RawBehavior::Reply(bytes::Bytes::from_static(b"\x00\x01garbage that is not HTTP\r\n\r\n"))).await;
+    let garbage = RawServer::start(RawBehavior::Reply(bytes::Bytes::from_static(
+        b"\x00\x01garbage that is not HTTP\r\n\r\n",
+    )))
+    .await;
     let reset = RawServer::start(RawBehavior::Close).await;
     for (base, expect) in [
-        (format!("http://127.0.0.1:{closed_port}/v1"), "connection refused"),
+        (
+            format!("http://127.0.0.1:{closed_port}/v1"),
+            "connection refused",
+        ),
         (garbage.api_base(), ""),
         (reset.api_base(), ""),
     ] {
         let gw = Gateway::start(&config_with(&base, &mock, "")).await;
         let (status, headers, body) = gw
             .client()
-            .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": "broken", "messages": []}),
+            )
             .await;
         assert_eq!(status, 502, "{base}: {body}");
         let message = error_message(&body, 502);
@@ -166,11 +208,18 @@ async fn a_hung_upstream_times_out_with_504() {
     let start = Instant::now();
     let (status, _, body) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "broken", "messages": []}),
+        )
         .await;
     assert_eq!(status, 504, "{body}");
     assert!(error_message(&body, 504).contains("Timeout"));
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
     still_serving(&gw).await;
 }
 
@@ -180,7 +229,10 @@ async fn unresolvable_hosts_are_a_clear_502_not_a_panic() {
     let gw = Gateway::start(&config_with("http://no-such-host.invalid/v1", &mock, "")).await;
     let (status, _, body) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "broken", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "broken", "messages": []}),
+        )
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(error_message(&body, 502).contains("no-such-host.invalid"));
@@ -197,10 +249,17 @@ async fn providers_not_supported_yet_answer_501() {
     let gw = Gateway::start(&config).await;
     let (status, _, body) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "claude", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "claude", "messages": []}),
+        )
         .await;
     assert_eq!(status, 501);
     assert!(error_message(&body, 501).contains("anthropic"));
-    assert!(gw.logs().contains("is not supported by Sluice yet"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("is not supported by Sluice yet"),
+        "{}",
+        gw.logs()
+    );
     still_serving(&gw).await;
 }

@@ -9,15 +9,25 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_one_access_line_per_request_and_no_secrets() {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let config = format!("{}litellm_settings:\n  json_logs: true\n", basic_config(&mock));
+    let config = format!(
+        "{}litellm_settings:\n  json_logs: true\n",
+        basic_config(&mock)
+    );
     let gw = Gateway::start(&config).await;
     let c = gw.client();
     let (status, headers, _) = c
-        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(status, 200);
     let first_id = headers["x-request-id"].to_str().unwrap().to_string();
-    let (status, _, _) = c.clone().without_key().post_json("/v1/chat/completions", &json!({"model": "gpt-4o"})).await;
+    let (status, _, _) = c
+        .clone()
+        .without_key()
+        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o"}))
+        .await;
     assert_eq!(status, 401);
     let resp = c
         .post("/v1/chat/completions")
@@ -35,7 +45,10 @@ async fn json_logs_have_one_access_line_per_request_and_no_secrets() {
         access = logs
             .lines()
             .filter(|l| l.contains("sluice::access"))
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+            })
             .filter(|v| v["path"] == "/v1/chat/completions")
             .collect();
         if access.len() >= 3 {
@@ -74,11 +87,17 @@ async fn host_names_are_resolved_in_the_background() {
         let (status, headers, body) = gw
             .client()
             .without_key()
-            .post_json("/v1/chat/completions", &json!({"model": "named", "messages": []}))
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": "named", "messages": []}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["x-litellm-model-api-base"], base.as_str());
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
-    assert_eq!(mock.last_request().unwrap().headers["host"], format!("localhost:{}", mock.addr.port()));
+    assert_eq!(
+        mock.last_request().unwrap().headers["host"],
+        format!("localhost:{}", mock.addr.port())
+    );
 }

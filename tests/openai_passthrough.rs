@@ -27,9 +27,15 @@ async fn chat_completion_is_forwarded_with_only_the_model_rewritten() {
     assert_eq!(resp.status(), 200);
     let headers = resp.headers().clone();
     let answer: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(answer["model"], "gpt-4o", "the client sees the model it asked for");
+    assert_eq!(
+        answer["model"], "gpt-4o",
+        "the client sees the model it asked for"
+    );
     assert_eq!(answer["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(answer["usage"]["total_tokens"], answer["usage"]["prompt_tokens"].as_u64().unwrap() + 5);
+    assert_eq!(
+        answer["usage"]["total_tokens"],
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() + 5
+    );
 
     let upstream = mock.last_request().unwrap();
     assert_eq!(upstream.path, "/v1/chat/completions");
@@ -38,13 +44,23 @@ async fn chat_completion_is_forwarded_with_only_the_model_rewritten() {
         body.replace("\"model\":\"gpt-4o\"", "\"model\":\"gpt-4o-mini\""),
         "byte-for-byte apart from the model"
     );
-    assert_eq!(upstream.headers["authorization"], "Bearer sk-upstream-secret", "the deployment key, never the client's");
-    assert_eq!(upstream.headers["content-length"], upstream.body.len().to_string());
+    assert_eq!(
+        upstream.headers["authorization"], "Bearer sk-upstream-secret",
+        "the deployment key, never the client's"
+    );
+    assert_eq!(
+        upstream.headers["content-length"],
+        upstream.body.len().to_string()
+    );
     assert_eq!(mock.calls(), 1);
 
     assert_eq!(headers["x-litellm-model-group"], "gpt-4o");
     assert_eq!(headers["x-litellm-model-api-base"], mock.api_base());
-    assert_eq!(headers["x-litellm-model-id"].to_str().unwrap().len(), 64, "LiteLLM-style sha256 id");
+    assert_eq!(
+        headers["x-litellm-model-id"].to_str().unwrap().len(),
+        64,
+        "LiteLLM-style sha256 id"
+    );
     let request_id = headers["x-request-id"].to_str().unwrap();
     assert_eq!(headers["x-litellm-call-id"], request_id);
     assert!(headers.contains_key("x-litellm-overhead-duration-ms"));
@@ -58,21 +74,32 @@ async fn both_route_spellings_and_all_three_model_endpoints_work() {
     let c = gw.client();
     for path in ["/chat/completions", "/v1/chat/completions"] {
         let (status, _, body) = c
-            .post_json(path, &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+            .post_json(
+                path,
+                &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+            )
             .await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["object"], "chat.completion");
     }
     for path in ["/completions", "/v1/completions"] {
-        let (status, _, body) = c.post_json(path, &json!({"model": "instruct", "prompt": "Once upon"})).await;
+        let (status, _, body) = c
+            .post_json(path, &json!({"model": "instruct", "prompt": "Once upon"}))
+            .await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["object"], "text_completion");
         assert_eq!(body["model"], "instruct");
     }
-    assert_eq!(mock.last_request().unwrap().json()["model"], "gpt-3.5-turbo-instruct");
+    assert_eq!(
+        mock.last_request().unwrap().json()["model"],
+        "gpt-3.5-turbo-instruct"
+    );
     for path in ["/embeddings", "/v1/embeddings"] {
         let (status, _, body) = c
-            .post_json(path, &json!({"model": "text-embedding", "input": ["a", "bb"]}))
+            .post_json(
+                path,
+                &json!({"model": "text-embedding", "input": ["a", "bb"]}),
+            )
             .await;
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["data"].as_array().unwrap().len(), 2);
@@ -90,7 +117,10 @@ async fn text_completion_deployments_refuse_chat_clearly() {
     let gw = Gateway::start(&basic_config(&mock)).await;
     let (status, _, body) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "instruct", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "instruct", "messages": []}),
+        )
         .await;
     assert_eq!(status, 400);
     assert!(error_message(&body, 400).contains("/completions only"));
@@ -110,7 +140,12 @@ async fn model_listings_have_litellm_shapes() {
         let (status, body) = c.get_json(path).await;
         assert_eq!(status, 200);
         assert_eq!(body["object"], "list");
-        let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["gpt-4o", "text-embedding", "instruct", "gpt4"]);
         assert_eq!(body["data"][0]["object"], "model");
         assert_eq!(body["data"][0]["created"], 1_677_610_602);
@@ -121,11 +156,19 @@ async fn model_listings_have_litellm_shapes() {
     assert_eq!(data.len(), 3);
     assert_eq!(data[0]["model_name"], "gpt-4o");
     assert_eq!(data[0]["litellm_params"]["model"], "openai/gpt-4o-mini");
-    assert!(data[0]["litellm_params"].get("api_key").is_none(), "keys never leave");
-    assert_eq!(data[0]["model_info"]["max_input_tokens"], 128_000, "merged from the price table");
+    assert!(
+        data[0]["litellm_params"].get("api_key").is_none(),
+        "keys never leave"
+    );
+    assert_eq!(
+        data[0]["model_info"]["max_input_tokens"], 128_000,
+        "merged from the price table"
+    );
     assert_eq!(data[1]["model_info"]["mode"], "embedding");
     let id = data[1]["model_info"]["id"].as_str().unwrap();
-    let (_, one) = c.get_json(&format!("/v1/model/info?litellm_model_id={id}")).await;
+    let (_, one) = c
+        .get_json(&format!("/v1/model/info?litellm_model_id={id}"))
+        .await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
     assert_eq!(one["data"][0]["model_name"], "text-embedding");
 
@@ -136,11 +179,20 @@ async fn model_listings_have_litellm_shapes() {
     assert_eq!(g["providers"], json!(["openai"]));
     assert_eq!(g["mode"], "chat");
     assert_eq!(g["max_input_tokens"], 128_000);
-    assert!(g["supported_openai_params"].as_array().unwrap().iter().any(|p| p == "tools"));
+    assert!(
+        g["supported_openai_params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "tools")
+    );
 
     // The hidden alias routes although it is not listed.
     let (status, _, body) = c
-        .post_json("/v1/chat/completions", &json!({"model": "hidden-alias", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "hidden-alias", "messages": []}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["model"], "hidden-alias");
@@ -168,12 +220,21 @@ sluice_settings:
     let gw = Gateway::start(&config).await;
     let c = gw.client().without_key();
     let (status, _, body) = c
-        .post_json("/v1/chat/completions", &json!({"model": "any-model-name", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "any-model-name", "messages": []}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(mock.last_request().unwrap().json()["model"], "any-model-name");
+    assert_eq!(
+        mock.last_request().unwrap().json()["model"],
+        "any-model-name"
+    );
     let (status, headers, _) = c
-        .post_json("/v1/chat/completions", &json!({"model": "vendor/llama-3", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "vendor/llama-3", "messages": []}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-litellm-model-group"], "vendor/*");
@@ -199,8 +260,17 @@ async fn large_bodies_are_forwarded_whole() {
     let (status, _, answer) = gw.client().post_json("/v1/chat/completions", &body).await;
     assert_eq!(status, 200, "{answer}");
     let upstream = mock.last_request().unwrap();
-    assert_eq!(upstream.body.len(), sent.len() - "gpt-4o".len() + "gpt-4o-mini".len());
-    assert_eq!(upstream.json()["messages"][0]["content"][1]["image_url"]["url"].as_str().unwrap().len(), image.len() + 22);
+    assert_eq!(
+        upstream.body.len(),
+        sent.len() - "gpt-4o".len() + "gpt-4o-mini".len()
+    );
+    assert_eq!(
+        upstream.json()["messages"][0]["content"][1]["image_url"]["url"]
+            .as_str()
+            .unwrap()
+            .len(),
+        image.len() + 22
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +279,9 @@ async fn expect_100_continue_is_answered_before_the_body() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(2 * 1024 * 1024)}]}).to_string();
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
@@ -220,13 +292,21 @@ async fn expect_100_continue_is_answered_before_the_body() {
         .await
         .expect("100 Continue within 500 ms")
         .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     stream.write_all(body.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     let mut chunk = vec![0u8; 8192];
     while !String::from_utf8_lossy(&response).contains("\"usage\"") {
         let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed early: {}", String::from_utf8_lossy(&response));
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&response)
+        );
         response.extend_from_slice(&chunk[..n]);
     }
     assert!(String::from_utf8_lossy(&response).contains("200 OK"));
@@ -237,7 +317,10 @@ async fn expect_100_continue_is_answered_before_the_body() {
 async fn http2_clients_are_served_on_the_plain_port() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
-    let http = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = http
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(MASTER_KEY)

@@ -26,18 +26,30 @@ fn python_with_openai() -> PathBuf {
         .expect("python3 is needed for the SDK test (scripts/test installs it)");
     assert!(status.success(), "python3 -m venv failed");
     let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements)
         .status()
         .expect("pip");
-    assert!(status.success(), "installing the OpenAI SDK failed (PyPI must be reachable)");
+    assert!(
+        status.success(),
+        "installing the OpenAI SDK failed (PyPI must be reachable)"
+    );
     std::fs::write(&stamp, wanted).expect("stamp");
     python
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_sdk_works_against_sluice() {
-    let python = tokio::task::spawn_blocking(python_with_openai).await.unwrap();
+    let python = tokio::task::spawn_blocking(python_with_openai)
+        .await
+        .unwrap();
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_check.py");
@@ -51,7 +63,11 @@ async fn the_official_openai_python_sdk_works_against_sluice() {
         .expect("run the SDK script");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}", gw.logs());
+    assert!(
+        output.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        gw.logs()
+    );
     assert!(stdout.contains("checks passed"), "{stdout}");
     // Five successful model calls and the one that got a 429 reached the provider; the auth and
     // routing errors did not.

@@ -26,7 +26,11 @@ async fn an_idle_gateway_exits_promptly_on_sigterm() {
     gw.signal(SIGTERM);
     let status = gw.wait_exit(Duration::from_secs(5)).await.expect("exits");
     assert!(status.success(), "{status:?}\n{}", gw.logs());
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?} (Pingora alone would sleep the whole grace period)", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?} (Pingora alone would sleep the whole grace period)",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,18 +55,30 @@ async fn in_flight_streams_finish_before_the_gateway_exits() {
         .timeout(Duration::from_secs(1))
         .send()
         .await;
-    assert!(refused.is_err(), "a new connection was accepted while draining");
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
     // The stream in flight runs to its end.
     let mut text = String::from_utf8_lossy(&first).into_owned();
     while let Some(chunk) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("stream completes without error")));
+        text.push_str(&String::from_utf8_lossy(
+            &chunk.expect("stream completes without error"),
+        ));
     }
     let done_at = Instant::now();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     assert_eq!(text.matches("\"content\":\" word").count(), 14);
-    let status = gw.wait_exit(Duration::from_secs(5)).await.expect("exits after draining");
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("exits after draining");
     assert!(status.success());
-    assert!(done_at.elapsed() < Duration::from_secs(2), "exited {:?} after the last stream ended", done_at.elapsed());
+    assert!(
+        done_at.elapsed() < Duration::from_secs(2),
+        "exited {:?} after the last stream ended",
+        done_at.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,9 +96,15 @@ async fn the_grace_period_bounds_the_wait() {
     stream.next().await.unwrap().unwrap();
     let start = Instant::now();
     gw.signal(SIGTERM);
-    let status = gw.wait_exit(Duration::from_secs(8)).await.expect("exits once the grace period is over");
+    let status = gw
+        .wait_exit(Duration::from_secs(8))
+        .await
+        .expect("exits once the grace period is over");
     assert!(status.success() || status.code().is_some(), "{status:?}");
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(900), "left after {waited:?}, before the grace period");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "left after {waited:?}, before the grace period"
+    );
     assert!(waited < Duration::from_secs(5), "took {waited:?}");
 }

@@ -46,7 +46,12 @@ async fn chunks_reach_the_client_as_the_upstream_paces_them() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     assert_eq!(resp.headers()["x-litellm-model-group"], "gpt-4o");
     let events = read_events(resp, start).await;
     // role chunk, 6 content chunks, finish chunk, [DONE]; the usage chunk Sluice asked for is hidden.
@@ -55,13 +60,26 @@ async fn chunks_reach_the_client_as_the_upstream_paces_them() {
     for (_, e) in &events[..8] {
         let v: serde_json::Value = serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(v["model"], "gpt-4o");
-        assert!(v.get("usage").is_none(), "the client did not ask for usage: {e}");
+        assert!(
+            v.get("usage").is_none(),
+            "the client did not ask for usage: {e}"
+        );
     }
-    let gaps: Vec<f64> = events.windows(2).map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1000.0).collect();
+    let gaps: Vec<f64> = events
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1000.0)
+        .collect();
     for (i, gap) in gaps.iter().enumerate() {
-        assert!((35.0..150.0).contains(gap), "gap {i} is {gap:.1} ms, expected about 50 ms: {gaps:?}");
+        assert!(
+            (35.0..150.0).contains(gap),
+            "gap {i} is {gap:.1} ms, expected about 50 ms: {gaps:?}"
+        );
     }
-    assert!(events[0].0 < Duration::from_millis(150), "first chunk after {:?}", events[0].0);
+    assert!(
+        events[0].0 < Duration::from_millis(150),
+        "first chunk after {:?}",
+        events[0].0
+    );
 
     // The stream's usage was still captured for accounting.
     let metrics = gw.metrics().await;
@@ -81,13 +99,17 @@ async fn a_client_that_asks_for_usage_gets_the_usage_chunk() {
     let resp = gw
         .client()
         .post("/v1/chat/completions")
-        .json(&chat(Some(json!({"include_usage": true})), json!({"chunks": 3})))
+        .json(&chat(
+            Some(json!({"include_usage": true})),
+            json!({"chunks": 3}),
+        ))
         .send()
         .await
         .unwrap();
     let events = read_events(resp, Instant::now()).await;
     let usage_event = &events[events.len() - 2].1;
-    let v: serde_json::Value = serde_json::from_str(usage_event.strip_prefix("data: ").unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(usage_event.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(v["choices"], json!([]));
     assert_eq!(v["usage"]["completion_tokens"], 3);
     assert_eq!(v["model"], "gpt-4o");
@@ -115,12 +137,23 @@ async fn a_client_hang_up_closes_the_upstream_stream() {
     while mock.streams_cut_by_client() == 0 && hung_up.elapsed() < Duration::from_secs(2) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(mock.streams_cut_by_client(), 1, "the upstream stream should be closed by the gateway");
+    assert_eq!(
+        mock.streams_cut_by_client(),
+        1,
+        "the upstream stream should be closed by the gateway"
+    );
     // The mock notices on its next write, at most one chunk interval (50 ms) later.
-    assert!(hung_up.elapsed() < Duration::from_millis(500), "took {:?}", hung_up.elapsed());
+    assert!(
+        hung_up.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        hung_up.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let metrics = gw.metrics().await;
-    assert!(metrics.contains("litellm_in_flight_requests 1"), "only the /metrics request itself is in flight");
+    assert!(
+        metrics.contains("litellm_in_flight_requests 1"),
+        "only the /metrics request itself is in flight"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,26 +163,41 @@ async fn an_upstream_reset_mid_stream_ends_with_an_error_event() {
     let resp = gw
         .client()
         .post("/v1/chat/completions")
-        .json(&chat(None, json!({"chunks": 5, "reset_after_chunks": 3, "chunk_delay_ms": 20})))
+        .json(&chat(
+            None,
+            json!({"chunks": 5, "reset_after_chunks": 3, "chunk_delay_ms": 20}),
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let events = read_events(resp, Instant::now()).await;
     assert_eq!(events.len(), 4, "{events:#?}");
-    let last: serde_json::Value = serde_json::from_str(events[3].1.strip_prefix("data: ").unwrap()).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(events[3].1.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "502");
-    assert!(last["error"]["message"].as_str().unwrap().contains("upstream stream broke"));
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream stream broke")
+    );
     assert!(!events.iter().any(|(_, e)| e == "data: [DONE]"));
 
     // The gateway keeps serving.
     let (status, _, _) = gw
         .client()
-        .post_json("/v1/chat/completions", &json!({"model": "gpt-4o", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": []}),
+        )
         .await;
     assert_eq!(status, 200);
     let metrics = gw.metrics().await;
-    assert!(metrics.contains("litellm_proxy_failed_requests_metric_total{"), "{metrics}");
+    assert!(
+        metrics.contains("litellm_proxy_failed_requests_metric_total{"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,5 +227,9 @@ general_settings:
         .await;
     assert_eq!(status, 504, "{body}");
     assert!(error_message(&body, 504).contains("Timeout"));
-    assert!(start.elapsed() < Duration::from_millis(1500), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        start.elapsed()
+    );
 }

@@ -181,14 +181,20 @@ mod tests {
     #[test]
     fn wrong_or_missing_key_is_401() {
         let auth = MasterKeyAuth::new(Some("sk-1234"), None);
-        let e = auth.authenticate(&headers(&[("authorization", "Bearer sk-12345")])).unwrap_err();
+        let e = auth
+            .authenticate(&headers(&[("authorization", "Bearer sk-12345")]))
+            .unwrap_err();
         assert_eq!(e.status.as_u16(), 401);
         assert!(!e.message.contains("sk-12345"));
         let e = auth.authenticate(&HeaderMap::new()).unwrap_err();
         assert_eq!(e.message, NO_KEY_MESSAGE);
-        let e = auth.authenticate(&headers(&[("authorization", "Bearer ")])).unwrap_err();
+        let e = auth
+            .authenticate(&headers(&[("authorization", "Bearer ")]))
+            .unwrap_err();
         assert_eq!(e.message, NO_KEY_MESSAGE);
-        let e = auth.authenticate(&headers(&[("authorization", "sk-1234")])).unwrap_err();
+        let e = auth
+            .authenticate(&headers(&[("authorization", "sk-1234")]))
+            .unwrap_err();
         assert_eq!(e.message, MALFORMED_KEY_MESSAGE);
     }
 

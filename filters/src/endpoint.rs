@@ -23,7 +23,10 @@ pub enum Endpoint {
 impl Endpoint {
     /// Matches a request line. The query string must already be stripped from `path`.
     pub fn classify(method: &Method, path: &str) -> Endpoint {
-        let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
         let unversioned = path.strip_prefix("/v1").filter(|p| p.starts_with('/'));
         let route = unversioned.unwrap_or(path);
         let (endpoint, wants) = match route {
@@ -113,25 +116,65 @@ mod tests {
 
     #[test]
     fn matches_with_and_without_v1() {
-        for p in ["/chat/completions", "/v1/chat/completions", "/v1/chat/completions/"] {
-            assert_eq!(Endpoint::classify(&Method::POST, p), Endpoint::ChatCompletions);
+        for p in [
+            "/chat/completions",
+            "/v1/chat/completions",
+            "/v1/chat/completions/",
+        ] {
+            assert_eq!(
+                Endpoint::classify(&Method::POST, p),
+                Endpoint::ChatCompletions
+            );
         }
-        assert_eq!(Endpoint::classify(&Method::POST, "/v1/embeddings"), Endpoint::Embeddings);
-        assert_eq!(Endpoint::classify(&Method::POST, "/completions"), Endpoint::Completions);
-        assert_eq!(Endpoint::classify(&Method::GET, "/v1/models"), Endpoint::Models);
-        assert_eq!(Endpoint::classify(&Method::GET, "/v1/model/info"), Endpoint::ModelInfo);
-        assert_eq!(Endpoint::classify(&Method::GET, "/model_group/info"), Endpoint::ModelGroupInfo);
-        assert_eq!(Endpoint::classify(&Method::GET, "/health/liveliness"), Endpoint::HealthLiveness);
-        assert_eq!(Endpoint::classify(&Method::HEAD, "/health/liveness"), Endpoint::HealthLiveness);
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/v1/embeddings"),
+            Endpoint::Embeddings
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/completions"),
+            Endpoint::Completions
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/v1/models"),
+            Endpoint::Models
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/v1/model/info"),
+            Endpoint::ModelInfo
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/model_group/info"),
+            Endpoint::ModelGroupInfo
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/health/liveliness"),
+            Endpoint::HealthLiveness
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::HEAD, "/health/liveness"),
+            Endpoint::HealthLiveness
+        );
     }
 
     #[test]
     fn wrong_method_and_unknown_paths() {
-        assert_eq!(Endpoint::classify(&Method::GET, "/v1/chat/completions"), Endpoint::MethodNotAllowed);
-        assert_eq!(Endpoint::classify(&Method::POST, "/v1/models"), Endpoint::MethodNotAllowed);
-        assert_eq!(Endpoint::classify(&Method::GET, "/v2/models"), Endpoint::NotFound);
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/v1/chat/completions"),
+            Endpoint::MethodNotAllowed
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/v1/models"),
+            Endpoint::MethodNotAllowed
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/v2/models"),
+            Endpoint::NotFound
+        );
         assert_eq!(Endpoint::classify(&Method::GET, "/v1"), Endpoint::NotFound);
         assert_eq!(Endpoint::classify(&Method::GET, "/"), Endpoint::NotFound);
-        assert_eq!(Endpoint::classify(&Method::GET, "/v1/metrics"), Endpoint::NotFound);
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/v1/metrics"),
+            Endpoint::NotFound
+        );
     }
 }

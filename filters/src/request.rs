@@ -45,13 +45,12 @@ impl RequestView {
         }
         let mut de = serde_json::Deserializer::from_slice(body);
         let mut view = de
-            .deserialize_any(ViewVisitor { base: body.as_ptr() as usize })
+            .deserialize_any(ViewVisitor {
+                base: body.as_ptr() as usize,
+            })
             .map_err(|e| invalid_json(&e))?;
         de.end().map_err(|e| invalid_json(&e))?;
-        view.object_end = body
-            .iter()
-            .rposition(|b| *b == b'}')
-            .unwrap_or(body.len());
+        view.object_end = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
         Ok(view)
     }
 
@@ -183,9 +182,9 @@ impl<'de> Visitor<'de> for ViewVisitor {
                 }
                 Key::StreamOptions => {
                     view.has_stream_options = true;
-                    let options: Option<StreamOptions> = map.next_value().map_err(|_| {
-                        de::Error::custom("`stream_options` must be an object")
-                    })?;
+                    let options: Option<StreamOptions> = map
+                        .next_value()
+                        .map_err(|_| de::Error::custom("`stream_options` must be an object"))?;
                     view.include_usage = options.and_then(|o| o.include_usage);
                 }
                 Key::User => view.user = map.next_value::<Option<UserField>>()?.and_then(|u| u.0),
@@ -212,7 +211,6 @@ impl<'de> de::Deserialize<'de> for UserField {
         Ok(UserField(value.as_str().map(str::to_owned)))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -242,7 +240,9 @@ mod tests {
 
     #[test]
     fn rewrite_changes_only_the_model_value() {
-        let body = Bytes::from_static(br#"{"model":"alias","messages":[{"role":"user","content":"model"}]}"#);
+        let body = Bytes::from_static(
+            br#"{"model":"alias","messages":[{"role":"user","content":"model"}]}"#,
+        );
         let v = RequestView::parse(&body).unwrap();
         let out = v.with_model(&body, "gpt-4o-mini");
         assert_eq!(
@@ -263,7 +263,9 @@ mod tests {
         assert_eq!(json["model"], "bb");
         assert_eq!(json["stream_options"]["include_usage"], true);
         // A client that set stream_options keeps its own choice.
-        let body = Bytes::from_static(br#"{"model":"a","stream":true,"stream_options":{"include_usage":false}}"#);
+        let body = Bytes::from_static(
+            br#"{"model":"a","stream":true,"stream_options":{"include_usage":false}}"#,
+        );
         let v = RequestView::parse(&body).unwrap();
         assert_eq!(v.include_usage, Some(false));
         assert_eq!(v.rewrite(&body, "a", true), body);
@@ -273,19 +275,43 @@ mod tests {
     fn malformed_json_is_a_400_with_position() {
         let e = parse(r#"{"model": "x", "messages": [}"#).unwrap_err();
         assert_eq!(e.status.as_u16(), 400);
-        assert!(e.message.starts_with("Invalid JSON payload"), "{}", e.message);
+        assert!(
+            e.message.starts_with("Invalid JSON payload"),
+            "{}",
+            e.message
+        );
         assert_eq!(e.param.as_deref(), Some("request_body"));
         assert!(e.message.contains("column"), "{}", e.message);
         assert!(parse("").unwrap_err().message.contains("empty"));
         assert!(parse(r#"{"model":"x"} trailing"#).is_err());
-        assert!(parse(r#"["model"]"#).unwrap_err().message.contains("JSON object"));
+        assert!(
+            parse(r#"["model"]"#)
+                .unwrap_err()
+                .message
+                .contains("JSON object")
+        );
     }
 
     #[test]
     fn wrong_types_are_named() {
-        assert!(parse(r#"{"model": 5}"#).unwrap_err().message.contains("`model`"));
-        assert!(parse(r#"{"model":"a","stream":"yes"}"#).unwrap_err().message.contains("`stream`"));
-        assert!(parse(r#"{"model":"a","model":"b"}"#).unwrap_err().message.contains("duplicate"));
+        assert!(
+            parse(r#"{"model": 5}"#)
+                .unwrap_err()
+                .message
+                .contains("`model`")
+        );
+        assert!(
+            parse(r#"{"model":"a","stream":"yes"}"#)
+                .unwrap_err()
+                .message
+                .contains("`stream`")
+        );
+        assert!(
+            parse(r#"{"model":"a","model":"b"}"#)
+                .unwrap_err()
+                .message
+                .contains("duplicate")
+        );
     }
 
     #[test]

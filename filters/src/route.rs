@@ -457,7 +457,10 @@ mod tests {
     fn no_weights_is_uniform() {
         let group = ModelGroup::new(
             "g",
-            vec![Arc::new(deployment("g", "a")), Arc::new(deployment("g", "b"))],
+            vec![
+                Arc::new(deployment("g", "a")),
+                Arc::new(deployment("g", "b")),
+            ],
         );
         let counts = first_pick_counts(&group, 20_000);
         let share_a = counts["a"] as f64 / 20_000.0;
@@ -474,7 +477,11 @@ mod tests {
         let group = ModelGroup::new("g", vec![Arc::new(a), Arc::new(b), Arc::new(c)]);
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..100 {
-            let ids: Vec<String> = group.ordered(&mut rng).iter().map(|d| d.id.clone()).collect();
+            let ids: Vec<String> = group
+                .ordered(&mut rng)
+                .iter()
+                .map(|d| d.id.clone())
+                .collect();
             assert_eq!(ids, ["b", "a", "c"]);
         }
     }
@@ -523,10 +530,16 @@ mod tests {
         assert_eq!(plan.requested_model, "gpt4");
         let plan = router.plan("anthropic/claude-x", &mut rng).unwrap();
         assert_eq!(&*plan.group, "anthropic/*");
-        assert_eq!(plan.candidates[0].model_for(plan.wildcard_capture.as_deref()), "claude-x");
+        assert_eq!(
+            plan.candidates[0].model_for(plan.wildcard_capture.as_deref()),
+            "claude-x"
+        );
         let plan = router.plan("some-model", &mut rng).unwrap();
         assert_eq!(&*plan.group, "*");
-        assert_eq!(plan.candidates[0].model_for(plan.wildcard_capture.as_deref()), "some-model");
+        assert_eq!(
+            plan.candidates[0].model_for(plan.wildcard_capture.as_deref()),
+            "some-model"
+        );
         assert_eq!(
             router.public_model_names(),
             ["*", "anthropic/*", "gpt-4o", "gpt4"]

@@ -48,7 +48,10 @@ mod tests {
     #[test]
     fn parses_openai_usage_and_fills_total() {
         let u = Usage::parse(br#"{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0}}"#).unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (9, 2, 11));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (9, 2, 11)
+        );
         assert_eq!(u.cached_tokens(), 4);
         let u = Usage::parse(br#"{"prompt_tokens":5}"#).unwrap();
         assert_eq!(u.total_tokens, 5);

@@ -34,7 +34,10 @@ impl Env {
         Env {
             overlay: HashMap::new(),
             isolated: true,
-            process_fallback: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            process_fallback: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 
@@ -78,7 +81,10 @@ mod tests {
         assert_eq!(env.get("A").as_deref(), Some("config"));
         assert_eq!(env.get("EMPTY"), None);
         assert_eq!(env.first(&["NOPE", "A"]).as_deref(), Some("config"));
-        assert_eq!(reference("os.environ/OPENAI_API_KEY"), Some("OPENAI_API_KEY"));
+        assert_eq!(
+            reference("os.environ/OPENAI_API_KEY"),
+            Some("OPENAI_API_KEY")
+        );
         assert_eq!(reference("sk-123"), None);
     }
 }

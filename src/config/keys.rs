@@ -39,7 +39,12 @@ pub fn did_you_mean<'a>(
     let lower = key.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (strsim::normalized_levenshtein(&lower, &c.to_ascii_lowercase()), *c))
+        .map(|c| {
+            (
+                strsim::normalized_levenshtein(&lower, &c.to_ascii_lowercase()),
+                *c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.6)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -194,7 +199,12 @@ pub const MODEL_INFO: Section = Section {
 
 pub const ROUTER_SETTINGS: Section = Section {
     name: "router_settings",
-    acted: &["routing_strategy", "model_group_alias", "timeout", "stream_timeout"],
+    acted: &[
+        "routing_strategy",
+        "model_group_alias",
+        "timeout",
+        "stream_timeout",
+    ],
     accepted: &[
         "model_list",
         "assistants_config",
@@ -508,9 +518,15 @@ mod tests {
 
     #[test]
     fn suggests_close_keys_only() {
-        assert_eq!(GENERAL_SETTINGS.did_you_mean("master_kye"), Some("master_key"));
+        assert_eq!(
+            GENERAL_SETTINGS.did_you_mean("master_kye"),
+            Some("master_key")
+        );
         assert_eq!(LITELLM_PARAMS.did_you_mean("api_bsae"), Some("api_base"));
-        assert_eq!(ROUTER_SETTINGS.did_you_mean("routing_stratgy"), Some("routing_strategy"));
+        assert_eq!(
+            ROUTER_SETTINGS.did_you_mean("routing_stratgy"),
+            Some("routing_strategy")
+        );
         assert_eq!(GENERAL_SETTINGS.did_you_mean("zzzzzzzz"), None);
     }
 

@@ -177,7 +177,10 @@ pub fn load_file(
         Ok(text) => load_str(&text, env, overrides, prices, strict),
         Err(e) => {
             let mut report = Report::default();
-            report.error("", format!("cannot read config file {}: {e}", path.display()));
+            report.error(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            );
             Err(report)
         }
     }
@@ -234,8 +237,10 @@ type Entries<'v> = Vec<(String, &'v Value)>;
 impl Builder<'_> {
     fn build(mut self, mut root: Value, overrides: &Overrides) -> Option<RuntimeConfig> {
         let Value::Mapping(_) = root else {
-            self.report
-                .error("", "the config must be a mapping with sections such as model_list");
+            self.report.error(
+                "",
+                "the config must be a mapping with sections such as model_list",
+            );
             return None;
         };
 
@@ -251,18 +256,36 @@ impl Builder<'_> {
                     format!("environment variable {var} is not set (refusing to start without the master key it names)"),
                 );
             } else {
-                self.report
-                    .warn(&path, format!("environment variable {var} is not set; treated as absent"));
+                self.report.warn(
+                    &path,
+                    format!("environment variable {var} is not set; treated as absent"),
+                );
             }
         }
 
         let top = self.section_entries(&root, "", &keys::TOP_LEVEL);
         let section = |name: &str| top.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
 
-        let general = self.mapping_section(section("general_settings"), "general_settings", &keys::GENERAL_SETTINGS);
-        let litellm = self.mapping_section(section("litellm_settings"), "litellm_settings", &keys::LITELLM_SETTINGS);
-        let router_settings = self.mapping_section(section("router_settings"), "router_settings", &keys::ROUTER_SETTINGS);
-        let sluice = self.mapping_section(section("sluice_settings"), "sluice_settings", &keys::SLUICE_SETTINGS);
+        let general = self.mapping_section(
+            section("general_settings"),
+            "general_settings",
+            &keys::GENERAL_SETTINGS,
+        );
+        let litellm = self.mapping_section(
+            section("litellm_settings"),
+            "litellm_settings",
+            &keys::LITELLM_SETTINGS,
+        );
+        let router_settings = self.mapping_section(
+            section("router_settings"),
+            "router_settings",
+            &keys::ROUTER_SETTINGS,
+        );
+        let sluice = self.mapping_section(
+            section("sluice_settings"),
+            "sluice_settings",
+            &keys::SLUICE_SETTINGS,
+        );
         fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
             entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
         }
@@ -275,20 +298,23 @@ impl Builder<'_> {
         if let Some(key) = &master_key
             && key.trim().is_empty()
         {
-            self.report.error("general_settings.master_key", "must not be empty");
+            self.report
+                .error("general_settings.master_key", "must not be empty");
         }
         let key_header = get(&general, "litellm_key_header_name")
             .and_then(|v| self.string(v, "general_settings.litellm_key_header_name"))
-            .and_then(|name| match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.report.error(
-                        "general_settings.litellm_key_header_name",
-                        format!("{name:?} is not a valid HTTP header name"),
-                    );
-                    None
-                }
-            });
+            .and_then(
+                |name| match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        self.report.error(
+                            "general_settings.litellm_key_header_name",
+                            format!("{name:?} is not a valid HTTP header name"),
+                        );
+                        None
+                    }
+                },
+            );
         let max_request_mb = get(&general, "max_request_size_mb")
             .and_then(|v| self.positive_f64(v, "general_settings.max_request_size_mb"))
             .unwrap_or(DEFAULT_MAX_REQUEST_MB);
@@ -345,7 +371,12 @@ impl Builder<'_> {
         // --- sluice_settings
         let threads = overrides
             .threads
-            .or_else(|| get(&sluice, "threads").and_then(|v| self.positive_u64(v, "sluice_settings.threads").map(|n| n as usize)))
+            .or_else(|| {
+                get(&sluice, "threads").and_then(|v| {
+                    self.positive_u64(v, "sluice_settings.threads")
+                        .map(|n| n as usize)
+                })
+            })
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let server = ServerSettings {
             host: overrides
@@ -357,7 +388,8 @@ impl Builder<'_> {
                 match env.get("PORT").map(|p| p.parse::<u16>()) {
                     Some(Ok(p)) => p,
                     Some(Err(_)) => {
-                        self.report.error("", "environment variable PORT is not a port number");
+                        self.report
+                            .error("", "environment variable PORT is not a port number");
                         4000
                     }
                     None => 4000,
@@ -366,7 +398,9 @@ impl Builder<'_> {
             threads,
             graceful_shutdown: Duration::from_secs_f64(
                 get(&sluice, "graceful_shutdown_seconds")
-                    .and_then(|v| self.non_negative_f64(v, "sluice_settings.graceful_shutdown_seconds"))
+                    .and_then(|v| {
+                        self.non_negative_f64(v, "sluice_settings.graceful_shutdown_seconds")
+                    })
                     .unwrap_or(60.0),
             ),
             upstream_keepalive_pool_size: get(&sluice, "upstream_keepalive_pool_size")
@@ -409,7 +443,10 @@ impl Builder<'_> {
             }
         };
         if deployments.is_empty() && self.report.errors.is_empty() {
-            self.report.warn("model_list", "no models are configured; every LLM request will be answered with 400");
+            self.report.warn(
+                "model_list",
+                "no models are configured; every LLM request will be answered with 400",
+            );
         }
         self.check_unique_ids(&deployments);
         self.check_weighting(&deployments);
@@ -422,7 +459,9 @@ impl Builder<'_> {
             .collect();
         let routable: Vec<Arc<Deployment>> = deployments
             .iter()
-            .filter(|d| d.wire.is_some() || !supported_groups.contains(d.deployment.model_name.as_str()))
+            .filter(|d| {
+                d.wire.is_some() || !supported_groups.contains(d.deployment.model_name.as_str())
+            })
             .map(|d| d.deployment.clone())
             .collect();
         let aliases = get(&router_settings, "model_group_alias")
@@ -437,7 +476,9 @@ impl Builder<'_> {
                     format!(
                         "alias target {:?} is not a model_name in model_list{}",
                         target.group,
-                        suggestion.map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
+                        suggestion
+                            .map(|s| format!(" (did you mean {s:?}?)"))
+                            .unwrap_or_default()
                     ),
                 );
             }
@@ -495,7 +536,12 @@ impl Builder<'_> {
     }
 
     /// The keys of a mapping, sorted into acted / not acted / unknown.
-    fn section_entries<'v>(&mut self, value: &'v Value, path: &str, section: &Section) -> Entries<'v> {
+    fn section_entries<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        section: &Section,
+    ) -> Entries<'v> {
         let mut out = Vec::new();
         let Value::Mapping(map) = value else {
             return out;
@@ -521,7 +567,12 @@ impl Builder<'_> {
         out
     }
 
-    fn mapping_section<'v>(&mut self, value: Option<&'v Value>, path: &str, section: &Section) -> Entries<'v> {
+    fn mapping_section<'v>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &str,
+        section: &Section,
+    ) -> Entries<'v> {
         match value {
             None | Some(Value::Null) => Vec::new(),
             Some(v @ Value::Mapping(_)) => self.section_entries(v, path, section),
@@ -566,12 +617,14 @@ impl Builder<'_> {
             Value::String(s) => match serde_yaml::from_str::<Value>(s) {
                 Ok(Value::Mapping(m)) => return self.aliases(&Value::Mapping(m)),
                 _ => {
-                    self.report.error(path, "must be a mapping of alias: model_name");
+                    self.report
+                        .error(path, "must be a mapping of alias: model_name");
                     return out;
                 }
             },
             _ => {
-                self.report.error(path, "must be a mapping of alias: model_name");
+                self.report
+                    .error(path, "must be a mapping of alias: model_name");
                 return out;
             }
         };
@@ -587,7 +640,9 @@ impl Builder<'_> {
                     let group = m.get("model").and_then(Value::as_str).map(str::to_owned);
                     let hidden = match m.get("hidden") {
                         None | Some(Value::Null) => false,
-                        Some(h) => self.boolean(h, &format!("{alias_path}.hidden")).unwrap_or(false),
+                        Some(h) => self
+                            .boolean(h, &format!("{alias_path}.hidden"))
+                            .unwrap_or(false),
                     };
                     for key in m.keys() {
                         let key = scalar_text(key);
@@ -601,13 +656,15 @@ impl Builder<'_> {
                     match group {
                         Some(group) => Some(Alias { group, hidden }),
                         None => {
-                            self.report.error(&alias_path, "needs `model: <model_name>`");
+                            self.report
+                                .error(&alias_path, "needs `model: <model_name>`");
                             None
                         }
                     }
                 }
                 _ => {
-                    self.report.error(&alias_path, "must be a model_name or {model, hidden}");
+                    self.report
+                        .error(&alias_path, "must be a model_name or {model, hidden}");
                     None
                 }
             };
@@ -618,10 +675,18 @@ impl Builder<'_> {
         out
     }
 
-    fn deployment(&mut self, i: usize, item: &Value, defaults: &DeploymentDefaults<'_>) -> Option<DeploymentConfig> {
+    fn deployment(
+        &mut self,
+        i: usize,
+        item: &Value,
+        defaults: &DeploymentDefaults<'_>,
+    ) -> Option<DeploymentConfig> {
         let path = format!("model_list[{i}]");
         if !matches!(item, Value::Mapping(_)) {
-            self.report.error(&path, "must be a mapping with model_name and litellm_params");
+            self.report.error(
+                &path,
+                "must be a mapping with model_name and litellm_params",
+            );
             return None;
         }
         let entry = self.section_entries(item, &path, &keys::MODEL_ENTRY);
@@ -630,7 +695,8 @@ impl Builder<'_> {
         let model_name = match get("model_name") {
             Some(v) => self.string(v, &format!("{path}.model_name")),
             None => {
-                self.report.error(&format!("{path}.model_name"), "is required");
+                self.report
+                    .error(&format!("{path}.model_name"), "is required");
                 None
             }
         };
@@ -653,7 +719,10 @@ impl Builder<'_> {
         let model = match param("model") {
             Some(v) => self.string(v, &format!("{params_path}.model")),
             None => {
-                self.report.error(&format!("{params_path}.model"), "is required (e.g. openai/gpt-4o)");
+                self.report.error(
+                    &format!("{params_path}.model"),
+                    "is required (e.g. openai/gpt-4o)",
+                );
                 None
             }
         };
@@ -661,8 +730,11 @@ impl Builder<'_> {
         let model = model?;
         let custom_provider = param("custom_llm_provider")
             .and_then(|v| self.string(v, &format!("{params_path}.custom_llm_provider")));
-        let (provider, upstream_model) =
-            self.provider_of(&model, custom_provider.as_deref(), &format!("{params_path}.model"))?;
+        let (provider, upstream_model) = self.provider_of(
+            &model,
+            custom_provider.as_deref(),
+            &format!("{params_path}.model"),
+        )?;
 
         let spec = providers::openai_compatible(&provider);
         if spec.is_none() {
@@ -689,7 +761,8 @@ impl Builder<'_> {
         let tpm = param("tpm")
             .and_then(|v| self.non_negative_u64(v, &format!("{params_path}.tpm")))
             .or(entry_tpm);
-        let weight = param("weight").and_then(|v| self.non_negative_f64(v, &format!("{params_path}.weight")));
+        let weight = param("weight")
+            .and_then(|v| self.non_negative_f64(v, &format!("{params_path}.weight")));
         let timeout = param("timeout")
             .and_then(|v| self.positive_f64(v, &format!("{params_path}.timeout")))
             .unwrap_or(defaults.timeout);
@@ -701,7 +774,9 @@ impl Builder<'_> {
         if let Some(v) = param("extra_headers") {
             extra_headers = self.header_map(v, &format!("{params_path}.extra_headers"));
         }
-        if let Some(org) = param("organization").and_then(|v| self.string(v, &format!("{params_path}.organization"))) {
+        if let Some(org) = param("organization")
+            .and_then(|v| self.string(v, &format!("{params_path}.organization")))
+        {
             extra_headers.push(("OpenAI-Organization".into(), org));
         }
 
@@ -721,7 +796,11 @@ impl Builder<'_> {
         };
         let order = param("order")
             .and_then(|v| self.non_negative_u64(v, &format!("{params_path}.order")))
-            .or_else(|| info_map.get("order").and_then(|v| self.non_negative_u64(v, &format!("{info_path}.order"))))
+            .or_else(|| {
+                info_map
+                    .get("order")
+                    .and_then(|v| self.non_negative_u64(v, &format!("{info_path}.order")))
+            })
             .map(|o| o.min(u32::MAX as u64) as u32);
         let base_model = info_map
             .get("base_model")
@@ -740,7 +819,10 @@ impl Builder<'_> {
                         let hint = keys::did_you_mean(&m, keys::MODES)
                             .map(|h| format!(" (did you mean {h:?}?)"))
                             .unwrap_or_default();
-                        self.report.error(&format!("{info_path}.mode"), format!("unknown mode {m:?}{hint}"));
+                        self.report.error(
+                            &format!("{info_path}.mode"),
+                            format!("unknown mode {m:?}{hint}"),
+                        );
                         "chat".into()
                     }
                     None => "chat".into(),
@@ -796,11 +878,17 @@ impl Builder<'_> {
     /// Splits `litellm_params.model` into provider and provider model, as LiteLLM's
     /// `get_llm_provider` does: explicit `custom_llm_provider`, then the prefix, then the price
     /// table's `litellm_provider` for a bare name.
-    fn provider_of(&mut self, model: &str, custom: Option<&str>, path: &str) -> Option<(String, String)> {
+    fn provider_of(
+        &mut self,
+        model: &str,
+        custom: Option<&str>,
+        path: &str,
+    ) -> Option<(String, String)> {
         let known = |p: &str| providers::known_provider_names().any(|k| *k == p);
         if let Some(provider) = custom {
             if !known(provider) {
-                self.report.error(path, format!("unknown custom_llm_provider {provider:?}"));
+                self.report
+                    .error(path, format!("unknown custom_llm_provider {provider:?}"));
                 return None;
             }
             let rest = model
@@ -813,7 +901,10 @@ impl Builder<'_> {
             && known(prefix)
         {
             if rest.is_empty() {
-                self.report.error(path, format!("{model:?} names no model after the provider prefix"));
+                self.report.error(
+                    path,
+                    format!("{model:?} names no model after the provider prefix"),
+                );
                 return None;
             }
             return Some((prefix.to_string(), rest.to_string()));
@@ -821,7 +912,11 @@ impl Builder<'_> {
         if model == "*" {
             return Some(("openai".into(), "*".into()));
         }
-        if let Some(provider) = self.prices.get(model).and_then(|p| p.litellm_provider.clone()) {
+        if let Some(provider) = self
+            .prices
+            .get(model)
+            .and_then(|p| p.litellm_provider.clone())
+        {
             let provider = match provider.as_str() {
                 "text-completion-openai" | "openai" => provider,
                 other if known(other) => other.to_string(),
@@ -861,7 +956,14 @@ impl Builder<'_> {
             let vars = spec.map(|s| s.base_env.join(" or ")).unwrap_or_default();
             self.report.error(
                 &path,
-                format!("provider {provider:?} has no default endpoint: set api_base{}", if vars.is_empty() { String::new() } else { format!(" (or {vars})") }),
+                format!(
+                    "provider {provider:?} has no default endpoint: set api_base{}",
+                    if vars.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (or {vars})")
+                    }
+                ),
             );
             return None;
         };
@@ -870,7 +972,8 @@ impl Builder<'_> {
             if spec.is_none() {
                 return Some(base);
             }
-            self.report.error(&path, format!("{base:?} is not a usable URL: {e}"));
+            self.report
+                .error(&path, format!("{base:?} is not a usable URL: {e}"));
             return None;
         }
         if let Some(suffix) = spec.and_then(|s| s.required_suffix)
@@ -889,18 +992,21 @@ impl Builder<'_> {
                 for (k, v) in m {
                     let name = scalar_text(k);
                     if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        self.report.error(&format!("{path}.{name}"), "is not a valid HTTP header name");
+                        self.report
+                            .error(&format!("{path}.{name}"), "is not a valid HTTP header name");
                         continue;
                     }
                     match v {
-                        Value::Mapping(_) | Value::Sequence(_) | Value::Null => {
-                            self.report.error(&format!("{path}.{name}"), "must be a string")
-                        }
+                        Value::Mapping(_) | Value::Sequence(_) | Value::Null => self
+                            .report
+                            .error(&format!("{path}.{name}"), "must be a string"),
                         other => out.push((name, scalar_text(other))),
                     }
                 }
             }
-            _ => self.report.error(path, "must be a mapping of header: value"),
+            _ => self
+                .report
+                .error(path, "must be a mapping of header: value"),
         }
         out
     }
@@ -911,7 +1017,10 @@ impl Builder<'_> {
             if let Some(first) = seen.insert(&d.deployment.id, d.deployment.index) {
                 self.report.error(
                     &format!("model_list[{}].model_info.id", d.deployment.index),
-                    format!("id {:?} is already used by model_list[{first}]", d.deployment.id),
+                    format!(
+                        "id {:?} is already used by model_list[{first}]",
+                        d.deployment.id
+                    ),
                 );
             }
         }
@@ -995,12 +1104,16 @@ impl Builder<'_> {
                 "true" | "yes" | "1" | "on" => Some(true),
                 "false" | "no" | "0" | "off" => Some(false),
                 _ => {
-                    self.report.error(path, format!("must be true or false, got {s:?}"));
+                    self.report
+                        .error(path, format!("must be true or false, got {s:?}"));
                     None
                 }
             },
             other => {
-                self.report.error(path, format!("must be true or false, got {}", describe(other)));
+                self.report.error(
+                    path,
+                    format!("must be true or false, got {}", describe(other)),
+                );
                 None
             }
         }
@@ -1014,7 +1127,8 @@ impl Builder<'_> {
             _ => None,
         };
         if n.is_none() || n.is_some_and(|n| !n.is_finite()) {
-            self.report.error(path, format!("must be {what}, got {}", describe(v)));
+            self.report
+                .error(path, format!("must be {what}, got {}", describe(v)));
             return None;
         }
         n
@@ -1023,7 +1137,8 @@ impl Builder<'_> {
     fn positive_f64(&mut self, v: &Value, path: &str) -> Option<f64> {
         let n = self.number(v, path, "a positive number")?;
         if n <= 0.0 {
-            self.report.error(path, format!("must be a positive number, got {n}"));
+            self.report
+                .error(path, format!("must be a positive number, got {n}"));
             return None;
         }
         Some(n)
@@ -1032,7 +1147,8 @@ impl Builder<'_> {
     fn non_negative_f64(&mut self, v: &Value, path: &str) -> Option<f64> {
         let n = self.number(v, path, "a number >= 0")?;
         if n < 0.0 {
-            self.report.error(path, format!("must be a number >= 0, got {n}"));
+            self.report
+                .error(path, format!("must be a number >= 0, got {n}"));
             return None;
         }
         Some(n)
@@ -1041,7 +1157,8 @@ impl Builder<'_> {
     fn non_negative_u64(&mut self, v: &Value, path: &str) -> Option<u64> {
         let n = self.number(v, path, "a whole number >= 0")?;
         if n < 0.0 || n.fract() != 0.0 {
-            self.report.error(path, format!("must be a whole number >= 0, got {n}"));
+            self.report
+                .error(path, format!("must be a whole number >= 0, got {n}"));
             return None;
         }
         Some(n as u64)
@@ -1129,9 +1246,22 @@ fn public_params(params: &Mapping) -> serde_json::Value {
 
 fn is_sensitive_key(key: &str) -> bool {
     const SENSITIVE: &[&str] = &[
-        "password", "secret", "key", "token", "auth", "authorization", "credential",
-        "credentials", "secrets", "passwords", "access", "private", "certificate",
-        "certificates", "fingerprint", "tenancy",
+        "password",
+        "secret",
+        "key",
+        "token",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "secrets",
+        "passwords",
+        "access",
+        "private",
+        "certificate",
+        "certificates",
+        "fingerprint",
+        "tenancy",
     ];
     if key == "default_api_key_tpm_limit" || key == "default_api_key_rpm_limit" {
         return false;
@@ -1186,13 +1316,21 @@ fn join(path: &str, key: &str) -> String {
 }
 
 fn is_truthy(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on"
+    )
 }
 
 fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let lower = key.to_ascii_lowercase();
     candidates
-        .map(|c| (strsim::normalized_levenshtein(&lower, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::normalized_levenshtein(&lower, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score >= 0.6)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)

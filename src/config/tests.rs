@@ -7,7 +7,13 @@ fn prices() -> PriceTable {
 }
 
 fn load(yaml: &str, env: &[(&str, &str)]) -> Result<(RuntimeConfig, Report), Report> {
-    load_str(yaml, &Env::fixed(env.iter().copied()), &Overrides::default(), &prices(), false)
+    load_str(
+        yaml,
+        &Env::fixed(env.iter().copied()),
+        &Overrides::default(),
+        &prices(),
+        false,
+    )
 }
 
 fn load_ok(yaml: &str, env: &[(&str, &str)]) -> (RuntimeConfig, Report) {
@@ -69,7 +75,11 @@ general_settings:
     assert_eq!(d(3).api_key.as_ref().unwrap().expose(), "fake-api-key");
     assert_eq!(d(3).timeout, Duration::from_secs(30));
     assert_eq!(d(3).stream_timeout, Some(Duration::from_secs(5)));
-    assert_eq!(d(0).timeout, Duration::from_secs(6000), "LiteLLM's request_timeout default");
+    assert_eq!(
+        d(0).timeout,
+        Duration::from_secs(6000),
+        "LiteLLM's request_timeout default"
+    );
     assert_eq!(c.master_key.as_ref().unwrap().expose(), "sk-1234");
     assert_eq!(c.router.groups().len(), 3);
     assert_eq!(c.server.port, 4000);
@@ -151,10 +161,16 @@ litellm_settings:
         "general_settings.max_request_size_mb",
         "litellm_settings.json_logs",
     ] {
-        assert!(errors.contains(&expected), "missing {expected} in {errors:#?}");
+        assert!(
+            errors.contains(&expected),
+            "missing {expected} in {errors:#?}"
+        );
     }
     let text = report.lines(false).join("\n");
-    assert!(text.contains("unknown mode \"chatt\" (did you mean \"chat\"?)"), "{text}");
+    assert!(
+        text.contains("unknown mode \"chatt\" (did you mean \"chat\"?)"),
+        "{text}"
+    );
     assert!(text.contains("HOSTED_VLLM_API_BASE"), "{text}");
     assert!(text.contains("\"many\""), "{text}");
 }
@@ -177,17 +193,40 @@ litellm_settings:
 "#;
     let (_, report) = load_ok(yaml, &[]);
     let unknown: Vec<String> = report.unknown_keys.iter().map(|p| p.to_string()).collect();
-    assert!(unknown.contains(&"model_list[0].litellm_params.api_bsae: unknown key (did you mean `api_base`?)".to_string()), "{unknown:?}");
-    assert!(unknown.contains(&"general_settings.master_kye: unknown key (did you mean `master_key`?)".to_string()));
-    assert!(unknown.contains(&"general_settings.completely_made_up_setting: unknown key".to_string()));
+    assert!(
+        unknown.contains(
+            &"model_list[0].litellm_params.api_bsae: unknown key (did you mean `api_base`?)"
+                .to_string()
+        ),
+        "{unknown:?}"
+    );
+    assert!(unknown.contains(
+        &"general_settings.master_kye: unknown key (did you mean `master_key`?)".to_string()
+    ));
+    assert!(
+        unknown.contains(&"general_settings.completely_made_up_setting: unknown key".to_string())
+    );
     let mut not_acted = report.not_acted.clone();
     not_acted.sort();
-    assert_eq!(not_acted, ["litellm_settings.cache", "router_settings.num_retries"]);
+    assert_eq!(
+        not_acted,
+        ["litellm_settings.cache", "router_settings.num_retries"]
+    );
     let summary = report.lines(false).join("\n");
-    assert!(summary.contains("recognises but does not act on yet (ignored): "), "{summary}");
+    assert!(
+        summary.contains("recognises but does not act on yet (ignored): "),
+        "{summary}"
+    );
     assert!(summary.contains("router_settings.num_retries"), "{summary}");
 
-    let strict = load_str(yaml, &Env::fixed([("X", "y")]), &Overrides::default(), &prices(), true).unwrap_err();
+    let strict = load_str(
+        yaml,
+        &Env::fixed([("X", "y")]),
+        &Overrides::default(),
+        &prices(),
+        true,
+    )
+    .unwrap_err();
     assert!(strict.errors.is_empty());
     assert_eq!(strict.unknown_keys.len(), 3);
     assert!(strict.is_fatal(true));
@@ -208,26 +247,51 @@ model_list:
 "#,
         &[("OPENAI_API_KEY", "sk-default")],
     );
-    assert_eq!(c.deployment(0).deployment.api_base, "http://from-config:8000/v1");
+    assert_eq!(
+        c.deployment(0).deployment.api_base,
+        "http://from-config:8000/v1"
+    );
     // A missing reference is absent, so the provider's key variable applies, as in LiteLLM.
-    assert_eq!(c.deployment(0).deployment.api_key.as_ref().unwrap().expose(), "sk-default");
-    assert!(report
-        .warnings
-        .iter()
-        .any(|p| p.path == "model_list[0].litellm_params.api_key" && p.message.contains("NOT_SET_ANYWHERE")));
+    assert_eq!(
+        c.deployment(0)
+            .deployment
+            .api_key
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "sk-default"
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|p| p.path == "model_list[0].litellm_params.api_key"
+                && p.message.contains("NOT_SET_ANYWHERE"))
+    );
 }
 
 #[test]
 fn the_master_key_comes_from_the_file_or_litellm_master_key() {
-    let (c, _) = load_ok("general_settings: {}\n", &[("LITELLM_MASTER_KEY", "sk-env")]);
+    let (c, _) = load_ok(
+        "general_settings: {}\n",
+        &[("LITELLM_MASTER_KEY", "sk-env")],
+    );
     assert_eq!(c.master_key.unwrap().expose(), "sk-env");
-    let (c, _) = load_ok("general_settings:\n  master_key: sk-file\n", &[("LITELLM_MASTER_KEY", "sk-env")]);
+    let (c, _) = load_ok(
+        "general_settings:\n  master_key: sk-file\n",
+        &[("LITELLM_MASTER_KEY", "sk-env")],
+    );
     assert_eq!(c.master_key.unwrap().expose(), "sk-file");
     let report = load("general_settings:\n  master_key: os.environ/NOPE\n", &[]).unwrap_err();
     assert_eq!(paths(&report.errors), ["general_settings.master_key"]);
     let (c, report) = load_ok("model_list: []\n", &[]);
     assert!(c.master_key.is_none());
-    assert!(report.warnings.iter().any(|w| w.message.contains("open to anyone")));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("open to anyone"))
+    );
 }
 
 #[test]
@@ -251,7 +315,11 @@ router_settings:
         &[],
     )
     .unwrap_err();
-    assert!(report.lines(false)[0].contains("did you mean \"gpt-4o\""), "{:?}", report.lines(false));
+    assert!(
+        report.lines(false)[0].contains("did you mean \"gpt-4o\""),
+        "{:?}",
+        report.lines(false)
+    );
 }
 
 #[test]
@@ -262,9 +330,21 @@ fn providers_are_inferred_like_litellm_and_typos_are_caught() {
     );
     assert_eq!(c.deployment(0).deployment.provider, "openai");
     assert_eq!(c.deployment(1).deployment.upstream_model, "*");
-    assert_eq!(c.deployment(2).deployment.api_base, "https://mistral.example.com/v1", "LiteLLM appends /v1 for mistral");
-    let report = load("model_list:\n  - model_name: a\n    litellm_params: {model: opnai/gpt-4o}\n", &[]).unwrap_err();
-    assert!(report.lines(false)[0].contains("did you mean provider \"openai\""), "{:?}", report.lines(false));
+    assert_eq!(
+        c.deployment(2).deployment.api_base,
+        "https://mistral.example.com/v1",
+        "LiteLLM appends /v1 for mistral"
+    );
+    let report = load(
+        "model_list:\n  - model_name: a\n    litellm_params: {model: opnai/gpt-4o}\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        report.lines(false)[0].contains("did you mean provider \"openai\""),
+        "{:?}",
+        report.lines(false)
+    );
 }
 
 #[test]
@@ -281,7 +361,10 @@ model_list:
 "#,
         &[],
     );
-    assert!(report.warnings.iter().any(|w| w.message.contains("\"anthropic\" is not supported by Sluice yet")));
+    assert!(report.warnings.iter().any(|w| {
+        w.message
+            .contains("\"anthropic\" is not supported by Sluice yet")
+    }));
     assert!(c.deployment(0).wire.is_none());
     // A group with only unsupported deployments still routes (and answers 501); a mixed group
     // routes only to what Sluice supports.
@@ -308,8 +391,14 @@ model_list:
         &[],
     );
     let text = report.lines(false).join("\n");
-    assert!(text.contains("the first deployment has no weight"), "{text}");
-    assert!(text.contains("weighted by rpm, which this deployment does not set"), "{text}");
+    assert!(
+        text.contains("the first deployment has no weight"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weighted by rpm, which this deployment does not set"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -358,5 +447,9 @@ fn sluice_settings_and_overrides() {
 #[test]
 fn yaml_syntax_errors_are_reported_with_a_position() {
     let report = load("model_list:\n  - model_name: [unclosed\n", &[]).unwrap_err();
-    assert!(report.errors[0].message.contains("line"), "{:?}", report.errors);
+    assert!(
+        report.errors[0].message.contains("line"),
+        "{:?}",
+        report.errors
+    );
 }

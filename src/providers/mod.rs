@@ -60,7 +60,12 @@ macro_rules! spec {
 
 /// OpenAI-compatible providers Sluice forwards to, with LiteLLM's defaults.
 pub static OPENAI_COMPATIBLE: &[ProviderSpec] = &[
-    spec!("openai", OPENAI_BASE_ENV, Some(OPENAI_DEFAULT_BASE), &["OPENAI_API_KEY"]),
+    spec!(
+        "openai",
+        OPENAI_BASE_ENV,
+        Some(OPENAI_DEFAULT_BASE),
+        &["OPENAI_API_KEY"]
+    ),
     ProviderSpec {
         prefix: "text-completion-openai",
         wire: Wire::OpenAiTextCompletion,
@@ -71,15 +76,59 @@ pub static OPENAI_COMPATIBLE: &[ProviderSpec] = &[
         static_headers: &[],
         required_suffix: None,
     },
-    spec!("custom_openai", OPENAI_BASE_ENV, Some(OPENAI_DEFAULT_BASE), &["OPENAI_API_KEY"]),
+    spec!(
+        "custom_openai",
+        OPENAI_BASE_ENV,
+        Some(OPENAI_DEFAULT_BASE),
+        &["OPENAI_API_KEY"]
+    ),
     spec!("openai_like", &[], None, &[]),
-    spec!("hosted_vllm", &["HOSTED_VLLM_API_BASE"], None, &["HOSTED_VLLM_API_KEY"], Some("fake-api-key")),
-    spec!("vllm", &["HOSTED_VLLM_API_BASE"], None, &["HOSTED_VLLM_API_KEY"], Some("fake-api-key")),
-    spec!("lm_studio", &["LM_STUDIO_API_BASE"], None, &["LM_STUDIO_API_KEY"], Some("fake-api-key")),
-    spec!("llamafile", &["LLAMAFILE_API_BASE"], Some("http://127.0.0.1:8080/v1"), &["LLAMAFILE_API_KEY"], Some("fake-api-key")),
-    spec!("litellm_proxy", &["LITELLM_PROXY_API_BASE"], None, &["LITELLM_PROXY_API_KEY"]),
-    spec!("groq", &["GROQ_API_BASE"], Some("https://api.groq.com/openai/v1"), &["GROQ_API_KEY"]),
-    spec!("deepseek", &["DEEPSEEK_API_BASE"], Some("https://api.deepseek.com/beta"), &["DEEPSEEK_API_KEY"]),
+    spec!(
+        "hosted_vllm",
+        &["HOSTED_VLLM_API_BASE"],
+        None,
+        &["HOSTED_VLLM_API_KEY"],
+        Some("fake-api-key")
+    ),
+    spec!(
+        "vllm",
+        &["HOSTED_VLLM_API_BASE"],
+        None,
+        &["HOSTED_VLLM_API_KEY"],
+        Some("fake-api-key")
+    ),
+    spec!(
+        "lm_studio",
+        &["LM_STUDIO_API_BASE"],
+        None,
+        &["LM_STUDIO_API_KEY"],
+        Some("fake-api-key")
+    ),
+    spec!(
+        "llamafile",
+        &["LLAMAFILE_API_BASE"],
+        Some("http://127.0.0.1:8080/v1"),
+        &["LLAMAFILE_API_KEY"],
+        Some("fake-api-key")
+    ),
+    spec!(
+        "litellm_proxy",
+        &["LITELLM_PROXY_API_BASE"],
+        None,
+        &["LITELLM_PROXY_API_KEY"]
+    ),
+    spec!(
+        "groq",
+        &["GROQ_API_BASE"],
+        Some("https://api.groq.com/openai/v1"),
+        &["GROQ_API_KEY"]
+    ),
+    spec!(
+        "deepseek",
+        &["DEEPSEEK_API_BASE"],
+        Some("https://api.deepseek.com/beta"),
+        &["DEEPSEEK_API_KEY"]
+    ),
     ProviderSpec {
         prefix: "mistral",
         wire: Wire::OpenAi,
@@ -90,8 +139,23 @@ pub static OPENAI_COMPATIBLE: &[ProviderSpec] = &[
         static_headers: &[],
         required_suffix: Some("/v1"),
     },
-    spec!("codestral", &["CODESTRAL_API_BASE"], Some("https://codestral.mistral.ai/v1"), &["CODESTRAL_API_KEY"]),
-    spec!("together_ai", &["TOGETHER_AI_API_BASE"], Some("https://api.together.xyz/v1"), &["TOGETHER_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHERAI_API_KEY", "TOGETHER_AI_TOKEN"]),
+    spec!(
+        "codestral",
+        &["CODESTRAL_API_BASE"],
+        Some("https://codestral.mistral.ai/v1"),
+        &["CODESTRAL_API_KEY"]
+    ),
+    spec!(
+        "together_ai",
+        &["TOGETHER_AI_API_BASE"],
+        Some("https://api.together.xyz/v1"),
+        &[
+            "TOGETHER_API_KEY",
+            "TOGETHER_AI_API_KEY",
+            "TOGETHERAI_API_KEY",
+            "TOGETHER_AI_TOKEN"
+        ]
+    ),
     ProviderSpec {
         prefix: "openrouter",
         wire: Wire::OpenAi,
@@ -99,33 +163,161 @@ pub static OPENAI_COMPATIBLE: &[ProviderSpec] = &[
         default_base: Some("https://openrouter.ai/api/v1"),
         key_env: &["OPENROUTER_API_KEY", "OR_API_KEY"],
         default_key: None,
-        static_headers: &[("HTTP-Referer", "https://litellm.ai"), ("X-Title", "liteLLM")],
+        static_headers: &[
+            ("HTTP-Referer", "https://litellm.ai"),
+            ("X-Title", "liteLLM"),
+        ],
         required_suffix: None,
     },
-    spec!("fireworks_ai", &["FIREWORKS_API_BASE"], Some("https://api.fireworks.ai/inference/v1"), &["FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "FIREWORKSAI_API_KEY", "FIREWORKS_AI_TOKEN"]),
-    spec!("deepinfra", &["DEEPINFRA_API_BASE"], Some("https://api.deepinfra.com/v1/openai"), &["DEEPINFRA_API_KEY"]),
-    spec!("perplexity", &["PERPLEXITY_API_BASE"], Some("https://api.perplexity.ai"), &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"]),
-    spec!("xai", &["XAI_API_BASE"], Some("https://api.x.ai/v1"), &["XAI_API_KEY"]),
-    spec!("anyscale", &["ANYSCALE_API_BASE"], Some("https://api.endpoints.anyscale.com/v1"), &["ANYSCALE_API_KEY"]),
-    spec!("nvidia_nim", &["NVIDIA_NIM_API_BASE"], Some("https://integrate.api.nvidia.com/v1"), &["NVIDIA_NIM_API_KEY"]),
-    spec!("cerebras", &["CEREBRAS_API_BASE"], Some("https://api.cerebras.ai/v1"), &["CEREBRAS_API_KEY"]),
-    spec!("sambanova", &["SAMBANOVA_API_BASE"], Some("https://api.sambanova.ai/v1"), &["SAMBANOVA_API_KEY"]),
-    spec!("meta_llama", &["LLAMA_API_BASE"], Some("https://api.llama.com/compat/v1"), &["LLAMA_API_KEY"]),
-    spec!("ai21_chat", &["AI21_API_BASE"], Some("https://api.ai21.com/studio/v1"), &["AI21_API_KEY"]),
-    spec!("volcengine", &["VOLCENGINE_API_BASE"], Some("https://ark.cn-beijing.volces.com/api/v3"), &["VOLCENGINE_API_KEY"]),
-    spec!("empower", &["EMPOWER_API_BASE"], Some("https://app.empower.dev/api/v1"), &["EMPOWER_API_KEY"]),
-    spec!("github", &["GITHUB_API_BASE"], Some("https://models.inference.ai.azure.com"), &["GITHUB_API_KEY"]),
-    spec!("friendliai", &["FRIENDLI_API_BASE"], Some("https://api.friendli.ai/serverless/v1"), &["FRIENDLIAI_API_KEY", "FRIENDLI_TOKEN"]),
-    spec!("galadriel", &["GALADRIEL_API_BASE"], Some("https://api.galadriel.com/v1"), &["GALADRIEL_API_KEY"]),
-    spec!("nscale", &["NSCALE_API_BASE"], Some("https://inference.api.nscale.com/v1"), &["NSCALE_API_KEY"]),
-    spec!("azure_ai", &["AZURE_AI_API_BASE"], None, &["AZURE_AI_API_KEY"]),
-    spec!("moonshot", &["MOONSHOT_API_BASE"], Some("https://api.moonshot.ai/v1"), &["MOONSHOT_API_KEY"]),
-    spec!("dashscope", &["DASHSCOPE_API_BASE"], Some("https://dashscope.aliyuncs.com/compatible-mode/v1"), &["DASHSCOPE_API_KEY"]),
-    spec!("novita", &["NOVITA_API_BASE"], Some("https://api.novita.ai/v3/openai"), &["NOVITA_API_KEY"]),
-    spec!("nebius", &["NEBIUS_API_BASE"], Some("https://api.studio.nebius.ai/v1"), &["NEBIUS_API_KEY"]),
-    spec!("hyperbolic", &["HYPERBOLIC_API_BASE"], Some("https://api.hyperbolic.xyz/v1"), &["HYPERBOLIC_API_KEY"]),
-    spec!("lambda_ai", &["LAMBDA_API_BASE"], Some("https://api.lambda.ai/v1"), &["LAMBDA_API_KEY"]),
-    spec!("featherless_ai", &["FEATHERLESS_API_BASE"], Some("https://api.featherless.ai/v1"), &["FEATHERLESS_API_KEY"]),
+    spec!(
+        "fireworks_ai",
+        &["FIREWORKS_API_BASE"],
+        Some("https://api.fireworks.ai/inference/v1"),
+        &[
+            "FIREWORKS_API_KEY",
+            "FIREWORKS_AI_API_KEY",
+            "FIREWORKSAI_API_KEY",
+            "FIREWORKS_AI_TOKEN"
+        ]
+    ),
+    spec!(
+        "deepinfra",
+        &["DEEPINFRA_API_BASE"],
+        Some("https://api.deepinfra.com/v1/openai"),
+        &["DEEPINFRA_API_KEY"]
+    ),
+    spec!(
+        "perplexity",
+        &["PERPLEXITY_API_BASE"],
+        Some("https://api.perplexity.ai"),
+        &["PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"]
+    ),
+    spec!(
+        "xai",
+        &["XAI_API_BASE"],
+        Some("https://api.x.ai/v1"),
+        &["XAI_API_KEY"]
+    ),
+    spec!(
+        "anyscale",
+        &["ANYSCALE_API_BASE"],
+        Some("https://api.endpoints.anyscale.com/v1"),
+        &["ANYSCALE_API_KEY"]
+    ),
+    spec!(
+        "nvidia_nim",
+        &["NVIDIA_NIM_API_BASE"],
+        Some("https://integrate.api.nvidia.com/v1"),
+        &["NVIDIA_NIM_API_KEY"]
+    ),
+    spec!(
+        "cerebras",
+        &["CEREBRAS_API_BASE"],
+        Some("https://api.cerebras.ai/v1"),
+        &["CEREBRAS_API_KEY"]
+    ),
+    spec!(
+        "sambanova",
+        &["SAMBANOVA_API_BASE"],
+        Some("https://api.sambanova.ai/v1"),
+        &["SAMBANOVA_API_KEY"]
+    ),
+    spec!(
+        "meta_llama",
+        &["LLAMA_API_BASE"],
+        Some("https://api.llama.com/compat/v1"),
+        &["LLAMA_API_KEY"]
+    ),
+    spec!(
+        "ai21_chat",
+        &["AI21_API_BASE"],
+        Some("https://api.ai21.com/studio/v1"),
+        &["AI21_API_KEY"]
+    ),
+    spec!(
+        "volcengine",
+        &["VOLCENGINE_API_BASE"],
+        Some("https://ark.cn-beijing.volces.com/api/v3"),
+        &["VOLCENGINE_API_KEY"]
+    ),
+    spec!(
+        "empower",
+        &["EMPOWER_API_BASE"],
+        Some("https://app.empower.dev/api/v1"),
+        &["EMPOWER_API_KEY"]
+    ),
+    spec!(
+        "github",
+        &["GITHUB_API_BASE"],
+        Some("https://models.inference.ai.azure.com"),
+        &["GITHUB_API_KEY"]
+    ),
+    spec!(
+        "friendliai",
+        &["FRIENDLI_API_BASE"],
+        Some("https://api.friendli.ai/serverless/v1"),
+        &["FRIENDLIAI_API_KEY", "FRIENDLI_TOKEN"]
+    ),
+    spec!(
+        "galadriel",
+        &["GALADRIEL_API_BASE"],
+        Some("https://api.galadriel.com/v1"),
+        &["GALADRIEL_API_KEY"]
+    ),
+    spec!(
+        "nscale",
+        &["NSCALE_API_BASE"],
+        Some("https://inference.api.nscale.com/v1"),
+        &["NSCALE_API_KEY"]
+    ),
+    spec!(
+        "azure_ai",
+        &["AZURE_AI_API_BASE"],
+        None,
+        &["AZURE_AI_API_KEY"]
+    ),
+    spec!(
+        "moonshot",
+        &["MOONSHOT_API_BASE"],
+        Some("https://api.moonshot.ai/v1"),
+        &["MOONSHOT_API_KEY"]
+    ),
+    spec!(
+        "dashscope",
+        &["DASHSCOPE_API_BASE"],
+        Some("https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        &["DASHSCOPE_API_KEY"]
+    ),
+    spec!(
+        "novita",
+        &["NOVITA_API_BASE"],
+        Some("https://api.novita.ai/v3/openai"),
+        &["NOVITA_API_KEY"]
+    ),
+    spec!(
+        "nebius",
+        &["NEBIUS_API_BASE"],
+        Some("https://api.studio.nebius.ai/v1"),
+        &["NEBIUS_API_KEY"]
+    ),
+    spec!(
+        "hyperbolic",
+        &["HYPERBOLIC_API_BASE"],
+        Some("https://api.hyperbolic.xyz/v1"),
+        &["HYPERBOLIC_API_KEY"]
+    ),
+    spec!(
+        "lambda_ai",
+        &["LAMBDA_API_BASE"],
+        Some("https://api.lambda.ai/v1"),
+        &["LAMBDA_API_KEY"]
+    ),
+    spec!(
+        "featherless_ai",
+        &["FEATHERLESS_API_BASE"],
+        Some("https://api.featherless.ai/v1"),
+        &["FEATHERLESS_API_KEY"]
+    ),
 ];
 
 /// LiteLLM providers with their own wire format that Sluice does not translate yet. A deployment

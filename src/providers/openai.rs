@@ -52,9 +52,13 @@ pub fn encode(
         ))
         .with_param("model"));
     }
-    let inject = inject_stream_usage && endpoint != Endpoint::Embeddings && view.stream && !view.has_stream_options;
+    let inject = inject_stream_usage
+        && endpoint != Endpoint::Embeddings
+        && view.stream
+        && !view.has_stream_options;
     let body = view.rewrite(body, target.upstream_model, inject);
-    let mut headers = Vec::with_capacity(4 + target.extra_headers.len() + target.static_headers.len());
+    let mut headers =
+        Vec::with_capacity(4 + target.extra_headers.len() + target.static_headers.len());
     headers.push(("content-type".to_string(), "application/json".to_string()));
     headers.push((
         "accept".to_string(),
@@ -98,10 +102,23 @@ mod tests {
         let base = UpstreamUrl::parse("http://vllm:8000/v1").unwrap();
         let body = Bytes::from_static(br#"{"model":"llama","messages":[]}"#);
         let view = RequestView::parse(&body).unwrap();
-        let req = encode(Endpoint::ChatCompletions, &target(&base, Wire::OpenAi), &view, &body, true).unwrap();
+        let req = encode(
+            Endpoint::ChatCompletions,
+            &target(&base, Wire::OpenAi),
+            &view,
+            &body,
+            true,
+        )
+        .unwrap();
         assert_eq!(req.target, "/v1/chat/completions");
-        assert_eq!(&req.body[..], br#"{"model":"meta-llama/Llama-3.1-8B","messages":[]}"#);
-        assert!(req.headers.contains(&("authorization".into(), "Bearer sk-up".into())));
+        assert_eq!(
+            &req.body[..],
+            br#"{"model":"meta-llama/Llama-3.1-8B","messages":[]}"#
+        );
+        assert!(
+            req.headers
+                .contains(&("authorization".into(), "Bearer sk-up".into()))
+        );
         assert!(!req.injected_usage);
     }
 
@@ -110,11 +127,25 @@ mod tests {
         let base = UpstreamUrl::parse("http://h/v1").unwrap();
         let body = Bytes::from_static(br#"{"model":"x","stream":true}"#);
         let view = RequestView::parse(&body).unwrap();
-        let req = encode(Endpoint::ChatCompletions, &target(&base, Wire::OpenAi), &view, &body, true).unwrap();
+        let req = encode(
+            Endpoint::ChatCompletions,
+            &target(&base, Wire::OpenAi),
+            &view,
+            &body,
+            true,
+        )
+        .unwrap();
         assert!(req.injected_usage);
         let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        let req = encode(Endpoint::ChatCompletions, &target(&base, Wire::OpenAi), &view, &body, false).unwrap();
+        let req = encode(
+            Endpoint::ChatCompletions,
+            &target(&base, Wire::OpenAi),
+            &view,
+            &body,
+            false,
+        )
+        .unwrap();
         assert!(!req.injected_usage);
     }
 
@@ -126,7 +157,10 @@ mod tests {
         let t = target(&base, Wire::OpenAiTextCompletion);
         assert!(encode(Endpoint::Completions, &t, &view, &body, true).is_ok());
         assert_eq!(
-            encode(Endpoint::ChatCompletions, &t, &view, &body, true).unwrap_err().status.as_u16(),
+            encode(Endpoint::ChatCompletions, &t, &view, &body, true)
+                .unwrap_err()
+                .status
+                .as_u16(),
             400
         );
     }

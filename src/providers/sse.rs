@@ -158,8 +158,8 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 fn data_payload(event: &[u8]) -> Option<(usize, usize)> {
     let mut line_start = 0;
     while line_start < event.len() {
-        let line_end = memchr::memchr(b'\n', &event[line_start..])
-            .map_or(event.len(), |i| line_start + i);
+        let line_end =
+            memchr::memchr(b'\n', &event[line_start..]).map_or(event.len(), |i| line_start + i);
         let line = &event[line_start..line_end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(rest) = line.strip_prefix(b"data:") {
@@ -182,7 +182,10 @@ fn error_message(data: &[u8]) -> String {
 
 /// Rewrites a complete (non-streamed) OpenAI JSON response: sets `model` to the requested name
 /// and returns the usage it reports. `Err` when the body is not a complete JSON object.
-pub fn rewrite_json_response(body: Bytes, quoted_model: &[u8]) -> Result<(Bytes, Option<Usage>), Bytes> {
+pub fn rewrite_json_response(
+    body: Bytes,
+    quoted_model: &[u8],
+) -> Result<(Bytes, Option<Usage>), Bytes> {
     let Some(fields) = scan_top_level(&body).filter(|f| f.complete) else {
         return Err(body);
     };
@@ -279,7 +282,10 @@ mod tests {
 
     #[test]
     fn error_events_are_noticed() {
-        let (out, r) = run(&[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"], false);
+        let (out, r) = run(
+            &[b"data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"],
+            false,
+        );
         assert_eq!(r.upstream_error(), Some("overloaded"));
         assert!(out.starts_with(b"data: {\"error\""));
     }

@@ -33,9 +33,7 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue
-        && let Ok(header) = ResponseHeader::build(100, Some(0))
-    {
+    if expects_continue && let Ok(header) = ResponseHeader::build(100, Some(0)) {
         session
             .write_response_header(Box::new(header), false)
             .await

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use filters::route::RoutePlan;
 use filters::ApiError;
+use filters::route::RoutePlan;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
@@ -28,6 +28,7 @@ use pingora::{Error, ErrorType};
 
 use super::ctx::Ctx;
 use super::respond;
+use crate::access_log::Millis;
 use crate::app::App;
 use crate::config::DeploymentConfig;
 use crate::providers::openai::{self, Target, UpstreamRequest};
@@ -75,7 +76,10 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         let e = ApiError::new(
             http::StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
-            format!("No deployments available for selected model. Passed model={}", plan.requested_model),
+            format!(
+                "No deployments available for selected model. Passed model={}",
+                plan.requested_model
+            ),
         );
         respond::error(session, ctx, &e).await;
         return;
@@ -98,7 +102,12 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         app.bases.get(deployment.index).and_then(Option::as_ref),
         app.endpoints.for_deployment(deployment.index),
     ) else {
-        respond::error(session, ctx, &ApiError::internal("deployment has no endpoint")).await;
+        respond::error(
+            session,
+            ctx,
+            &ApiError::internal("deployment has no endpoint"),
+        )
+        .await;
         return;
     };
     let peer = match upstream.peer() {
@@ -173,8 +182,12 @@ impl Exchange<'_> {
         };
         let Some(head) = up.response_header().cloned() else {
             up.shutdown().await;
-            self.fail(session, ctx, Failure::Api(ApiError::bad_gateway("upstream sent no response header")))
-                .await;
+            self.fail(
+                session,
+                ctx,
+                Failure::Api(ApiError::bad_gateway("upstream sent no response header")),
+            )
+            .await;
             return;
         };
         up.set_read_timeout(Some(self.dc.deployment.timeout));
@@ -186,9 +199,11 @@ impl Exchange<'_> {
         if status >= 400 {
             self.pass_error(session, ctx, &mut up, &head, started).await;
         } else if self.stream && is_sse {
-            self.stream_body(session, ctx, &mut up, &head, started).await;
+            self.stream_body(session, ctx, &mut up, &head, started)
+                .await;
         } else {
-            self.buffered_body(session, ctx, &mut up, &head, started).await;
+            self.buffered_body(session, ctx, &mut up, &head, started)
+                .await;
         }
         self.release(up).await;
     }
@@ -239,14 +254,16 @@ impl Exchange<'_> {
                             header_timeout.as_secs_f64()
                         ))));
                     }
-                    return Err(Failure::Api(self.upstream_error(&e, "sending the request to")));
+                    return Err(Failure::Api(
+                        self.upstream_error(&e, "sending the request to"),
+                    ));
                 }
             }
         }
     }
 
     async fn write_request(&self, up: &mut HttpSession) -> pingora::Result<()> {
-        let mut head = RequestHeader::build(
+        let mut head = RequestHeader::build_no_case(
             self.request.method,
             self.request.target.as_bytes(),
             Some(self.request.headers.len() + 3),
@@ -258,7 +275,8 @@ impl Exchange<'_> {
             head.append_header(name.clone(), value.as_str())?;
         }
         up.write_request_header(Box::new(head)).await?;
-        up.write_request_body(self.request.body.clone(), true).await?;
+        up.write_request_body(self.request.body.clone(), true)
+            .await?;
         up.finish_request_body().await
     }
 
@@ -360,12 +378,15 @@ impl Exchange<'_> {
         let status = head.status.as_u16();
         let mut resp = self.client_header(ctx, status, &content_type, head);
         let _ = resp.insert_header("content-length", body.len().to_string());
-        let total_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
-        let upstream_ms = ctx.record.upstream_elapsed.unwrap_or_default().as_secs_f64() * 1000.0;
-        let _ = resp.insert_header("x-litellm-response-duration-ms", format!("{total_ms:.3}"));
+        let total = ctx.started.elapsed();
+        let upstream = ctx.record.upstream_elapsed.unwrap_or_default();
+        let _ = resp.insert_header(
+            "x-litellm-response-duration-ms",
+            Millis(Some(total)).to_string(),
+        );
         let _ = resp.insert_header(
             "x-litellm-overhead-duration-ms",
-            format!("{:.3}", (total_ms - upstream_ms).max(0.0)),
+            Millis(Some(total.saturating_sub(upstream))).to_string(),
         );
         self.write_complete(session, ctx, resp, body).await;
     }
@@ -385,18 +406,23 @@ impl Exchange<'_> {
         let _ = resp.insert_header("cache-control", "no-cache");
         let _ = resp.insert_header(
             "x-litellm-overhead-duration-ms",
-            format!(
-                "{:.3}",
-                (ctx.started.elapsed().saturating_sub(started.elapsed())).as_secs_f64() * 1000.0
-            ),
+            Millis(Some(
+                ctx.started.elapsed().saturating_sub(started.elapsed()),
+            ))
+            .to_string(),
         );
         ctx.record.status = status;
-        if session.write_response_header(Box::new(resp), false).await.is_err() {
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_err()
+        {
             ctx.record.client_closed = true;
             up.shutdown().await;
             return;
         }
-        let mut rewriter = SseRewriter::new(&self.plan.requested_model, self.request.injected_usage);
+        let mut rewriter =
+            SseRewriter::new(&self.plan.requested_model, self.request.injected_usage);
         let mut out = BytesMut::with_capacity(4096);
         loop {
             let next = tokio::select! {
@@ -419,7 +445,11 @@ impl Exchange<'_> {
                     if !out.is_empty() {
                         let bytes = out.split().freeze();
                         ctx.record.response_bytes += bytes.len() as u64;
-                        if session.write_response_body(Some(bytes), false).await.is_err() {
+                        if session
+                            .write_response_body(Some(bytes), false)
+                            .await
+                            .is_err()
+                        {
                             ctx.record.client_closed = true;
                             up.shutdown().await;
                             break;
@@ -450,9 +480,13 @@ impl Exchange<'_> {
                             self.dc.deployment.timeout.as_secs_f64()
                         ))
                     } else {
-                        ApiError::bad_gateway(format!("upstream stream broke: {}", e.etype().as_str()))
+                        ApiError::bad_gateway(format!(
+                            "upstream stream broke: {}",
+                            e.etype().as_str()
+                        ))
                     };
-                    ctx.record.failure = Some((error.status.as_u16(), respond::error_class(&error)));
+                    ctx.record.failure =
+                        Some((error.status.as_u16(), respond::error_class(&error)));
                     rewriter.finish(&mut out);
                     out.extend_from_slice(&error.sse_event());
                     let tail = out.split().freeze();
@@ -470,9 +504,15 @@ impl Exchange<'_> {
 
     /// The response header for the client: status, content type, the upstream's headers as
     /// `llm_provider-*` (as LiteLLM does), and the routing headers.
-    fn client_header(&self, ctx: &Ctx, status: u16, content_type: &str, upstream: &ResponseHeader) -> ResponseHeader {
-        let mut resp = ResponseHeader::build(status, Some(upstream.headers.len() + 8))
-            .unwrap_or_else(|_| ResponseHeader::build(502, None).expect("static status"));
+    fn client_header(
+        &self,
+        ctx: &Ctx,
+        status: u16,
+        content_type: &str,
+        upstream: &ResponseHeader,
+    ) -> ResponseHeader {
+        let mut resp = ResponseHeader::build_no_case(status, Some(upstream.headers.len() + 8))
+            .unwrap_or_else(|_| ResponseHeader::build_no_case(502, None).expect("static status"));
         let _ = resp.insert_header("content-type", content_type);
         for (name, value) in upstream.headers.iter() {
             let name = name.as_str();
@@ -492,10 +532,19 @@ impl Exchange<'_> {
         resp
     }
 
-    async fn write_complete(&self, session: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) {
+    async fn write_complete(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        resp: ResponseHeader,
+        body: Bytes,
+    ) {
         ctx.record.status = resp.status.as_u16();
         ctx.record.response_bytes = body.len() as u64;
-        if session.write_response_header(Box::new(resp), false).await.is_err()
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_err()
             || session.write_response_body(Some(body), true).await.is_err()
         {
             ctx.record.client_closed = true;
@@ -510,8 +559,10 @@ impl Exchange<'_> {
             }
             Failure::Api(e) => {
                 let mut e = e;
-                e.headers.push(("x-litellm-model-id", self.dc.deployment.id.clone()));
-                e.headers.push(("x-litellm-model-group", self.plan.group.to_string()));
+                e.headers
+                    .push(("x-litellm-model-id", self.dc.deployment.id.clone()));
+                e.headers
+                    .push(("x-litellm-model-group", self.plan.group.to_string()));
                 respond::error(session, ctx, &e).await;
             }
         }
@@ -523,7 +574,9 @@ impl Exchange<'_> {
             ErrorType::ConnectTimedout => "connection timed out".to_string(),
             ErrorType::ConnectRefused => "connection refused".to_string(),
             ErrorType::ConnectNoRoute => "no route to host".to_string(),
-            ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => "TLS handshake failed".to_string(),
+            ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout => {
+                "TLS handshake failed".to_string()
+            }
             ErrorType::InvalidHTTPHeader | ErrorType::H1Error => {
                 "the upstream answered with something that is not valid HTTP".to_string()
             }
@@ -553,7 +606,11 @@ impl Exchange<'_> {
 }
 
 /// Reads a whole response body (bounded), watching for the client to leave.
-async fn read_all(up: &mut HttpSession, session: &mut Session, limit: usize) -> Result<Bytes, Failure> {
+async fn read_all(
+    up: &mut HttpSession,
+    session: &mut Session,
+    limit: usize,
+) -> Result<Bytes, Failure> {
     let mut body = BytesMut::new();
     loop {
         let next = tokio::select! {

@@ -27,6 +27,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::access_log::AccessEntry;
 use crate::admin;
 use crate::app::App;
 use crate::metrics::{RequestLabels, RequestOutcome};
@@ -67,7 +68,10 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // request_filter always answers (forwarder mode); Pingora requires the hook anyway.
-        Error::e_explain(ErrorType::InternalError, "upstream_peer is not used in forwarder mode")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "upstream_peer is not used in forwarder mode",
+        )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
@@ -123,31 +127,63 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
         Endpoint::MethodNotAllowed => {
             discard_body(session).await;
             let method = session.req_header().method.to_string();
-            let e = ApiError::method_not_allowed(format!("Method {method} is not allowed on this route"));
+            let e = ApiError::method_not_allowed(format!(
+                "Method {method} is not allowed on this route"
+            ));
             respond::error(session, ctx, &e).await;
         }
         Endpoint::HealthLiveness => {
-            respond::send(session, ctx, 200, "application/json", &[], bytes::Bytes::from_static(admin::LIVENESS)).await
+            respond::send(
+                session,
+                ctx,
+                200,
+                "application/json",
+                &[],
+                bytes::Bytes::from_static(admin::LIVENESS),
+            )
+            .await
         }
         Endpoint::HealthReadiness => {
             if app.is_draining() {
-                let body = bytes::Bytes::from_static(b"{\"detail\":\"Service Unhealthy (shutting down)\"}");
+                let body = bytes::Bytes::from_static(
+                    b"{\"detail\":\"Service Unhealthy (shutting down)\"}",
+                );
                 respond::send(session, ctx, 503, "application/json", &[], body).await
             } else {
-                respond::send(session, ctx, 200, "application/json", &[], admin::readiness(&app.config)).await
+                respond::send(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    &[],
+                    admin::readiness(&app.config),
+                )
+                .await
             }
         }
         Endpoint::Metrics => {
             let body = bytes::Bytes::from(app.metrics.render());
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
-        Endpoint::Models => respond::send(session, ctx, 200, "application/json", &[], app.listings.models()).await,
+        Endpoint::Models => {
+            respond::send(
+                session,
+                ctx,
+                200,
+                "application/json",
+                &[],
+                app.listings.models(),
+            )
+            .await
+        }
         Endpoint::ModelInfo => {
             let body = app.listings.model_info(session.req_header().uri.query());
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
         Endpoint::ModelGroupInfo => {
-            let body = app.listings.model_group_info(session.req_header().uri.query());
+            let body = app
+                .listings
+                .model_group_info(session.req_header().uri.query());
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
@@ -245,8 +281,9 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         .and_then(|dc| dc.public_params.get("model"))
         .and_then(|v| v.as_str())
         .unwrap_or("");
-    let (prompt_tokens, completion_tokens) =
-        r.usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let (prompt_tokens, completion_tokens) = r
+        .usage
+        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
     let endpoint = ctx.cx.endpoint();
     let labels = RequestLabels {
         end_user: "",
@@ -263,7 +300,9 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         api_base: deployment.map_or("", |d| d.api_base.as_str()),
         litellm_model_name,
     };
-    let failure = r.failure.or((status >= 400).then_some((status, "Litellm.APIError")));
+    let failure = r
+        .failure
+        .or((status >= 400).then_some((status, "Litellm.APIError")));
     if endpoint.is_llm() || status >= 400 {
         app.metrics.record(
             &labels,
@@ -280,27 +319,24 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         );
     }
     if app.config.server.access_log {
-        let ms = |d: Option<std::time::Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1000.0);
-        tracing::info!(
-            target: "sluice::access",
-            request_id = %ctx.request_id,
-            method = %head.method,
-            path = head.uri.path(),
+        crate::access_log::write(&AccessEntry {
+            request_id: &ctx.request_id,
+            method: head.method.as_str(),
+            path: head.uri.path(),
             status,
-            error = failure.map_or("", |(_, class)| class),
-            model = r.requested_model.as_deref().unwrap_or(""),
-            model_group = deployment.map_or("", |d| d.model_name.as_str()),
-            model_id = deployment.map_or("", |d| d.id.as_str()),
-            stream = r.stream,
-            duration_ms = total.as_secs_f64() * 1000.0,
-            upstream_ms = ms(r.upstream_elapsed),
-            ttft_ms = ms(r.time_to_first_token),
+            error: failure.map_or("", |(_, class)| class),
+            model: r.requested_model.as_deref().unwrap_or(""),
+            model_group: deployment.map_or("", |d| d.model_name.as_str()),
+            model_id: deployment.map_or("", |d| d.id.as_str()),
+            stream: r.stream,
+            duration: total,
+            upstream: r.upstream_elapsed,
+            ttft: r.time_to_first_token,
             prompt_tokens,
             completion_tokens,
-            bytes = r.response_bytes,
-            client_closed = r.client_closed,
-            client_ip = %client_ip,
-            "access"
-        );
+            bytes: r.response_bytes,
+            client_closed: r.client_closed,
+            client_ip: &client_ip,
+        });
     }
 }

@@ -20,7 +20,7 @@ pub async fn send(
     ctx.record.status = status;
     ctx.record.response_bytes = body.len() as u64;
     let head_only = session.req_header().method == http::Method::HEAD;
-    let mut resp = match ResponseHeader::build(status, Some(4 + extra.len())) {
+    let mut resp = match ResponseHeader::build_no_case(status, Some(4 + extra.len())) {
         Ok(r) => r,
         Err(_) => return,
     };
@@ -31,7 +31,11 @@ pub async fn send(
     for (name, value) in extra {
         let _ = resp.insert_header(*name, value.as_str());
     }
-    if session.write_response_header(Box::new(resp), head_only).await.is_err() {
+    if session
+        .write_response_header(Box::new(resp), head_only)
+        .await
+        .is_err()
+    {
         ctx.record.client_closed = true;
         return;
     }

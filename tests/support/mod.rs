@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use sluice_mock::{MockConfig, MockProvider, RawBehavior, RawServer};
+pub use sluice_mock::{MockConfig, MockProvider};
 
 pub const MASTER_KEY: &str = "sk-test-master-1234";
 
@@ -139,7 +139,9 @@ impl Gateway {
     }
 
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends a signal to the gateway process.
@@ -230,7 +232,11 @@ impl Client {
     }
 
     /// POSTs JSON and returns status, headers and parsed body.
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
         let resp = self.post(path).json(body).send().await.expect("request");
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -243,7 +249,10 @@ impl Client {
         let resp = self.get(path).send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 }
 
@@ -284,6 +293,9 @@ pub fn error_message(body: &serde_json::Value, status: u16) -> String {
     let err = &body["error"];
     assert!(err.is_object(), "not an OpenAI error body: {body}");
     assert_eq!(err["code"], status.to_string(), "{body}");
-    assert!(err.get("type").is_some() && err.get("param").is_some(), "{body}");
+    assert!(
+        err.get("type").is_some() && err.get("param").is_some(),
+        "{body}"
+    );
     err["message"].as_str().expect("message").to_string()
 }

@@ -15,8 +15,10 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -126,16 +128,16 @@ impl MockProvider {
 
     /// Calls per request path.
     pub fn calls_to(&self, path: &str) -> u64 {
-        self.state.by_path.lock().expect("lock").get(path).copied().unwrap_or(0)
+        self.state.by_path.lock().get(path).copied().unwrap_or(0)
     }
 
     /// The recorded requests, oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.recorded.lock().expect("lock").clone()
+        self.state.recorded.lock().clone()
     }
 
     pub fn last_request(&self) -> Option<Recorded> {
-        self.state.recorded.lock().expect("lock").last().cloned()
+        self.state.recorded.lock().last().cloned()
     }
 
     /// Streams whose client (the gateway) went away before the mock finished sending.
@@ -145,8 +147,8 @@ impl MockProvider {
 
     pub fn reset(&self) {
         self.state.calls.store(0, Ordering::SeqCst);
-        self.state.by_path.lock().expect("lock").clear();
-        self.state.recorded.lock().expect("lock").clear();
+        self.state.by_path.lock().clear();
+        self.state.recorded.lock().clear();
         self.state.streams_cut_by_client.store(0, Ordering::SeqCst);
     }
 
@@ -176,7 +178,12 @@ impl MockProvider {
         let headers: HashMap<String, String> = req
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
@@ -186,8 +193,11 @@ impl MockProvider {
         match (method.as_str(), route.as_str()) {
             ("GET", "/models") => return json_response(StatusCode::OK, &models()),
             ("GET", "/__mock/calls") => {
-                let by_path = self.state.by_path.lock().expect("lock").clone();
-                return json_response(StatusCode::OK, &json!({"calls": self.calls(), "by_path": by_path}));
+                let by_path = self.state.by_path.lock().clone();
+                return json_response(
+                    StatusCode::OK,
+                    &json!({"calls": self.calls(), "by_path": by_path}),
+                );
             }
             ("POST", "/__mock/reset") => {
                 self.reset();
@@ -202,9 +212,9 @@ impl MockProvider {
             }
         }
         self.state.calls.fetch_add(1, Ordering::SeqCst);
-        *self.state.by_path.lock().expect("lock").entry(path.clone()).or_default() += 1;
+        *self.state.by_path.lock().entry(path.clone()).or_default() += 1;
         if self.config.record_limit > 0 {
-            let mut recorded = self.state.recorded.lock().expect("lock");
+            let mut recorded = self.state.recorded.lock();
             if recorded.len() >= self.config.record_limit {
                 recorded.remove(0);
             }
@@ -220,7 +230,11 @@ impl MockProvider {
             Err(e) => {
                 return json_response(
                     StatusCode::BAD_REQUEST,
-                    &openai_error(&format!("We could not parse the JSON body of your request: {e}"), "invalid_request_error", None),
+                    &openai_error(
+                        &format!("We could not parse the JSON body of your request: {e}"),
+                        "invalid_request_error",
+                        None,
+                    ),
                 );
             }
         };
@@ -239,16 +253,29 @@ impl MockProvider {
                 400 => ("invalid_request_error", None),
                 _ => ("server_error", None),
             };
-            let mut response = json_response(status, &openai_error(&format!("mock failure with status {}", status.as_u16()), kind, code));
+            let mut response = json_response(
+                status,
+                &openai_error(
+                    &format!("mock failure with status {}", status.as_u16()),
+                    kind,
+                    code,
+                ),
+            );
             if status.as_u16() == 429 {
-                response.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+                response
+                    .headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("1"));
             }
             return response;
         }
         if request.get("model").and_then(Value::as_str).is_none() {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                &openai_error("you must provide a model parameter", "invalid_request_error", None),
+                &openai_error(
+                    "you must provide a model parameter",
+                    "invalid_request_error",
+                    None,
+                ),
             );
         }
         let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
@@ -274,13 +301,17 @@ impl MockProvider {
             Value::Array(items) => items.iter().map(|i| i.to_string()).collect(),
             other => vec![other.to_string()],
         };
-        let dims = request["dimensions"].as_u64().map_or(self.config.embedding_dims, |d| d as usize);
+        let dims = request["dimensions"]
+            .as_u64()
+            .map_or(self.config.embedding_dims, |d| d as usize);
         let data: Vec<Value> = inputs
             .iter()
             .enumerate()
             .map(|(i, text)| {
                 let seed = text.len() as f64;
-                let vector: Vec<f64> = (0..dims).map(|d| ((seed + d as f64) * 0.37).sin() / 10.0).collect();
+                let vector: Vec<f64> = (0..dims)
+                    .map(|d| ((seed + d as f64) * 0.37).sin() / 10.0)
+                    .collect();
                 json!({"object": "embedding", "index": i, "embedding": vector})
             })
             .collect();
@@ -296,7 +327,13 @@ impl MockProvider {
         )
     }
 
-    fn stream(&self, request: &Value, plan: Plan, chat: bool, n: u64) -> Response<BoxBody<Bytes, std::io::Error>> {
+    fn stream(
+        &self,
+        request: &Value,
+        plan: Plan,
+        chat: bool,
+        n: u64,
+    ) -> Response<BoxBody<Bytes, std::io::Error>> {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
         let prompt_tokens = prompt_tokens(request);
@@ -304,7 +341,11 @@ impl MockProvider {
         tokio::spawn(async move {
             let id = format!("chatcmpl-mock-{n}");
             let created = now();
-            let object = if chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let words = plan.words();
             let mut events: Vec<Value> = Vec::new();
             if chat {
@@ -336,7 +377,9 @@ impl MockProvider {
                     tokio::time::sleep(plan.chunk_delay).await;
                 }
                 if plan.reset_after_chunks == Some(i) {
-                    let _ = tx.send(Err(std::io::Error::other("mock reset mid-stream"))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other("mock reset mid-stream")))
+                        .await;
                     return;
                 }
                 let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
@@ -350,7 +393,9 @@ impl MockProvider {
             if !plan.chunk_delay.is_zero() {
                 tokio::time::sleep(plan.chunk_delay).await;
             }
-            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+                .await;
         });
         let body = StreamBody::new(ReceiverStream(rx));
         Response::builder()
@@ -378,7 +423,8 @@ struct Plan {
 impl Plan {
     fn new(config: &MockConfig, request: &Value) -> Plan {
         let m = &request["mock"];
-        let ms = |key: &str, default: Duration| m[key].as_u64().map_or(default, Duration::from_millis);
+        let ms =
+            |key: &str, default: Duration| m[key].as_u64().map_or(default, Duration::from_millis);
         Plan {
             latency: ms("latency_ms", config.latency),
             chunks: m["chunks"].as_u64().map_or(config.chunks, |c| c as usize),
@@ -400,15 +446,29 @@ impl Plan {
     fn words(&self) -> Vec<String> {
         match &self.content {
             Some(c) => vec![c.clone()],
-            None => (0..self.chunks).map(|i| if i == 0 { "Hello".to_string() } else { format!(" word{i}") }).collect(),
+            None => (0..self.chunks)
+                .map(|i| {
+                    if i == 0 {
+                        "Hello".to_string()
+                    } else {
+                        format!(" word{i}")
+                    }
+                })
+                .collect(),
         }
     }
 }
 
 fn completion(request: &Value, plan: &Plan, chat: bool, n: u64) -> Value {
-    let content = plan.content.clone().unwrap_or_else(|| plan.words().concat());
+    let content = plan
+        .content
+        .clone()
+        .unwrap_or_else(|| plan.words().concat());
     let prompt_tokens = prompt_tokens(request);
-    let completion_tokens = plan.content.as_deref().map_or(plan.chunks as u64, tokens_of);
+    let completion_tokens = plan
+        .content
+        .as_deref()
+        .map_or(plan.chunks as u64, tokens_of);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}});
     if chat {
@@ -460,7 +520,9 @@ pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody<Bytes, std::io::Error>> {
@@ -471,12 +533,18 @@ fn text(status: StatusCode, body: &str) -> Response<BoxBody<Bytes, std::io::Erro
     text_with_type(status, "text/plain", body)
 }
 
-fn text_with_type(status: StatusCode, content_type: &str, body: &str) -> Response<BoxBody<Bytes, std::io::Error>> {
+fn text_with_type(
+    status: StatusCode,
+    content_type: &str,
+    body: &str,
+) -> Response<BoxBody<Bytes, std::io::Error>> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
         .header("x-mock-provider", "openai")
-        .body(BoxBody::new(Full::new(Bytes::from(body.to_string())).map_err(|never| match never {})))
+        .body(BoxBody::new(
+            Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}),
+        ))
         .expect("response")
 }
 
@@ -486,7 +554,10 @@ struct ReceiverStream(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
 impl futures_core::Stream for ReceiverStream {
     type Item = Result<Frame<Bytes>, std::io::Error>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
 }
@@ -511,7 +582,9 @@ pub enum RawBehavior {
 
 impl RawServer {
     pub async fn start(behavior: RawBehavior) -> RawServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind raw server");
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let counter = accepted.clone();

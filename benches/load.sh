@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Load benchmark: the mock provider called directly, through the minimal Pingora proxy, through
+# nginx and through Sluice, in one run, at concurrency 1, 16 and 64; plus streaming
+# time-to-first-byte. Prints a table and writes bench-results/load-<time>.{json,md}.
+#
+#   bash benches/load.sh                 # defaults: 8 s per point after 2 s warm-up
+#   DURATION=20 bash benches/load.sh     # longer points
+#
+# Pinning (2-core machine): the proxy under test runs alone on PROXY_CPUS (default core 0) with
+# one worker thread; the mock provider and the load generator share HARNESS_CPUS (default core 1).
+# Every target gets the same harness, so the ratios compare like with like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+PROXY_CPUS=${PROXY_CPUS:-0}
+HARNESS_CPUS=${HARNESS_CPUS:-1}
+PROXY_THREADS=${PROXY_THREADS:-1}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
+KEY=sk-bench-master-key
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need taskset || ! need cmake; then
+  echo "installing nginx, util-linux, cmake (Debian packages)..." >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light util-linux cmake >/dev/null
+fi
+
+cargo build --release -q -p sluice -p sluice-mock -p pingora-baseline -p sluice-loadgen
+BIN=target/release
+WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+# --- the mock provider (harness cores)
+taskset -c "$HARNESS_CPUS" "$BIN/sluice-mock" --listen "127.0.0.1:$MOCK_PORT" --threads 1 --served-model gpt-4o-mini-2024-07-18 >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+
+# --- the minimal Pingora proxy (proxy cores)
+taskset -c "$PROXY_CPUS" "$BIN/pingora-baseline" --listen "127.0.0.1:$BASELINE_PORT" --upstream "127.0.0.1:$MOCK_PORT" --threads "$PROXY_THREADS" >"$WORK/baseline.log" 2>&1 &
+PIDS+=($!)
+
+# --- nginx as a plain reverse proxy with upstream keep-alive (proxy cores)
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes $PROXY_THREADS;
+worker_cpu_affinity auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+taskset -c "$PROXY_CPUS" nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
+PIDS+=($!)
+
+# --- Sluice with a realistic config: master key, two deployments, metrics on, access log on
+cat >"$WORK/sluice.yaml" <<EOF
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: sk-upstream-a
+      rpm: 10000
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$MOCK_PORT
+      api_key: sk-upstream-b
+      rpm: 10000
+litellm_settings:
+  callbacks: ["prometheus"]
+general_settings:
+  master_key: $KEY
+sluice_settings:
+  threads: $PROXY_THREADS
+EOF
+taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0.0.1 --port "$SLUICE_PORT" >"$WORK/sluice.log" 2>&1 &
+PIDS+=($!)
+
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do wait_port "$p"; done
+
+CHAT='{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
+STREAM='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello, how are you today?"}]}'
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+
+run() { # label url concurrency body
+  taskset -c "$HARNESS_CPUS" "$BIN/sluice-loadgen" --label "$1" --url "$2" --concurrency "$3" \
+    --duration "$DURATION" --warmup "$WARMUP" --body "$4" --header "authorization: Bearer $KEY" >>"$RESULTS"
+}
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+  [pingora]="http://127.0.0.1:$BASELINE_PORT/v1/chat/completions"
+  [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+  [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
+)
+for c in $CONCURRENCY; do
+  for target in direct pingora nginx sluice; do
+    echo "chat   c=$c $target" >&2
+    run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
+  done
+done
+for target in direct pingora nginx sluice; do
+  echo "stream c=1 $target" >&2
+  run "stream/$target" "${URL[$target]}" 1 "$STREAM"
+done
+
+mkdir -p bench-results
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+cp "$RESULTS" "bench-results/load-$STAMP.jsonl"
+python3 benches/report.py "$RESULTS" "$PROXY_CPUS" "$HARNESS_CPUS" "$PROXY_THREADS" | tee "bench-results/load-$STAMP.md"
+if grep -q '"errors": *[1-9]' "$RESULTS"; then
+  echo "warning: some requests failed (see errors column)" >&2
+fi

@@ -1,0 +1,59 @@
+"""Renders the load benchmark's JSON lines as the Markdown tables in docs/benchmarks.md.
+
+Usage: python3 benches/report.py results.jsonl PROXY_CPUS HARNESS_CPUS PROXY_THREADS
+"""
+
+import json
+import sys
+from collections import defaultdict
+
+path, proxy_cpus, harness_cpus, threads = sys.argv[1:5]
+rows = [json.loads(line) for line in open(path) if line.strip()]
+chat = defaultdict(dict)
+stream = {}
+for r in rows:
+    kind, target = r["label"].split("/")
+    if kind == "chat":
+        chat[r["concurrency"]][target] = r
+    else:
+        stream[target] = r
+
+print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
+      f"mock provider and load generator on CPU {harness_cpus}.\n")
+print("| concurrency | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | errors |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for c in sorted(chat):
+    direct = chat[c].get("direct")
+    for target in ["direct", "pingora", "nginx", "sluice"]:
+        r = chat[c].get(target)
+        if not r:
+            continue
+        lat = r["latency_us"]
+        added50 = lat["p50"] - direct["latency_us"]["p50"] if direct and target != "direct" else None
+        added99 = lat["p99"] - direct["latency_us"]["p99"] if direct and target != "direct" else None
+        vs_pingora = r["rps"] / chat[c]["pingora"]["rps"] if "pingora" in chat[c] else None
+        vs_nginx = r["rps"] / chat[c]["nginx"]["rps"] if "nginx" in chat[c] else None
+        fmt = lambda v, spec: "" if v is None else format(v, spec)
+        print(f"| {c} | {target} | {r['rps']:,.0f} | {lat['p50']:.0f} | {lat['p99']:.0f} | "
+              f"{fmt(added50, '.0f')} | {fmt(added99, '.0f')} | {fmt(vs_pingora, '.2f')} | {fmt(vs_nginx, '.2f')} | {r['errors']} |")
+
+if stream:
+    print("\nStreaming (concurrency 1): time to first body byte, and added over calling the mock directly.\n")
+    print("| target | TTFB p50 µs | TTFB p99 µs | added TTFB p50 µs |")
+    print("|---|---:|---:|---:|")
+    d = stream.get("direct")
+    for target in ["direct", "pingora", "nginx", "sluice"]:
+        r = stream.get(target)
+        if not r:
+            continue
+        added = r["ttfb_us"]["p50"] - d["ttfb_us"]["p50"] if d and target != "direct" else None
+        print(f"| {target} | {r['ttfb_us']['p50']:.0f} | {r['ttfb_us']['p99']:.0f} | {'' if added is None else format(added, '.0f')} |")
+
+print("\nTargets (issue 2):")
+if 1 in chat and "sluice" in chat[1] and "direct" in chat[1]:
+    added = chat[1]["sluice"]["latency_us"]["p50"] - chat[1]["direct"]["latency_us"]["p50"]
+    print(f"- Sluice added p50 latency at concurrency 1: {added:.0f} µs (target < 150 µs): {'met' if added < 150 else 'NOT met'}")
+top = max(chat) if chat else None
+if top and "sluice" in chat[top] and "pingora" in chat[top]:
+    ratio = chat[top]["sluice"]["rps"] / chat[top]["pingora"]["rps"]
+    print(f"- Sluice throughput at concurrency {top}: {ratio:.0%} of the minimal Pingora proxy (target >= 85%): {'met' if ratio >= 0.85 else 'NOT met'}")
