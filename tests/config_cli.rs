@@ -182,3 +182,19 @@ async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
         second.logs()
     );
 }
+
+#[test]
+fn the_example_configs_are_valid_under_strict() {
+    for file in ["config/example.yaml", "config/reference.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check", "--strict", "--config"])
+            .arg(&path)
+            .env("OPENAI_API_KEY", "sk-example")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{file}: {text}");
+        assert!(!text.contains("unknown key"), "{file}: {text}");
+    }
+}

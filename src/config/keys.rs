@@ -547,3 +547,32 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// docs/configuration.md must name every key Sluice acts on or accepts.
+    #[test]
+    fn configuration_docs_name_every_key() {
+        let docs = include_str!("../../docs/configuration.md");
+        let mut missing = Vec::new();
+        for section in [
+            &TOP_LEVEL,
+            &MODEL_ENTRY,
+            &LITELLM_PARAMS,
+            &MODEL_INFO,
+            &ROUTER_SETTINGS,
+            &LITELLM_SETTINGS,
+            &GENERAL_SETTINGS,
+            &SLUICE_SETTINGS,
+        ] {
+            for key in section.acted.iter().chain(section.accepted) {
+                if !docs.contains(&format!("`{key}`")) && !docs.contains(&format!(".{key}`")) {
+                    missing.push(format!("{}.{key}", section.name));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
+    }
+}

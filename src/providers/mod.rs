@@ -432,3 +432,35 @@ mod tests {
         assert!(openai_compatible("anthropic").is_none());
     }
 }
+
+/// The documentation row of an OpenAI-compatible provider (docs/configuration.md).
+pub fn docs_row(spec: &ProviderSpec) -> String {
+    let list = |names: &[&str]| names.join(", ");
+    format!(
+        "| `{}/` | {} | {} | {} |",
+        spec.prefix,
+        spec.default_base.unwrap_or("(none: set api_base)"),
+        list(spec.base_env),
+        list(spec.key_env)
+    )
+}
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// docs/configuration.md must describe every provider prefix as the code does.
+    #[test]
+    fn configuration_docs_list_every_provider_with_its_defaults() {
+        let docs = include_str!("../../docs/configuration.md");
+        let missing: Vec<String> = OPENAI_COMPATIBLE
+            .iter()
+            .map(docs_row)
+            .filter(|row| !docs.contains(row.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "rows missing from docs/configuration.md:\n{}", missing.join("\n"));
+        for name in NOT_YET_TRANSLATED {
+            assert!(docs.contains(&format!("`{name}`")), "{name} not in docs/configuration.md");
+        }
+    }
+}
