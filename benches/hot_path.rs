@@ -27,15 +27,23 @@ fn chat_with_content(bytes: usize) -> Bytes {
 fn request_body(c: &mut Criterion) {
     let mut g = c.benchmark_group("request");
     for size in [0usize, 64 * 1024, 1024 * 1024] {
-        let body = if size == 0 { Bytes::from_static(CHAT.as_bytes()) } else { chat_with_content(size) };
+        let body = if size == 0 {
+            Bytes::from_static(CHAT.as_bytes())
+        } else {
+            chat_with_content(size)
+        };
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(BenchmarkId::new("parse_and_validate", body.len()), &body, |b, body| {
-            b.iter(|| RequestView::parse(black_box(body)).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("parse_and_validate", body.len()),
+            &body,
+            |b, body| b.iter(|| RequestView::parse(black_box(body)).unwrap()),
+        );
         let view = RequestView::parse(&body).unwrap();
-        g.bench_with_input(BenchmarkId::new("rewrite_model", body.len()), &body, |b, body| {
-            b.iter(|| view.rewrite(black_box(body), "gpt-4o-mini", true))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("rewrite_model", body.len()),
+            &body,
+            |b, body| b.iter(|| view.rewrite(black_box(body), "gpt-4o-mini", true)),
+        );
     }
     g.finish();
 }
@@ -43,8 +51,13 @@ fn request_body(c: &mut Criterion) {
 fn auth_and_route(c: &mut Criterion) {
     let auth = MasterKeyAuth::new(Some("sk-bench-master-key"), None);
     let mut headers = http::HeaderMap::new();
-    headers.insert("authorization", "Bearer sk-bench-master-key".parse().unwrap());
-    c.bench_function("auth/master_key", |b| b.iter(|| auth.authenticate(black_box(&headers)).unwrap()));
+    headers.insert(
+        "authorization",
+        "Bearer sk-bench-master-key".parse().unwrap(),
+    );
+    c.bench_function("auth/master_key", |b| {
+        b.iter(|| auth.authenticate(black_box(&headers)).unwrap())
+    });
 
     let deployment = |id: &str, rpm: u64| {
         Arc::new(Deployment {
@@ -64,9 +77,14 @@ fn auth_and_route(c: &mut Criterion) {
             extra_headers: vec![],
         })
     };
-    let router = Router::new(vec![deployment("a", 600), deployment("b", 400)], HashMap::new());
+    let router = Router::new(
+        vec![deployment("a", 600), deployment("b", 400)],
+        HashMap::new(),
+    );
     let mut rng = fastrand::Rng::with_seed(1);
-    c.bench_function("route/plan_two_deployments", |b| b.iter(|| router.plan(black_box("gpt-4o"), &mut rng).unwrap()));
+    c.bench_function("route/plan_two_deployments", |b| {
+        b.iter(|| router.plan(black_box("gpt-4o"), &mut rng).unwrap())
+    });
 }
 
 fn responses(c: &mut Criterion) {
@@ -83,7 +101,12 @@ fn responses(c: &mut Criterion) {
             out.clear();
         })
     });
-    let ten: Vec<u8> = event.iter().copied().cycle().take(event.len() * 10).collect();
+    let ten: Vec<u8> = event
+        .iter()
+        .copied()
+        .cycle()
+        .take(event.len() * 10)
+        .collect();
     g.throughput(Throughput::Elements(10));
     g.bench_function("sse_rewrite_ten_events_split_mid_event", |b| {
         let mut r = SseRewriter::new("gpt-4o", true);
@@ -101,14 +124,20 @@ fn responses(c: &mut Criterion) {
     let quoted = quote("gpt-4o");
     let mut g = c.benchmark_group("json_response");
     g.throughput(Throughput::Bytes(chat.len() as u64));
-    g.bench_function("chat_completion", |b| b.iter(|| rewrite_json_response(black_box(chat.clone()), &quoted).unwrap()));
-    let vector: Vec<String> = (0..1536).map(|i| format!("{:.8}", (i as f64 * 0.37).sin() / 10.0)).collect();
+    g.bench_function("chat_completion", |b| {
+        b.iter(|| rewrite_json_response(black_box(chat.clone()), &quoted).unwrap())
+    });
+    let vector: Vec<String> = (0..1536)
+        .map(|i| format!("{:.8}", (i as f64 * 0.37).sin() / 10.0))
+        .collect();
     let embeddings = Bytes::from(format!(
         r#"{{"object":"list","data":[{{"object":"embedding","index":0,"embedding":[{}]}}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":5,"total_tokens":5}}}}"#,
         vector.join(",")
     ));
     g.throughput(Throughput::Bytes(embeddings.len() as u64));
-    g.bench_function("embedding_1536_dims", |b| b.iter(|| rewrite_json_response(black_box(embeddings.clone()), &quoted).unwrap()));
+    g.bench_function("embedding_1536_dims", |b| {
+        b.iter(|| rewrite_json_response(black_box(embeddings.clone()), &quoted).unwrap())
+    });
     g.finish();
 }
 
@@ -137,7 +166,9 @@ fn accounting(c: &mut Criterion) {
         reached_deployment: true,
         ..Default::default()
     };
-    c.bench_function("metrics/record_request", |b| b.iter(|| metrics.record(black_box(&labels), black_box(&outcome))));
+    c.bench_function("metrics/record_request", |b| {
+        b.iter(|| metrics.record(black_box(&labels), black_box(&outcome)))
+    });
     let entry = AccessEntry {
         request_id: "28fc0356-a12f-4b70-a467-3551f35cd3a5",
         method: "POST",

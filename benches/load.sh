@@ -5,6 +5,7 @@
 #
 #   bash benches/load.sh                 # defaults: 8 s per point after 2 s warm-up
 #   DURATION=20 bash benches/load.sh     # longer points
+#   ROUNDS=5 bash benches/load.sh        # more rounds (each point is the median over rounds)
 #
 # Pinning (2-core machine): the proxy under test runs alone on PROXY_CPUS (default core 0) with
 # one worker thread; the mock provider and the load generator share HARNESS_CPUS (default core 1).
@@ -12,12 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2}
 PROXY_CPUS=${PROXY_CPUS:-0}
 HARNESS_CPUS=${HARNESS_CPUS:-1}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
+SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
+TARGETS=${TARGETS:-"direct pingora nginx sluice"}
 MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
 KEY=sk-bench-master-key
 
@@ -26,6 +31,13 @@ if ! need nginx || ! need taskset || ! need cmake; then
   echo "installing nginx, util-linux, cmake (Debian packages)..." >&2
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light util-linux cmake >/dev/null
 fi
+
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
 
 cargo build --release -q -p sluice -p sluice-mock -p pingora-baseline -p sluice-loadgen
 BIN=target/release
@@ -106,11 +118,16 @@ general_settings:
   master_key: $KEY
 sluice_settings:
   threads: $PROXY_THREADS
+  access_log: $SLUICE_ACCESS_LOG
+  work_stealing: $SLUICE_WORK_STEALING
 EOF
 taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0.0.1 --port "$SLUICE_PORT" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
 
 for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do wait_port "$p"; done
+for pid in "${PIDS[@]}"; do
+  kill -0 "$pid" 2>/dev/null || { echo "a benchmark process exited at start-up; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }
+done
 
 CHAT='{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}'
 STREAM='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello, how are you today?"}]}'
@@ -128,21 +145,25 @@ declare -A URL=(
   [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
   [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
 )
-for c in $CONCURRENCY; do
-  for target in direct pingora nginx sluice; do
-    echo "chat   c=$c $target" >&2
-    run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
+# Targets are interleaved within each round, so a noisy neighbour on the shared machine hurts
+# them alike; the report takes the median over rounds.
+for round in $(seq 1 "$ROUNDS"); do
+  for c in $CONCURRENCY; do
+    for target in $TARGETS; do
+      echo "round $round: chat   c=$c $target" >&2
+      run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
+    done
   done
-done
-for target in direct pingora nginx sluice; do
-  echo "stream c=1 $target" >&2
-  run "stream/$target" "${URL[$target]}" 1 "$STREAM"
+  for target in $TARGETS; do
+    echo "round $round: stream c=1 $target" >&2
+    run "stream/$target" "${URL[$target]}" 1 "$STREAM"
+  done
 done
 
 mkdir -p bench-results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 cp "$RESULTS" "bench-results/load-$STAMP.jsonl"
-python3 benches/report.py "$RESULTS" "$PROXY_CPUS" "$HARNESS_CPUS" "$PROXY_THREADS" | tee "bench-results/load-$STAMP.md"
+python3 benches/report.py "$RESULTS" "$PROXY_CPUS" "$HARNESS_CPUS" "$PROXY_THREADS" "$ROUNDS" "$DURATION" | tee "bench-results/load-$STAMP.md"
 if grep -q '"errors": *[1-9]' "$RESULTS"; then
   echo "warning: some requests failed (see errors column)" >&2
 fi

@@ -1,26 +1,47 @@
 """Renders the load benchmark's JSON lines as the Markdown tables in docs/benchmarks.md.
 
-Usage: python3 benches/report.py results.jsonl PROXY_CPUS HARNESS_CPUS PROXY_THREADS
+Usage: python3 benches/report.py results.jsonl PROXY_CPUS HARNESS_CPUS PROXY_THREADS [ROUNDS DURATION]
+Each point is the median over the rounds of the run (requests/s, and each latency figure).
 """
 
 import json
+import statistics
 import sys
 from collections import defaultdict
 
 path, proxy_cpus, harness_cpus, threads = sys.argv[1:5]
+rounds = sys.argv[5] if len(sys.argv) > 5 else "1"
+duration = sys.argv[6] if len(sys.argv) > 6 else "?"
 rows = [json.loads(line) for line in open(path) if line.strip()]
+groups = defaultdict(list)
+for r in rows:
+    groups[(r["label"], r["concurrency"])].append(r)
+
+
+def median_row(rs):
+    med = lambda f: statistics.median(f(r) for r in rs)
+    return {
+        "rps": med(lambda r: r["rps"]),
+        "errors": sum(r["errors"] for r in rs),
+        "latency_us": {q: med(lambda r: r["latency_us"][q]) for q in ("p50", "p99")},
+        "ttfb_us": {q: med(lambda r: r["ttfb_us"][q]) for q in ("p50", "p99")},
+        "spread": (min(r["rps"] for r in rs), max(r["rps"] for r in rs)),
+    }
+
+
 chat = defaultdict(dict)
 stream = {}
-for r in rows:
-    kind, target = r["label"].split("/")
+for (label, c), rs in groups.items():
+    kind, target = label.split("/")
     if kind == "chat":
-        chat[r["concurrency"]][target] = r
+        chat[c][target] = median_row(rs)
     else:
-        stream[target] = r
+        stream[target] = median_row(rs)
 
 print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
-      f"mock provider and load generator on CPU {harness_cpus}.\n")
-print("| concurrency | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | errors |")
+      f"mock provider and load generator on CPU {harness_cpus}. Each point: median of {rounds} "
+      f"rounds of {duration} s (targets interleaved within a round).\n")
+print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | errors |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(chat):
     direct = chat[c].get("direct")
@@ -34,7 +55,8 @@ for c in sorted(chat):
         vs_pingora = r["rps"] / chat[c]["pingora"]["rps"] if "pingora" in chat[c] else None
         vs_nginx = r["rps"] / chat[c]["nginx"]["rps"] if "nginx" in chat[c] else None
         fmt = lambda v, spec: "" if v is None else format(v, spec)
-        print(f"| {c} | {target} | {r['rps']:,.0f} | {lat['p50']:.0f} | {lat['p99']:.0f} | "
+        lo, hi = r["spread"]
+        print(f"| {c} | {target} | {r['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {lat['p50']:.0f} | {lat['p99']:.0f} | "
               f"{fmt(added50, '.0f')} | {fmt(added99, '.0f')} | {fmt(vs_pingora, '.2f')} | {fmt(vs_nginx, '.2f')} | {r['errors']} |")
 
 if stream:

@@ -1,14 +1,12 @@
 //! The access log: one line per request, written from Pingora's `logging` phase.
 //!
 //! Lines have the same shape as the rest of the log (text, or JSON with
-//! `litellm_settings.json_logs`) but are formatted here directly into a reused buffer and handed
-//! to the background log writer: going through `tracing`'s field visitors cost several
-//! microseconds per request under load. No key, header value or body is ever written.
+//! `litellm_settings.json_logs`) but are formatted here directly into a reused buffer and
+//! appended to the batched log buffer (see `logging`): going through `tracing`'s field visitors
+//! cost several microseconds per request under load. No key, header value or body is written.
 
 use std::cell::RefCell;
 use std::fmt;
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 /// A duration written as milliseconds with three decimals, by integer arithmetic (float
@@ -56,60 +54,134 @@ thread_local! {
 
 /// Writes the entry, if logging is initialised and the level lets INFO through.
 pub fn write(entry: &AccessEntry<'_>) {
-    let Some((writer, json)) = crate::logging::access_writer() else {
+    let Some(json) = crate::logging::access_format() else {
         return;
     };
     LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
-        if *json {
+        if json {
             format_json(&mut line, entry);
         } else {
             format_text(&mut line, entry);
         }
         line.push('\n');
-        let mut w = writer.clone();
-        let _ = w.write_all(line.as_bytes());
+        crate::logging::append(line.as_bytes());
     });
 }
 
-fn timestamp() -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_micros(SystemTime::now())
+/// Appends the current UTC time as RFC 3339 with microseconds. The date and time to the second
+/// are formatted once per second per thread.
+fn push_timestamp(out: &mut String) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.0 != now.as_secs() {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            cell.1 = text.trim_end_matches('Z').to_string();
+            cell.0 = now.as_secs();
+        }
+        out.push_str(&cell.1);
+    });
+    out.push('.');
+    push_padded(out, u64::from(now.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// Appends a number in decimal, zero-padded to `width`, without the fmt machinery.
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(digits.len() - width.min(20));
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+fn push_u64(out: &mut String, n: u64) {
+    push_padded(out, n, 1);
+}
+
+fn push_millis(out: &mut String, d: Option<Duration>) {
+    match d {
+        Some(d) => {
+            let us = d.as_micros() as u64;
+            push_u64(out, us / 1000);
+            out.push('.');
+            push_padded(out, us % 1000, 3);
+        }
+        None => out.push_str("-1"),
+    }
+}
+
+fn push_bool(out: &mut String, b: bool) {
+    out.push_str(if b { "true" } else { "false" });
 }
 
 /// `2026-01-01T00:00:00.000000Z  INFO sluice::access: access request_id=... status=200 ...`
 pub fn format_text(out: &mut String, e: &AccessEntry<'_>) {
-    let _ = write!(
-        out,
-        "{}  INFO sluice::access: access request_id={} method={} path={} status={} error={} model={} model_group={} model_id={} stream={} duration_ms={} upstream_ms={} ttft_ms={} prompt_tokens={} completion_tokens={} bytes={} client_closed={} client_ip={}",
-        timestamp(),
-        e.request_id,
-        e.method,
-        e.path,
-        e.status,
-        e.error,
-        e.model,
-        e.model_group,
-        e.model_id,
-        e.stream,
-        Millis(Some(e.duration)),
-        Millis(e.upstream),
-        Millis(e.ttft),
-        e.prompt_tokens,
-        e.completion_tokens,
-        e.bytes,
-        e.client_closed,
-        e.client_ip,
-    );
+    push_timestamp(out);
+    out.push_str("  INFO sluice::access: access");
+    for (k, v) in [
+        ("request_id", e.request_id),
+        ("method", e.method),
+        ("path", e.path),
+    ] {
+        push_pair(out, k, v);
+    }
+    out.push_str(" status=");
+    push_u64(out, u64::from(e.status));
+    for (k, v) in [
+        ("error", e.error),
+        ("model", e.model),
+        ("model_group", e.model_group),
+        ("model_id", e.model_id),
+    ] {
+        push_pair(out, k, v);
+    }
+    out.push_str(" stream=");
+    push_bool(out, e.stream);
+    out.push_str(" duration_ms=");
+    push_millis(out, Some(e.duration));
+    out.push_str(" upstream_ms=");
+    push_millis(out, e.upstream);
+    out.push_str(" ttft_ms=");
+    push_millis(out, e.ttft);
+    out.push_str(" prompt_tokens=");
+    push_u64(out, e.prompt_tokens);
+    out.push_str(" completion_tokens=");
+    push_u64(out, e.completion_tokens);
+    out.push_str(" bytes=");
+    push_u64(out, e.bytes);
+    out.push_str(" client_closed=");
+    push_bool(out, e.client_closed);
+    push_pair(out, "client_ip", e.client_ip);
+}
+
+fn push_pair(out: &mut String, key: &str, value: &str) {
+    out.push(' ');
+    out.push_str(key);
+    out.push('=');
+    out.push_str(value);
 }
 
 /// The same fields as tracing's flattened JSON events.
 pub fn format_json(out: &mut String, e: &AccessEntry<'_>) {
-    let _ = write!(
-        out,
-        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"access\"",
-        timestamp()
-    );
+    out.push_str("{\"timestamp\":\"");
+    push_timestamp(out);
+    out.push_str("\",\"level\":\"INFO\",\"message\":\"access\"");
     for (k, v) in [
         ("request_id", e.request_id),
         ("method", e.method),
@@ -120,25 +192,34 @@ pub fn format_json(out: &mut String, e: &AccessEntry<'_>) {
         ("model_id", e.model_id),
         ("client_ip", e.client_ip),
     ] {
-        let _ = write!(out, ",\"{k}\":");
+        out.push_str(",\"");
+        out.push_str(k);
+        out.push_str("\":");
         json_string(out, v);
     }
-    let _ = write!(
-        out,
-        ",\"status\":{},\"stream\":{},\"duration_ms\":{},\"upstream_ms\":{},\"ttft_ms\":{},\"prompt_tokens\":{},\"completion_tokens\":{},\"bytes\":{},\"client_closed\":{},\"target\":\"sluice::access\"}}",
-        e.status,
-        e.stream,
-        Millis(Some(e.duration)),
-        Millis(e.upstream),
-        Millis(e.ttft),
-        e.prompt_tokens,
-        e.completion_tokens,
-        e.bytes,
-        e.client_closed
-    );
+    out.push_str(",\"status\":");
+    push_u64(out, u64::from(e.status));
+    out.push_str(",\"stream\":");
+    push_bool(out, e.stream);
+    out.push_str(",\"duration_ms\":");
+    push_millis(out, Some(e.duration));
+    out.push_str(",\"upstream_ms\":");
+    push_millis(out, e.upstream);
+    out.push_str(",\"ttft_ms\":");
+    push_millis(out, e.ttft);
+    out.push_str(",\"prompt_tokens\":");
+    push_u64(out, e.prompt_tokens);
+    out.push_str(",\"completion_tokens\":");
+    push_u64(out, e.completion_tokens);
+    out.push_str(",\"bytes\":");
+    push_u64(out, e.bytes);
+    out.push_str(",\"client_closed\":");
+    push_bool(out, e.client_closed);
+    out.push_str(",\"target\":\"sluice::access\"}");
 }
 
 fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
     out.push('"');
     for c in s.chars() {
         match c {
@@ -198,6 +279,23 @@ mod tests {
             Millis(Some(Duration::from_micros(12_345_678))).to_string(),
             "12345.678"
         );
+    }
+
+    #[test]
+    fn numbers_and_timestamps_are_formatted_like_fmt() {
+        let mut s = String::new();
+        push_millis(&mut s, Some(Duration::from_micros(12_003_004)));
+        s.push(' ');
+        push_millis(&mut s, Some(Duration::from_micros(7)));
+        s.push(' ');
+        push_u64(&mut s, 0);
+        s.push(' ');
+        push_u64(&mut s, 18_446_744_073_709_551_615);
+        assert_eq!(s, "12003.004 0.007 0 18446744073709551615");
+        let mut t = String::new();
+        push_timestamp(&mut t);
+        assert_eq!(t.len(), "2026-11-22T01:04:29.263926Z".len(), "{t}");
+        assert!(humantime::parse_rfc3339(&t).is_ok(), "{t}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct App {
     pub endpoints: Arc<Endpoints>,
     /// Parsed `api_base` per deployment index (`None` when not routable).
     pub bases: Vec<Option<UpstreamUrl>>,
+    /// Headers every upstream request of a deployment carries (auth, extra headers), per index.
+    pub upstream_headers: Vec<http::HeaderMap>,
     /// Pingora's pooled upstream connector (HTTP/1.1 keep-alive pool, TLS).
     pub connector: Connector,
     pub metrics: Metrics,
@@ -46,6 +48,11 @@ impl App {
                     .and_then(|_| UpstreamUrl::parse(&d.deployment.api_base).ok())
             })
             .collect();
+        let upstream_headers = config
+            .deployments
+            .iter()
+            .map(|d| crate::providers::openai::base_headers(&d.deployment, &d.static_headers))
+            .collect();
         let endpoints = Arc::new(Endpoints::new(
             &bases,
             config.server.upstream_connect_timeout,
@@ -61,6 +68,7 @@ impl App {
             chain: Chain::new(vec![auth, route]),
             endpoints,
             bases,
+            upstream_headers,
             connector: Connector::new(Some(options)),
             metrics: Metrics::new(),
             listings: Listings::new(&config),

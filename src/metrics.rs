@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -328,11 +327,14 @@ struct Handles {
 /// such as `client_ip` vary a lot).
 const HANDLE_CACHE_LIMIT: usize = 4096;
 
+/// Label key → series handles.
+type HandleMap = HashMap<String, Rc<Handles>, ahash::RandomState>;
+
 thread_local! {
     /// Per-thread cache: label key → series handles. Saves hashing 13 label values for each of
     /// the ~10 series a request touches (`with_label_values` does that on every call).
-    static HANDLE_CACHE: RefCell<(String, HashMap<String, Rc<Handles>>)> =
-        RefCell::new((String::with_capacity(256), HashMap::new()));
+    static HANDLE_CACHE: RefCell<(String, HandleMap)> =
+        RefCell::new((String::with_capacity(256), HashMap::default()));
 }
 
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
@@ -344,15 +346,15 @@ impl Metrics {
             let mut cache = cache.borrow_mut();
             let (key, map) = &mut *cache;
             key.clear();
-            let _ = write!(
-                key,
-                "{}\0{}\0{}\0{:?}\0{}",
-                self.id,
-                o.status,
-                o.reached_deployment,
-                o.failure,
-                o.ttft_seconds.is_some()
-            );
+            push_u64(key, self.id);
+            key.push('\0');
+            push_u64(key, u64::from(o.status));
+            key.push(if o.reached_deployment { 'D' } else { 'd' });
+            key.push(if o.ttft_seconds.is_some() { 'T' } else { 't' });
+            if let Some((failed_status, class)) = o.failure {
+                push_u64(key, u64::from(failed_status));
+                key.push_str(class);
+            }
             for part in [
                 l.end_user,
                 l.hashed_api_key,
@@ -545,6 +547,21 @@ impl Metrics {
         ]);
         handles
     }
+}
+
+/// Appends a number in decimal without the fmt machinery.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// Status codes as static strings (no allocation per request).

@@ -39,6 +39,7 @@ pub fn run(
     let grace = config.server.graceful_shutdown;
     let conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         // Pingora sleeps the whole grace period after SIGTERM (default 300 s); Sluice exits as
         // soon as it is drained (see shutdown.rs), so this is only the upper bound.
         grace_period_seconds: Some(grace.as_secs().max(1)),

@@ -193,7 +193,11 @@ fn the_example_configs_are_valid_under_strict() {
             .env("OPENAI_API_KEY", "sk-example")
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "{file}: {text}");
         assert!(!text.contains("unknown key"), "{file}: {text}");
     }

@@ -49,10 +49,17 @@ async fn https_with_http1_and_http2() {
         if http1.get(url("/health/liveliness")).send().await.is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "TLS gateway did not start:\n{}", gw.logs());
+        assert!(
+            Instant::now() < deadline,
+            "TLS gateway did not start:\n{}",
+            gw.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (client, version) in [(&http1, reqwest::Version::HTTP_11), (&http2, reqwest::Version::HTTP_2)] {
+    for (client, version) in [
+        (&http1, reqwest::Version::HTTP_11),
+        (&http2, reqwest::Version::HTTP_2),
+    ] {
         let resp = client
             .post(url("/v1/chat/completions"))
             .bearer_auth(MASTER_KEY)
@@ -66,6 +73,10 @@ async fn https_with_http1_and_http2() {
         assert_eq!(body["model"], "gpt-4o");
     }
     // Plain HTTP on the TLS port is refused.
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/health/liveliness")).await.is_err());
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/health/liveliness"))
+            .await
+            .is_err()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -473,6 +473,7 @@ pub const SLUICE_SETTINGS: Section = Section {
     name: "sluice_settings",
     acted: &[
         "threads",
+        "work_stealing",
         "graceful_shutdown_seconds",
         "upstream_keepalive_pool_size",
         "upstream_connect_timeout",
@@ -573,6 +574,9 @@ mod docs_tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from docs/configuration.md: {missing:?}"
+        );
     }
 }

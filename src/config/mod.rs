@@ -132,6 +132,8 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub threads: usize,
+    /// Tokio work stealing between the proxy's threads (Pingora's `work_stealing`).
+    pub work_stealing: bool,
     /// How long SIGTERM waits for in-flight requests (streams included) before exiting.
     pub graceful_shutdown: Duration,
     pub upstream_keepalive_pool_size: usize,
@@ -396,6 +398,9 @@ impl Builder<'_> {
                 }
             }),
             threads,
+            work_stealing: get(&sluice, "work_stealing")
+                .and_then(|v| self.boolean(v, "sluice_settings.work_stealing"))
+                .unwrap_or(true),
             graceful_shutdown: Duration::from_secs_f64(
                 get(&sluice, "graceful_shutdown_seconds")
                     .and_then(|v| {

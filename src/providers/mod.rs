@@ -458,9 +458,16 @@ mod docs_tests {
             .map(docs_row)
             .filter(|row| !docs.contains(row.as_str()))
             .collect();
-        assert!(missing.is_empty(), "rows missing from docs/configuration.md:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "rows missing from docs/configuration.md:\n{}",
+            missing.join("\n")
+        );
         for name in NOT_YET_TRANSLATED {
-            assert!(docs.contains(&format!("`{name}`")), "{name} not in docs/configuration.md");
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "{name} not in docs/configuration.md"
+            );
         }
     }
 }

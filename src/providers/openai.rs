@@ -5,11 +5,14 @@
 //! The request goes out as the client's own bytes with at most two edits: `model` set to the
 //! deployment's model, and (for streams, when enabled) `stream_options.include_usage` added so
 //! the stream reports its tokens. The URL is `{api_base}{/chat/completions|/completions|/embeddings}`
-//! exactly as LiteLLM and the OpenAI SDK build it.
+//! exactly as LiteLLM and the OpenAI SDK build it. Headers that never change for a deployment
+//! (auth, content type, extra headers) are built once at start-up by [`base_headers`].
 
 use bytes::Bytes;
 use filters::request::RequestView;
+use filters::route::Deployment;
 use filters::{ApiError, Endpoint};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::Wire;
 use crate::upstream::UpstreamUrl;
@@ -17,11 +20,11 @@ use crate::upstream::UpstreamUrl;
 /// A fully encoded upstream request.
 #[derive(Debug, Clone)]
 pub struct UpstreamRequest {
-    pub method: &'static str,
+    pub method: http::Method,
     /// Path and query.
     pub target: String,
     /// Headers besides `Host` and `Content-Length`.
-    pub headers: Vec<(String, String)>,
+    pub headers: HeaderMap,
     pub body: Bytes,
     /// The gateway added `stream_options.include_usage`; the client must not see the extra chunk.
     pub injected_usage: bool,
@@ -32,9 +35,31 @@ pub struct Target<'a> {
     pub wire: Wire,
     pub base: &'a UpstreamUrl,
     pub upstream_model: &'a str,
-    pub api_key: Option<&'a str>,
-    pub extra_headers: &'a [(String, String)],
-    pub static_headers: &'a [(String, String)],
+    /// From [`base_headers`].
+    pub headers: &'a HeaderMap,
+}
+
+/// The headers every request to this deployment carries: content type, `Authorization: Bearer`
+/// with the deployment's key, the provider's fixed headers and the configured `extra_headers`.
+pub fn base_headers(deployment: &Deployment, static_headers: &[(String, String)]) -> HeaderMap {
+    let mut headers =
+        HeaderMap::with_capacity(4 + static_headers.len() + deployment.extra_headers.len());
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(key) = &deployment.api_key
+        && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+    {
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    for (name, value) in static_headers.iter().chain(&deployment.extra_headers) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
 }
 
 /// Encodes a client request for an OpenAI-compatible deployment.
@@ -57,24 +82,17 @@ pub fn encode(
         && view.stream
         && !view.has_stream_options;
     let body = view.rewrite(body, target.upstream_model, inject);
-    let mut headers =
-        Vec::with_capacity(4 + target.extra_headers.len() + target.static_headers.len());
-    headers.push(("content-type".to_string(), "application/json".to_string()));
-    headers.push((
-        "accept".to_string(),
-        if view.stream {
-            "text/event-stream".to_string()
+    let mut headers = target.headers.clone();
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static(if view.stream {
+            "text/event-stream"
         } else {
-            "application/json".to_string()
-        },
-    ));
-    if let Some(key) = target.api_key {
-        headers.push(("authorization".to_string(), format!("Bearer {key}")));
-    }
-    headers.extend(target.static_headers.iter().cloned());
-    headers.extend(target.extra_headers.iter().cloned());
+            "application/json"
+        }),
+    );
     Ok(UpstreamRequest {
-        method: "POST",
+        method: http::Method::POST,
         target: target.base.target(endpoint.upstream_path()),
         headers,
         body,
@@ -84,27 +102,66 @@ pub fn encode(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use filters::route::Secret;
+
     use super::*;
 
-    fn target<'a>(base: &'a UpstreamUrl, wire: Wire) -> Target<'a> {
+    fn deployment(key: Option<&str>, extra: &[(&str, &str)]) -> Deployment {
+        Deployment {
+            id: "d".into(),
+            index: 0,
+            model_name: "g".into(),
+            provider: "openai".into(),
+            upstream_model: "m".into(),
+            api_base: "http://h/v1".into(),
+            api_key: key.map(Secret::new),
+            weight: None,
+            rpm: None,
+            tpm: None,
+            order: None,
+            timeout: Duration::from_secs(1),
+            stream_timeout: None,
+            extra_headers: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn target<'a>(base: &'a UpstreamUrl, wire: Wire, headers: &'a HeaderMap) -> Target<'a> {
         Target {
             wire,
             base,
             upstream_model: "meta-llama/Llama-3.1-8B",
-            api_key: Some("sk-up"),
-            extra_headers: &[],
-            static_headers: &[],
+            headers,
         }
+    }
+
+    #[test]
+    fn base_headers_carry_the_key_and_extra_headers() {
+        let h = base_headers(
+            &deployment(Some("sk-up"), &[("X-Team", "a")]),
+            &[("HTTP-Referer".into(), "https://litellm.ai".into())],
+        );
+        assert_eq!(h["authorization"], "Bearer sk-up");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["x-team"], "a");
+        assert_eq!(h["http-referer"], "https://litellm.ai");
+        assert_eq!(h["content-type"], "application/json");
+        assert!(!base_headers(&deployment(None, &[]), &[]).contains_key("authorization"));
     }
 
     #[test]
     fn builds_litellm_url_and_rewrites_model() {
         let base = UpstreamUrl::parse("http://vllm:8000/v1").unwrap();
+        let headers = base_headers(&deployment(Some("sk-up"), &[]), &[]);
         let body = Bytes::from_static(br#"{"model":"llama","messages":[]}"#);
         let view = RequestView::parse(&body).unwrap();
         let req = encode(
             Endpoint::ChatCompletions,
-            &target(&base, Wire::OpenAi),
+            &target(&base, Wire::OpenAi, &headers),
             &view,
             &body,
             true,
@@ -115,46 +172,34 @@ mod tests {
             &req.body[..],
             br#"{"model":"meta-llama/Llama-3.1-8B","messages":[]}"#
         );
-        assert!(
-            req.headers
-                .contains(&("authorization".into(), "Bearer sk-up".into()))
-        );
+        assert_eq!(req.headers["authorization"], "Bearer sk-up");
+        assert_eq!(req.headers["accept"], "application/json");
         assert!(!req.injected_usage);
     }
 
     #[test]
     fn streams_get_usage_injected_unless_the_client_chose() {
         let base = UpstreamUrl::parse("http://h/v1").unwrap();
+        let headers = HeaderMap::new();
         let body = Bytes::from_static(br#"{"model":"x","stream":true}"#);
         let view = RequestView::parse(&body).unwrap();
-        let req = encode(
-            Endpoint::ChatCompletions,
-            &target(&base, Wire::OpenAi),
-            &view,
-            &body,
-            true,
-        )
-        .unwrap();
+        let t = target(&base, Wire::OpenAi, &headers);
+        let req = encode(Endpoint::ChatCompletions, &t, &view, &body, true).unwrap();
         assert!(req.injected_usage);
+        assert_eq!(req.headers["accept"], "text/event-stream");
         let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        let req = encode(
-            Endpoint::ChatCompletions,
-            &target(&base, Wire::OpenAi),
-            &view,
-            &body,
-            false,
-        )
-        .unwrap();
+        let req = encode(Endpoint::ChatCompletions, &t, &view, &body, false).unwrap();
         assert!(!req.injected_usage);
     }
 
     #[test]
     fn text_completion_deployments_only_serve_completions() {
         let base = UpstreamUrl::parse("https://api.openai.com/v1").unwrap();
+        let headers = HeaderMap::new();
         let body = Bytes::from_static(br#"{"model":"x","prompt":"hi"}"#);
         let view = RequestView::parse(&body).unwrap();
-        let t = target(&base, Wire::OpenAiTextCompletion);
+        let t = target(&base, Wire::OpenAiTextCompletion, &headers);
         assert!(encode(Endpoint::Completions, &t, &view, &body, true).is_ok());
         assert_eq!(
             encode(Endpoint::ChatCompletions, &t, &view, &body, true)

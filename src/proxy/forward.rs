@@ -19,14 +19,16 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use filters::ApiError;
 use filters::route::RoutePlan;
+use http::header::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use super::ctx::Ctx;
+use super::headers::*;
 use super::respond;
 use crate::access_log::Millis;
 use crate::app::App;
@@ -34,6 +36,8 @@ use crate::config::DeploymentConfig;
 use crate::providers::openai::{self, Target, UpstreamRequest};
 use crate::providers::sse::{SseRewriter, quote, rewrite_json_response};
 use crate::upstream::Endpoint;
+
+const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 
 /// How many times a request is re-sent when a pooled connection turns out to be closed.
 const STALE_CONNECTION_RETRIES: usize = 2;
@@ -56,6 +60,8 @@ const HOP_BY_HOP: &[&str] = &[
     "server",
     "date",
 ];
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Why an exchange ended without a response being committed.
 enum Failure {
@@ -126,9 +132,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         wire,
         base,
         upstream_model: &upstream_model,
-        api_key: deployment.api_key.as_ref().map(|k| k.expose()),
-        extra_headers: &deployment.extra_headers,
-        static_headers: &dc.static_headers,
+        headers: &app.upstream_headers[deployment.index],
     };
     let request = match openai::encode(
         endpoint,
@@ -153,7 +157,10 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         stream: view.stream,
         max_response: app.config.max_response_body_bytes,
     };
-    exchange.run(session, ctx).await;
+    // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
+    // boxing each stage keeps the outer futures small, since nested awaits store futures twice
+    // (rust-lang/rust#62958) and an unboxed chain reached 82 KB, memcpy'd per request.
+    Box::pin(exchange.run(session, ctx)).await;
 }
 
 /// One attempt against one deployment.
@@ -197,7 +204,7 @@ impl Exchange<'_> {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if status >= 400 {
-            self.pass_error(session, ctx, &mut up, &head, started).await;
+            Box::pin(self.pass_error(session, ctx, &mut up, &head, started)).await;
         } else if self.stream && is_sse {
             self.stream_body(session, ctx, &mut up, &head, started)
                 .await;
@@ -210,70 +217,83 @@ impl Exchange<'_> {
 
     /// Gets a connection, sends the request and waits for the response header, retrying on a
     /// fresh connection when a pooled one turns out to be dead.
-    async fn send(&self, session: &mut Session) -> Result<HttpSession, Failure> {
-        let header_timeout = match (self.stream, self.dc.deployment.stream_timeout) {
-            (true, Some(t)) => t,
-            _ => self.dc.deployment.timeout,
-        };
-        let mut attempt = 0;
-        loop {
-            let (mut up, reused) = self
-                .connector
-                .get_http_session(&*self.peer)
-                .await
-                .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
-            up.set_write_timeout(Some(self.dc.deployment.timeout));
-            up.set_read_timeout(Some(header_timeout));
-            let result = match self.write_request(&mut up).await {
-                Ok(()) => {
-                    tokio::select! {
-                        biased;
-                        r = up.read_response_header() => r.map_err(Some),
-                        _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
-                    }
-                }
-                Err(e) => Err(Some(e)),
+    ///
+    /// Returns the future boxed, built in place: it holds Pingora's H1 response reader (about
+    /// 9 KB), and building it on the stack and then boxing it copied that on every request.
+    fn send<'a>(&'a self, session: &'a mut Session) -> BoxFuture<'a, Result<HttpSession, Failure>> {
+        Box::pin(async move {
+            let header_timeout = match (self.stream, self.dc.deployment.stream_timeout) {
+                (true, Some(t)) => t,
+                _ => self.dc.deployment.timeout,
             };
-            match result {
-                Ok(()) => return Ok(up),
-                Err(None) => {
-                    up.shutdown().await;
-                    return Err(Failure::ClientGone);
-                }
-                Err(Some(e)) => {
-                    up.shutdown().await;
-                    if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
-                        attempt += 1;
-                        continue;
+            let mut attempt = 0;
+            loop {
+                let (mut up, reused) = self
+                    .connector
+                    .get_http_session(&*self.peer)
+                    .await
+                    .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
+                up.set_write_timeout(Some(self.dc.deployment.timeout));
+                up.set_read_timeout(Some(header_timeout));
+                let result = match self.write_request(&mut up).await {
+                    Ok(()) => {
+                        tokio::select! {
+                            biased;
+                            r = up.read_response_header() => r.map_err(Some),
+                            _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
+                        }
                     }
-                    if e.etype() == &ErrorType::ReadTimedout {
-                        return Err(Failure::Api(ApiError::gateway_timeout(format!(
-                            "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
-                            self.dc.deployment.id,
-                            &*self.plan.group,
-                            header_timeout.as_secs_f64()
-                        ))));
+                    Err(e) => Err(Some(e)),
+                };
+                match result {
+                    Ok(()) => return Ok(up),
+                    Err(None) => {
+                        up.shutdown().await;
+                        return Err(Failure::ClientGone);
                     }
-                    return Err(Failure::Api(
-                        self.upstream_error(&e, "sending the request to"),
-                    ));
+                    Err(Some(e)) => {
+                        up.shutdown().await;
+                        if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
+                            attempt += 1;
+                            continue;
+                        }
+                        if e.etype() == &ErrorType::ReadTimedout {
+                            return Err(Failure::Api(ApiError::gateway_timeout(format!(
+                                "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
+                                self.dc.deployment.id,
+                                &*self.plan.group,
+                                header_timeout.as_secs_f64()
+                            ))));
+                        }
+                        return Err(Failure::Api(
+                            self.upstream_error(&e, "sending the request to"),
+                        ));
+                    }
                 }
             }
-        }
+        })
     }
 
     async fn write_request(&self, up: &mut HttpSession) -> pingora::Result<()> {
-        let mut head = RequestHeader::build_no_case(
-            self.request.method,
-            self.request.target.as_bytes(),
-            Some(self.request.headers.len() + 3),
-        )?;
-        head.insert_header("host", self.upstream.host_header.as_str())?;
-        head.insert_header("content-length", self.request.body.len().to_string())?;
-        head.insert_header("user-agent", concat!("sluice/", env!("CARGO_PKG_VERSION")))?;
-        for (name, value) in &self.request.headers {
-            head.append_header(name.clone(), value.as_str())?;
+        let mut headers = self.request.headers.clone();
+        if let Ok(host) = HeaderValue::from_str(&self.upstream.host_header) {
+            headers.insert(http::header::HOST, host);
         }
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(self.request.body.len()),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        let Some(head) = request_head(self.request.method.clone(), &self.request.target, headers)
+        else {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream request target is not a valid URI",
+            );
+        };
         up.write_request_header(Box::new(head)).await?;
         up.write_request_body(self.request.body.clone(), true)
             .await?;
@@ -323,13 +343,13 @@ impl Exchange<'_> {
             ApiError::new(head.status, kind, message).body()
         };
         let mut resp = self.client_header(ctx, status, "application/json", head);
-        let _ = resp.insert_header("content-length", body.len().to_string());
+        resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
         for name in ["retry-after", "retry-after-ms", "x-should-retry"] {
             if let Some(v) = head.headers.get(name) {
-                let _ = resp.insert_header(name, v.clone());
+                resp.set_value(HeaderName::from_static(name), v.clone());
             }
         }
-        self.write_complete(session, ctx, resp, body).await;
+        self.write_complete(session, ctx, resp.finish(), body).await;
     }
 
     /// A JSON (or other non-SSE) response: read whole, `model` rewritten, then sent.
@@ -377,18 +397,18 @@ impl Exchange<'_> {
         };
         let status = head.status.as_u16();
         let mut resp = self.client_header(ctx, status, &content_type, head);
-        let _ = resp.insert_header("content-length", body.len().to_string());
+        resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
         let total = ctx.started.elapsed();
         let upstream = ctx.record.upstream_elapsed.unwrap_or_default();
-        let _ = resp.insert_header(
-            "x-litellm-response-duration-ms",
-            Millis(Some(total)).to_string(),
+        resp.set(
+            X_LITELLM_RESPONSE_DURATION_MS,
+            &Millis(Some(total)).to_string(),
         );
-        let _ = resp.insert_header(
-            "x-litellm-overhead-duration-ms",
-            Millis(Some(total.saturating_sub(upstream))).to_string(),
+        resp.set(
+            X_LITELLM_OVERHEAD_DURATION_MS,
+            &Millis(Some(total.saturating_sub(upstream))).to_string(),
         );
-        self.write_complete(session, ctx, resp, body).await;
+        self.write_complete(session, ctx, resp.finish(), body).await;
     }
 
     /// An SSE stream: every complete event goes to the client as soon as it arrives.
@@ -402,15 +422,16 @@ impl Exchange<'_> {
     ) {
         let status = head.status.as_u16();
         let mut resp = self.client_header(ctx, status, "text/event-stream", head);
-        let _ = resp.insert_header("transfer-encoding", "chunked");
-        let _ = resp.insert_header("cache-control", "no-cache");
-        let _ = resp.insert_header(
-            "x-litellm-overhead-duration-ms",
-            Millis(Some(
+        resp.set_static(TRANSFER_ENCODING, "chunked");
+        resp.set_static(CACHE_CONTROL, "no-cache");
+        resp.set(
+            X_LITELLM_OVERHEAD_DURATION_MS,
+            &Millis(Some(
                 ctx.started.elapsed().saturating_sub(started.elapsed()),
             ))
             .to_string(),
         );
+        let resp = resp.finish();
         ctx.record.status = status;
         if session
             .write_response_header(Box::new(resp), false)
@@ -510,25 +531,27 @@ impl Exchange<'_> {
         status: u16,
         content_type: &str,
         upstream: &ResponseHeader,
-    ) -> ResponseHeader {
-        let mut resp = ResponseHeader::build_no_case(status, Some(upstream.headers.len() + 8))
-            .unwrap_or_else(|_| ResponseHeader::build_no_case(502, None).expect("static status"));
-        let _ = resp.insert_header("content-type", content_type);
+    ) -> ResponseHead {
+        let mut resp = ResponseHead::new(status, upstream.headers.len() + 10);
+        resp.set(CONTENT_TYPE, content_type);
         for (name, value) in upstream.headers.iter() {
-            let name = name.as_str();
-            if HOP_BY_HOP.contains(&name) {
+            if HOP_BY_HOP.contains(&name.as_str()) {
                 continue;
             }
-            let _ = resp.append_header(format!("llm_provider-{name}"), value.clone());
+            if let Some(prefixed) = provider_prefixed(name) {
+                resp.append_value(prefixed, value.clone());
+            }
         }
         let d = &self.dc.deployment;
-        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
-        let _ = resp.insert_header("x-litellm-call-id", ctx.request_id.as_str());
-        let _ = resp.insert_header("x-litellm-model-id", d.id.as_str());
-        let api_base = d.api_base.split('?').next().unwrap_or_default();
-        let _ = resp.insert_header("x-litellm-model-api-base", api_base);
-        let _ = resp.insert_header("x-litellm-model-group", &*self.plan.group);
-        let _ = resp.insert_header("x-litellm-version", env!("CARGO_PKG_VERSION"));
+        resp.set(X_REQUEST_ID, &ctx.request_id);
+        resp.set(X_LITELLM_CALL_ID, &ctx.request_id);
+        resp.set(X_LITELLM_MODEL_ID, &d.id);
+        resp.set(
+            X_LITELLM_MODEL_API_BASE,
+            d.api_base.split('?').next().unwrap_or_default(),
+        );
+        resp.set(X_LITELLM_MODEL_GROUP, &self.plan.group);
+        resp.set_static(X_LITELLM_VERSION, env!("CARGO_PKG_VERSION"));
         resp
     }
 

@@ -3,10 +3,10 @@
 
 use bytes::Bytes;
 use filters::ApiError;
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
+use super::headers::*;
 
 /// Writes a complete response with the given status, content type and body.
 pub async fn send(
@@ -20,17 +20,15 @@ pub async fn send(
     ctx.record.status = status;
     ctx.record.response_bytes = body.len() as u64;
     let head_only = session.req_header().method == http::Method::HEAD;
-    let mut resp = match ResponseHeader::build_no_case(status, Some(4 + extra.len())) {
-        Ok(r) => r,
-        Err(_) => return,
-    };
-    let _ = resp.insert_header("content-type", content_type);
-    let _ = resp.insert_header("content-length", body.len().to_string());
-    let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
-    let _ = resp.insert_header("x-litellm-call-id", ctx.request_id.as_str());
+    let mut resp = ResponseHead::new(status, 4 + extra.len());
+    resp.set(CONTENT_TYPE, content_type);
+    resp.set_value(CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    resp.set(X_REQUEST_ID, &ctx.request_id);
+    resp.set(X_LITELLM_CALL_ID, &ctx.request_id);
     for (name, value) in extra {
-        let _ = resp.insert_header(*name, value.as_str());
+        resp.set(http::header::HeaderName::from_static(name), value);
     }
+    let resp = resp.finish();
     if session
         .write_response_header(Box::new(resp), head_only)
         .await

@@ -36,6 +36,9 @@ struct Args {
     /// Extra header, `name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Stop after this many measured requests (per connection: requests / concurrency).
+    #[arg(long)]
+    requests: Option<u64>,
     /// Label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -88,7 +91,7 @@ fn main() {
         "rps": stats.ok as f64 / secs,
         "latency_us": {"p50": us(&stats.latency, 0.5), "p90": us(&stats.latency, 0.9), "p99": us(&stats.latency, 0.99), "max": stats.latency.max() as f64, "mean": stats.latency.mean()},
         "ttfb_us": {"p50": us(&stats.ttfb, 0.5), "p99": us(&stats.ttfb, 0.99)},
-        "bytes_per_response": if stats.ok > 0 { stats.bytes / stats.ok } else { 0 },
+        "bytes_per_response": stats.bytes.checked_div(stats.ok).unwrap_or(0),
     });
     println!("{out}");
 }
@@ -109,23 +112,21 @@ async fn run(args: Args) -> Stats {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let measure_until = measure_from + Duration::from_secs_f64(args.duration);
+    let per_connection = args.requests.map(|n| n.div_ceil(args.concurrency as u64));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (host, path, body, headers) =
-            (host.clone(), path.clone(), body.clone(), headers.clone());
-        tasks.push(tokio::spawn(async move {
-            connection(
-                host,
-                port,
-                path,
-                method,
-                body,
-                headers,
-                measure_from,
-                measure_until,
-            )
-            .await
-        }));
+        let target = Target {
+            host: host.clone(),
+            port,
+            path: path.clone(),
+            method,
+            body: body.clone(),
+            headers: headers.clone(),
+            measure_from,
+            measure_until,
+            limit: per_connection,
+        };
+        tasks.push(tokio::spawn(connection(target)));
     }
     let mut total = Stats::new();
     for t in tasks {
@@ -136,8 +137,8 @@ async fn run(args: Args) -> Stats {
     total
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn connection(
+/// What one connection sends, and for how long.
+struct Target {
     host: String,
     port: u16,
     path: String,
@@ -146,7 +147,21 @@ async fn connection(
     headers: Vec<(String, String)>,
     measure_from: Instant,
     measure_until: Instant,
-) -> Stats {
+    limit: Option<u64>,
+}
+
+async fn connection(t: Target) -> Stats {
+    let Target {
+        host,
+        port,
+        path,
+        method,
+        body,
+        headers,
+        measure_from,
+        measure_until,
+        limit,
+    } = t;
     let mut stats = Stats::new();
     let authority = format!("{host}:{port}");
     'reconnect: loop {
@@ -173,7 +188,7 @@ async fn connection(
         });
         loop {
             let now = Instant::now();
-            if now >= measure_until {
+            if now >= measure_until || limit.is_some_and(|l| stats.ok >= l) {
                 return stats;
             }
             if sender.ready().await.is_err() {
