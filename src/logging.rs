@@ -41,7 +41,9 @@ pub fn append(bytes: &[u8]) {
 
 /// Writes everything buffered so far (the flusher thread, and before the process exits).
 pub fn flush() {
-    let pending = std::mem::take(&mut *BUFFER.lock());
+    // Swap in a buffer with room, so appends do not regrow (and copy) from empty each time.
+    let mut pending = Vec::with_capacity(64 * 1024);
+    std::mem::swap(&mut pending, &mut *BUFFER.lock());
     if !pending.is_empty() {
         write_out(&pending);
     }

@@ -63,6 +63,14 @@ const HOP_BY_HOP: &[&str] = &[
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Boxes a future, building it directly in its heap allocation: `Box::pin(make())` builds it on
+/// the stack first and copies it, which for futures holding Pingora's I/O futures is kilobytes
+/// per request (visible in profiles as memmove).
+pub(crate) fn boxed<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let slot = Box::<F>::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}
+
 /// Why an exchange ended without a response being committed.
 enum Failure {
     Api(ApiError),
@@ -160,7 +168,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
     // boxing each stage keeps the outer futures small, since nested awaits store futures twice
     // (rust-lang/rust#62958) and an unboxed chain reached 82 KB, memcpy'd per request.
-    Box::pin(exchange.run(session, ctx)).await;
+    boxed(|| exchange.run(session, ctx)).await;
 }
 
 /// One attempt against one deployment.
@@ -204,7 +212,7 @@ impl Exchange<'_> {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if status >= 400 {
-            Box::pin(self.pass_error(session, ctx, &mut up, &head, started)).await;
+            boxed(|| self.pass_error(session, ctx, &mut up, &head, started)).await;
         } else if self.stream && is_sse {
             self.stream_body(session, ctx, &mut up, &head, started)
                 .await;
@@ -221,7 +229,7 @@ impl Exchange<'_> {
     /// Returns the future boxed, built in place: it holds Pingora's H1 response reader (about
     /// 9 KB), and building it on the stack and then boxing it copied that on every request.
     fn send<'a>(&'a self, session: &'a mut Session) -> BoxFuture<'a, Result<HttpSession, Failure>> {
-        Box::pin(async move {
+        boxed(|| async move {
             let header_timeout = match (self.stream, self.dc.deployment.stream_timeout) {
                 (true, Some(t)) => t,
                 _ => self.dc.deployment.timeout,

@@ -195,7 +195,7 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             // Boxed: nested async fns store awaited futures twice (rust-lang/rust#62958), so an
             // unboxed chain grew this future to 82 KB, memcpy'd on every request.
-            Box::pin(llm_request(app, session, ctx)).await
+            forward::boxed(|| llm_request(app, session, ctx)).await
         }
     }
 }
@@ -241,7 +241,7 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         return;
     }
     // Boxed to keep this future small (see `handle`).
-    Box::pin(forward::forward(app, session, ctx, body)).await;
+    forward::boxed(|| forward::forward(app, session, ctx, body)).await;
 }
 
 /// Reads and drops a small unread request body so the connection stays reusable; closes the
