@@ -23,6 +23,7 @@ CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
 TARGETS=${TARGETS:-"direct pingora nginx sluice"}
+STREAMING=${STREAMING:-1}
 MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
 KEY=sk-bench-master-key
 
@@ -154,6 +155,7 @@ for round in $(seq 1 "$ROUNDS"); do
       run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
     done
   done
+  [ "$STREAMING" = 1 ] || continue
   for target in $TARGETS; do
     echo "round $round: stream c=1 $target" >&2
     run "stream/$target" "${URL[$target]}" 1 "$STREAM"
