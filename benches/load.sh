@@ -46,7 +46,7 @@ WORK=$(mktemp -d /tmp/sluice-bench.XXXXXX)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -126,6 +126,12 @@ taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0
 PIDS+=($!)
 
 for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do wait_port "$p"; done
+# taskset execs its command, so $! above is the server's own pid.
+declare -A PID_OF=(
+  [pingora]=${PIDS[1]}
+  [nginx]="${PIDS[2]} $(pgrep -P "${PIDS[2]}" | tr '\n' ' ')"
+  [sluice]=${PIDS[3]}
+)
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null || { echo "a benchmark process exited at start-up; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }
 done
@@ -135,9 +141,38 @@ STREAM='{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"He
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
+# CPU time (user + system, in clock ticks) used so far by the processes serving a target. The
+# machine is shared and wall-clock throughput drifts with the neighbours; CPU per request is the
+# steadier measure of what each proxy costs.
+TICKS=$(getconf CLK_TCK)
+cpu_ticks() { # pids...
+  local total=0
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*; do
+      local line
+      read -r line <"$task/stat" || continue
+      # Thread names may hold spaces: split after the closing parenthesis (fields 3 onwards).
+      local -a f=(${line##*) })
+      total=$((total + f[11] + f[12]))
+    done
+  done
+  echo "$total"
+}
 run() { # label url concurrency body
+  local target=${1#*/} before after
+  local pids=${PID_OF[$target]:-}
+  before=$(cpu_ticks $pids)
   taskset -c "$HARNESS_CPUS" "$BIN/sluice-loadgen" --label "$1" --url "$2" --concurrency "$3" \
-    --duration "$DURATION" --warmup "$WARMUP" --body "$4" --header "authorization: Bearer $KEY" >>"$RESULTS"
+    --duration "$DURATION" --warmup "$WARMUP" --body "$4" --header "authorization: Bearer $KEY" >"$WORK/point.json"
+  after=$(cpu_ticks $pids)
+  python3 - "$WORK/point.json" "$((after - before))" "$TICKS" "$WARMUP" "$DURATION" "${pids:-none}" >>"$RESULTS" <<'PY'
+import json, sys
+point, ticks, hz, warmup, duration, pids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+r = json.load(open(point))
+served = r["rps"] * (warmup + duration)
+r["cpu_us_per_request"] = (ticks / hz) * 1e6 / served if pids != "none" and served > 0 else None
+print(json.dumps(r))
+PY
 }
 
 declare -A URL=(
@@ -146,17 +181,23 @@ declare -A URL=(
   [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
   [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
 )
-# Targets are interleaved within each round, so a noisy neighbour on the shared machine hurts
-# them alike; the report takes the median over rounds.
+# Targets are interleaved within each round, and the order rotates from round to round, so a
+# noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the
+# report takes the median over rounds.
+rotate() { # rotate <n> <items...>: the items starting at position n (mod count)
+  local n=$1; shift; local items=("$@"); local k=${#items[@]}
+  for ((i = 0; i < k; i++)); do printf '%s ' "${items[$(((i + n) % k))]}"; done
+}
 for round in $(seq 1 "$ROUNDS"); do
+  ORDER=$(rotate "$((round - 1))" $TARGETS)
   for c in $CONCURRENCY; do
-    for target in $TARGETS; do
+    for target in $ORDER; do
       echo "round $round: chat   c=$c $target" >&2
       run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
     done
   done
   [ "$STREAMING" = 1 ] || continue
-  for target in $TARGETS; do
+  for target in $ORDER; do
     echo "round $round: stream c=1 $target" >&2
     run "stream/$target" "${URL[$target]}" 1 "$STREAM"
   done

@@ -26,6 +26,9 @@ def median_row(rs):
         "latency_us": {q: med(lambda r: r["latency_us"][q]) for q in ("p50", "p99")},
         "ttfb_us": {q: med(lambda r: r["ttfb_us"][q]) for q in ("p50", "p99")},
         "spread": (min(r["rps"] for r in rs), max(r["rps"] for r in rs)),
+        "cpu_us": statistics.median(r["cpu_us_per_request"] for r in rs)
+        if all(r.get("cpu_us_per_request") for r in rs)
+        else None,
     }
 
 
@@ -41,8 +44,8 @@ for (label, c), rs in groups.items():
 print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
       f"mock provider and load generator on CPU {harness_cpus}. Each point: median of {rounds} "
       f"rounds of {duration} s (targets interleaved within a round).\n")
-print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | errors |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | proxy CPU µs/req | CPU efficiency vs Pingora | errors |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(chat):
     direct = chat[c].get("direct")
     for target in ["direct", "pingora", "nginx", "sluice"]:
@@ -56,8 +59,11 @@ for c in sorted(chat):
         vs_nginx = r["rps"] / chat[c]["nginx"]["rps"] if "nginx" in chat[c] else None
         fmt = lambda v, spec: "" if v is None else format(v, spec)
         lo, hi = r["spread"]
+        base_cpu = chat[c].get("pingora", {}).get("cpu_us")
+        efficiency = base_cpu / r["cpu_us"] if base_cpu and r["cpu_us"] else None
         print(f"| {c} | {target} | {r['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {lat['p50']:.0f} | {lat['p99']:.0f} | "
-              f"{fmt(added50, '.0f')} | {fmt(added99, '.0f')} | {fmt(vs_pingora, '.2f')} | {fmt(vs_nginx, '.2f')} | {r['errors']} |")
+              f"{fmt(added50, '.0f')} | {fmt(added99, '.0f')} | {fmt(vs_pingora, '.2f')} | {fmt(vs_nginx, '.2f')} | "
+              f"{fmt(r['cpu_us'], '.1f')} | {fmt(efficiency, '.2f')} | {r['errors']} |")
 
 if stream:
     print("\nStreaming (concurrency 1): time to first body byte, and added over calling the mock directly.\n")
@@ -79,3 +85,7 @@ top = max(chat) if chat else None
 if top and "sluice" in chat[top] and "pingora" in chat[top]:
     ratio = chat[top]["sluice"]["rps"] / chat[top]["pingora"]["rps"]
     print(f"- Sluice throughput at concurrency {top}: {ratio:.0%} of the minimal Pingora proxy (target >= 85%): {'met' if ratio >= 0.85 else 'NOT met'}")
+    s, p = chat[top]["sluice"]["cpu_us"], chat[top]["pingora"]["cpu_us"]
+    if s and p:
+        print(f"- CPU per request at concurrency {top}: Sluice {s:.1f} µs, minimal Pingora proxy {p:.1f} µs: "
+              f"Sluice does {p / s:.0%} of the Pingora proxy's work per CPU second")

@@ -26,6 +26,9 @@ pub struct App {
     pub bases: Vec<Option<UpstreamUrl>>,
     /// Headers every upstream request of a deployment carries (auth, extra headers), per index.
     pub upstream_headers: Vec<http::HeaderMap>,
+    /// The routing headers of every response a deployment serves (`x-litellm-model-id`, ...),
+    /// built once: per index.
+    pub response_headers: Vec<Vec<(http::HeaderName, http::HeaderValue)>>,
     /// Pingora's pooled upstream connector (HTTP/1.1 keep-alive pool, TLS).
     pub connector: Connector,
     pub metrics: Metrics,
@@ -53,6 +56,11 @@ impl App {
             .iter()
             .map(|d| crate::providers::openai::base_headers(&d.deployment, &d.static_headers))
             .collect();
+        let response_headers = config
+            .deployments
+            .iter()
+            .map(|d| crate::proxy::headers::deployment_headers(&d.deployment))
+            .collect();
         let endpoints = Arc::new(Endpoints::new(
             &bases,
             config.server.upstream_connect_timeout,
@@ -69,6 +77,7 @@ impl App {
             endpoints,
             bases,
             upstream_headers,
+            response_headers,
             connector: Connector::new(Some(options)),
             metrics: Metrics::new(),
             listings: Listings::new(&config),

@@ -29,51 +29,60 @@ pub struct TopLevelFields {
 /// Returns `None` when `doc` does not start with an object. Malformed input never panics; the
 /// scan just finds fewer fields.
 pub fn scan_top_level(doc: &[u8]) -> Option<TopLevelFields> {
-    let mut i = skip_ws(doc, 0);
-    if doc.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
     let mut out = TopLevelFields::default();
-    loop {
-        i = skip_ws(doc, i);
-        match doc.get(i) {
-            Some(b'"') => {}
-            Some(b'}') => {
-                out.complete = skip_ws(doc, i + 1) == doc.len();
-                return Some(out);
-            }
-            _ => return Some(out), // malformed
-        }
-        let key_end = string_end(doc, i)?;
-        let key = &doc[i + 1..key_end - 1];
-        i = skip_ws(doc, key_end);
-        if doc.get(i) != Some(&b':') {
-            return Some(out);
-        }
-        i = skip_ws(doc, i + 1);
-        let value_start = i;
-        let value_end = value_end(doc, i)?;
+    out.complete = for_each_member(doc, |key, value| {
+        let first = doc[value.start];
         match key {
-            b"model" if doc[value_start] == b'"' => out.model = Some(value_start..value_end),
-            b"usage" if doc[value_start] == b'{' => out.usage = Some(value_start..value_end),
-            b"error" if doc[value_start] != b'n' => out.has_error = true,
+            b"model" if first == b'"' => out.model = Some(value),
+            b"usage" if first == b'{' => out.usage = Some(value),
+            b"error" if first != b'n' => out.has_error = true,
             b"choices" => {
-                out.empty_choices = doc[value_start] == b'['
-                    && doc[value_start + 1..value_end - 1]
+                out.empty_choices = first == b'['
+                    && doc[value.start + 1..value.end - 1]
                         .iter()
                         .all(u8::is_ascii_whitespace)
             }
             _ => {}
         }
+    })?;
+    Some(out)
+}
+
+/// Calls `visit(key, value_span)` for each member of the JSON object `doc` (key bytes without
+/// quotes, escapes not decoded). Returns `None` when `doc` does not start with an object, else
+/// whether the object closed properly with nothing but whitespace after it.
+pub fn for_each_member(doc: &[u8], mut visit: impl FnMut(&[u8], Range<usize>)) -> Option<bool> {
+    let mut i = skip_ws(doc, 0);
+    if doc.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(doc, i);
+        match doc.get(i) {
+            Some(b'"') => {}
+            Some(b'}') => return Some(skip_ws(doc, i + 1) == doc.len()),
+            _ => return Some(false), // malformed
+        }
+        let Some(key_end) = string_end(doc, i) else {
+            return Some(false);
+        };
+        let key = &doc[i + 1..key_end - 1];
+        i = skip_ws(doc, key_end);
+        if doc.get(i) != Some(&b':') {
+            return Some(false);
+        }
+        i = skip_ws(doc, i + 1);
+        let value_start = i;
+        let Some(value_end) = value_end(doc, i) else {
+            return Some(false);
+        };
+        visit(key, value_start..value_end);
         i = skip_ws(doc, value_end);
         match doc.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') => {
-                out.complete = skip_ws(doc, i + 1) == doc.len();
-                return Some(out);
-            }
-            _ => return Some(out),
+            Some(b'}') => return Some(skip_ws(doc, i + 1) == doc.len()),
+            _ => return Some(false),
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct DeploymentConfig {
     pub mode: String,
     /// `litellm_params` with secrets removed or masked, for `/model/info`.
     pub public_params: serde_json::Value,
+    /// `litellm_params.model` as written (the `litellm_model_name` metric label).
+    pub litellm_model_name: String,
     /// `model_info` as configured, with `id` filled in.
     pub model_info: serde_json::Value,
     pub price: Option<ModelPrice>,
@@ -874,6 +876,7 @@ impl Builder<'_> {
                 })
                 .unwrap_or_default(),
             mode,
+            litellm_model_name: model.clone(),
             public_params: public_params(&raw_params),
             model_info,
             price,

@@ -156,6 +156,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         }
     };
     let exchange = Exchange {
+        fixed_headers: &app.response_headers[deployment.index],
         connector: &app.connector,
         peer,
         upstream,
@@ -173,6 +174,8 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
 
 /// One attempt against one deployment.
 struct Exchange<'a> {
+    /// The deployment's routing headers, from [`App::response_headers`].
+    fixed_headers: &'a [(HeaderName, HeaderValue)],
     connector: &'a Connector,
     peer: Arc<HttpPeer>,
     upstream: &'a Endpoint,
@@ -550,16 +553,11 @@ impl Exchange<'_> {
                 resp.append_value(prefixed, value.clone());
             }
         }
-        let d = &self.dc.deployment;
         resp.set(X_REQUEST_ID, &ctx.request_id);
         resp.set(X_LITELLM_CALL_ID, &ctx.request_id);
-        resp.set(X_LITELLM_MODEL_ID, &d.id);
-        resp.set(
-            X_LITELLM_MODEL_API_BASE,
-            d.api_base.split('?').next().unwrap_or_default(),
-        );
-        resp.set(X_LITELLM_MODEL_GROUP, &self.plan.group);
-        resp.set_static(X_LITELLM_VERSION, env!("CARGO_PKG_VERSION"));
+        for (name, value) in self.fixed_headers {
+            resp.set_value(name.clone(), value.clone());
+        }
         resp
     }
 

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use filters::route::Deployment;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
@@ -25,6 +26,20 @@ pub const X_LITELLM_RESPONSE_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-response-duration-ms");
 pub const X_LITELLM_OVERHEAD_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-overhead-duration-ms");
+
+/// The headers every response from `deployment` carries, LiteLLM's routing headers.
+pub fn deployment_headers(deployment: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
+    let api_base = deployment.api_base.split('?').next().unwrap_or_default();
+    [
+        (X_LITELLM_MODEL_ID, deployment.id.as_str()),
+        (X_LITELLM_MODEL_API_BASE, api_base),
+        (X_LITELLM_MODEL_GROUP, deployment.model_name.as_str()),
+        (X_LITELLM_VERSION, env!("CARGO_PKG_VERSION")),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, HeaderValue::from_str(value).ok()?)))
+    .collect()
+}
 
 /// A response header under construction.
 pub struct ResponseHead {

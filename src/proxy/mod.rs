@@ -286,10 +286,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         .unwrap_or_default();
     let deployment = r.deployment.as_deref();
     let dc = deployment.map(|d| app.config.deployment(d.index));
-    let litellm_model_name = dc
-        .and_then(|dc| dc.public_params.get("model"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let litellm_model_name = dc.map_or("", |dc| dc.litellm_model_name.as_str());
     let (prompt_tokens, completion_tokens) = r
         .usage
         .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
