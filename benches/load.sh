@@ -22,7 +22,7 @@ PROXY_THREADS=${PROXY_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
-TARGETS=${TARGETS:-"direct pingora nginx sluice"}
+TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-anthropic"}
 STREAMING=${STREAMING:-1}
 MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
 KEY=sk-bench-master-key
@@ -113,6 +113,12 @@ model_list:
       api_base: http://127.0.0.1:$MOCK_PORT
       api_key: sk-upstream-b
       rpm: 10000
+  # The translated path: the same mock answering in Anthropic's Messages format.
+  - model_name: claude
+    litellm_params:
+      model: anthropic/claude-sonnet-4-5
+      api_base: http://127.0.0.1:$MOCK_PORT
+      api_key: sk-ant-bench
 litellm_settings:
   callbacks: ["prometheus"]
 general_settings:
@@ -131,6 +137,7 @@ declare -A PID_OF=(
   [pingora]=${PIDS[1]}
   [nginx]="${PIDS[2]} $(pgrep -P "${PIDS[2]}" | tr '\n' ' ')"
   [sluice]=${PIDS[3]}
+  [sluice-anthropic]=${PIDS[3]}
 )
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null || { echo "a benchmark process exited at start-up; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }
@@ -158,6 +165,10 @@ cpu_ticks() { # pids...
   done
   echo "$total"
 }
+# The body a target gets: the translated path asks for the Anthropic-backed group.
+body_for() { # target body
+  if [ "$1" = sluice-anthropic ]; then echo "${2/\"gpt-4o\"/\"claude\"}"; else echo "$2"; fi
+}
 run() { # label url concurrency body
   local target=${1#*/} before after
   local pids=${PID_OF[$target]:-}
@@ -180,6 +191,7 @@ declare -A URL=(
   [pingora]="http://127.0.0.1:$BASELINE_PORT/v1/chat/completions"
   [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
   [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
+  [sluice-anthropic]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
 )
 # Targets are interleaved within each round, and the order rotates from round to round, so a
 # noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the
@@ -193,13 +205,13 @@ for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
     for target in $ORDER; do
       echo "round $round: chat   c=$c $target" >&2
-      run "chat/$target" "${URL[$target]}" "$c" "$CHAT"
+      run "chat/$target" "${URL[$target]}" "$c" "$(body_for "$target" "$CHAT")"
     done
   done
   [ "$STREAMING" = 1 ] || continue
   for target in $ORDER; do
     echo "round $round: stream c=1 $target" >&2
-    run "stream/$target" "${URL[$target]}" 1 "$STREAM"
+    run "stream/$target" "${URL[$target]}" 1 "$(body_for "$target" "$STREAM")"
   done
 done
 

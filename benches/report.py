@@ -48,7 +48,7 @@ print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(chat):
     direct = chat[c].get("direct")
-    for target in ["direct", "pingora", "nginx", "sluice"]:
+    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic"]:
         r = chat[c].get(target)
         if not r:
             continue
@@ -70,7 +70,7 @@ if stream:
     print("| target | TTFB p50 µs | TTFB p99 µs | added TTFB p50 µs |")
     print("|---|---:|---:|---:|")
     d = stream.get("direct")
-    for target in ["direct", "pingora", "nginx", "sluice"]:
+    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic"]:
         r = stream.get(target)
         if not r:
             continue
@@ -89,3 +89,11 @@ if top and "sluice" in chat[top] and "pingora" in chat[top]:
     if s and p:
         print(f"- CPU per request at concurrency {top}: Sluice {s:.1f} µs, minimal Pingora proxy {p:.1f} µs: "
               f"Sluice does {p / s:.0%} of the Pingora proxy's work per CPU second")
+
+print("\nTargets (issue 3):")
+for c in sorted(chat):
+    if "sluice" in chat[c] and "sluice-anthropic" in chat[c]:
+        ratio = chat[c]["sluice-anthropic"]["rps"] / chat[c]["sluice"]["rps"]
+        t, s_ = chat[c]["sluice-anthropic"]["cpu_us"], chat[c]["sluice"]["cpu_us"]
+        cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs" if t and s_ else ""
+        print(f"- concurrency {c}: translated (Anthropic) throughput {ratio:.0%} of passthrough (target >= 85%){cpu}")

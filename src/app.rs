@@ -54,7 +54,7 @@ impl App {
         let upstream_headers = config
             .deployments
             .iter()
-            .map(|d| crate::providers::openai::base_headers(&d.deployment, &d.static_headers))
+            .map(crate::providers::deployment_headers)
             .collect();
         let response_headers = config
             .deployments

@@ -96,7 +96,7 @@ model_list:
       api_base: http://127.0.0.1:9/v1
       num_retries: 2
 litellm_settings:
-  drop_params: true
+  cache: true
   success_callback: ["prometheus", "langfuse"]
 router_settings:
   num_retries: 3
@@ -120,7 +120,7 @@ general_settings:
         .find(|l| l.contains("does not act on yet"))
         .expect("one line lists ignored keys");
     for key in [
-        "litellm_settings.drop_params",
+        "litellm_settings.cache",
         "router_settings.num_retries",
         "router_settings.fallbacks",
         "general_settings.database_url",

@@ -244,7 +244,7 @@ async fn providers_not_supported_yet_answer_501() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let config = basic_config(&mock).replace(
         "model_list:\n",
-        "model_list:\n  - model_name: claude\n    litellm_params:\n      model: anthropic/claude-3-5-sonnet-20240620\n      api_key: sk-ant\n",
+        "model_list:\n  - model_name: claude\n    litellm_params:\n      model: replicate/meta/llama-3-70b\n      api_key: r8-x\n",
     );
     let gw = Gateway::start(&config).await;
     let (status, _, body) = gw
@@ -255,7 +255,7 @@ async fn providers_not_supported_yet_answer_501() {
         )
         .await;
     assert_eq!(status, 501);
-    assert!(error_message(&body, 501).contains("anthropic"));
+    assert!(error_message(&body, 501).contains("replicate"));
     assert!(
         gw.logs().contains("is not supported by Sluice yet"),
         "{}",

@@ -3,51 +3,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use support::*;
 
-/// `target/sdk-venv` with the pinned SDK installed; created once.
-fn python_with_openai() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("sdk-venv");
-    let python = venv.join("bin").join("python");
-    let requirements = root.join("tests").join("sdk").join("requirements.txt");
-    let stamp = venv.join(".requirements");
-    let wanted = std::fs::read_to_string(&requirements).expect("requirements.txt");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is needed for the SDK test (scripts/test installs it)");
-    assert!(status.success(), "python3 -m venv failed");
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .expect("pip");
-    assert!(
-        status.success(),
-        "installing the OpenAI SDK failed (PyPI must be reachable)"
-    );
-    std::fs::write(&stamp, wanted).expect("stamp");
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_sdk_works_against_sluice() {
-    let python = tokio::task::spawn_blocking(python_with_openai)
+    let python = tokio::task::spawn_blocking(support::python_with_openai)
         .await
         .unwrap();
     let mock = MockProvider::start(MockConfig::default()).await;

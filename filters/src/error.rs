@@ -18,6 +18,9 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Extra response headers, e.g. `retry-after`.
     pub headers: Vec<(&'static str, String)>,
+    /// The `code` field; `None` renders the status as a string (LiteLLM's convention). Provider
+    /// errors carry the provider's code or a normalized one (`context_length_exceeded`, ...).
+    pub code: Option<String>,
 }
 
 impl ApiError {
@@ -28,7 +31,13 @@ impl ApiError {
             message: message.into(),
             param: None,
             headers: Vec::new(),
+            code: None,
         }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -109,7 +118,7 @@ impl ApiError {
                 "message": self.message,
                 "type": self.kind,
                 "param": self.param,
-                "code": self.status.as_u16().to_string(),
+                "code": self.code.clone().unwrap_or_else(|| self.status.as_u16().to_string()),
             }
         });
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())

@@ -21,6 +21,7 @@ use http::header::HeaderName;
 use serde_yaml::{Mapping, Value};
 
 use crate::pricing::{ModelPrice, PriceTable};
+use crate::providers::translate::ParamPolicy;
 use crate::providers::{self, ProviderSpec, Wire};
 use env::Env;
 use keys::Section;
@@ -126,6 +127,12 @@ pub struct DeploymentConfig {
     /// `model_info` as configured, with `id` filled in.
     pub model_info: serde_json::Value,
     pub price: Option<ModelPrice>,
+    /// `drop_params` / `additional_drop_params` for this deployment.
+    pub params: ParamPolicy,
+    /// Azure's `api-version` (`api_version`, else `AZURE_API_VERSION`, else the GA default).
+    pub api_version: Option<String>,
+    /// Azure Entra ID token: sent as `Authorization: Bearer` instead of the `api-key` header.
+    pub azure_ad_token: Option<Secret>,
 }
 
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.
@@ -432,10 +439,14 @@ impl Builder<'_> {
         };
 
         // --- model_list
+        let drop_params = get(&litellm, "drop_params")
+            .and_then(|v| self.boolean(v, "litellm_settings.drop_params"))
+            .unwrap_or(false);
         let defaults = DeploymentDefaults {
             timeout: default_timeout,
             stream_timeout: router_stream_timeout,
             env: &env,
+            drop_params,
         };
         let deployments = match section("model_list") {
             None | Some(Value::Null) => Vec::new(),
@@ -743,7 +754,7 @@ impl Builder<'_> {
             &format!("{params_path}.model"),
         )?;
 
-        let spec = providers::openai_compatible(&provider);
+        let spec = providers::spec(&provider);
         if spec.is_none() {
             self.report.warn(
                 &format!("{params_path}.model"),
@@ -781,6 +792,28 @@ impl Builder<'_> {
         if let Some(v) = param("extra_headers") {
             extra_headers = self.header_map(v, &format!("{params_path}.extra_headers"));
         }
+        let drop_params = param("drop_params")
+            .and_then(|v| self.boolean(v, &format!("{params_path}.drop_params")))
+            .unwrap_or(defaults.drop_params);
+        let always_drop = param("additional_drop_params")
+            .map(|v| self.string_list(v, &format!("{params_path}.additional_drop_params")))
+            .unwrap_or_default();
+        let api_version = if provider == "azure" {
+            param("api_version")
+                .and_then(|v| self.string(v, &format!("{params_path}.api_version")))
+                .or_else(|| defaults.env.get("AZURE_API_VERSION"))
+                .or_else(|| Some(providers::azure::DEFAULT_API_VERSION.to_string()))
+        } else {
+            None
+        };
+        let azure_ad_token = if provider == "azure" {
+            param("azure_ad_token")
+                .and_then(|v| self.string(v, &format!("{params_path}.azure_ad_token")))
+                .or_else(|| defaults.env.get("AZURE_AD_TOKEN"))
+                .map(Secret::new)
+        } else {
+            None
+        };
         if let Some(org) = param("organization")
             .and_then(|v| self.string(v, &format!("{params_path}.organization")))
         {
@@ -880,6 +913,12 @@ impl Builder<'_> {
             public_params: public_params(&raw_params),
             model_info,
             price,
+            params: ParamPolicy {
+                drop_unsupported: drop_params,
+                always_drop,
+            },
+            api_version,
+            azure_ad_token,
         })
     }
 
@@ -1186,6 +1225,8 @@ struct DeploymentDefaults<'e> {
     timeout: f64,
     stream_timeout: Option<f64>,
     env: &'e Env,
+    /// `litellm_settings.drop_params`.
+    drop_params: bool,
 }
 
 /// Replaces every `os.environ/NAME` string in the tree by the variable's value (or null), and

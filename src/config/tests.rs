@@ -353,9 +353,9 @@ fn providers_not_translated_yet_are_a_warning_not_a_refusal() {
         r#"
 model_list:
   - model_name: claude
-    litellm_params: {model: anthropic/claude-3-5-sonnet-20240620}
+    litellm_params: {model: replicate/meta/llama-3-70b}
   - model_name: mixed
-    litellm_params: {model: anthropic/claude-3-5-sonnet-20240620}
+    litellm_params: {model: replicate/meta/llama-3-70b}
   - model_name: mixed
     litellm_params: {model: openai/gpt-4o}
 "#,
@@ -363,7 +363,7 @@ model_list:
     );
     assert!(report.warnings.iter().any(|w| {
         w.message
-            .contains("\"anthropic\" is not supported by Sluice yet")
+            .contains("\"replicate\" is not supported by Sluice yet")
     }));
     assert!(c.deployment(0).wire.is_none());
     // A group with only unsupported deployments still routes (and answers 501); a mixed group

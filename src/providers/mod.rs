@@ -7,8 +7,17 @@
 //! a LiteLLM config means the same upstream here. Providers with their own wire format get one
 //! file each as they are implemented.
 
+pub mod anthropic;
+pub mod azure;
+pub mod codec;
+pub mod cohere;
+pub mod gemini;
+pub mod ollama;
 pub mod openai;
 pub mod sse;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod translate;
 
 /// The wire format a provider speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +26,28 @@ pub enum Wire {
     OpenAi,
     /// OpenAI wire format, but only `/completions` (`text-completion-openai/`).
     OpenAiTextCompletion,
+    /// Azure OpenAI: OpenAI bodies, deployment URLs with `api-version`, `api-key` header.
+    Azure,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini (Generative Language API).
+    Gemini,
+    /// Ollama's native `/api/chat`.
+    OllamaChat,
+    /// Ollama's native `/api/generate`.
+    Ollama,
+    /// Cohere v2 chat.
+    Cohere,
+}
+
+impl Wire {
+    /// Whether responses need translating (everything but the OpenAI-format wires).
+    pub fn translates(self) -> bool {
+        !matches!(
+            self,
+            Wire::OpenAi | Wire::OpenAiTextCompletion | Wire::Azure
+        )
+    }
 }
 
 /// Defaults and wire format of an OpenAI-compatible provider prefix.
@@ -323,19 +354,12 @@ pub static OPENAI_COMPATIBLE: &[ProviderSpec] = &[
 /// LiteLLM providers with their own wire format that Sluice does not translate yet. A deployment
 /// using one is kept out of routing (with a start-up warning) instead of failing the config.
 pub static NOT_YET_TRANSLATED: &[&str] = &[
-    "azure",
-    "anthropic",
     "anthropic_text",
-    "gemini",
     "vertex_ai",
     "vertex_ai_beta",
     "bedrock",
     "sagemaker",
     "sagemaker_chat",
-    "ollama",
-    "ollama_chat",
-    "cohere",
-    "cohere_chat",
     "replicate",
     "huggingface",
     "watsonx",
@@ -395,15 +419,124 @@ pub static NOT_YET_TRANSLATED: &[&str] = &[
     "zai",
 ];
 
+/// Providers with their own wire format, with LiteLLM's defaults.
+pub static TRANSLATED: &[ProviderSpec] = &[
+    ProviderSpec {
+        prefix: "azure",
+        wire: Wire::Azure,
+        base_env: &["AZURE_API_BASE"],
+        default_base: None,
+        key_env: &["AZURE_OPENAI_API_KEY", "AZURE_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "anthropic",
+        wire: Wire::Anthropic,
+        base_env: &["ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"],
+        default_base: Some("https://api.anthropic.com"),
+        key_env: &["ANTHROPIC_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "gemini",
+        wire: Wire::Gemini,
+        base_env: &["GEMINI_API_BASE"],
+        default_base: Some("https://generativelanguage.googleapis.com/v1beta"),
+        key_env: &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "ollama_chat",
+        wire: Wire::OllamaChat,
+        base_env: &["OLLAMA_API_BASE"],
+        default_base: Some("http://localhost:11434"),
+        key_env: &["OLLAMA_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "ollama",
+        wire: Wire::Ollama,
+        base_env: &["OLLAMA_API_BASE"],
+        default_base: Some("http://localhost:11434"),
+        key_env: &["OLLAMA_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "cohere_chat",
+        wire: Wire::Cohere,
+        base_env: &["COHERE_API_BASE"],
+        default_base: Some(cohere::DEFAULT_ENDPOINT),
+        key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
+        prefix: "cohere",
+        wire: Wire::Cohere,
+        base_env: &["COHERE_API_BASE"],
+        default_base: Some(cohere::DEFAULT_ENDPOINT),
+        key_env: &["COHERE_API_KEY", "CO_API_KEY"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+];
+
 /// The spec of an OpenAI-compatible prefix.
 pub fn openai_compatible(prefix: &str) -> Option<&'static ProviderSpec> {
     OPENAI_COMPATIBLE.iter().find(|s| s.prefix == prefix)
+}
+
+/// The spec of any provider Sluice routes to.
+pub fn spec(prefix: &str) -> Option<&'static ProviderSpec> {
+    OPENAI_COMPATIBLE
+        .iter()
+        .chain(TRANSLATED)
+        .find(|s| s.prefix == prefix)
+}
+
+/// The headers every upstream request of a deployment carries, for its wire format.
+pub fn deployment_headers(d: &crate::config::DeploymentConfig) -> http::HeaderMap {
+    let mut headers = openai::base_headers(&d.deployment, &d.static_headers);
+    let key = d.deployment.api_key.as_ref().map(|k| k.expose());
+    match d.wire {
+        Some(Wire::Azure) => azure::auth_headers(
+            key,
+            d.azure_ad_token.as_ref().map(|t| t.expose()),
+            &mut headers,
+        ),
+        Some(Wire::Anthropic) => anthropic::base_headers(key, &mut headers),
+        Some(Wire::Gemini) => gemini::base_headers(key, &mut headers),
+        _ => {}
+    }
+    // Configured extra headers win over the defaults (e.g. `anthropic-version`, `anthropic-beta`).
+    for (name, value) in &d.deployment.extra_headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers
 }
 
 /// Every provider name LiteLLM knows (for "did you mean" on a misspelt prefix).
 pub fn known_provider_names() -> impl Iterator<Item = &'static &'static str> {
     OPENAI_COMPATIBLE
         .iter()
+        .chain(TRANSLATED)
         .map(|s| &s.prefix)
         .chain(NOT_YET_TRANSLATED.iter())
 }
@@ -455,6 +588,7 @@ mod docs_tests {
         let docs = include_str!("../../docs/configuration.md");
         let missing: Vec<String> = OPENAI_COMPATIBLE
             .iter()
+            .chain(TRANSLATED)
             .map(docs_row)
             .filter(|row| !docs.contains(row.as_str()))
             .collect();

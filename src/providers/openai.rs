@@ -28,6 +28,10 @@ pub struct UpstreamRequest {
     pub body: Bytes,
     /// The gateway added `stream_options.include_usage`; the client must not see the extra chunk.
     pub injected_usage: bool,
+    /// `response_format` travels as a forced tool whose input is the answer (Anthropic).
+    pub json_tool: bool,
+    /// The client asked for `stream_options.include_usage` (translated streams).
+    pub include_usage: bool,
 }
 
 /// What encoding needs to know about the deployment.
@@ -37,6 +41,28 @@ pub struct Target<'a> {
     pub upstream_model: &'a str,
     /// From [`base_headers`].
     pub headers: &'a HeaderMap,
+    /// The model's output limit from the price table (Anthropic's mandatory `max_tokens`).
+    pub max_output_tokens: Option<u64>,
+    /// Azure's `api-version`.
+    pub api_version: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(
+        wire: Wire,
+        base: &'a UpstreamUrl,
+        upstream_model: &'a str,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        Target {
+            wire,
+            base,
+            upstream_model,
+            headers,
+            max_output_tokens: None,
+            api_version: None,
+        }
+    }
 }
 
 /// The headers every request to this deployment carries: content type, `Authorization: Bearer`
@@ -97,6 +123,8 @@ pub fn encode(
         headers,
         body,
         injected_usage: inject,
+        json_tool: false,
+        include_usage: view.stream && !inject,
     })
 }
 
@@ -131,12 +159,7 @@ mod tests {
     }
 
     fn target<'a>(base: &'a UpstreamUrl, wire: Wire, headers: &'a HeaderMap) -> Target<'a> {
-        Target {
-            wire,
-            base,
-            upstream_model: "meta-llama/Llama-3.1-8B",
-            headers,
-        }
+        Target::new(wire, base, "meta-llama/Llama-3.1-8B", headers)
     }
 
     #[test]

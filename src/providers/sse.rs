@@ -24,6 +24,8 @@ pub struct SseRewriter {
     saw_done: bool,
     upstream_error: Option<String>,
     events: u64,
+    /// Drop chunks with `choices: []` and no usage (Azure's content-filter preamble).
+    drop_choiceless: bool,
 }
 
 impl SseRewriter {
@@ -36,7 +38,15 @@ impl SseRewriter {
             saw_done: false,
             upstream_error: None,
             events: 0,
+            drop_choiceless: false,
         }
+    }
+
+    /// Azure starts streams with a chunk that has no choices, an empty id and model, and only
+    /// `prompt_filter_results` (`providers.md` 2.3); clients that index `choices[0]` break on it.
+    pub fn dropping_choiceless_chunks(mut self) -> Self {
+        self.drop_choiceless = true;
+        self
     }
 
     /// Processes one upstream chunk, appending the complete events it finishes to `out`.
@@ -120,6 +130,9 @@ impl SseRewriter {
             self.upstream_error = Some(error_message(data));
         }
         if self.hide_usage_chunk && fields.empty_choices && fields.usage.is_some() {
+            return;
+        }
+        if self.drop_choiceless && fields.empty_choices && fields.usage.is_none() {
             return;
         }
         match fields.model {

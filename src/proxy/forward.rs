@@ -33,8 +33,11 @@ use super::respond;
 use crate::access_log::Millis;
 use crate::app::App;
 use crate::config::DeploymentConfig;
-use crate::providers::openai::{self, Target, UpstreamRequest};
-use crate::providers::sse::{SseRewriter, quote, rewrite_json_response};
+use crate::providers::Wire;
+use crate::providers::codec::{self, StreamDecoder};
+use crate::providers::openai::{Target, UpstreamRequest};
+use crate::providers::sse::{quote, rewrite_json_response};
+use crate::providers::translate::DecodeOptions;
 use crate::upstream::Endpoint;
 
 const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
@@ -137,17 +140,22 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
     };
     let upstream_model = deployment.model_for(plan.wildcard_capture.as_deref());
     let target = Target {
-        wire,
-        base,
-        upstream_model: &upstream_model,
-        headers: &app.upstream_headers[deployment.index],
+        max_output_tokens: dc.price.as_ref().and_then(|p| p.max_output_tokens),
+        api_version: dc.api_version.as_deref(),
+        ..Target::new(
+            wire,
+            base,
+            &upstream_model,
+            &app.upstream_headers[deployment.index],
+        )
     };
-    let request = match openai::encode(
+    let request = match codec::encode(
         endpoint,
         &target,
         &view,
         &body,
         app.config.server.inject_stream_usage,
+        &dc.params,
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -164,6 +172,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         plan: &plan,
         request: &request,
         stream: view.stream,
+        wire,
         max_response: app.config.max_response_body_bytes,
     };
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
@@ -183,6 +192,7 @@ struct Exchange<'a> {
     plan: &'a RoutePlan,
     request: &'a UpstreamRequest,
     stream: bool,
+    wire: Wire,
     max_response: usize,
 }
 
@@ -216,7 +226,7 @@ impl Exchange<'_> {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if status >= 400 {
             boxed(|| self.pass_error(session, ctx, &mut up, &head, started)).await;
-        } else if self.stream && is_sse {
+        } else if self.stream && (is_sse || self.wire.translates()) {
             self.stream_body(session, ctx, &mut up, &head, started)
                 .await;
         } else {
@@ -334,7 +344,9 @@ impl Exchange<'_> {
         };
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.failure = Some((status, class_of_status(status)));
-        let body = if is_openai_error(&body) {
+        let body = if self.wire.translates() {
+            codec::decode_error(self.wire, status, &body).body()
+        } else if is_openai_error(&body) {
             body
         } else {
             let text = String::from_utf8_lossy(&body);
@@ -381,14 +393,33 @@ impl Exchange<'_> {
             }
         };
         ctx.record.upstream_elapsed = Some(started.elapsed());
-        let content_type = head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_string();
+        let content_type = if self.wire.translates() {
+            "application/json".to_string()
+        } else {
+            head.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string()
+        };
         let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
-        let body = if content_type.starts_with("application/json") && !encoded {
+        let body = if self.wire.translates() {
+            match codec::decode_body(
+                self.wire,
+                &body,
+                &self.decode_options(),
+                self.request.json_tool,
+            ) {
+                Ok((body, usage)) => {
+                    ctx.record.usage = Some(usage);
+                    body
+                }
+                Err(e) => {
+                    self.fail(session, ctx, Failure::Api(e)).await;
+                    return;
+                }
+            }
+        } else if content_type.starts_with("application/json") && !encoded {
             match rewrite_json_response(body, &quote(&self.plan.requested_model)) {
                 Ok((body, usage)) => {
                     ctx.record.usage = usage;
@@ -453,8 +484,7 @@ impl Exchange<'_> {
             up.shutdown().await;
             return;
         }
-        let mut rewriter =
-            SseRewriter::new(&self.plan.requested_model, self.request.injected_usage);
+        let mut rewriter = StreamDecoder::new(self.wire, self.request, self.decode_options());
         let mut out = BytesMut::with_capacity(4096);
         loop {
             let next = tokio::select! {
@@ -519,7 +549,7 @@ impl Exchange<'_> {
                     };
                     ctx.record.failure =
                         Some((error.status.as_u16(), respond::error_class(&error)));
-                    rewriter.finish(&mut out);
+                    rewriter.abort(&mut out);
                     out.extend_from_slice(&error.sse_event());
                     let tail = out.split().freeze();
                     ctx.record.response_bytes += tail.len() as u64;
@@ -532,6 +562,17 @@ impl Exchange<'_> {
         }
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.usage = rewriter.usage();
+    }
+
+    fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            model_override: Some(self.plan.requested_model.to_string()),
+            fallback_model: self.plan.requested_model.to_string(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            include_usage: self.request.include_usage,
+        }
     }
 
     /// The response header for the client: status, content type, the upstream's headers as

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -298,4 +298,41 @@ pub fn error_message(body: &serde_json::Value, status: u16) -> String {
         "{body}"
     );
     err["message"].as_str().expect("message").to_string()
+}
+
+/// `target/sdk-venv` with the pinned SDK installed; created once.
+pub fn python_with_openai() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    let requirements = root.join("tests").join("sdk").join("requirements.txt");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+        return python;
+    }
+    let status = std::process::Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .expect("python3 is needed for the SDK test (scripts/test installs it)");
+    assert!(status.success(), "python3 -m venv failed");
+    let status = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements)
+        .status()
+        .expect("pip");
+    assert!(
+        status.success(),
+        "installing the OpenAI SDK failed (PyPI must be reachable)"
+    );
+    std::fs::write(&stamp, wanted).expect("stamp");
+    python
 }

@@ -33,6 +33,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+pub mod formats;
+use formats::{Answer, Format};
+
 /// Server-wide defaults.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -175,6 +178,7 @@ impl MockProvider {
     async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, std::io::Error>> {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
         let headers: HashMap<String, String> = req
             .headers()
             .iter()
@@ -189,26 +193,36 @@ impl MockProvider {
             Ok(b) => b.to_bytes(),
             Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body"),
         };
-        let route = path.strip_prefix("/v1").unwrap_or(&path).to_string();
-        match (method.as_str(), route.as_str()) {
-            ("GET", "/models") => return json_response(StatusCode::OK, &models()),
-            ("GET", "/__mock/calls") => {
-                let by_path = self.state.by_path.lock().clone();
-                return json_response(
-                    StatusCode::OK,
-                    &json!({"calls": self.calls(), "by_path": by_path}),
-                );
-            }
-            ("POST", "/__mock/reset") => {
-                self.reset();
-                return json_response(StatusCode::OK, &json!({"reset": true}));
-            }
-            ("POST", "/chat/completions" | "/completions" | "/embeddings") => {}
-            _ => {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    &openai_error("Invalid URL (POST /nope)", "invalid_request_error", None),
-                );
+        let format = Format::of(&method, &path);
+        let route = match format {
+            // `/openai/deployments/{deployment}/chat/completions` answers like `/chat/completions`.
+            Some(Format::Azure) => path
+                .strip_prefix("/openai/deployments/")
+                .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
+                .unwrap_or_default(),
+            _ => path.strip_prefix("/v1").unwrap_or(&path).to_string(),
+        };
+        if format.is_none() {
+            match (method.as_str(), route.as_str()) {
+                ("GET", "/models") => return json_response(StatusCode::OK, &models()),
+                ("GET", "/__mock/calls") => {
+                    let by_path = self.state.by_path.lock().clone();
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"calls": self.calls(), "by_path": by_path}),
+                    );
+                }
+                ("POST", "/__mock/reset") => {
+                    self.reset();
+                    return json_response(StatusCode::OK, &json!({"reset": true}));
+                }
+                ("POST", "/chat/completions" | "/completions" | "/embeddings") => {}
+                _ => {
+                    return json_response(
+                        StatusCode::NOT_FOUND,
+                        &openai_error("Invalid URL (POST /nope)", "invalid_request_error", None),
+                    );
+                }
             }
         }
         self.state.calls.fetch_add(1, Ordering::SeqCst);
@@ -220,10 +234,27 @@ impl MockProvider {
             }
             recorded.push(Recorded {
                 method,
-                path,
-                headers,
+                path: path.clone(),
+                headers: headers.clone(),
                 body: body.clone(),
             });
+        }
+        if let Some(format) = format {
+            let request: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &formats::error_body(format, 400, &format!("invalid JSON: {e}")),
+                    );
+                }
+            };
+            if let Err(refusal) = formats::validate(format, &headers, &query, &request) {
+                return json_response(refusal.status, &refusal.body);
+            }
+            if format != Format::Azure {
+                return self.provider_call(format, &path, &request).await;
+            }
         }
         let request: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -295,6 +326,118 @@ impl MockProvider {
         }
     }
 
+    /// A call in a provider's own format (Anthropic, Gemini, Ollama, Cohere).
+    async fn provider_call(
+        &self,
+        format: Format,
+        path: &str,
+        request: &Value,
+    ) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let mut plan = Plan::new(&self.config, request);
+        if plan.model.is_empty() {
+            // Gemini names the model in the path.
+            plan.model = path
+                .rsplit('/')
+                .next()
+                .and_then(|m| m.split(':').next())
+                .unwrap_or("mock")
+                .to_string();
+        }
+        if !plan.latency.is_zero() {
+            tokio::time::sleep(plan.latency).await;
+        }
+        if let Some(status) = plan.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = match (format, status.as_u16()) {
+                (Format::Anthropic, 529) => "Overloaded".to_string(),
+                (Format::Anthropic, 400) if plan.context_overflow => {
+                    "prompt is too long: 208656 tokens > 200000 maximum".to_string()
+                }
+                (_, s) => format!("mock failure with status {s}"),
+            };
+            let mut response = json_response(
+                status,
+                &formats::error_body(format, status.as_u16(), &message),
+            );
+            if status.as_u16() == 429 {
+                response
+                    .headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static("1"));
+            }
+            return response;
+        }
+        let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
+        let answer = Answer {
+            id: format!("mock-{}-{n}", format.name()),
+            model: &plan.model,
+            words: plan.words(),
+            tool_call: request["mock"]["tool_call"].as_object().map(|t| {
+                (
+                    t.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("tool")
+                        .to_string(),
+                    t.get("arguments").cloned().unwrap_or_else(|| json!({})),
+                )
+            }),
+            prompt_tokens: prompt_tokens_any(request),
+        };
+        let streaming = match format {
+            Format::Gemini { stream } => stream,
+            // Ollama streams unless told not to.
+            Format::OllamaChat | Format::OllamaGenerate => {
+                request["stream"].as_bool() != Some(false)
+            }
+            _ => request["stream"].as_bool() == Some(true),
+        };
+        if !streaming {
+            return json_response(StatusCode::OK, &answer.body(format));
+        }
+        let mut frames = answer.frames(format);
+        if let Some(after) = plan.stream_error_after {
+            frames.truncate(after);
+            frames.push(Answer::stream_error(format));
+        }
+        self.paced(frames, plan, Answer::content_type(format))
+    }
+
+    /// Sends frames with the plan's pacing (and reset), noticing a client that leaves early.
+    fn paced(
+        &self,
+        frames: Vec<Bytes>,
+        plan: Plan,
+        content_type: &'static str,
+    ) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let total = frames.len();
+            for (i, frame) in frames.into_iter().enumerate() {
+                if i > 0 && !plan.chunk_delay.is_zero() {
+                    tokio::time::sleep(plan.chunk_delay).await;
+                }
+                if plan.reset_after_chunks == Some(i) {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("mock reset mid-stream")))
+                        .await;
+                    return;
+                }
+                if tx.send(Ok(Frame::data(frame))).await.is_err() {
+                    if i + 1 < total {
+                        state.streams_cut_by_client.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", content_type)
+            .header("x-mock-provider", "mock")
+            .body(BoxBody::new(StreamBody::new(ReceiverStream(rx))))
+            .expect("response")
+    }
+
     fn embeddings(&self, request: &Value, plan: &Plan) -> Response<BoxBody<Bytes, std::io::Error>> {
         let inputs: Vec<String> = match &request["input"] {
             Value::String(s) => vec![s.clone()],
@@ -336,7 +479,18 @@ impl MockProvider {
     ) -> Response<BoxBody<Bytes, std::io::Error>> {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
-        let prompt_tokens = prompt_tokens(request);
+        let prompt_tokens = prompt_tokens_any(request);
+        let request_tool_call = request["mock"]["tool_call"].as_object().map(|t| {
+            (
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("tool")
+                    .to_string(),
+                t.get("arguments")
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "{}".into()),
+            )
+        });
         let state = self.state.clone();
         tokio::spawn(async move {
             let id = format!("chatcmpl-mock-{n}");
@@ -346,7 +500,12 @@ impl MockProvider {
             } else {
                 "text_completion"
             };
-            let words = plan.words();
+            let tool_call = request_tool_call.clone();
+            let words = if tool_call.is_some() {
+                Vec::new()
+            } else {
+                plan.words()
+            };
             let mut events: Vec<Value> = Vec::new();
             if chat {
                 events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
@@ -360,14 +519,24 @@ impl MockProvider {
                 };
                 events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [choice]}));
             }
+            if let Some((name, args)) = &tool_call {
+                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                    "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": name, "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]}));
+                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                    "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "logprobs": null, "finish_reason": null}]}));
+            }
             let last = if chat {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"})
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": if tool_call.is_some() { "tool_calls" } else { "stop" }})
             } else {
                 json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
             };
             events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [last]}));
             if include_usage {
-                let completion_tokens = words.len() as u64;
+                let completion_tokens = if tool_call.is_some() {
+                    5
+                } else {
+                    words.len() as u64
+                };
                 events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [],
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}));
             }
@@ -418,6 +587,10 @@ struct Plan {
     invalid_json: bool,
     model: String,
     content: Option<String>,
+    /// Provider formats: replace the frames after this many by the provider's error event.
+    stream_error_after: Option<usize>,
+    /// Anthropic 400: say "prompt is too long".
+    context_overflow: bool,
 }
 
 impl Plan {
@@ -440,6 +613,8 @@ impl Plan {
                 .or_else(|| request["model"].as_str().map(str::to_owned))
                 .unwrap_or_default(),
             content: m["content"].as_str().map(str::to_owned),
+            stream_error_after: m["stream_error_after"].as_u64().map(|c| c as usize),
+            context_overflow: m["context_overflow"].as_bool() == Some(true),
         }
     }
 
@@ -464,7 +639,7 @@ fn completion(request: &Value, plan: &Plan, chat: bool, n: u64) -> Value {
         .content
         .clone()
         .unwrap_or_else(|| plan.words().concat());
-    let prompt_tokens = prompt_tokens(request);
+    let prompt_tokens = prompt_tokens_any(request);
     let completion_tokens = plan
         .content
         .as_deref()
@@ -472,10 +647,23 @@ fn completion(request: &Value, plan: &Plan, chat: bool, n: u64) -> Value {
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}});
     if chat {
+        let (message, finish) = match request["mock"]["tool_call"].as_object() {
+            Some(t) => (
+                json!({"role": "assistant", "content": null, "refusal": null, "annotations": [], "tool_calls": [{
+                    "id": "call_mock1", "type": "function", "function": {
+                        "name": t.get("name").and_then(Value::as_str).unwrap_or("tool"),
+                        "arguments": t.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into())}}]}),
+                "tool_calls",
+            ),
+            None => (
+                json!({"role": "assistant", "content": content, "refusal": null, "annotations": []}),
+                "stop",
+            ),
+        };
         json!({
             "id": format!("chatcmpl-mock-{n}"), "object": "chat.completion", "created": now(), "model": plan.model,
             "system_fingerprint": "fp_mock", "service_tier": "default",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null, "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": usage
         })
     } else {
@@ -492,19 +680,30 @@ fn tokens_of(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4).max(1)
 }
 
-fn prompt_tokens(request: &Value) -> u64 {
-    match (&request["messages"], &request["prompt"]) {
-        (Value::Array(messages), _) => messages
-            .iter()
-            .map(|m| match &m["content"] {
-                Value::String(s) => tokens_of(s),
-                other => tokens_of(&other.to_string()),
-            })
-            .sum(),
-        (_, Value::String(p)) => tokens_of(p),
-        (_, other) if !other.is_null() => tokens_of(&other.to_string()),
-        _ => 1,
+/// Prompt tokens of a request in any provider format: the characters of every text it carries
+/// (`content`, `text`, `system`, `prompt` strings, wherever they sit) over four, so the same
+/// conversation counts the same in every format.
+fn prompt_tokens_any(request: &Value) -> u64 {
+    fn walk(v: &Value, chars: &mut u64) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("mock", _) => {}
+                        ("content" | "text" | "system" | "prompt", Value::String(s)) => {
+                            *chars += s.chars().count() as u64
+                        }
+                        _ => walk(v, chars),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, chars)),
+            _ => {}
+        }
     }
+    let mut chars = 0;
+    walk(request, &mut chars);
+    chars.div_ceil(4).max(1)
 }
 
 fn models() -> Value {

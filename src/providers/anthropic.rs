@@ -1,0 +1,621 @@
+//! Anthropic Messages API codec (`anthropic/` deployments): OpenAI chat request to
+//! `POST {api_base}/v1/messages`, and the answer (JSON or SSE events) back to OpenAI's shapes.
+//! Called by the forwarder inside Pingora's `request_filter`; pure and Pingora-free.
+//!
+//! Mapping rules and test vectors: `providers.md` sections 3, 8 and 9.1/9.2. `response_format`
+//! travels as a forced tool (`json_tool_call`, as LiteLLM does) whose input comes back as the
+//! message content.
+
+use bytes::{Bytes, BytesMut};
+use filters::ApiError;
+use filters::usage::Usage;
+use http::HeaderValue;
+use serde_json::{Map, Value, json};
+
+use super::openai::{Target, UpstreamRequest};
+use super::translate::{
+    ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
+    SseEvents, StreamState, Tokens, ToolChoice, compact, upstream_error,
+};
+
+pub const API_VERSION: &str = "2023-06-01";
+/// `max_tokens` is mandatory; used when neither the request nor the price table gives one.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+/// The tool that carries `response_format` (LiteLLM's name for it).
+pub const JSON_TOOL: &str = "json_tool_call";
+
+/// OpenAI parameters this codec maps.
+pub const SUPPORTED: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "user",
+    "safety_identifier",
+    "reasoning_effort",
+    "functions",
+    "function_call",
+];
+
+/// What goes after `api_base`: `/v1/messages`, or nothing when the base already ends so.
+pub fn suffix(base_path: &str) -> &'static str {
+    if base_path.trim_end_matches('/').ends_with("/v1/messages") {
+        ""
+    } else {
+        "/v1/messages"
+    }
+}
+
+/// Headers of every request: `x-api-key` and `anthropic-version` (plus configured extras).
+pub fn base_headers(key: Option<&str>, headers: &mut http::HeaderMap) {
+    headers.remove(http::header::AUTHORIZATION);
+    if let Some(key) = key
+        && let Ok(mut v) = HeaderValue::from_str(key)
+    {
+        v.set_sensitive(true);
+        headers.insert("x-api-key", v);
+    }
+    headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+}
+
+/// Encodes an OpenAI chat request for the Messages API.
+pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, ApiError> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(ApiError::bad_request("anthropic does not support n > 1").with_param("n"));
+    }
+    let json_mode = matches!(
+        req.response_format,
+        Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+    );
+    let mut body = Map::new();
+    body.insert("model".into(), target.upstream_model.into());
+    body.insert(
+        "max_tokens".into(),
+        req.max_tokens
+            .or(target.max_output_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS)
+            .into(),
+    );
+    let system: Vec<(&str, Option<&Value>)> = req.system_texts().collect();
+    match system.as_slice() {
+        [] => {}
+        [(text, None)] => {
+            body.insert("system".into(), (*text).into());
+        }
+        blocks => {
+            let blocks: Vec<Value> = blocks
+                .iter()
+                .map(|(text, cache)| {
+                    let mut b = json!({"type": "text", "text": text});
+                    if let Some(c) = cache {
+                        b["cache_control"] = (*c).clone();
+                    }
+                    b
+                })
+                .collect();
+            body.insert("system".into(), Value::Array(blocks));
+        }
+    }
+    body.insert("messages".into(), Value::Array(messages(&req.messages)));
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| {
+            let mut tool = Map::new();
+            tool.insert("name".into(), t.name.clone().into());
+            if let Some(d) = &t.description {
+                tool.insert("description".into(), d.clone().into());
+            }
+            tool.insert(
+                "input_schema".into(),
+                t.parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            );
+            Value::Object(tool)
+        })
+        .collect();
+    let mut tool_choice = match &req.tool_choice {
+        None if req.parallel_tool_calls == Some(false) && !tools.is_empty() => {
+            Some(json!({"type": "auto"}))
+        }
+        None => None,
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::None) => Some(json!({"type": "none"})),
+        Some(ToolChoice::Function(name)) => Some(json!({"type": "tool", "name": name})),
+    };
+    if req.parallel_tool_calls == Some(false)
+        && let Some(Value::Object(choice)) = &mut tool_choice
+        && choice.get("type").and_then(Value::as_str) != Some("none")
+    {
+        choice.insert("disable_parallel_tool_use".into(), true.into());
+    }
+    if json_mode {
+        let schema = match &req.response_format {
+            Some(ResponseFormat::JsonSchema { schema, .. }) => schema.clone(),
+            _ => json!({"type": "object"}),
+        };
+        tools.push(json!({"name": JSON_TOOL, "description": "Respond with a JSON object.", "input_schema": schema}));
+        tool_choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
+    }
+    if !tools.is_empty() {
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = tool_choice {
+        body.insert("tool_choice".into(), choice);
+    }
+    if let Some(t) = req.temperature {
+        body.insert("temperature".into(), t.clamp(0.0, 1.0).into());
+    }
+    if let Some(p) = req.top_p {
+        body.insert("top_p".into(), p.into());
+    }
+    if !req.stop.is_empty() {
+        body.insert("stop_sequences".into(), req.stop.clone().into());
+    }
+    if let Some(user) = &req.user {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if req.stream {
+        body.insert("stream".into(), true.into());
+    }
+    let mut extra = req.extra;
+    if let Some(effort) = extra
+        .remove("reasoning_effort")
+        .and_then(|v| v.as_str().map(str::to_owned))
+    {
+        let budget = match effort.as_str() {
+            "none" => None,
+            "minimal" | "low" => Some(1024),
+            "medium" => Some(2048),
+            _ => Some(4096),
+        };
+        if let Some(budget) = budget {
+            body.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
+        }
+    }
+    for (k, v) in extra {
+        body.entry(k).or_insert(v);
+    }
+    let mut headers = target.headers.clone();
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static(if req.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    Ok(UpstreamRequest {
+        method: http::Method::POST,
+        target: target.base.target(suffix(&target.base.path)),
+        headers,
+        body: Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
+        injected_usage: false,
+        json_tool: json_mode,
+        include_usage: req.include_usage,
+    })
+}
+
+/// OpenAI messages to Anthropic turns: system removed, tool results grouped into one user turn
+/// (a user message right after them joins it), text before tool_use blocks.
+fn messages(messages: &[Message]) -> Vec<Value> {
+    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut push = |role: &str, blocks: Vec<Value>| {
+        if let Some((last_role, last)) = out.last_mut()
+            && last_role == role
+        {
+            last.extend(blocks);
+            return;
+        }
+        out.push((role.to_string(), blocks));
+    };
+    for m in messages {
+        match m {
+            Message::System { .. } => {}
+            Message::User(parts) => {
+                let blocks = parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Text {
+                            text,
+                            cache_control,
+                        } => {
+                            let mut b = json!({"type": "text", "text": text});
+                            if let Some(c) = cache_control {
+                                b["cache_control"] = c.clone();
+                            }
+                            b
+                        }
+                        Part::Image(Image::Inline { mime, data }) => json!({
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": mime, "data": data}
+                        }),
+                        Part::Image(Image::Url(url)) => json!({
+                            "type": "image", "source": {"type": "url", "url": url}
+                        }),
+                    })
+                    .collect();
+                push("user", blocks);
+            }
+            Message::Assistant { text, tool_calls } => {
+                let mut blocks = Vec::new();
+                if let Some(t) = text {
+                    blocks.push(json!({"type": "text", "text": t}));
+                }
+                for c in tool_calls {
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}));
+                }
+                push("assistant", blocks);
+            }
+            Message::Tool {
+                call_id, content, ..
+            } => {
+                push(
+                    "user",
+                    vec![
+                        json!({"type": "tool_result", "tool_use_id": call_id, "content": content}),
+                    ],
+                );
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(role, blocks)| {
+            // A single plain text block is sent as a string, as the SDKs write it.
+            let content = match blocks.as_slice() {
+                [b] if b["type"] == "text" && b.get("cache_control").is_none() => b["text"].clone(),
+                _ => Value::Array(blocks),
+            };
+            json!({"role": role, "content": content})
+        })
+        .collect()
+}
+
+/// `stop_reason` to `finish_reason` (8.5).
+pub fn finish_reason(stop: &str, json_tool: bool) -> &'static str {
+    match stop {
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" if json_tool => "stop",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+fn count(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+/// Anthropic usage to OpenAI counts: prompt = input + cache creation + cache read (8.6).
+fn tokens(input: u64, cache_write: u64, cache_read: u64, output: u64) -> Tokens {
+    let prompt = input + cache_write + cache_read;
+    Tokens {
+        prompt,
+        completion: output,
+        total: prompt + output,
+        cached: cache_read,
+        cache_write,
+        reasoning: 0,
+    }
+}
+
+/// Decodes a non-streamed Messages response into an OpenAI chat completion.
+pub fn decode(
+    body: &[u8],
+    opts: &DecodeOptions,
+    json_tool: bool,
+) -> Result<(Bytes, Usage), ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_gateway("anthropic answered with a body that is not JSON"))?;
+    if v.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(error(200, body));
+    }
+    let mut content = String::new();
+    let mut has_text = false;
+    let mut reasoning: Option<String> = None;
+    let mut calls = Vec::new();
+    for block in v["content"].as_array().into_iter().flatten() {
+        match block["type"].as_str() {
+            Some("text") => {
+                content.push_str(block["text"].as_str().unwrap_or(""));
+                has_text = true;
+            }
+            Some("thinking") => reasoning
+                .get_or_insert_with(String::new)
+                .push_str(block["thinking"].as_str().unwrap_or("")),
+            Some("tool_use") if json_tool && block["name"] == JSON_TOOL => {
+                content = compact(&block["input"]);
+                has_text = true;
+            }
+            Some("tool_use") => calls.push((
+                block["id"].as_str().unwrap_or_default().to_string(),
+                block["name"].as_str().unwrap_or_default().to_string(),
+                compact(&block["input"]),
+            )),
+            _ => {}
+        }
+    }
+    let u = &v["usage"];
+    let t = tokens(
+        count(u, "input_tokens").unwrap_or(0),
+        count(u, "cache_creation_input_tokens").unwrap_or(0),
+        count(u, "cache_read_input_tokens").unwrap_or(0),
+        count(u, "output_tokens").unwrap_or(0),
+    );
+    let completion = Completion {
+        id: v["id"].as_str().unwrap_or_default(),
+        model: opts.model(v["model"].as_str()),
+        created: opts.created,
+        content: has_text.then_some(content),
+        reasoning,
+        tool_calls: calls,
+        finish_reason: finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"), json_tool),
+        tokens: t,
+    };
+    Ok((Bytes::from(completion.to_json()), t.usage()))
+}
+
+/// Maps an Anthropic error body (`{"type":"error","error":{"type","message"}}`) and its status.
+pub fn error(status: u16, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let kind = v.pointer("/error/type").and_then(Value::as_str);
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| super::translate::raw_message(body));
+    let status = match (status, kind) {
+        (200, Some(k)) => status_of(k),
+        (s, _) => s,
+    };
+    upstream_error(
+        status,
+        ProviderFailure {
+            context_window: message.starts_with("prompt is too long"),
+            quota: kind == Some("billing_error"),
+            code: kind,
+            message,
+            content_policy: false,
+        },
+    )
+}
+
+/// The status an error type arrives with (for error events inside a 200 stream).
+fn status_of(kind: &str) -> u16 {
+    match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+/// Streaming decoder: Anthropic SSE events to OpenAI chunks, as they arrive (table in 3.4).
+#[derive(Debug)]
+pub struct StreamDecoder {
+    opts: DecodeOptions,
+    json_tool: bool,
+    events: SseEvents,
+    state: StreamState,
+    /// Anthropic block index -> OpenAI tool index (`None`: the JSON tool, streamed as content).
+    tool_blocks: Vec<(u64, Option<usize>)>,
+    tools_seen: usize,
+    /// Tool blocks that have produced argument fragments.
+    tools_with_args: Vec<u64>,
+    input: (u64, u64, u64),
+    output: u64,
+    stop_reason: Option<String>,
+}
+
+impl StreamDecoder {
+    pub fn new(opts: DecodeOptions, json_tool: bool) -> Self {
+        StreamDecoder {
+            opts,
+            json_tool,
+            events: SseEvents::default(),
+            state: StreamState::default(),
+            tool_blocks: Vec::new(),
+            tools_seen: 0,
+            tools_with_args: Vec::new(),
+            input: (0, 0, 0),
+            output: 0,
+            stop_reason: None,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        let mut events = std::mem::take(&mut self.events);
+        events.feed(chunk, |name, data| self.event(name, data, out));
+        self.events = events;
+    }
+
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        let mut events = std::mem::take(&mut self.events);
+        events.finish(|name, data| self.event(name, data, out));
+        let finish = self
+            .stop_reason
+            .as_deref()
+            .map(|s| finish_reason(s, self.json_tool))
+            .unwrap_or("stop");
+        self.state.end(out, self.opts.include_usage, finish);
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.state.tokens.map(|t| t.usage())
+    }
+
+    pub fn upstream_error(&self) -> Option<&str> {
+        self.state.error.as_deref()
+    }
+
+    fn update_tokens(&mut self) {
+        let (i, w, r) = self.input;
+        self.state.tokens = Some(tokens(i, w, r, self.output));
+    }
+
+    fn event(&mut self, _name: &str, data: &str, out: &mut BytesMut) {
+        if self.state.closed {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        match v["type"].as_str().unwrap_or_default() {
+            "message_start" => {
+                let m = &v["message"];
+                let u = &m["usage"];
+                self.input = (
+                    count(u, "input_tokens").unwrap_or(0),
+                    count(u, "cache_creation_input_tokens").unwrap_or(0),
+                    count(u, "cache_read_input_tokens").unwrap_or(0),
+                );
+                self.update_tokens();
+                let model = self.opts.model(m["model"].as_str()).to_string();
+                self.state.start(
+                    out,
+                    m["id"].as_str().unwrap_or_default(),
+                    &model,
+                    self.opts.created,
+                );
+            }
+            "content_block_start" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                let block = &v["content_block"];
+                if block["type"] == "tool_use" {
+                    self.ensure_started(out);
+                    if self.json_tool && block["name"] == JSON_TOOL {
+                        self.tool_blocks.push((index, None));
+                    } else {
+                        let k = self.tools_seen;
+                        self.tools_seen += 1;
+                        self.tool_blocks.push((index, Some(k)));
+                        self.state.writer.tool_call_start(
+                            out,
+                            k,
+                            block["id"].as_str().unwrap_or_default(),
+                            block["name"].as_str().unwrap_or_default(),
+                        );
+                        self.state.output_seen = true;
+                    }
+                }
+            }
+            "content_block_delta" => {
+                self.ensure_started(out);
+                let index = v["index"].as_u64().unwrap_or(0);
+                let delta = &v["delta"];
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        self.state
+                            .writer
+                            .content(out, delta["text"].as_str().unwrap_or(""));
+                        self.state.output_seen = true;
+                    }
+                    Some("input_json_delta") => {
+                        let fragment = delta["partial_json"].as_str().unwrap_or("");
+                        if fragment.is_empty() {
+                            return;
+                        }
+                        match self.tool_blocks.iter().find(|(i, _)| *i == index) {
+                            Some((_, Some(k))) => {
+                                let k = *k;
+                                self.state.writer.tool_arguments(out, k, fragment);
+                                self.tools_with_args.push(index);
+                            }
+                            Some((_, None)) => self.state.writer.content(out, fragment),
+                            None => {}
+                        }
+                        self.state.output_seen = true;
+                    }
+                    Some("thinking_delta") => {
+                        let text = delta["thinking"].as_str().unwrap_or("");
+                        self.state.writer.delta(
+                            out,
+                            &format!(
+                                r#"{{"reasoning_content":{}}}"#,
+                                super::translate::quoted(text)
+                            ),
+                            None,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_stop" => {
+                let index = v["index"].as_u64().unwrap_or(0);
+                if let Some((_, Some(k))) = self.tool_blocks.iter().find(|(i, _)| *i == index)
+                    && !self.tools_with_args.contains(&index)
+                {
+                    let k = *k;
+                    self.state.writer.tool_arguments(out, k, "{}");
+                }
+            }
+            "message_delta" => {
+                let u = &v["usage"];
+                if let Some(o) = count(u, "output_tokens") {
+                    self.output = o;
+                }
+                if let Some(i) = count(u, "input_tokens") {
+                    self.input.0 = i;
+                }
+                if let Some(w) = count(u, "cache_creation_input_tokens") {
+                    self.input.1 = w;
+                }
+                if let Some(r) = count(u, "cache_read_input_tokens") {
+                    self.input.2 = r;
+                }
+                self.update_tokens();
+                if let Some(stop) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.ensure_started(out);
+                    self.stop_reason = Some(stop.to_string());
+                    self.state.output_seen = true;
+                    self.state.finish(out, finish_reason(stop, self.json_tool));
+                }
+            }
+            "message_stop" => {
+                let finish = self
+                    .stop_reason
+                    .as_deref()
+                    .map(|s| finish_reason(s, self.json_tool))
+                    .unwrap_or("stop");
+                self.state.end(out, self.opts.include_usage, finish);
+            }
+            "error" => {
+                let body = serde_json::to_vec(&v).unwrap_or_default();
+                self.state.fail(out, &error(200, &body));
+            }
+            _ => {} // ping and future event types
+        }
+    }
+
+    /// Providers should start with `message_start`; if one does not, start anyway.
+    fn ensure_started(&mut self, out: &mut BytesMut) {
+        if !self.state.role_sent {
+            let model = self.opts.model(None).to_string();
+            let id = super::translate::generated_id();
+            self.state.start(out, &id, &model, self.opts.created);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1278 @@
+//! What every translating codec (Anthropic, Gemini, Ollama, Cohere) shares: reading an OpenAI
+//! chat request into a provider-neutral form, the parameter policy (`drop_params`), and writing
+//! OpenAI responses and stream chunks. Pure functions, called by the forwarder inside Pingora's
+//! `request_filter` when it encodes an attempt and decodes the answer.
+//!
+//! Rules come from `providers.md` section 8: system and developer messages are hoisted in
+//! order; consecutive tool results merge into one user turn; tool arguments travel as JSON
+//! objects upstream and as compact JSON strings to the client; usage details are omitted when
+//! zero.
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut, BytesMut};
+use filters::ApiError;
+use filters::usage::{PromptTokensDetails, Usage};
+use serde_json::{Map, Value};
+
+/// Every request parameter of OpenAI's chat API. A parameter outside this list is provider
+/// specific and goes upstream unchanged (LiteLLM's behaviour for e.g. `top_k`, `thinking`).
+pub const OPENAI_CHAT_PARAMS: &[&str] = &[
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_completion_tokens",
+    "max_tokens",
+    "n",
+    "stop",
+    "seed",
+    "user",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "reasoning_effort",
+    "metadata",
+    "store",
+    "service_tier",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "verbosity",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "functions",
+    "function_call",
+];
+
+/// How unsupported OpenAI parameters are treated for one deployment.
+#[derive(Debug, Clone, Default)]
+pub struct ParamPolicy {
+    /// `drop_params: true` (global `litellm_settings` or per deployment): drop, don't refuse.
+    pub drop_unsupported: bool,
+    /// `additional_drop_params`: always removed before encoding.
+    pub always_drop: Vec<String>,
+}
+
+impl ParamPolicy {
+    /// Removes `always_drop` and every OpenAI parameter the provider does not support from
+    /// `body`: refused with 400 naming it unless `drop_unsupported`. A parameter whose value is
+    /// null, or equals OpenAI's default where the provider has no such knob (`n: 1`,
+    /// `logprobs: false`, `parallel_tool_calls: true`, `store: false`), is harmless and dropped.
+    pub fn apply(
+        &self,
+        body: &mut Map<String, Value>,
+        supported: &[&str],
+        provider: &str,
+    ) -> Result<(), ApiError> {
+        for name in &self.always_drop {
+            body.remove(name);
+        }
+        let unsupported: Vec<String> = body
+            .keys()
+            .filter(|k| {
+                OPENAI_CHAT_PARAMS.contains(&k.as_str()) && !supported.contains(&k.as_str())
+            })
+            .cloned()
+            .collect();
+        for name in unsupported {
+            let value = body.remove(&name).unwrap_or(Value::Null);
+            let harmless = match (name.as_str(), &value) {
+                (_, Value::Null) => true,
+                ("n", v) => v.as_u64() == Some(1),
+                ("logprobs" | "store", v) => v.as_bool() == Some(false),
+                ("parallel_tool_calls", v) => v.as_bool() == Some(true),
+                _ => false,
+            };
+            if !harmless && !self.drop_unsupported {
+                return Err(ApiError::bad_request(format!(
+                    "{provider} does not support parameters: ['{name}']. To drop unsupported parameters, set `litellm_settings: {{drop_params: true}}` or `drop_params: true` on the deployment"
+                ))
+                .with_param(name)
+                .with_code("unsupported_params"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A piece of user content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Text, with its `cache_control` if the client set one (Anthropic prompt caching).
+    Text {
+        text: String,
+        cache_control: Option<Value>,
+    },
+    Image(Image),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Image {
+    /// A `data:` URL, split.
+    Inline { mime: String, data: String },
+    /// An `http(s)://` (or `gs://`) URL.
+    Url(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON object (parsed from OpenAI's string).
+    pub arguments: Value,
+}
+
+/// One OpenAI message in provider-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    System {
+        text: String,
+        cache_control: Option<Value>,
+    },
+    User(Vec<Part>),
+    Assistant {
+        text: Option<String>,
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        /// The function name, looked up from the assistant's call with the same id.
+        name: String,
+        content: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { name: String, schema: Value },
+}
+
+/// The OpenAI chat request, read once for a translating codec.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub n: Option<u64>,
+    pub user: Option<String>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub tools: Vec<ToolDef>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    pub response_format: Option<ResponseFormat>,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Parameters that are not OpenAI's: forwarded to the provider as they are.
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Reads an OpenAI chat request. `body` must already have passed [`ParamPolicy::apply`].
+    pub fn read(mut body: Map<String, Value>) -> Result<ChatRequest, ApiError> {
+        let mut req = ChatRequest::default();
+        let messages = match body.remove("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => m,
+            Some(Value::Array(_)) => {
+                return Err(bad(
+                    "messages must contain at least one message",
+                    "messages",
+                ));
+            }
+            Some(_) => return Err(bad("messages must be an array", "messages")),
+            None => return Err(bad("messages is required", "messages")),
+        };
+        req.messages = read_messages(&messages)?;
+        req.max_tokens = body
+            .remove("max_completion_tokens")
+            .filter(|v| !v.is_null())
+            .or_else(|| body.remove("max_tokens"))
+            .map(|v| uint(&v, "max_tokens"))
+            .transpose()?;
+        body.remove("max_tokens");
+        req.temperature = number(body.remove("temperature"), "temperature")?;
+        req.top_p = number(body.remove("top_p"), "top_p")?;
+        req.frequency_penalty = number(body.remove("frequency_penalty"), "frequency_penalty")?;
+        req.presence_penalty = number(body.remove("presence_penalty"), "presence_penalty")?;
+        req.stop = match body.remove("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(bad("stop must be a string or a list of strings", "stop")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad("stop must be a string or a list of strings", "stop")),
+        };
+        req.seed = match body.remove("seed") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| bad("seed must be an integer", "seed"))?,
+            ),
+        };
+        req.n = body
+            .remove("n")
+            .filter(|v| !v.is_null())
+            .map(|v| uint(&v, "n"))
+            .transpose()?;
+        req.user = body
+            .remove("user")
+            .or_else(|| body.remove("safety_identifier"))
+            .and_then(|v| v.as_str().map(str::to_owned));
+        body.remove("safety_identifier");
+        req.tools = read_tools(body.remove("tools"), body.remove("functions"))?;
+        req.tool_choice = read_tool_choice(
+            body.remove("tool_choice")
+                .or_else(|| body.remove("function_call")),
+        )?;
+        body.remove("function_call");
+        req.parallel_tool_calls = body.remove("parallel_tool_calls").and_then(|v| v.as_bool());
+        req.response_format = read_response_format(body.remove("response_format"))?;
+        req.stream = body.remove("stream").and_then(|v| v.as_bool()) == Some(true);
+        let options = body.remove("stream_options");
+        req.include_usage = req.stream
+            && options
+                .as_ref()
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                == Some(true);
+        body.remove("model");
+        // What is left: OpenAI parameters the codec supports but maps itself (none by default)
+        // and provider-specific extras.
+        req.extra = body
+            .into_iter()
+            .filter(|(k, _)| !OPENAI_CHAT_PARAMS.contains(&k.as_str()))
+            .collect();
+        Ok(req)
+    }
+
+    /// System and developer messages, in order.
+    pub fn system_texts(&self) -> impl Iterator<Item = (&str, Option<&Value>)> {
+        self.messages.iter().filter_map(|m| match m {
+            Message::System {
+                text,
+                cache_control,
+            } => Some((text.as_str(), cache_control.as_ref())),
+            _ => None,
+        })
+    }
+}
+
+fn bad(message: impl Into<String>, param: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message).with_param(param)
+}
+
+fn uint(v: &Value, name: &str) -> Result<u64, ApiError> {
+    v.as_u64()
+        .ok_or_else(|| bad(format!("{name} must be a non-negative integer"), name))
+}
+
+fn number(v: Option<Value>, name: &str) -> Result<Option<f64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| bad(format!("{name} must be a number"), name)),
+    }
+}
+
+/// Text of a content value that may only hold text (system, tool, assistant).
+fn text_content(content: &Value, path: &str) -> Result<(String, Option<Value>), ApiError> {
+    match content {
+        Value::Null => Ok((String::new(), None)),
+        Value::String(s) => Ok((s.clone(), None)),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            let mut cache = None;
+            for (j, part) in parts.iter().enumerate() {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
+                        if let Some(c) = part.get("cache_control") {
+                            cache = Some(c.clone());
+                        }
+                    }
+                    Some("refusal") => {}
+                    other => {
+                        return Err(bad(
+                            format!("content part type {other:?} is not allowed here; only text"),
+                            format!("{path}.content[{j}]"),
+                        ));
+                    }
+                }
+            }
+            Ok((text, cache))
+        }
+        _ => Err(bad(
+            "content must be a string or a list of parts",
+            format!("{path}.content"),
+        )),
+    }
+}
+
+fn read_messages(messages: &[Value]) -> Result<Vec<Message>, ApiError> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("every message needs a role", format!("{path}.role")))?;
+        let content = m.get("content").unwrap_or(&Value::Null);
+        match role {
+            "system" | "developer" => {
+                let (text, cache_control) = text_content(content, &path)?;
+                out.push(Message::System {
+                    text,
+                    cache_control,
+                });
+            }
+            "user" => out.push(Message::User(user_parts(content, &path)?)),
+            "assistant" => {
+                let (text, _) = text_content(content, &path)?;
+                let mut tool_calls = Vec::new();
+                if let Some(Value::Array(calls)) = m.get("tool_calls") {
+                    for (j, call) in calls.iter().enumerate() {
+                        let f = &call["function"];
+                        let name = f["name"].as_str().unwrap_or_default().to_string();
+                        let raw = f["arguments"].as_str().unwrap_or("");
+                        let arguments = if raw.trim().is_empty() {
+                            Value::Object(Map::new())
+                        } else {
+                            match serde_json::from_str::<Value>(raw) {
+                                Ok(v @ Value::Object(_)) => v,
+                                _ => {
+                                    return Err(bad(
+                                        "tool call arguments must be a JSON object encoded as a string",
+                                        format!("{path}.tool_calls[{j}].function.arguments"),
+                                    ));
+                                }
+                            }
+                        };
+                        tool_calls.push(ToolCall {
+                            id: call["id"].as_str().unwrap_or_default().to_string(),
+                            name,
+                            arguments,
+                        });
+                    }
+                } else if let Some(fc) = m.get("function_call").filter(|v| v.is_object()) {
+                    let name = fc["name"].as_str().unwrap_or_default().to_string();
+                    let arguments = serde_json::from_str(fc["arguments"].as_str().unwrap_or("{}"))
+                        .unwrap_or(Value::Object(Map::new()));
+                    tool_calls.push(ToolCall {
+                        id: format!("call_{name}"),
+                        name,
+                        arguments,
+                    });
+                }
+                out.push(Message::Assistant {
+                    text: (!text.is_empty()).then_some(text),
+                    tool_calls,
+                });
+            }
+            "tool" | "function" => {
+                let (content, _) = text_content(content, &path)?;
+                let call_id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        m.get("name")
+                            .and_then(Value::as_str)
+                            .map(|n| format!("call_{n}"))
+                    })
+                    .ok_or_else(|| {
+                        bad(
+                            "tool messages need tool_call_id",
+                            format!("{path}.tool_call_id"),
+                        )
+                    })?;
+                let name = m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| lookup_call_name(&out, &call_id))
+                    .unwrap_or_default();
+                out.push(Message::Tool {
+                    call_id,
+                    name,
+                    content,
+                });
+            }
+            other => {
+                return Err(bad(
+                    format!(
+                        "unknown role {other:?}; expected system, developer, user, assistant or tool"
+                    ),
+                    format!("{path}.role"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn lookup_call_name(before: &[Message], call_id: &str) -> Option<String> {
+    before.iter().rev().find_map(|m| match m {
+        Message::Assistant { tool_calls, .. } => tool_calls
+            .iter()
+            .find(|c| c.id == call_id)
+            .map(|c| c.name.clone()),
+        _ => None,
+    })
+}
+
+fn user_parts(content: &Value, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        Value::String(s) => Ok(vec![Part::Text {
+            text: s.clone(),
+            cache_control: None,
+        }]),
+        Value::Array(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                let at = format!("{path}.content[{j}]");
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => out.push(Part::Text {
+                        text: part["text"].as_str().unwrap_or_default().to_string(),
+                        cache_control: part.get("cache_control").cloned(),
+                    }),
+                    Some("image_url") => {
+                        let url = part["image_url"]
+                            .get("url")
+                            .and_then(Value::as_str)
+                            .or_else(|| part["image_url"].as_str())
+                            .ok_or_else(|| bad("image_url needs a url", &at))?;
+                        out.push(Part::Image(parse_image(url, &at)?));
+                    }
+                    other => {
+                        return Err(bad(
+                            format!("content part type {other:?} cannot be sent to this provider"),
+                            at,
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Value::Null => Ok(Vec::new()),
+        _ => Err(bad(
+            "content must be a string or a list of parts",
+            format!("{path}.content"),
+        )),
+    }
+}
+
+fn parse_image(url: &str, at: &str) -> Result<Image, ApiError> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("malformed data: URL", at))?;
+        let mime = meta.strip_suffix(";base64").ok_or_else(|| {
+            bad(
+                "data: URLs must be base64 encoded (data:<mime>;base64,...)",
+                at,
+            )
+        })?;
+        return Ok(Image::Inline {
+            mime: mime.to_string(),
+            data: data.to_string(),
+        });
+    }
+    Ok(Image::Url(url.to_string()))
+}
+
+fn read_tools(tools: Option<Value>, functions: Option<Value>) -> Result<Vec<ToolDef>, ApiError> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(items)) = tools {
+        for (i, t) in items.iter().enumerate() {
+            match t.get("type").and_then(Value::as_str) {
+                Some("function") | None => {}
+                Some(other) => {
+                    return Err(bad(
+                        format!("tool type {other:?} has no equivalent on this provider"),
+                        format!("tools[{i}].type"),
+                    ));
+                }
+            }
+            let f = &t["function"];
+            let name = f["name"].as_str().ok_or_else(|| {
+                bad(
+                    "every tool needs function.name",
+                    format!("tools[{i}].function.name"),
+                )
+            })?;
+            out.push(ToolDef {
+                name: name.to_string(),
+                description: f["description"].as_str().map(str::to_owned),
+                parameters: f.get("parameters").filter(|p| !p.is_null()).cloned(),
+                strict: f["strict"].as_bool(),
+            });
+        }
+    }
+    if let Some(Value::Array(items)) = functions {
+        for f in &items {
+            if let Some(name) = f["name"].as_str() {
+                out.push(ToolDef {
+                    name: name.to_string(),
+                    description: f["description"].as_str().map(str::to_owned),
+                    parameters: f.get("parameters").cloned(),
+                    strict: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_tool_choice(v: Option<Value>) -> Result<Option<ToolChoice>, ApiError> {
+    Ok(match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" | "any" => ToolChoice::Required,
+            other => {
+                return Err(bad(
+                    format!("tool_choice {other:?} is not one of auto, none, required"),
+                    "tool_choice",
+                ));
+            }
+        }),
+        Some(v) => {
+            let name = v
+                .pointer("/function/name")
+                .or_else(|| v.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("tool_choice must name a function", "tool_choice"))?;
+            Some(ToolChoice::Function(name.to_string()))
+        }
+    })
+}
+
+fn read_response_format(v: Option<Value>) -> Result<Option<ResponseFormat>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    Ok(Some(match v.get("type").and_then(Value::as_str) {
+        Some("text") => ResponseFormat::Text,
+        Some("json_object") => ResponseFormat::JsonObject,
+        Some("json_schema") => {
+            let js = &v["json_schema"];
+            ResponseFormat::JsonSchema {
+                name: js["name"].as_str().unwrap_or("json_response").to_string(),
+                schema: js
+                    .get("schema")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            }
+        }
+        _ => {
+            return Err(bad(
+                "response_format.type must be text, json_object or json_schema",
+                "response_format",
+            ));
+        }
+    }))
+}
+
+/// Token counts in OpenAI's terms, built by each codec from its provider's usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+            total_tokens: self.total,
+            prompt_tokens_details: (self.cached > 0).then_some(PromptTokensDetails {
+                cached_tokens: Some(self.cached),
+            }),
+        }
+    }
+
+    /// OpenAI's `usage` object; detail objects only when they hold something (8.6).
+    pub fn write_json(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}"#,
+            self.prompt, self.completion, self.total
+        );
+        if self.cached > 0 || self.cache_write > 0 {
+            out.push_str(r#","prompt_tokens_details":{"#);
+            let mut first = true;
+            if self.cached > 0 {
+                let _ = write!(out, r#""cached_tokens":{}"#, self.cached);
+                first = false;
+            }
+            if self.cache_write > 0 {
+                if !first {
+                    out.push(',');
+                }
+                let _ = write!(out, r#""cache_write_tokens":{}"#, self.cache_write);
+            }
+            out.push('}');
+        }
+        if self.reasoning > 0 {
+            let _ = write!(
+                out,
+                r#","completion_tokens_details":{{"reasoning_tokens":{}}}"#,
+                self.reasoning
+            );
+        }
+        out.push('}');
+    }
+
+    pub fn json(&self) -> Value {
+        let mut s = String::new();
+        self.write_json(&mut s);
+        serde_json::from_str(&s).unwrap_or(Value::Null)
+    }
+}
+
+/// A JSON string literal.
+pub fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Compact JSON of a value (tool arguments to the client: `,` and `:` without spaces, member
+/// order kept).
+pub fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
+}
+
+/// How a decoder labels what it writes (8.7): the provider's id and model unless the gateway
+/// overrides the model with the name the client asked for.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// `Some(name)`: the `model` field is this (Sluice answers with the requested name);
+    /// `None`: the provider-reported model, falling back to `fallback_model`.
+    pub model_override: Option<String>,
+    pub fallback_model: String,
+    /// `created` (seconds); injected so tests are deterministic.
+    pub created: u64,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl DecodeOptions {
+    pub fn model<'a>(&'a self, reported: Option<&'a str>) -> &'a str {
+        self.model_override
+            .as_deref()
+            .or(reported.filter(|m| !m.is_empty()))
+            .unwrap_or(&self.fallback_model)
+    }
+}
+
+/// Writes `chat.completion.chunk` events in the exact shape of the vectors in section 9.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkWriter {
+    /// `{"id":"…","object":"chat.completion.chunk","created":N,"model":"…","choices":`
+    prefix: String,
+}
+
+impl ChunkWriter {
+    pub fn new(id: &str, model: &str, created: u64) -> ChunkWriter {
+        ChunkWriter {
+            prefix: format!(
+                r#"{{"id":{},"object":"chat.completion.chunk","created":{},"model":{},"choices":"#,
+                quoted(id),
+                created,
+                quoted(model)
+            ),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    /// One chunk with `delta` (a JSON object) and an optional finish reason.
+    pub fn delta(&self, out: &mut BytesMut, delta: &str, finish: Option<&str>) {
+        out.reserve(self.prefix.len() + delta.len() + 80);
+        out.put_slice(b"data: ");
+        out.put_slice(self.prefix.as_bytes());
+        out.put_slice(br#"[{"index":0,"delta":"#);
+        out.put_slice(delta.as_bytes());
+        out.put_slice(br#","logprobs":null,"finish_reason":"#);
+        match finish {
+            Some(f) => {
+                out.put_u8(b'"');
+                out.put_slice(f.as_bytes());
+                out.put_u8(b'"');
+            }
+            None => out.put_slice(b"null"),
+        }
+        out.put_slice(b"}]}\n\n");
+    }
+
+    pub fn content(&self, out: &mut BytesMut, text: &str) {
+        self.delta(out, &format!(r#"{{"content":{}}}"#, quoted(text)), None);
+    }
+
+    pub fn role(&self, out: &mut BytesMut) {
+        self.delta(out, r#"{"role":"assistant","content":""}"#, None);
+    }
+
+    /// The head of a streamed tool call.
+    pub fn tool_call_start(&self, out: &mut BytesMut, index: usize, id: &str, name: &str) {
+        self.tool_call(out, index, id, name, "");
+    }
+
+    /// A complete tool call in one chunk (Gemini, Ollama) or its head (`arguments: ""`).
+    pub fn tool_call(&self, out: &mut BytesMut, index: usize, id: &str, name: &str, args: &str) {
+        self.delta(
+            out,
+            &format!(
+                r#"{{"tool_calls":[{{"index":{index},"id":{},"type":"function","function":{{"name":{},"arguments":{}}}}}]}}"#,
+                quoted(id),
+                quoted(name),
+                quoted(args)
+            ),
+            None,
+        );
+    }
+
+    pub fn tool_arguments(&self, out: &mut BytesMut, index: usize, fragment: &str) {
+        self.delta(
+            out,
+            &format!(
+                r#"{{"tool_calls":[{{"index":{index},"function":{{"arguments":{}}}}}]}}"#,
+                quoted(fragment)
+            ),
+            None,
+        );
+    }
+
+    pub fn finish(&self, out: &mut BytesMut, reason: &str) {
+        self.delta(out, "{}", Some(reason));
+    }
+
+    pub fn usage(&self, out: &mut BytesMut, tokens: &Tokens) {
+        let mut usage = String::with_capacity(96);
+        tokens.write_json(&mut usage);
+        out.put_slice(b"data: ");
+        out.put_slice(self.prefix.as_bytes());
+        out.put_slice(b"[],\"usage\":");
+        out.put_slice(usage.as_bytes());
+        out.put_slice(b"}\n\n");
+    }
+
+    pub fn done(out: &mut BytesMut) {
+        out.put_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// A complete non-streamed OpenAI chat completion.
+pub struct Completion<'a> {
+    pub id: &'a str,
+    pub model: &'a str,
+    pub created: u64,
+    pub content: Option<String>,
+    pub reasoning: Option<String>,
+    /// (id, name, compact JSON arguments)
+    pub tool_calls: Vec<(String, String, String)>,
+    pub finish_reason: &'a str,
+    pub tokens: Tokens,
+}
+
+impl Completion<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut message = Map::new();
+        message.insert("role".into(), "assistant".into());
+        message.insert(
+            "content".into(),
+            self.content.clone().map_or(Value::Null, Value::String),
+        );
+        message.insert("refusal".into(), Value::Null);
+        if let Some(r) = &self.reasoning {
+            message.insert("reasoning_content".into(), Value::String(r.clone()));
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<Value> = self
+                .tool_calls
+                .iter()
+                .map(|(id, name, args)| {
+                    serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})
+                })
+                .collect();
+            message.insert("tool_calls".into(), Value::Array(calls));
+        }
+        let body = serde_json::json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
+            "usage": self.tokens.json(),
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// A fresh `chatcmpl-…` id for providers that send none.
+pub fn generated_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Splits a byte stream into complete SSE events: `(event name, data)` with multiple `data:`
+/// lines joined by `\n`. Holds only the unfinished tail; any split of the input gives the same
+/// events.
+#[derive(Debug, Default)]
+pub struct SseEvents {
+    pending: Vec<u8>,
+}
+
+impl SseEvents {
+    /// Appends `chunk` and calls `each` for every event it completes.
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str, &str)) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(len) = event_len(&self.pending[start..]) {
+            let event = &self.pending[start..start + len];
+            start += len;
+            let (name, data) = parse_event(event);
+            if !data.is_empty() || !name.is_empty() {
+                each(&name, &data);
+            }
+        }
+        self.pending.drain(..start);
+    }
+
+    /// End of stream: an unterminated last event still counts.
+    pub fn finish(&mut self, mut each: impl FnMut(&str, &str)) {
+        if self.pending.iter().any(|b| !b.is_ascii_whitespace()) {
+            let rest = std::mem::take(&mut self.pending);
+            let (name, data) = parse_event(&rest);
+            if !data.is_empty() {
+                each(&name, &data);
+            }
+        }
+        self.pending.clear();
+    }
+
+    /// Whatever is buffered, as text (an error body sent without SSE framing).
+    pub fn pending_text(&self) -> String {
+        String::from_utf8_lossy(&self.pending).into_owned()
+    }
+}
+
+fn event_len(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let nl = from + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            Some(_) => from = nl + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+fn parse_event(event: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(event);
+    let mut name = String::new();
+    let mut data = String::new();
+    let mut has_data = false;
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(v) = line.strip_prefix("data:") {
+            if has_data {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            has_data = true;
+        } else if let Some(v) = line.strip_prefix("event:") {
+            name = v.trim().to_string();
+        }
+    }
+    (name, data)
+}
+
+/// Splits a byte stream into complete lines (NDJSON), holding the unfinished tail.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str)) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &self.pending[start..]) {
+            let line = String::from_utf8_lossy(&self.pending[start..start + i]);
+            let line = line.trim();
+            if !line.is_empty() {
+                each(line);
+            }
+            start += i + 1;
+        }
+        self.pending.drain(..start);
+    }
+
+    pub fn finish(&mut self, mut each: impl FnMut(&str)) {
+        let rest = std::mem::take(&mut self.pending);
+        let line = String::from_utf8_lossy(&rest);
+        if !line.trim().is_empty() {
+            each(line.trim());
+        }
+    }
+}
+
+/// Shared bookkeeping of a translating stream decoder (8.8): role chunk once, exactly one
+/// finish chunk, the usage chunk when asked for, then `[DONE]`; or an error event and no
+/// `[DONE]`.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    pub writer: ChunkWriter,
+    pub role_sent: bool,
+    pub finish_sent: bool,
+    /// `[DONE]` or an error event was written: nothing more goes out.
+    pub closed: bool,
+    pub tokens: Option<Tokens>,
+    pub error: Option<String>,
+    pub output_seen: bool,
+}
+
+impl StreamState {
+    /// The first event: remembers id and model and sends the role chunk.
+    pub fn start(&mut self, out: &mut BytesMut, id: &str, model: &str, created: u64) {
+        if !self.writer.is_ready() {
+            self.writer = ChunkWriter::new(id, model, created);
+        }
+        if !self.role_sent {
+            self.writer.role(out);
+            self.role_sent = true;
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut BytesMut, reason: &str) {
+        if !self.finish_sent && !self.closed {
+            self.writer.finish(out, reason);
+            self.finish_sent = true;
+        }
+    }
+
+    /// Writes the error event (OpenAI convention) and stops: no `[DONE]` follows.
+    pub fn fail(&mut self, out: &mut BytesMut, error: &ApiError) {
+        if !self.closed {
+            out.put_slice(&error.sse_event());
+            self.error = Some(error.message.clone());
+            self.closed = true;
+        }
+    }
+
+    /// The stream is complete: a finish chunk if none came (only when output arrived, else
+    /// it is an error), the usage chunk when asked for, `[DONE]`.
+    pub fn end(&mut self, out: &mut BytesMut, include_usage: bool, default_finish: &str) {
+        if self.closed {
+            return;
+        }
+        if !self.finish_sent {
+            if !self.output_seen {
+                self.fail(
+                    out,
+                    &ApiError::bad_gateway("the upstream stream ended before any output"),
+                );
+                return;
+            }
+            self.finish(out, default_finish);
+        }
+        if include_usage && let Some(tokens) = &self.tokens {
+            self.writer.usage(out, tokens);
+        }
+        ChunkWriter::done(out);
+        self.closed = true;
+    }
+}
+
+/// The class of an upstream failure (8.10), what routing acts on: retry, fall back to a
+/// larger-context model or another provider, or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    RateLimited,
+    /// 529, 500, 502, 503, 504, 408: transient, retry with backoff.
+    Overloaded,
+    ContextWindowExceeded,
+    ContentPolicy,
+    Auth,
+    NotFound,
+    BadRequest,
+    Timeout,
+    /// Quota or billing exhausted: a 429 or 402 that retrying does not fix.
+    QuotaExhausted,
+}
+
+impl ErrorClass {
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
+        )
+    }
+}
+
+/// Classifies an error as the client sees it (status and `code`).
+pub fn classify(error: &ApiError) -> ErrorClass {
+    match error.code.as_deref() {
+        Some("context_length_exceeded") => return ErrorClass::ContextWindowExceeded,
+        Some("content_filter" | "content_policy_violation") => return ErrorClass::ContentPolicy,
+        Some("insufficient_quota" | "billing_error") => return ErrorClass::QuotaExhausted,
+        _ => {}
+    }
+    match error.status.as_u16() {
+        429 => ErrorClass::RateLimited,
+        408 | 504 => ErrorClass::Timeout,
+        401 | 403 => ErrorClass::Auth,
+        404 => ErrorClass::NotFound,
+        402 => ErrorClass::QuotaExhausted,
+        s if s >= 500 => ErrorClass::Overloaded,
+        _ => ErrorClass::BadRequest,
+    }
+}
+
+/// What a provider's error body said, before mapping.
+#[derive(Debug, Default)]
+pub struct ProviderFailure<'a> {
+    pub message: String,
+    /// The provider's own code or type (`overloaded_error`, `RESOURCE_EXHAUSTED`, ...).
+    pub code: Option<&'a str>,
+    pub context_window: bool,
+    pub content_policy: bool,
+    pub quota: bool,
+}
+
+/// The client's error for an upstream failure (8.10): the upstream status kept (529 too),
+/// `type` from the status, `code` normalized for the three classes clients branch on and the
+/// provider's own code otherwise.
+pub fn upstream_error(status: u16, failure: ProviderFailure<'_>) -> ApiError {
+    let status_code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let kind = match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    };
+    let code = if failure.context_window {
+        Some("context_length_exceeded")
+    } else if failure.content_policy {
+        Some("content_filter")
+    } else if failure.quota {
+        Some(failure.code.unwrap_or("insufficient_quota"))
+    } else if status == 429 {
+        Some("rate_limit_exceeded")
+    } else {
+        failure.code
+    };
+    let message = if failure.message.is_empty() {
+        format!("upstream deployment answered {status} with an empty body")
+    } else {
+        failure.message
+    };
+    let mut e = ApiError::new(status_code, kind, message);
+    if let Some(code) = code {
+        e = e.with_code(code);
+    }
+    e
+}
+
+/// Message of a body that is not in the provider's error format (a proxy's HTML page...).
+pub fn raw_message(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(2000)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn unsupported_params_are_refused_by_name_unless_dropped() {
+        let policy = ParamPolicy::default();
+        let mut body =
+            obj(json!({"model": "m", "messages": [], "logit_bias": {"1": 2}, "top_k": 5}));
+        let e = policy
+            .apply(&mut body, &["model", "messages"], "anthropic")
+            .unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+        assert_eq!(e.param.as_deref(), Some("logit_bias"));
+        assert!(e.message.contains("drop_params"), "{}", e.message);
+
+        let dropping = ParamPolicy {
+            drop_unsupported: true,
+            always_drop: vec!["top_k".into()],
+        };
+        let mut body = obj(json!({"model": "m", "logit_bias": {"1": 2}, "top_k": 5, "n": 1}));
+        dropping.apply(&mut body, &["model"], "x").unwrap();
+        assert_eq!(Value::Object(body), json!({"model": "m"}));
+
+        // Defaults are harmless even without drop_params.
+        let mut body = obj(json!({"model": "m", "n": 1, "logprobs": false, "seed": null}));
+        policy.apply(&mut body, &["model"], "x").unwrap();
+    }
+
+    #[test]
+    fn reads_messages_tools_and_looks_up_tool_names() {
+        let req = ChatRequest::read(obj(json!({
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}
+            ],
+            "max_tokens": 10, "stop": "END", "stream": true, "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "top_k": 3
+        })))
+        .unwrap();
+        assert_eq!(req.messages.len(), 4);
+        assert_eq!(
+            req.messages[3],
+            Message::Tool {
+                call_id: "c1".into(),
+                name: "f".into(),
+                content: "ok".into()
+            }
+        );
+        assert_eq!(
+            req.messages[1],
+            Message::User(vec![
+                Part::Text {
+                    text: "hi".into(),
+                    cache_control: None
+                },
+                Part::Image(Image::Inline {
+                    mime: "image/png".into(),
+                    data: "AAA".into()
+                })
+            ])
+        );
+        assert_eq!(req.max_tokens, Some(10));
+        assert_eq!(req.stop, vec!["END"]);
+        assert!(req.include_usage);
+        assert_eq!(req.tool_choice, Some(ToolChoice::Function("f".into())));
+        assert_eq!(req.extra.get("top_k"), Some(&json!(3)));
+    }
+
+    #[test]
+    fn bad_tool_arguments_name_their_path() {
+        let e = ChatRequest::read(obj(json!({"messages": [
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]}
+        ]})))
+        .unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].tool_calls[0].function.arguments")
+        );
+    }
+
+    #[test]
+    fn usage_omits_zero_details() {
+        let mut s = String::new();
+        Tokens {
+            prompt: 1436,
+            completion: 11,
+            total: 1447,
+            cached: 1024,
+            ..Tokens::default()
+        }
+        .write_json(&mut s);
+        assert_eq!(
+            s,
+            r#"{"prompt_tokens":1436,"completion_tokens":11,"total_tokens":1447,"prompt_tokens_details":{"cached_tokens":1024}}"#
+        );
+    }
+
+    #[test]
+    fn sse_events_survive_any_split() {
+        let stream =
+            "event: a\ndata: {\"x\":1}\n\n: comment\n\ndata: line1\ndata: line2\r\n\r\ndata: tail";
+        let collect = |chunks: &[&[u8]]| {
+            let mut events = SseEvents::default();
+            let mut got = Vec::new();
+            for c in chunks {
+                events.feed(c, |n, d| got.push((n.to_string(), d.to_string())));
+            }
+            events.finish(|n, d| got.push((n.to_string(), d.to_string())));
+            got
+        };
+        let whole = collect(&[stream.as_bytes()]);
+        assert_eq!(
+            whole,
+            vec![
+                ("a".to_string(), "{\"x\":1}".to_string()),
+                (String::new(), "line1\nline2".to_string()),
+                (String::new(), "tail".to_string())
+            ]
+        );
+        let b = stream.as_bytes();
+        for cut in 0..=b.len() {
+            assert_eq!(collect(&[&b[..cut], &b[cut..]]), whole, "cut at {cut}");
+        }
+    }
+}

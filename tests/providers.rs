@@ -1,0 +1,292 @@
+//! Translated providers through the real gateway, against the mock speaking each provider's own
+//! wire format: Azure OpenAI, Anthropic, Gemini, Ollama and Cohere next to plain OpenAI. The
+//! official OpenAI SDK must get identical-looking answers from all of them; each upstream call
+//! must carry its provider's URL and auth; errors keep the provider's status.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::*;
+
+const GROUPS: &[&str] = &[
+    "via-openai",
+    "via-azure",
+    "via-anthropic",
+    "via-gemini",
+    "via-ollama",
+    "via-cohere",
+];
+
+fn providers_config(mock: &MockProvider, extra: &str) -> String {
+    let host = format!("http://{}", mock.addr);
+    format!(
+        r#"
+model_list:
+  - model_name: via-openai
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{host}/v1", api_key: sk-openai}}
+  - model_name: via-azure
+    litellm_params: {{model: azure/gpt4o-deploy, api_base: "{host}", api_key: az-key, api_version: "2024-10-21"}}
+  - model_name: via-anthropic
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "{host}", api_key: sk-ant}}
+  - model_name: via-gemini
+    litellm_params: {{model: gemini/gemini-2.5-flash, api_base: "{host}/v1beta", api_key: g-key}}
+  - model_name: via-ollama
+    litellm_params: {{model: ollama_chat/llama3.2, api_base: "{host}"}}
+  - model_name: via-cohere
+    litellm_params: {{model: cohere_chat/command-r, api_base: "{host}/v2/chat", api_key: co-key}}
+{extra}
+general_settings:
+  master_key: {MASTER_KEY}
+sluice_settings:
+  threads: 1
+"#
+    )
+}
+
+fn hello(group: &str) -> Value {
+    json!({"model": group, "messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_provider_gets_its_own_url_auth_and_body() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    let c = gw.client();
+    for group in GROUPS {
+        let (status, headers, body) = c.post_json("/v1/chat/completions", &hello(group)).await;
+        assert_eq!(status, 200, "{group}: {body}\n{}", gw.logs());
+        assert_eq!(body["model"], *group);
+        assert_eq!(
+            body["choices"][0]["message"]["content"], "Hello word1 word2 word3 word4",
+            "{group}: {body}"
+        );
+        assert_eq!(headers["x-litellm-model-group"], *group);
+        let up = mock.last_request().unwrap();
+        let h = &up.headers;
+        let sent = up.json();
+        match *group {
+            "via-openai" => {
+                assert_eq!(up.path, "/v1/chat/completions");
+                assert_eq!(h["authorization"], "Bearer sk-openai");
+            }
+            "via-azure" => {
+                assert_eq!(up.path, "/openai/deployments/gpt4o-deploy/chat/completions");
+                assert_eq!(h["api-key"], "az-key");
+                assert!(!h.contains_key("authorization"));
+            }
+            "via-anthropic" => {
+                assert_eq!(up.path, "/v1/messages");
+                assert_eq!(h["x-api-key"], "sk-ant");
+                assert_eq!(h["anthropic-version"], "2023-06-01");
+                assert!(!h.contains_key("authorization"));
+                assert_eq!(sent["system"], "be terse");
+                assert_eq!(sent["model"], "claude-sonnet-4-5");
+                assert!(sent["max_tokens"].as_u64().unwrap() > 0, "{sent}");
+            }
+            "via-gemini" => {
+                assert_eq!(up.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+                assert_eq!(h["x-goog-api-key"], "g-key");
+                assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "be terse");
+            }
+            "via-ollama" => {
+                assert_eq!(up.path, "/api/chat");
+                assert_eq!(sent["stream"], false);
+                assert_eq!(sent["model"], "llama3.2");
+            }
+            "via-cohere" => {
+                assert_eq!(up.path, "/v2/chat");
+                assert_eq!(h["authorization"], "Bearer co-key");
+                assert_eq!(sent["messages"][0]["role"], "system");
+            }
+            _ => unreachable!(),
+        }
+        // Usage was read from each provider's own fields.
+        let u = &body["usage"];
+        assert_eq!(
+            u["total_tokens"].as_u64().unwrap(),
+            u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+        );
+        assert_eq!(u["completion_tokens"], 5, "{group}: {u}");
+    }
+    assert_eq!(mock.calls(), GROUPS.len() as u64);
+    // Token counts reach the metrics for translated providers too.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("model_group=\"via-anthropic\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_streams_are_not_buffered() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    for group in ["via-anthropic", "via-gemini", "via-ollama", "via-cohere"] {
+        let mut body = hello(group);
+        body["stream"] = true.into();
+        body["mock"] = json!({"chunks": 4, "chunk_delay_ms": 80});
+        let start = Instant::now();
+        let resp = gw
+            .client()
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut stream = resp.bytes_stream();
+        let mut text = String::new();
+        let mut first_word_at = None;
+        while let Some(chunk) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if first_word_at.is_none() && text.contains("\"content\":\"Hello\"") {
+                first_word_at = Some(start.elapsed());
+            }
+        }
+        let total = start.elapsed();
+        let first = first_word_at.unwrap_or_else(|| panic!("{group}: {text}"));
+        assert!(
+            total >= Duration::from_millis(240),
+            "{group}: the mock paces 4+ frames 80 ms apart ({total:?})"
+        );
+        assert!(
+            first + Duration::from_millis(150) < total,
+            "{group}: the first word came at {first:?} of {total:?}: buffered"
+        );
+        assert!(text.ends_with("data: [DONE]\n\n"), "{group}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_errors_keep_their_status_and_mid_stream_errors_end_the_stream() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    let c = gw.client();
+
+    let mut body = hello("via-anthropic");
+    body["mock"] = json!({"status": 529});
+    let (status, _, err) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 529, "{err}");
+    assert_eq!(
+        err,
+        json!({"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, "code": "overloaded_error"}})
+    );
+
+    body["mock"] = json!({"status": 400, "context_overflow": true});
+    let (status, _, err) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["code"], "context_length_exceeded");
+
+    let mut body = hello("via-gemini");
+    body["mock"] = json!({"status": 429});
+    let (status, headers, err) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 429);
+    assert_eq!(err["error"]["type"], "rate_limit_error");
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(headers["retry-after"], "1");
+
+    for group in ["via-anthropic", "via-gemini", "via-ollama"] {
+        let mut body = hello(group);
+        body["stream"] = true.into();
+        body["mock"] = json!({"stream_error_after": 3});
+        let resp = c
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        let last = text.trim_end().rsplit("\n\n").next().unwrap();
+        let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        assert!(v["error"]["message"].is_string(), "{group}: {text}");
+        assert!(!text.contains("[DONE]"), "{group}: {text}");
+    }
+    // The gateway keeps serving.
+    let (status, _, _) = c
+        .post_json("/v1/chat/completions", &hello("via-anthropic"))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_parameters_are_refused_unless_dropped() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let extra = format!(
+        r#"  - model_name: dropping
+    litellm_params: {{model: anthropic/claude-sonnet-4-5, api_base: "http://{}", api_key: k, drop_params: true, additional_drop_params: [top_k]}}"#,
+        mock.addr
+    );
+    let gw = Gateway::start(&providers_config(&mock, &extra)).await;
+    let c = gw.client();
+    let mut body = hello("via-anthropic");
+    body["logit_bias"] = json!({"50256": -100});
+    let (status, _, err) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "logit_bias");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("drop_params")
+    );
+    assert_eq!(mock.calls(), 0, "refused before any upstream call");
+
+    let mut body = hello("dropping");
+    body["logit_bias"] = json!({"50256": -100});
+    body["top_k"] = 5.into();
+    body["temperature"] = 0.5.into();
+    let (status, _, answer) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent = mock.last_request().unwrap().json();
+    assert!(sent.get("logit_bias").is_none(), "{sent}");
+    assert!(sent.get("top_k").is_none(), "{sent}");
+    assert_eq!(sent["temperature"], 0.5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider() {
+    let python = tokio::task::spawn_blocking(support::python_with_openai)
+        .await
+        .unwrap();
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/provider_sdk_check.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(gw.url(""))
+        .arg(MASTER_KEY)
+        .args(GROUPS)
+        .output()
+        .await
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        gw.logs()
+    );
+    let mut summaries: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), GROUPS.len(), "{stdout}");
+    for s in &mut summaries {
+        s.as_object_mut().unwrap().remove("group");
+    }
+    let reference = &summaries[0];
+    assert_eq!(reference["content"], "Hello word1 word2 word3 word4");
+    assert_eq!(
+        reference["tool"],
+        json!(["tool_calls", "get_weather", {"city": "Paris"}])
+    );
+    for (group, s) in GROUPS.iter().zip(&summaries) {
+        assert_eq!(s, reference, "{group} differs from via-openai");
+    }
+}
