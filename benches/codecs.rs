@@ -2,6 +2,10 @@
 //! translated provider, and decoding each provider's stream into OpenAI chunks (reported per
 //! chunk). Run: `cargo bench --bench codecs`. Inputs are the golden fixtures of `tests/fixtures/`.
 
+/// The gateway's allocator, so the figures are the ones the binary sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use filters::Endpoint;

@@ -2,6 +2,10 @@
 //! `model` splice, auth, routing, SSE rewriting per event, JSON response rewriting, metrics and
 //! the access-log line. Run: `cargo bench --bench hot_path`.
 
+/// The gateway's allocator, so the figures are the ones the binary sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
