@@ -19,6 +19,7 @@ const GROUPS: &[&str] = &[
     "via-gemini",
     "via-ollama",
     "via-cohere",
+    "via-bedrock",
 ];
 
 fn providers_config(mock: &MockProvider, extra: &str) -> String {
@@ -38,6 +39,8 @@ model_list:
     litellm_params: {{model: ollama_chat/llama3.2, api_base: "{host}"}}
   - model_name: via-cohere
     litellm_params: {{model: cohere_chat/command-r, api_base: "{host}/v2/chat", api_key: co-key}}
+  - model_name: via-bedrock
+    litellm_params: {{model: "bedrock/anthropic.claude-3-haiku-20240307-v1:0", aws_bedrock_runtime_endpoint: "{host}", aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: wJalrXUtnFEMI, aws_region_name: us-west-2}}
 {extra}
 general_settings:
   master_key: {MASTER_KEY}
@@ -102,6 +105,20 @@ async fn each_provider_gets_its_own_url_auth_and_body() {
                 assert_eq!(h["authorization"], "Bearer co-key");
                 assert_eq!(sent["messages"][0]["role"], "system");
             }
+            "via-bedrock" => {
+                assert_eq!(
+                    up.path,
+                    "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+                );
+                let auth = &h["authorization"];
+                assert!(
+                    auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+                        && auth.contains("/us-west-2/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="),
+                    "{auth}"
+                );
+                assert!(h.contains_key("x-amz-date"));
+                assert_eq!(sent["system"], json!([{"text": "be terse"}]));
+            }
             _ => unreachable!(),
         }
         // Usage was read from each provider's own fields.
@@ -125,7 +142,13 @@ async fn each_provider_gets_its_own_url_auth_and_body() {
 async fn translated_streams_are_not_buffered() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&providers_config(&mock, "")).await;
-    for group in ["via-anthropic", "via-gemini", "via-ollama", "via-cohere"] {
+    for group in [
+        "via-anthropic",
+        "via-gemini",
+        "via-ollama",
+        "via-cohere",
+        "via-bedrock",
+    ] {
         let mut body = hello(group);
         body["stream"] = true.into();
         body["mock"] = json!({"chunks": 4, "chunk_delay_ms": 80});
@@ -189,7 +212,7 @@ async fn provider_errors_keep_their_status_and_mid_stream_errors_end_the_stream(
     assert_eq!(err["error"]["code"], "rate_limit_exceeded");
     assert_eq!(headers["retry-after"], "1");
 
-    for group in ["via-anthropic", "via-gemini", "via-ollama"] {
+    for group in ["via-anthropic", "via-gemini", "via-ollama", "via-bedrock"] {
         let mut body = hello(group);
         body["stream"] = true.into();
         body["mock"] = json!({"stream_error_after": 3});
@@ -206,6 +229,18 @@ async fn provider_errors_keep_their_status_and_mid_stream_errors_end_the_stream(
         assert!(v["error"]["message"].is_string(), "{group}: {text}");
         assert!(!text.contains("[DONE]"), "{group}: {text}");
     }
+    let mut body = hello("via-bedrock");
+    body["mock"] = json!({"status": 429});
+    let (status, _, err) = c.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 429);
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mock failure")
+    );
+
     // The gateway keeps serving.
     let (status, _, _) = c
         .post_json("/v1/chat/completions", &hello("via-anthropic"))
@@ -289,4 +324,60 @@ async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider()
     for (group, s) in GROUPS.iter().zip(&summaries) {
         assert_eq!(s, reference, "{group} differs from via-openai");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_sdk_gets_messages_answers_from_every_provider() {
+    let python = tokio::task::spawn_blocking(support::python_with_openai)
+        .await
+        .unwrap();
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_sdk_check.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(gw.url(""))
+        .arg(MASTER_KEY)
+        .args(GROUPS)
+        .output()
+        .await
+        .expect("run the SDK script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Anthropic SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        gw.logs()
+    );
+    let mut summaries: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), GROUPS.len(), "{stdout}");
+    for s in &mut summaries {
+        s.as_object_mut().unwrap().remove("group");
+    }
+    let reference = json!({
+        "text": "Hello word1 word2 word3 word4", "stop": "end_turn", "output_tokens": 5,
+        "stream_text": "Hello word1 word2 word3 word4", "stream_stop": "end_turn", "stream_output_tokens": 5,
+        "tool": ["tool_use", "get_weather", {"city": "Paris"}],
+        "stream_tool": ["tool_use", "get_weather", {"city": "Paris"}],
+        "errors": "ok"
+    });
+    for (group, s) in GROUPS.iter().zip(&summaries) {
+        assert_eq!(s, &reference, "{group}");
+    }
+    // The Anthropic deployment got the client's request as it was (no double translation).
+    let anthropic_calls: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    assert!(!anthropic_calls.is_empty());
+    assert!(
+        anthropic_calls
+            .iter()
+            .all(|r| r.json()["system"] == "You are terse." || r.json()["system"].is_null())
+    );
 }

@@ -7,6 +7,8 @@ use http::Method;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
+    /// Anthropic's Messages API (`POST /v1/messages`), served for any model group.
+    Messages,
     Completions,
     Embeddings,
     Models,
@@ -31,6 +33,7 @@ impl Endpoint {
         let route = unversioned.unwrap_or(path);
         let (endpoint, wants) = match route {
             "/chat/completions" => (Endpoint::ChatCompletions, Method::POST),
+            "/messages" => (Endpoint::Messages, Method::POST),
             "/completions" => (Endpoint::Completions, Method::POST),
             "/embeddings" => (Endpoint::Embeddings, Method::POST),
             "/models" => (Endpoint::Models, Method::GET),
@@ -56,7 +59,10 @@ impl Endpoint {
     pub fn is_llm(self) -> bool {
         matches!(
             self,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings
+            Endpoint::ChatCompletions
+                | Endpoint::Messages
+                | Endpoint::Completions
+                | Endpoint::Embeddings
         )
     }
 
@@ -87,6 +93,7 @@ impl Endpoint {
     pub fn route_label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Messages => "/v1/messages",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Models => "/models",
@@ -103,6 +110,7 @@ impl Endpoint {
     pub fn call_type(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "acompletion",
+            Endpoint::Messages => "anthropic_messages",
             Endpoint::Completions => "atext_completion",
             Endpoint::Embeddings => "aembedding",
             _ => "",

@@ -133,6 +133,8 @@ pub struct DeploymentConfig {
     pub api_version: Option<String>,
     /// Azure Entra ID token: sent as `Authorization: Bearer` instead of the `api-key` header.
     pub azure_ad_token: Option<Secret>,
+    /// Bedrock credentials (SigV4 keys and region, or an API key).
+    pub aws: Option<providers::bedrock::AwsAuth>,
 }
 
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.
@@ -762,14 +764,68 @@ impl Builder<'_> {
             );
         }
 
-        let explicit_base = param("api_base")
+        let mut explicit_base = param("api_base")
             .or_else(|| param("base_url"))
             .and_then(|v| self.string(v, &format!("{params_path}.api_base")));
+        let text_param = |me: &mut Self, key: &str| {
+            param(key).and_then(|v| me.string(v, &format!("{params_path}.{key}")))
+        };
+        let mut aws_region = None;
+        if provider == "bedrock" {
+            let region = text_param(self, "aws_region_name")
+                .or_else(|| defaults.env.get("AWS_REGION_NAME"))
+                .or_else(|| defaults.env.get("AWS_REGION"))
+                .or_else(|| defaults.env.get("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| providers::bedrock::DEFAULT_REGION.to_string());
+            explicit_base = text_param(self, "aws_bedrock_runtime_endpoint")
+                .or(explicit_base)
+                .or_else(|| defaults.env.get("AWS_BEDROCK_RUNTIME_ENDPOINT"))
+                .or_else(|| Some(format!("https://bedrock-runtime.{region}.amazonaws.com")));
+            aws_region = Some(region);
+        }
         let api_base = self.api_base(explicit_base, spec, &provider, &params_path, defaults.env);
         let api_key = param("api_key")
             .and_then(|v| self.string(v, &format!("{params_path}.api_key")))
             .or_else(|| spec.and_then(|s| defaults.env.first(s.key_env)))
             .or_else(|| spec.and_then(|s| s.default_key.map(str::to_owned)));
+        let aws = match aws_region {
+            None => None,
+            Some(region) => {
+                let access = text_param(self, "aws_access_key_id")
+                    .or_else(|| defaults.env.get("AWS_ACCESS_KEY_ID"));
+                let secret = text_param(self, "aws_secret_access_key")
+                    .or_else(|| defaults.env.get("AWS_SECRET_ACCESS_KEY"));
+                let token = text_param(self, "aws_session_token")
+                    .or_else(|| defaults.env.get("AWS_SESSION_TOKEN"));
+                match (access, secret, &api_key) {
+                    (Some(access_key_id), Some(secret), _) => {
+                        Some(providers::bedrock::AwsAuth::SigV4 {
+                            access_key_id,
+                            secret_access_key: Secret::new(secret),
+                            session_token: token.map(Secret::new),
+                            region,
+                        })
+                    }
+                    (None, None, Some(key)) => Some(providers::bedrock::AwsAuth::ApiKey(
+                        Secret::new(key.clone()),
+                    )),
+                    (Some(_), None, _) | (None, Some(_), _) => {
+                        self.report.error(
+                            &params_path,
+                            "aws_access_key_id and aws_secret_access_key must be given together",
+                        );
+                        None
+                    }
+                    (None, None, None) => {
+                        self.report.warn(
+                            &params_path,
+                            "no AWS credentials (aws_access_key_id/aws_secret_access_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a Bedrock API key in api_key/AWS_BEARER_TOKEN_BEDROCK): requests will be unsigned and Bedrock will refuse them",
+                        );
+                        None
+                    }
+                }
+            }
+        };
 
         let entry_rpm = get("rpm").and_then(|v| self.non_negative_u64(v, &format!("{path}.rpm")));
         let entry_tpm = get("tpm").and_then(|v| self.non_negative_u64(v, &format!("{path}.tpm")));
@@ -919,6 +975,7 @@ impl Builder<'_> {
             },
             api_version,
             azure_ad_token,
+            aws,
         })
     }
 

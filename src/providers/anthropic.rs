@@ -210,6 +210,33 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     })
 }
 
+/// A Messages-API request for an Anthropic deployment (the `/v1/messages` route): the client's
+/// bytes with only `model` rewritten, no translation.
+pub fn encode_passthrough(
+    view: &filters::request::RequestView,
+    body: &Bytes,
+    target: &Target<'_>,
+) -> UpstreamRequest {
+    let mut headers = target.headers.clone();
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static(if view.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    UpstreamRequest {
+        method: http::Method::POST,
+        target: target.base.target(suffix(&target.base.path)),
+        headers,
+        body: view.rewrite(body, target.upstream_model, false),
+        injected_usage: false,
+        json_tool: false,
+        include_usage: false,
+    }
+}
+
 /// OpenAI messages to Anthropic turns: system removed, tool results grouped into one user turn
 /// (a user message right after them joins it), text before tool_use blocks.
 fn messages(messages: &[Message]) -> Vec<Value> {

@@ -8,10 +8,43 @@ use filters::usage::Usage;
 use filters::{ApiError, Endpoint};
 use serde_json::{Map, Value};
 
+use super::messages_api::{self, PassthroughObserver, ToAnthropicStream};
 use super::openai::{self, Target, UpstreamRequest};
 use super::sse::SseRewriter;
 use super::translate::{ChatRequest, DecodeOptions, ParamPolicy};
-use super::{Wire, anthropic, azure, cohere, gemini, ollama};
+use super::{Wire, anthropic, azure, bedrock, cohere, gemini, ollama};
+
+/// The API the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// OpenAI's (`/chat/completions`, `/completions`, `/embeddings`).
+    OpenAi,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
+}
+
+/// Encodes a `/v1/messages` request: as it is for an Anthropic deployment, else converted to
+/// OpenAI's chat format and encoded for the deployment's wire.
+pub fn encode_messages(
+    target: &Target<'_>,
+    view: &RequestView,
+    body: &Bytes,
+    policy: &ParamPolicy,
+) -> Result<UpstreamRequest, ApiError> {
+    if target.wire == Wire::Anthropic {
+        return Ok(anthropic::encode_passthrough(view, body, target));
+    }
+    let chat = messages_api::to_openai_request(body)?;
+    let chat_view = RequestView::parse(&chat)?;
+    encode(
+        Endpoint::ChatCompletions,
+        target,
+        &chat_view,
+        &chat,
+        false,
+        policy,
+    )
+}
 
 /// Encodes the client's request for the deployment behind `target`.
 pub fn encode(
@@ -62,6 +95,7 @@ pub fn encode(
                 Wire::OllamaChat => (ollama::SUPPORTED, "ollama_chat"),
                 Wire::Ollama => (ollama::SUPPORTED_GENERATE, "ollama"),
                 Wire::Cohere => (cohere::SUPPORTED, "cohere"),
+                Wire::Bedrock => (bedrock::SUPPORTED, "bedrock"),
                 _ => return Err(not_implemented(wire)),
             };
             policy.apply(&mut map, supported, name)?;
@@ -72,6 +106,9 @@ pub fn encode(
                 Wire::OllamaChat => ollama::encode(request, target, false),
                 Wire::Ollama => ollama::encode(request, target, true),
                 Wire::Cohere => cohere::encode(request, target),
+                Wire::Bedrock => {
+                    bedrock::encode(request, target, target.aws, std::time::SystemTime::now())
+                }
                 _ => Err(not_implemented(wire)),
             }
         }
@@ -95,6 +132,7 @@ pub fn provider_name(wire: Wire) -> &'static str {
         Wire::OllamaChat => "ollama_chat",
         Wire::Ollama => "ollama",
         Wire::Cohere => "cohere",
+        Wire::Bedrock => "bedrock",
     }
 }
 
@@ -122,13 +160,21 @@ pub fn decode_body(
         Wire::Gemini => gemini::decode(body, opts),
         Wire::OllamaChat | Wire::Ollama => ollama::decode(body, opts),
         Wire::Cohere => cohere::decode(body, opts),
+        Wire::Bedrock => bedrock::decode(body, opts),
         _ => Err(not_implemented(wire)),
     }
 }
 
 /// Maps a provider's error answer (status >= 400) to the client's OpenAI-style error.
-pub fn decode_error(wire: Wire, status: u16, body: &[u8]) -> ApiError {
+pub fn decode_error(wire: Wire, status: u16, headers: &http::HeaderMap, body: &[u8]) -> ApiError {
     match wire {
+        Wire::Bedrock => bedrock::error(
+            status,
+            headers
+                .get("x-amzn-errortype")
+                .and_then(|v| v.to_str().ok()),
+            body,
+        ),
         Wire::Anthropic => anthropic::error(status, body),
         Wire::Gemini => gemini::error(status, body),
         Wire::OllamaChat | Wire::Ollama => ollama::error(status, body),
@@ -143,6 +189,118 @@ pub fn decode_error(wire: Wire, status: u16, body: &[u8]) -> ApiError {
     }
 }
 
+/// What a streaming response becomes for the client: OpenAI chunks, an Anthropic stream passed
+/// through, or OpenAI chunks converted to Messages events.
+#[derive(Debug)]
+pub enum ClientStream {
+    OpenAi(StreamDecoder),
+    AnthropicPassthrough(PassthroughObserver),
+    ToAnthropic {
+        inner: StreamDecoder,
+        convert: Box<ToAnthropicStream>,
+        scratch: BytesMut,
+    },
+}
+
+impl ClientStream {
+    pub fn new(
+        ingress: Ingress,
+        wire: Wire,
+        request: &UpstreamRequest,
+        opts: DecodeOptions,
+    ) -> ClientStream {
+        match (ingress, wire) {
+            (Ingress::OpenAi, _) => ClientStream::OpenAi(StreamDecoder::new(wire, request, opts)),
+            (Ingress::Anthropic, Wire::Anthropic) => {
+                ClientStream::AnthropicPassthrough(PassthroughObserver::default())
+            }
+            (Ingress::Anthropic, _) => {
+                let model = opts
+                    .model_override
+                    .clone()
+                    .unwrap_or_else(|| opts.fallback_model.clone());
+                ClientStream::ToAnthropic {
+                    inner: StreamDecoder::new(wire, request, opts),
+                    convert: Box::new(ToAnthropicStream::new(&model)),
+                    scratch: BytesMut::new(),
+                }
+            }
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        match self {
+            ClientStream::OpenAi(d) => d.feed(chunk, out),
+            ClientStream::AnthropicPassthrough(o) => o.feed(chunk, out),
+            ClientStream::ToAnthropic {
+                inner,
+                convert,
+                scratch,
+            } => {
+                inner.feed(chunk, scratch);
+                convert.feed(scratch, out);
+                scratch.clear();
+            }
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        match self {
+            ClientStream::OpenAi(d) => d.finish(out),
+            ClientStream::AnthropicPassthrough(o) => o.finish(out),
+            ClientStream::ToAnthropic {
+                inner,
+                convert,
+                scratch,
+            } => {
+                inner.finish(scratch);
+                convert.feed(scratch, out);
+                scratch.clear();
+                convert.finish(out);
+            }
+        }
+    }
+
+    /// The upstream connection broke: flush what can be flushed; the caller then sends
+    /// [`ClientStream::error_event`].
+    pub fn abort(&mut self, out: &mut BytesMut) {
+        if let ClientStream::OpenAi(d) = self {
+            d.abort(out);
+        }
+    }
+
+    /// A mid-stream failure in the client's own format.
+    pub fn error_event(&self, error: &ApiError) -> Bytes {
+        match self {
+            ClientStream::OpenAi(_) => error.sse_event(),
+            _ => {
+                let mut event = b"event: error\ndata: ".to_vec();
+                event.extend_from_slice(&messages_api::error_body(error));
+                event.extend_from_slice(b"\n\n");
+                Bytes::from(event)
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            ClientStream::OpenAi(d) => d.usage(),
+            ClientStream::AnthropicPassthrough(o) => o.usage(),
+            ClientStream::ToAnthropic { inner, .. } => inner.usage(),
+        }
+    }
+
+    pub fn upstream_error(&self) -> Option<&str> {
+        match self {
+            ClientStream::OpenAi(d) => d.upstream_error(),
+            ClientStream::AnthropicPassthrough(o) => o.upstream_error(),
+            ClientStream::ToAnthropic { inner, convert, .. } => {
+                inner.upstream_error().or(convert.error())
+            }
+        }
+    }
+}
+
 /// A streaming decoder: upstream bytes in, OpenAI SSE bytes out, as they arrive.
 #[derive(Debug)]
 pub enum StreamDecoder {
@@ -152,6 +310,7 @@ pub enum StreamDecoder {
     Gemini(gemini::StreamDecoder),
     Ollama(ollama::StreamDecoder),
     Cohere(cohere::StreamDecoder),
+    Bedrock(Box<bedrock::StreamDecoder>),
 }
 
 impl StreamDecoder {
@@ -165,6 +324,7 @@ impl StreamDecoder {
                 StreamDecoder::Ollama(ollama::StreamDecoder::new(opts))
             }
             Wire::Cohere => StreamDecoder::Cohere(cohere::StreamDecoder::new(opts)),
+            Wire::Bedrock => StreamDecoder::Bedrock(Box::new(bedrock::StreamDecoder::new(opts))),
             Wire::Azure => StreamDecoder::OpenAi(
                 SseRewriter::new(
                     opts.model_override
@@ -190,6 +350,7 @@ impl StreamDecoder {
             StreamDecoder::Gemini(d) => d.feed(chunk, out),
             StreamDecoder::Ollama(d) => d.feed(chunk, out),
             StreamDecoder::Cohere(d) => d.feed(chunk, out),
+            StreamDecoder::Bedrock(d) => d.feed(chunk, out),
         }
     }
 
@@ -200,6 +361,7 @@ impl StreamDecoder {
             StreamDecoder::Gemini(d) => d.finish(out),
             StreamDecoder::Ollama(d) => d.finish(out),
             StreamDecoder::Cohere(d) => d.finish(out),
+            StreamDecoder::Bedrock(d) => d.finish(out),
         }
     }
 
@@ -218,6 +380,7 @@ impl StreamDecoder {
             StreamDecoder::Gemini(d) => d.usage(),
             StreamDecoder::Ollama(d) => d.usage(),
             StreamDecoder::Cohere(d) => d.usage(),
+            StreamDecoder::Bedrock(d) => d.usage(),
         }
     }
 
@@ -228,6 +391,7 @@ impl StreamDecoder {
             StreamDecoder::Gemini(d) => d.upstream_error(),
             StreamDecoder::Ollama(d) => d.upstream_error(),
             StreamDecoder::Cohere(d) => d.upstream_error(),
+            StreamDecoder::Bedrock(d) => d.upstream_error(),
         }
     }
 }

@@ -9,9 +9,11 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod codec;
 pub mod cohere;
 pub mod gemini;
+pub mod messages_api;
 pub mod ollama;
 pub mod openai;
 pub mod sse;
@@ -38,6 +40,8 @@ pub enum Wire {
     Ollama,
     /// Cohere v2 chat.
     Cohere,
+    /// AWS Bedrock Converse (SigV4).
+    Bedrock,
 }
 
 impl Wire {
@@ -357,7 +361,6 @@ pub static NOT_YET_TRANSLATED: &[&str] = &[
     "anthropic_text",
     "vertex_ai",
     "vertex_ai_beta",
-    "bedrock",
     "sagemaker",
     "sagemaker_chat",
     "replicate",
@@ -452,6 +455,17 @@ pub static TRANSLATED: &[ProviderSpec] = &[
         required_suffix: None,
     },
     ProviderSpec {
+        prefix: "bedrock",
+        wire: Wire::Bedrock,
+        base_env: &["AWS_BEDROCK_RUNTIME_ENDPOINT"],
+        // https://bedrock-runtime.{region}.amazonaws.com, from the deployment's region.
+        default_base: None,
+        key_env: &["AWS_BEARER_TOKEN_BEDROCK"],
+        default_key: None,
+        static_headers: &[],
+        required_suffix: None,
+    },
+    ProviderSpec {
         prefix: "ollama_chat",
         wire: Wire::OllamaChat,
         base_env: &["OLLAMA_API_BASE"],
@@ -518,6 +532,10 @@ pub fn deployment_headers(d: &crate::config::DeploymentConfig) -> http::HeaderMa
         ),
         Some(Wire::Anthropic) => anthropic::base_headers(key, &mut headers),
         Some(Wire::Gemini) => gemini::base_headers(key, &mut headers),
+        // Signed per request (SigV4) or a Bedrock API key, in bedrock::encode.
+        Some(Wire::Bedrock) => {
+            headers.remove(http::header::AUTHORIZATION);
+        }
         _ => {}
     }
     // Configured extra headers win over the defaults (e.g. `anthropic-version`, `anthropic-beta`).

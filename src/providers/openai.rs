@@ -45,6 +45,8 @@ pub struct Target<'a> {
     pub max_output_tokens: Option<u64>,
     /// Azure's `api-version`.
     pub api_version: Option<&'a str>,
+    /// Bedrock's credentials (SigV4 or API key).
+    pub aws: Option<&'a super::bedrock::AwsAuth>,
 }
 
 impl<'a> Target<'a> {
@@ -61,6 +63,7 @@ impl<'a> Target<'a> {
             headers,
             max_output_tokens: None,
             api_version: None,
+            aws: None,
         }
     }
 }

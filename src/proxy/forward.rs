@@ -34,7 +34,8 @@ use crate::access_log::Millis;
 use crate::app::App;
 use crate::config::DeploymentConfig;
 use crate::providers::Wire;
-use crate::providers::codec::{self, StreamDecoder};
+use crate::providers::codec::{self, ClientStream, Ingress};
+use crate::providers::messages_api;
 use crate::providers::openai::{Target, UpstreamRequest};
 use crate::providers::sse::{quote, rewrite_json_response};
 use crate::providers::translate::DecodeOptions;
@@ -142,6 +143,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
     let target = Target {
         max_output_tokens: dc.price.as_ref().and_then(|p| p.max_output_tokens),
         api_version: dc.api_version.as_deref(),
+        aws: dc.aws.as_ref(),
         ..Target::new(
             wire,
             base,
@@ -149,14 +151,23 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
             &app.upstream_headers[deployment.index],
         )
     };
-    let request = match codec::encode(
-        endpoint,
-        &target,
-        &view,
-        &body,
-        app.config.server.inject_stream_usage,
-        &dc.params,
-    ) {
+    let ingress = if endpoint == filters::Endpoint::Messages {
+        Ingress::Anthropic
+    } else {
+        Ingress::OpenAi
+    };
+    let encoded = match ingress {
+        Ingress::Anthropic => codec::encode_messages(&target, &view, &body, &dc.params),
+        Ingress::OpenAi => codec::encode(
+            endpoint,
+            &target,
+            &view,
+            &body,
+            app.config.server.inject_stream_usage,
+            &dc.params,
+        ),
+    };
+    let request = match encoded {
         Ok(r) => r,
         Err(e) => {
             respond::error(session, ctx, &e).await;
@@ -173,6 +184,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         request: &request,
         stream: view.stream,
         wire,
+        ingress,
         max_response: app.config.max_response_body_bytes,
     };
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
@@ -193,6 +205,7 @@ struct Exchange<'a> {
     request: &'a UpstreamRequest,
     stream: bool,
     wire: Wire,
+    ingress: Ingress,
     max_response: usize,
 }
 
@@ -344,8 +357,12 @@ impl Exchange<'_> {
         };
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.failure = Some((status, class_of_status(status)));
+        let raw_anthropic_error = (self.ingress == Ingress::Anthropic
+            && self.wire == Wire::Anthropic
+            && serde_json::from_slice::<serde_json::Value>(&body).is_ok())
+        .then(|| body.clone());
         let body = if self.wire.translates() {
-            codec::decode_error(self.wire, status, &body).body()
+            codec::decode_error(self.wire, status, &head.headers, &body).body()
         } else if is_openai_error(&body) {
             body
         } else {
@@ -364,6 +381,12 @@ impl Exchange<'_> {
                 _ => "invalid_request_error",
             };
             ApiError::new(head.status, kind, message).body()
+        };
+        let body = match (self.ingress, self.wire) {
+            (Ingress::OpenAi, _) => body,
+            // An Anthropic deployment's error is already in the client's format.
+            (Ingress::Anthropic, Wire::Anthropic) => raw_anthropic_error.unwrap_or(body),
+            (Ingress::Anthropic, _) => messages_api::error_from_openai(status, &body),
         };
         let mut resp = self.client_header(ctx, status, "application/json", head);
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -403,7 +426,14 @@ impl Exchange<'_> {
                 .to_string()
         };
         let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
-        let body = if self.wire.translates() {
+        let body = if self.ingress == Ingress::Anthropic && self.wire == Wire::Anthropic {
+            // Passthrough: the Messages response with `model` set to the requested name.
+            ctx.record.usage = messages_api::usage_of_response(&body);
+            match rewrite_json_response(body, &quote(&self.plan.requested_model)) {
+                Ok((body, _)) => body,
+                Err(body) => body,
+            }
+        } else if self.wire.translates() {
             match codec::decode_body(
                 self.wire,
                 &body,
@@ -430,6 +460,17 @@ impl Exchange<'_> {
                         "deployment {} of model group {:?} answered with a body that is not a JSON object",
                         self.dc.deployment.id, &*self.plan.group
                     ));
+                    self.fail(session, ctx, Failure::Api(e)).await;
+                    return;
+                }
+            }
+        } else {
+            body
+        };
+        let body = if self.ingress == Ingress::Anthropic && self.wire != Wire::Anthropic {
+            match messages_api::to_anthropic_response(&body, &self.plan.requested_model) {
+                Ok(body) => body,
+                Err(e) => {
                     self.fail(session, ctx, Failure::Api(e)).await;
                     return;
                 }
@@ -484,7 +525,8 @@ impl Exchange<'_> {
             up.shutdown().await;
             return;
         }
-        let mut rewriter = StreamDecoder::new(self.wire, self.request, self.decode_options());
+        let mut rewriter =
+            ClientStream::new(self.ingress, self.wire, self.request, self.decode_options());
         let mut out = BytesMut::with_capacity(4096);
         loop {
             let next = tokio::select! {
@@ -550,7 +592,7 @@ impl Exchange<'_> {
                     ctx.record.failure =
                         Some((error.status.as_u16(), respond::error_class(&error)));
                     rewriter.abort(&mut out);
-                    out.extend_from_slice(&error.sse_event());
+                    out.extend_from_slice(&rewriter.error_event(&error));
                     let tail = out.split().freeze();
                     ctx.record.response_bytes += tail.len() as u64;
                     let _ = session.write_response_body(Some(tail), true).await;

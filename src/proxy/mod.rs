@@ -192,7 +192,10 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 .model_group_info(session.req_header().uri.query());
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
-        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
+        Endpoint::ChatCompletions
+        | Endpoint::Messages
+        | Endpoint::Completions
+        | Endpoint::Embeddings => {
             // Boxed: nested async fns store awaited futures twice (rust-lang/rust#62958), so an
             // unboxed chain grew this future to 82 KB, memcpy'd on every request.
             forward::boxed(|| llm_request(app, session, ctx)).await

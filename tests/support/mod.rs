@@ -302,6 +302,12 @@ pub fn error_message(body: &serde_json::Value, status: u16) -> String {
 
 /// `target/sdk-venv` with the pinned SDK installed; created once.
 pub fn python_with_openai() -> PathBuf {
+    // Tests of one binary run in parallel threads: create the venv once.
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(create_sdk_venv).clone()
+}
+
+fn create_sdk_venv() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target").join("sdk-venv");
     let python = venv.join("bin").join("python");

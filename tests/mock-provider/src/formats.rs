@@ -18,6 +18,10 @@ pub enum Format {
     Cohere,
     /// Azure's `/openai/deployments/{d}/...`; answered in OpenAI's format after its checks.
     Azure,
+    /// Bedrock Converse / ConverseStream (`/model/{id}/converse[-stream]`), SigV4 checked for form.
+    Bedrock {
+        stream: bool,
+    },
 }
 
 impl Format {
@@ -27,6 +31,14 @@ impl Format {
         }
         if path == "/v1/messages" {
             return Some(Format::Anthropic);
+        }
+        if let Some(rest) = path.strip_prefix("/model/") {
+            if rest.ends_with("/converse") {
+                return Some(Format::Bedrock { stream: false });
+            }
+            if rest.ends_with("/converse-stream") {
+                return Some(Format::Bedrock { stream: true });
+            }
         }
         if path.contains("/models/") {
             if path.ends_with(":generateContent") {
@@ -52,7 +64,20 @@ impl Format {
             Format::OllamaChat | Format::OllamaGenerate => "ollama",
             Format::Cohere => "cohere",
             Format::Azure => "azure",
+            Format::Bedrock { .. } => "bedrock",
         }
+    }
+}
+
+/// Bedrock's error type for a status (sent in `x-amzn-ErrorType`).
+pub fn bedrock_error_type(status: u16) -> &'static str {
+    match status {
+        400 => "ValidationException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
     }
 }
 
@@ -94,6 +119,7 @@ pub fn error_body(format: Format, status: u16, message: &str) -> Value {
         Format::Azure => {
             json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": status.to_string()}})
         }
+        Format::Bedrock { .. } => json!({"message": message}),
     }
 }
 
@@ -192,6 +218,28 @@ pub fn validate(
                 }
             }
         }
+        Format::Bedrock { .. } => {
+            let auth = header("authorization").map(String::as_str).unwrap_or("");
+            if !auth.starts_with("Bearer ") {
+                if !well_formed_sigv4(auth, "bedrock") {
+                    return Err(refuse(
+                        format,
+                        403,
+                        "The request signature we calculated does not match the signature you provided (mock: malformed or missing SigV4 Authorization header)",
+                    ));
+                }
+                if header("x-amz-date").is_none() {
+                    return Err(refuse(format, 403, "Missing X-Amz-Date"));
+                }
+            }
+            if !request["messages"].is_array() {
+                return Err(refuse(
+                    format,
+                    400,
+                    "1 validation error detected: Value null at 'messages' failed to satisfy constraint: Member must not be null",
+                ));
+            }
+        }
         Format::Azure => {
             if header("api-key").is_none() && header("authorization").is_none() {
                 return Err(refuse(
@@ -209,6 +257,37 @@ pub fn validate(
         }
     }
     Ok(())
+}
+
+/// `AWS4-HMAC-SHA256 Credential=<akid>/<yyyymmdd>/<region>/<service>/aws4_request,
+/// SignedHeaders=<...host...;x-amz-date...>, Signature=<64 hex>`.
+fn well_formed_sigv4(auth: &str, service: &str) -> bool {
+    let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return false;
+    };
+    let mut credential = None;
+    let mut signed = None;
+    let mut signature = None;
+    for part in rest.split(", ") {
+        match part.split_once('=') {
+            Some(("Credential", v)) => credential = Some(v),
+            Some(("SignedHeaders", v)) => signed = Some(v),
+            Some(("Signature", v)) => signature = Some(v),
+            _ => return false,
+        }
+    }
+    let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
+        return false;
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    scope.len() == 5
+        && scope[1].len() == 8
+        && scope[3] == service
+        && scope[4] == "aws4_request"
+        && signed.split(';').any(|h| h == "host")
+        && signed.split(';').any(|h| h == "x-amz-date")
+        && signature.len() == 64
+        && signature.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What the mock answers: text words, or one tool call.
@@ -288,6 +367,18 @@ impl Answer<'_> {
                 json!({"id": self.id, "finish_reason": if self.tool_call.is_some() { "TOOL_CALL" } else { "COMPLETE" },
                     "message": message,
                     "usage": {"billed_units": {"input_tokens": prompt, "output_tokens": out}, "tokens": {"input_tokens": prompt, "output_tokens": out}}})
+            }
+            Format::Bedrock { .. } => {
+                let content = match &self.tool_call {
+                    Some((name, args)) => {
+                        json!([{"toolUse": {"toolUseId": "tooluse_mock1", "name": name, "input": args}}])
+                    }
+                    None => json!([{"text": self.text()}]),
+                };
+                json!({"output": {"message": {"role": "assistant", "content": content}},
+                    "stopReason": if self.tool_call.is_some() { "tool_use" } else { "end_turn" },
+                    "usage": {"inputTokens": prompt, "outputTokens": out, "totalTokens": prompt + out},
+                    "metrics": {"latencyMs": 1}})
             }
             Format::Azure => Value::Null,
         }
@@ -408,6 +499,38 @@ impl Answer<'_> {
                     "usage": {"billed_units": {"input_tokens": prompt, "output_tokens": out}, "tokens": {"input_tokens": prompt, "output_tokens": out}}}})));
                 frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
             }
+            Format::Bedrock { .. } => {
+                frames.push(bedrock_event("messageStart", json!({"role": "assistant"})));
+                match &self.tool_call {
+                    Some((name, args)) => {
+                        frames.push(bedrock_event("contentBlockStart", json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_mock1", "name": name}}})));
+                        let text = args.to_string();
+                        let (a, b) = text.split_at(text.len() / 2);
+                        for part in [a, b] {
+                            frames.push(bedrock_event("contentBlockDelta", json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": part}}})));
+                        }
+                    }
+                    None => {
+                        for w in &self.words {
+                            frames.push(bedrock_event(
+                                "contentBlockDelta",
+                                json!({"contentBlockIndex": 0, "delta": {"text": w}, "p": "abcd"}),
+                            ));
+                        }
+                    }
+                }
+                frames.push(bedrock_event(
+                    "contentBlockStop",
+                    json!({"contentBlockIndex": 0}),
+                ));
+                let stop = if self.tool_call.is_some() {
+                    "tool_use"
+                } else {
+                    "end_turn"
+                };
+                frames.push(bedrock_event("messageStop", json!({"stopReason": stop})));
+                frames.push(bedrock_event("metadata", json!({"usage": {"inputTokens": prompt, "outputTokens": out, "totalTokens": prompt + out}, "metrics": {"latencyMs": 1}})));
+            }
             Format::Azure => {}
         }
         frames
@@ -425,6 +548,16 @@ impl Answer<'_> {
             Format::OllamaChat | Format::OllamaGenerate => {
                 Bytes::from_static(b"{\"error\":\"model runner crashed\"}\n")
             }
+            Format::Bedrock { .. } => {
+                use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+                let m = Message::new(Bytes::from_static(br#"{"message":"The system encountered an unexpected error during processing. Try your request again."}"#))
+                    .add_header(Header::new(":exception-type", HeaderValue::String("internalServerException".into())))
+                    .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
+                    .add_header(Header::new(":message-type", HeaderValue::String("exception".into())));
+                let mut out = Vec::new();
+                aws_smithy_eventstream::frame::write_message_to(&m, &mut out).expect("frame");
+                Bytes::from(out)
+            }
             Format::Cohere | Format::Azure => Bytes::from_static(
                 b"data: {\"error\":{\"message\":\"internal error\",\"type\":\"server_error\"}}\n\n",
             ),
@@ -433,8 +566,27 @@ impl Answer<'_> {
 
     pub fn content_type(format: Format) -> &'static str {
         match format {
+            Format::Bedrock { .. } => "application/vnd.amazon.eventstream",
             Format::OllamaChat | Format::OllamaGenerate => "application/x-ndjson",
             _ => "text/event-stream",
         }
     }
+}
+
+/// One ConverseStream event, framed as Bedrock sends it.
+fn bedrock_event(kind: &'static str, payload: Value) -> Bytes {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let m = Message::new(Bytes::from(payload.to_string()))
+        .add_header(Header::new(":event-type", HeaderValue::String(kind.into())))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&m, &mut out).expect("frame");
+    Bytes::from(out)
 }

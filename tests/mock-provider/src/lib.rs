@@ -250,7 +250,16 @@ impl MockProvider {
                 }
             };
             if let Err(refusal) = formats::validate(format, &headers, &query, &request) {
-                return json_response(refusal.status, &refusal.body);
+                let mut response = json_response(refusal.status, &refusal.body);
+                if let Format::Bedrock { .. } = format {
+                    response.headers_mut().insert(
+                        "x-amzn-errortype",
+                        http::HeaderValue::from_static(formats::bedrock_error_type(
+                            refusal.status.as_u16(),
+                        )),
+                    );
+                }
+                return response;
             }
             if format != Format::Azure {
                 return self.provider_call(format, &path, &request).await;
@@ -359,6 +368,12 @@ impl MockProvider {
                 status,
                 &formats::error_body(format, status.as_u16(), &message),
             );
+            if let Format::Bedrock { .. } = format {
+                response.headers_mut().insert(
+                    "x-amzn-errortype",
+                    http::HeaderValue::from_static(formats::bedrock_error_type(status.as_u16())),
+                );
+            }
             if status.as_u16() == 429 {
                 response
                     .headers_mut()
@@ -371,19 +386,23 @@ impl MockProvider {
             id: format!("mock-{}-{n}", format.name()),
             model: &plan.model,
             words: plan.words(),
-            tool_call: request["mock"]["tool_call"].as_object().map(|t| {
-                (
-                    t.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("tool")
-                        .to_string(),
-                    t.get("arguments").cloned().unwrap_or_else(|| json!({})),
-                )
-            }),
+            tool_call: request
+                .get("mock")
+                .unwrap_or(&request["additionalModelRequestFields"]["mock"])["tool_call"]
+                .as_object()
+                .map(|t| {
+                    (
+                        t.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("tool")
+                            .to_string(),
+                        t.get("arguments").cloned().unwrap_or_else(|| json!({})),
+                    )
+                }),
             prompt_tokens: prompt_tokens_any(request),
         };
         let streaming = match format {
-            Format::Gemini { stream } => stream,
+            Format::Gemini { stream } | Format::Bedrock { stream } => stream,
             // Ollama streams unless told not to.
             Format::OllamaChat | Format::OllamaGenerate => {
                 request["stream"].as_bool() != Some(false)
@@ -595,7 +614,11 @@ struct Plan {
 
 impl Plan {
     fn new(config: &MockConfig, request: &Value) -> Plan {
-        let m = &request["mock"];
+        // Bedrock carries extra fields in additionalModelRequestFields.
+        let m = match request.get("mock") {
+            Some(m) => m,
+            None => &request["additionalModelRequestFields"]["mock"],
+        };
         let ms =
             |key: &str, default: Duration| m[key].as_u64().map_or(default, Duration::from_millis);
         Plan {

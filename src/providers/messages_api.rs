@@ -1,0 +1,716 @@
+//! Anthropic-format ingress (`POST /v1/messages`, as LiteLLM serves it): an Anthropic Messages
+//! request for any model group. Called by the forwarder inside Pingora's `request_filter`.
+//!
+//! An `anthropic/` deployment gets the request as it is (only `model` rewritten) and its answer
+//! goes back untouched, so nothing is translated twice. Any other deployment gets the request
+//! converted to OpenAI's chat format, which its codec then encodes as usual; its answer, decoded
+//! to OpenAI's format by that codec, is converted back into a Messages response or into
+//! Messages stream events here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use filters::ApiError;
+use filters::usage::Usage;
+use serde_json::{Map, Value, json};
+
+use super::translate::{SseEvents, compact};
+
+/// Converts a Messages request into an OpenAI chat request body. Streams ask for usage, which
+/// the final `message_delta` reports.
+pub fn to_openai_request(body: &[u8]) -> Result<Bytes, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(mut req) = v else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let mut out = Map::new();
+    out.insert("model".into(), req.remove("model").unwrap_or(Value::Null));
+    let mut messages = Vec::new();
+    match req.remove("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) => {
+            let parts: Vec<Value> = blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .map(|b| {
+                    let mut p = json!({"type": "text", "text": b["text"]});
+                    if let Some(c) = b.get("cache_control") {
+                        p["cache_control"] = c.clone();
+                    }
+                    p
+                })
+                .collect();
+            messages.push(json!({"role": "system", "content": parts}));
+        }
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("system must be a string or a list of text blocks")
+                    .with_param("system"),
+            );
+        }
+    }
+    let Some(Value::Array(turns)) = req.remove("messages") else {
+        return Err(ApiError::bad_request("messages: Field required").with_param("messages"));
+    };
+    for (i, turn) in turns.iter().enumerate() {
+        let role = turn["role"].as_str().unwrap_or_default();
+        let blocks = match &turn["content"] {
+            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::Array(b) => b.clone(),
+            _ => {
+                return Err(
+                    ApiError::bad_request("content must be a string or a list of blocks")
+                        .with_param(format!("messages[{i}].content")),
+                );
+            }
+        };
+        match role {
+            "user" => {
+                let mut parts = Vec::new();
+                for b in &blocks {
+                    match b["type"].as_str() {
+                        Some("text") => {
+                            let mut p = json!({"type": "text", "text": b["text"]});
+                            if let Some(c) = b.get("cache_control") {
+                                p["cache_control"] = c.clone();
+                            }
+                            parts.push(p);
+                        }
+                        Some("image") => {
+                            let src = &b["source"];
+                            let url = match src["type"].as_str() {
+                                Some("base64") => format!(
+                                    "data:{};base64,{}",
+                                    src["media_type"].as_str().unwrap_or("image/png"),
+                                    src["data"].as_str().unwrap_or("")
+                                ),
+                                _ => src["url"].as_str().unwrap_or_default().to_string(),
+                            };
+                            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                        }
+                        Some("tool_result") => {
+                            let content = match &b["content"] {
+                                Value::String(s) => s.clone(),
+                                Value::Array(items) => items
+                                    .iter()
+                                    .filter_map(|i| i["text"].as_str())
+                                    .collect::<Vec<_>>()
+                                    .join("\n"),
+                                Value::Null => String::new(),
+                                other => other.to_string(),
+                            };
+                            messages.push(json!({"role": "tool", "tool_call_id": b["tool_use_id"], "content": content}));
+                        }
+                        _ => {}
+                    }
+                }
+                if !parts.is_empty() {
+                    messages.push(json!({"role": "user", "content": parts}));
+                }
+            }
+            "assistant" => {
+                let mut text = String::new();
+                let mut calls = Vec::new();
+                for b in &blocks {
+                    match b["type"].as_str() {
+                        Some("text") => text.push_str(b["text"].as_str().unwrap_or("")),
+                        Some("tool_use") => calls.push(json!({
+                            "id": b["id"], "type": "function",
+                            "function": {"name": b["name"], "arguments": compact(&b["input"])}
+                        })),
+                        _ => {}
+                    }
+                }
+                let mut m = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text) }});
+                if !calls.is_empty() {
+                    m["tool_calls"] = Value::Array(calls);
+                }
+                messages.push(m);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "messages.{i}.role: Input should be 'user' or 'assistant', got {other:?}"
+                ))
+                .with_param(format!("messages[{i}].role")));
+            }
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(m) = req.remove("max_tokens") {
+        out.insert("max_tokens".into(), m);
+    }
+    if let Some(s) = req.remove("stop_sequences") {
+        out.insert("stop".into(), s);
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = req.remove(key) {
+            out.insert(key.into(), v);
+        }
+    }
+    if let Some(user) = req
+        .remove("metadata")
+        .and_then(|m| m.get("user_id").cloned())
+    {
+        out.insert("user".into(), user);
+    }
+    if let Some(Value::Array(tools)) = req.remove("tools") {
+        let tools: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t["name"],
+                    "description": t.get("description").cloned().unwrap_or(Value::Null),
+                    "parameters": t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"}))
+                }})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = req.remove("tool_choice") {
+        let mapped = match choice["type"].as_str() {
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => json!({"type": "function", "function": {"name": choice["name"]}}),
+            _ => json!("auto"),
+        };
+        if choice["disable_parallel_tool_use"] == true {
+            out.insert("parallel_tool_calls".into(), false.into());
+        }
+        out.insert("tool_choice".into(), mapped);
+    }
+    if req.remove("stream").and_then(|v| v.as_bool()) == Some(true) {
+        out.insert("stream".into(), true.into());
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    // Anthropic-only fields (top_k, thinking, ...) travel on as provider-specific parameters.
+    for (k, v) in req {
+        out.entry(k).or_insert(v);
+    }
+    Ok(Bytes::from(
+        serde_json::to_vec(&Value::Object(out)).unwrap_or_default(),
+    ))
+}
+
+/// OpenAI `finish_reason` to Messages `stop_reason`.
+fn stop_reason(finish: &str) -> &'static str {
+    match finish {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+fn anthropic_usage(u: &Value) -> Value {
+    let prompt = u["prompt_tokens"].as_u64().unwrap_or(0);
+    let cached = u
+        .pointer("/prompt_tokens_details/cached_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let written = u
+        .pointer("/prompt_tokens_details/cache_write_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    json!({
+        "input_tokens": prompt.saturating_sub(cached + written),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+        "output_tokens": u["completion_tokens"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Converts an OpenAI chat completion into a Messages response.
+pub fn to_anthropic_response(openai: &[u8], model: &str) -> Result<Bytes, ApiError> {
+    let v: Value = serde_json::from_slice(openai).map_err(|_| {
+        ApiError::bad_gateway("the deployment answered with a body that is not JSON")
+    })?;
+    let choice = &v["choices"][0];
+    let message = &choice["message"];
+    let mut content = Vec::new();
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        let input: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or("{}"))
+                .unwrap_or_else(|_| json!({}));
+        content.push(json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": input}));
+    }
+    let id = v["id"].as_str().unwrap_or_default();
+    let id = if id.starts_with("msg_") {
+        id.to_string()
+    } else {
+        format!("msg_{}", id.trim_start_matches("chatcmpl-"))
+    };
+    let body = json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
+        "stop_sequence": null,
+        "usage": anthropic_usage(&v["usage"]),
+    });
+    Ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// An error for a Messages client: `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(error: &ApiError) -> Bytes {
+    let kind = match error.status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 | 503 => "overloaded_error",
+        _ => "api_error",
+    };
+    Bytes::from(
+        serde_json::to_vec(
+            &json!({"type": "error", "error": {"type": kind, "message": error.message}}),
+        )
+        .unwrap_or_default(),
+    )
+}
+
+/// Converts an OpenAI error body (any upstream's error, already mapped) into a Messages one.
+pub fn error_from_openai(status: u16, body: &[u8]) -> Bytes {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| super::translate::raw_message(body));
+    let mut e = ApiError::new(
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+        "api_error",
+        message,
+    );
+    e.code = None;
+    error_body(&e)
+}
+
+/// Reads the usage of a Messages response (passthrough: for metrics and spend).
+pub fn usage_of_response(body: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("usage")?;
+    Some(usage_from_anthropic(u, None))
+}
+
+fn usage_from_anthropic(u: &Value, before: Option<Usage>) -> Usage {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    let prev = before.unwrap_or_default();
+    let prev_cached = prev
+        .prompt_tokens_details
+        .and_then(|d| d.cached_tokens)
+        .unwrap_or(0);
+    let input = n("input_tokens");
+    let write = n("cache_creation_input_tokens").unwrap_or(0);
+    let read = n("cache_read_input_tokens");
+    let prompt = match input {
+        Some(i) => i + write + read.unwrap_or(0),
+        None => prev.prompt_tokens,
+    };
+    let cached = read.unwrap_or(prev_cached);
+    let completion = n("output_tokens").unwrap_or(prev.completion_tokens);
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: (cached > 0).then_some(filters::usage::PromptTokensDetails {
+            cached_tokens: Some(cached),
+        }),
+    }
+}
+
+/// Passthrough of an Anthropic stream to a Messages client: bytes forwarded untouched, events
+/// read on the side for usage and errors.
+#[derive(Debug, Default)]
+pub struct PassthroughObserver {
+    events: SseEvents,
+    usage: Option<Usage>,
+    error: Option<String>,
+}
+
+impl PassthroughObserver {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        out.put_slice(chunk);
+        let mut events = std::mem::take(&mut self.events);
+        events.feed(chunk, |_, data| self.event(data));
+        self.events = events;
+    }
+
+    pub fn finish(&mut self, _out: &mut BytesMut) {
+        let mut events = std::mem::take(&mut self.events);
+        events.finish(|_, data| self.event(data));
+    }
+
+    fn event(&mut self, data: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        match v["type"].as_str() {
+            Some("message_start") => {
+                self.usage = Some(usage_from_anthropic(&v["message"]["usage"], None));
+                // `output_tokens: 1` of message_start is a placeholder, not a count.
+                if let Some(u) = &mut self.usage {
+                    u.total_tokens -= u.completion_tokens;
+                    u.completion_tokens = 0;
+                }
+            }
+            Some("message_delta") => {
+                self.usage = Some(usage_from_anthropic(&v["usage"], self.usage));
+            }
+            Some("error") => {
+                self.error = v["error"]["message"].as_str().map(str::to_owned);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    pub fn upstream_error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+/// Converts OpenAI chat chunks (what every codec's decoder produces) into Messages stream
+/// events, as they arrive.
+#[derive(Debug)]
+pub struct ToAnthropicStream {
+    model: String,
+    events: SseEvents,
+    started: bool,
+    /// The open content block: its index and whether it is a tool block.
+    open: Option<(usize, bool)>,
+    next_index: usize,
+    /// OpenAI tool index -> open block index.
+    tool_blocks: Vec<(u64, usize)>,
+    finish: Option<String>,
+    usage: Option<Value>,
+    done: bool,
+    error: Option<String>,
+}
+
+impl ToAnthropicStream {
+    pub fn new(model: &str) -> Self {
+        ToAnthropicStream {
+            model: model.to_string(),
+            events: SseEvents::default(),
+            started: false,
+            open: None,
+            next_index: 0,
+            tool_blocks: Vec::new(),
+            finish: None,
+            usage: None,
+            done: false,
+            error: None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    fn emit(out: &mut BytesMut, event: &str, data: &Value) {
+        out.put_slice(b"event: ");
+        out.put_slice(event.as_bytes());
+        out.put_slice(b"\ndata: ");
+        out.put_slice(&serde_json::to_vec(data).unwrap_or_default());
+        out.put_slice(b"\n\n");
+    }
+
+    /// Feeds OpenAI SSE bytes; writes the Messages events they complete.
+    pub fn feed(&mut self, openai: &[u8], out: &mut BytesMut) {
+        let mut events = std::mem::take(&mut self.events);
+        events.feed(openai, |_, data| self.chunk(data, out));
+        self.events = events;
+    }
+
+    /// The OpenAI stream ended (with or without `[DONE]`).
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        let mut events = std::mem::take(&mut self.events);
+        events.finish(|_, data| self.chunk(data, out));
+        self.close(out);
+    }
+
+    fn start(&mut self, out: &mut BytesMut, id: &str) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let id = if id.starts_with("msg_") {
+            id.to_string()
+        } else {
+            format!("msg_{}", id.trim_start_matches("chatcmpl-"))
+        };
+        Self::emit(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}}}),
+        );
+    }
+
+    fn close_block(&mut self, out: &mut BytesMut) {
+        if let Some((index, _)) = self.open.take() {
+            Self::emit(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+            );
+        }
+    }
+
+    fn chunk(&mut self, data: &str, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        if data == "[DONE]" {
+            self.close(out);
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        if let Some(e) = v.get("error") {
+            let message = e["message"]
+                .as_str()
+                .unwrap_or("upstream error")
+                .to_string();
+            let kind = match e["type"].as_str() {
+                Some("overloaded_error") => "overloaded_error",
+                Some("rate_limit_error") => "rate_limit_error",
+                _ => "api_error",
+            };
+            Self::emit(
+                out,
+                "error",
+                &json!({"type": "error", "error": {"type": kind, "message": message}}),
+            );
+            self.error = Some(message);
+            self.done = true;
+            return;
+        }
+        self.start(out, v["id"].as_str().unwrap_or_default());
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = v["choices"].get(0) else {
+            return;
+        };
+        let delta = &choice["delta"];
+        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+            if !matches!(self.open, Some((_, false))) {
+                self.close_block(out);
+                let index = self.next_index;
+                self.next_index += 1;
+                self.open = Some((index, false));
+                Self::emit(
+                    out,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                );
+            }
+            let index = self.open.map_or(0, |(i, _)| i);
+            Self::emit(
+                out,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+            );
+        }
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            let k = call["index"].as_u64().unwrap_or(0);
+            let block = self
+                .tool_blocks
+                .iter()
+                .find(|(t, _)| *t == k)
+                .map(|(_, b)| *b);
+            let block = match block {
+                Some(b) => b,
+                None => {
+                    self.close_block(out);
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    self.tool_blocks.push((k, index));
+                    self.open = Some((index, true));
+                    Self::emit(
+                        out,
+                        "content_block_start",
+                        &json!({"type": "content_block_start", "index": index, "content_block": {
+                            "type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}}),
+                    );
+                    index
+                }
+            };
+            if let Some(fragment) = call["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                Self::emit(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": block, "delta": {"type": "input_json_delta", "partial_json": fragment}}),
+                );
+            }
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            self.finish = Some(f.to_string());
+        }
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if !self.started {
+            self.start(out, "");
+        }
+        self.close_block(out);
+        let usage = self
+            .usage
+            .as_ref()
+            .map(anthropic_usage)
+            .unwrap_or_else(|| json!({"input_tokens": 0, "output_tokens": 0}));
+        Self::emit(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(self.finish.as_deref().unwrap_or("stop")), "stop_sequence": null}, "usage": usage}),
+        );
+        Self::emit(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::testing::split_invariant;
+
+    #[test]
+    fn messages_request_becomes_an_openai_chat_request() {
+        let body = json!({
+            "model": "claude", "max_tokens": 100, "system": "terse",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"}, {"type": "text", "text": "and?"}]}
+            ],
+            "tools": [{"name": "w", "description": "weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "stop_sequences": ["END"], "stream": true, "top_k": 3, "metadata": {"user_id": "u1"}
+        });
+        let out = to_openai_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"role": "system", "content": "terse"},
+                {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+                {"role": "user", "content": [{"type": "text", "text": "and?"}]}
+            ])
+        );
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["stop"], json!(["END"]));
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["top_k"], 3);
+        assert_eq!(v["user"], "u1");
+        assert_eq!(
+            v["tools"][0]["function"]["parameters"],
+            json!({"type": "object"})
+        );
+    }
+
+    #[test]
+    fn openai_completion_becomes_a_messages_response() {
+        let openai = br#"{"id":"chatcmpl-9","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"call_1","type":"function","function":{"name":"w","arguments":"{\"city\":\"Paris\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":20,"completion_tokens":5,"total_tokens":25,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        let out = to_anthropic_response(openai, "claude-x").unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": "msg_9", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use", "id": "call_1", "name": "w", "input": {"city": "Paris"}}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 16, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4, "output_tokens": 5}})
+        );
+    }
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Checking\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":7,\"total_tokens\":17}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn convert(chunks: &[&[u8]]) -> String {
+        let mut s = ToAnthropicStream::new("claude-x");
+        let mut out = BytesMut::new();
+        for c in chunks {
+            s.feed(c, &mut out);
+        }
+        s.finish(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn openai_chunks_become_messages_events() {
+        let out = convert(&[OPENAI_STREAM.as_bytes()]);
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(out.contains(r#""delta":{"type":"text_delta","text":"Checking"}"#));
+        assert!(out.contains(
+            r#""content_block":{"type":"tool_use","id":"call_1","name":"w","input":{}}"#
+        ));
+        assert!(out.contains(r#""partial_json":"{\"city\":\"Paris\"}""#));
+        assert!(out.contains(r#""stop_reason":"tool_use""#));
+        assert!(out.contains(r#""output_tokens":7"#));
+    }
+
+    #[test]
+    fn conversion_is_split_invariant() {
+        split_invariant(OPENAI_STREAM.as_bytes(), convert);
+    }
+
+    #[test]
+    fn passthrough_reads_usage_without_touching_bytes() {
+        let upstream = crate::providers::testing::fixture("anthropic/a2_1_upstream.sse");
+        let mut o = PassthroughObserver::default();
+        let mut out = BytesMut::new();
+        o.feed(upstream.as_bytes(), &mut out);
+        o.finish(&mut out);
+        assert_eq!(out, upstream.as_bytes());
+        let u = o.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (58, 41));
+    }
+}
