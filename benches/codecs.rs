@@ -147,5 +147,36 @@ fn decode_stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode_stream);
+/// What the load benchmark's translated path costs per request: the small chat request encoded
+/// for Anthropic and the mock's Messages answer decoded back, split into its steps.
+fn translated_request(c: &mut Criterion) {
+    let mut g = c.benchmark_group("translated_request");
+    let body = Bytes::from_static(br#"{"model":"claude","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}"#);
+    let view = RequestView::parse(&body).unwrap();
+    let base = UpstreamUrl::parse("http://127.0.0.1:1").unwrap();
+    let headers = http::HeaderMap::new();
+    let target = Target::new(Wire::Anthropic, &base, "claude-sonnet-4-5", &headers);
+    let policy = ParamPolicy::default();
+    g.bench_function("encode", |b| {
+        b.iter(|| {
+            codec::encode(
+                Endpoint::ChatCompletions,
+                &target,
+                black_box(&view),
+                black_box(&body),
+                true,
+                &policy,
+            )
+            .unwrap()
+        })
+    });
+    let answer = br#"{"id":"mock-anthropic-1","type":"message","role":"assistant","model":"gpt-4o-mini-2024-07-18","content":[{"type":"text","text":"Hello word1 word2 word3 word4"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5}}"#;
+    let opts = opts();
+    g.bench_function("decode", |b| {
+        b.iter(|| codec::decode_body(Wire::Anthropic, black_box(answer), &opts, false).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, decode_stream, translated_request);
 criterion_main!(benches);

@@ -10,6 +10,9 @@ use bytes::{Bytes, BytesMut};
 use filters::ApiError;
 use filters::usage::Usage;
 use http::HeaderValue;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::openai::{Target, UpstreamRequest};
@@ -77,20 +80,10 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
     );
     let mut body = Map::new();
-    body.insert("model".into(), target.upstream_model.into());
-    body.insert(
-        "max_tokens".into(),
-        req.max_tokens
-            .or(target.max_output_tokens)
-            .unwrap_or(DEFAULT_MAX_TOKENS)
-            .into(),
-    );
-    let system: Vec<(&str, Option<&Value>)> = req.system_texts().collect();
-    match system.as_slice() {
-        [] => {}
-        [(text, None)] => {
-            body.insert("system".into(), (*text).into());
-        }
+    let system_texts: Vec<(&str, Option<&Value>)> = req.system_texts().collect();
+    let system = match system_texts.as_slice() {
+        [] => None,
+        [(text, None)] => Some(Value::String((*text).to_string())),
         blocks => {
             let blocks: Vec<Value> = blocks
                 .iter()
@@ -102,10 +95,9 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
                     b
                 })
                 .collect();
-            body.insert("system".into(), Value::Array(blocks));
+            Some(Value::Array(blocks))
         }
-    }
-    body.insert("messages".into(), Value::Array(messages(&req.messages)));
+    };
     let mut tools: Vec<Value> = req
         .tools
         .iter()
@@ -188,8 +180,21 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         }
     }
     for (k, v) in extra {
-        body.entry(k).or_insert(v);
+        if !matches!(k.as_str(), "model" | "max_tokens" | "system" | "messages") {
+            body.entry(k).or_insert(v);
+        }
     }
+    let out = RequestOut {
+        model: target.upstream_model,
+        max_tokens: req
+            .max_tokens
+            .or(target.max_output_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+        system,
+        messages: messages(&req.messages),
+        rest: body,
+    };
+    let body = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
     let mut headers = target.headers.clone();
     headers.insert(
         http::header::ACCEPT,
@@ -203,7 +208,7 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         method: http::Method::POST,
         target: target.base.target(suffix(&target.base.path)),
         headers,
-        body: Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
+        body,
         injected_usage: false,
         json_tool: json_mode,
         include_usage: req.include_usage,
@@ -237,18 +242,62 @@ pub fn encode_passthrough(
     }
 }
 
+/// One turn of a Messages request, serialized straight from the request's own strings.
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: TurnContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TurnContent<'a> {
+    /// A single plain text block, sent as a string as the SDKs write it.
+    Text(&'a str),
+    Blocks(Vec<BlockOut<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockOut<'a> {
+    Text {
+        text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
 /// OpenAI messages to Anthropic turns: system removed, tool results grouped into one user turn
 /// (a user message right after them joins it), text before tool_use blocks.
-fn messages(messages: &[Message]) -> Vec<Value> {
-    let mut out: Vec<(String, Vec<Value>)> = Vec::new();
-    let mut push = |role: &str, blocks: Vec<Value>| {
+fn messages<'a>(messages: &'a [Message]) -> Vec<Turn<'a>> {
+    let mut out: Vec<(&'static str, Vec<BlockOut<'a>>)> = Vec::with_capacity(messages.len());
+    let mut push = |role: &'static str, blocks: Vec<BlockOut<'a>>| {
         if let Some((last_role, last)) = out.last_mut()
-            && last_role == role
+            && *last_role == role
         {
             last.extend(blocks);
             return;
         }
-        out.push((role.to_string(), blocks));
+        out.push((role, blocks));
     };
     for m in messages {
         match m {
@@ -260,31 +309,37 @@ fn messages(messages: &[Message]) -> Vec<Value> {
                         Part::Text {
                             text,
                             cache_control,
-                        } => {
-                            let mut b = json!({"type": "text", "text": text});
-                            if let Some(c) = cache_control {
-                                b["cache_control"] = c.clone();
-                            }
-                            b
-                        }
-                        Part::Image(Image::Inline { mime, data }) => json!({
-                            "type": "image",
-                            "source": {"type": "base64", "media_type": mime, "data": data}
-                        }),
-                        Part::Image(Image::Url(url)) => json!({
-                            "type": "image", "source": {"type": "url", "url": url}
-                        }),
+                        } => BlockOut::Text {
+                            text,
+                            cache_control: cache_control.as_ref(),
+                        },
+                        Part::Image(Image::Inline { mime, data }) => BlockOut::Image {
+                            source: ImageSource::Base64 {
+                                media_type: mime,
+                                data,
+                            },
+                        },
+                        Part::Image(Image::Url(url)) => BlockOut::Image {
+                            source: ImageSource::Url { url },
+                        },
                     })
                     .collect();
                 push("user", blocks);
             }
             Message::Assistant { text, tool_calls } => {
-                let mut blocks = Vec::new();
+                let mut blocks = Vec::with_capacity(tool_calls.len() + 1);
                 if let Some(t) = text {
-                    blocks.push(json!({"type": "text", "text": t}));
+                    blocks.push(BlockOut::Text {
+                        text: t,
+                        cache_control: None,
+                    });
                 }
                 for c in tool_calls {
-                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}));
+                    blocks.push(BlockOut::ToolUse {
+                        id: &c.id,
+                        name: &c.name,
+                        input: &c.arguments,
+                    });
                 }
                 push("assistant", blocks);
             }
@@ -293,23 +348,40 @@ fn messages(messages: &[Message]) -> Vec<Value> {
             } => {
                 push(
                     "user",
-                    vec![
-                        json!({"type": "tool_result", "tool_use_id": call_id, "content": content}),
-                    ],
+                    vec![BlockOut::ToolResult {
+                        tool_use_id: call_id,
+                        content,
+                    }],
                 );
             }
         }
     }
     out.into_iter()
         .map(|(role, blocks)| {
-            // A single plain text block is sent as a string, as the SDKs write it.
             let content = match blocks.as_slice() {
-                [b] if b["type"] == "text" && b.get("cache_control").is_none() => b["text"].clone(),
-                _ => Value::Array(blocks),
+                [
+                    BlockOut::Text {
+                        text,
+                        cache_control: None,
+                    },
+                ] => TurnContent::Text(text),
+                _ => TurnContent::Blocks(blocks),
             };
-            json!({"role": role, "content": content})
+            Turn { role, content }
         })
         .collect()
+}
+
+/// The request body: the fixed fields typed, everything optional in `rest`.
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<Value>,
+    messages: Vec<Turn<'a>>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// `stop_reason` to `finish_reason` (8.5).
@@ -340,57 +412,113 @@ fn tokens(input: u64, cache_write: u64, cache_read: u64, output: u64) -> Tokens 
     }
 }
 
+/// A Messages response, borrowed from the body (decoded once per translated request).
+#[derive(Deserialize)]
+struct MessageResponse<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Vec<Block<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: MessageUsage,
+}
+
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+/// Tool input as compact JSON (the provider may send spaces).
+fn compact_raw(input: Option<&serde_json::value::RawValue>) -> String {
+    match input {
+        None => "{}".into(),
+        Some(raw) => serde_json::from_str::<Value>(raw.get())
+            .map(|v| compact(&v))
+            .unwrap_or_else(|_| "{}".into()),
+    }
+}
+
 /// Decodes a non-streamed Messages response into an OpenAI chat completion.
 pub fn decode(
     body: &[u8],
     opts: &DecodeOptions,
     json_tool: bool,
 ) -> Result<(Bytes, Usage), ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|_| ApiError::bad_gateway("anthropic answered with a body that is not JSON"))?;
-    if v.get("type").and_then(Value::as_str) == Some("error") {
+    let r: MessageResponse<'_> = serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_gateway("anthropic answered with a body that is not a Messages response")
+    })?;
+    if r.kind.as_deref() == Some("error") {
         return Err(error(200, body));
     }
     let mut content = String::new();
     let mut has_text = false;
     let mut reasoning: Option<String> = None;
     let mut calls = Vec::new();
-    for block in v["content"].as_array().into_iter().flatten() {
-        match block["type"].as_str() {
-            Some("text") => {
-                content.push_str(block["text"].as_str().unwrap_or(""));
+    for block in &r.content {
+        match block.kind.as_ref() {
+            "text" => {
+                content.push_str(block.text.as_deref().unwrap_or(""));
                 has_text = true;
             }
-            Some("thinking") => reasoning
+            "thinking" => reasoning
                 .get_or_insert_with(String::new)
-                .push_str(block["thinking"].as_str().unwrap_or("")),
-            Some("tool_use") if json_tool && block["name"] == JSON_TOOL => {
-                content = compact(&block["input"]);
+                .push_str(block.thinking.as_deref().unwrap_or("")),
+            "tool_use" if json_tool && block.name.as_deref() == Some(JSON_TOOL) => {
+                content = compact_raw(block.input);
                 has_text = true;
             }
-            Some("tool_use") => calls.push((
-                block["id"].as_str().unwrap_or_default().to_string(),
-                block["name"].as_str().unwrap_or_default().to_string(),
-                compact(&block["input"]),
+            "tool_use" => calls.push((
+                block.id.as_deref().unwrap_or_default().to_string(),
+                block.name.as_deref().unwrap_or_default().to_string(),
+                compact_raw(block.input),
             )),
             _ => {}
         }
     }
-    let u = &v["usage"];
+    let u = &r.usage;
     let t = tokens(
-        count(u, "input_tokens").unwrap_or(0),
-        count(u, "cache_creation_input_tokens").unwrap_or(0),
-        count(u, "cache_read_input_tokens").unwrap_or(0),
-        count(u, "output_tokens").unwrap_or(0),
+        u.input_tokens,
+        u.cache_creation_input_tokens.unwrap_or(0),
+        u.cache_read_input_tokens.unwrap_or(0),
+        u.output_tokens,
     );
     let completion = Completion {
-        id: v["id"].as_str().unwrap_or_default(),
-        model: opts.model(v["model"].as_str()),
+        id: &r.id,
+        model: opts.model(r.model.as_deref()),
         created: opts.created,
         content: has_text.then_some(content),
         reasoning,
         tool_calls: calls,
-        finish_reason: finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"), json_tool),
+        finish_reason: finish_reason(r.stop_reason.as_deref().unwrap_or("end_turn"), json_tool),
         tokens: t,
     };
     Ok((Bytes::from(completion.to_json()), t.usage()))

@@ -821,36 +821,57 @@ pub struct Completion<'a> {
 }
 
 impl Completion<'_> {
+    /// The `chat.completion` JSON, written directly (no `Value` tree: this runs once per
+    /// translated request).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut message = Map::new();
-        message.insert("role".into(), "assistant".into());
-        message.insert(
-            "content".into(),
-            self.content.clone().map_or(Value::Null, Value::String),
+        let mut out = String::with_capacity(
+            256 + self.content.as_ref().map_or(0, String::len)
+                + self
+                    .tool_calls
+                    .iter()
+                    .map(|(_, _, a)| a.len() + 96)
+                    .sum::<usize>(),
         );
-        message.insert("refusal".into(), Value::Null);
+        let _ = write!(
+            out,
+            r#"{{"id":{},"object":"chat.completion","created":{},"model":{},"choices":[{{"index":0,"message":{{"role":"assistant","content":"#,
+            quoted(self.id),
+            self.created,
+            quoted(self.model)
+        );
+        match &self.content {
+            Some(c) => out.push_str(&quoted(c)),
+            None => out.push_str("null"),
+        }
+        out.push_str(r#","refusal":null"#);
         if let Some(r) = &self.reasoning {
-            message.insert("reasoning_content".into(), Value::String(r.clone()));
+            out.push_str(r#","reasoning_content":"#);
+            out.push_str(&quoted(r));
         }
         if !self.tool_calls.is_empty() {
-            let calls: Vec<Value> = self
-                .tool_calls
-                .iter()
-                .map(|(id, name, args)| {
-                    serde_json::json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})
-                })
-                .collect();
-            message.insert("tool_calls".into(), Value::Array(calls));
+            out.push_str(r#","tool_calls":["#);
+            for (i, (id, name, args)) in self.tool_calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(
+                    out,
+                    r#"{{"id":{},"type":"function","function":{{"name":{},"arguments":{}}}}}"#,
+                    quoted(id),
+                    quoted(name),
+                    quoted(args)
+                );
+            }
+            out.push(']');
         }
-        let body = serde_json::json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish_reason}],
-            "usage": self.tokens.json(),
-        });
-        serde_json::to_vec(&body).unwrap_or_default()
+        let _ = write!(
+            out,
+            r#"}},"logprobs":null,"finish_reason":{}}}],"usage":"#,
+            quoted(self.finish_reason)
+        );
+        self.tokens.write_json(&mut out);
+        out.push('}');
+        out.into_bytes()
     }
 }
 
