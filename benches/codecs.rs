@@ -80,6 +80,7 @@ fn request() -> UpstreamRequest {
         injected_usage: false,
         json_tool: false,
         include_usage: true,
+        embedding: None,
     }
 }
 
@@ -173,7 +174,17 @@ fn translated_request(c: &mut Criterion) {
     let answer = br#"{"id":"mock-anthropic-1","type":"message","role":"assistant","model":"gpt-4o-mini-2024-07-18","content":[{"type":"text","text":"Hello word1 word2 word3 word4"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5}}"#;
     let opts = opts();
     g.bench_function("decode", |b| {
-        b.iter(|| codec::decode_body(Wire::Anthropic, black_box(answer), &opts, false).unwrap())
+        let request = request();
+        b.iter(|| {
+            codec::decode_body(
+                Wire::Anthropic,
+                black_box(answer),
+                &opts,
+                &request,
+                "claude-sonnet-4-5",
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }

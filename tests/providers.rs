@@ -381,3 +381,96 @@ async fn the_anthropic_sdk_gets_messages_answers_from_every_provider() {
             .all(|r| r.json()["system"] == "You are terse." || r.json()["system"].is_null())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_are_translated_for_gemini_ollama_bedrock_and_azure() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let host = format!("http://{}", mock.addr);
+    let extra = format!(
+        r#"  - model_name: emb-gemini
+    litellm_params: {{model: gemini/text-embedding-004, api_base: "{host}/v1beta", api_key: g-key}}
+    model_info: {{mode: embedding}}
+  - model_name: emb-ollama
+    litellm_params: {{model: ollama/nomic-embed-text, api_base: "{host}"}}
+    model_info: {{mode: embedding}}
+  - model_name: emb-bedrock
+    litellm_params: {{model: "bedrock/amazon.titan-embed-text-v2:0", aws_bedrock_runtime_endpoint: "{host}", aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: s3cret}}
+    model_info: {{mode: embedding}}
+  - model_name: emb-azure
+    litellm_params: {{model: azure/emb-deploy, api_base: "{host}", api_key: az-key}}
+    model_info: {{mode: embedding}}"#
+    );
+    let gw = Gateway::start(&providers_config(&mock, &extra)).await;
+    let c = gw.client();
+    for (group, path) in [
+        (
+            "emb-gemini",
+            "/v1beta/models/text-embedding-004:batchEmbedContents",
+        ),
+        ("emb-ollama", "/api/embed"),
+        (
+            "emb-bedrock",
+            "/model/amazon.titan-embed-text-v2%3A0/invoke",
+        ),
+        ("emb-azure", "/openai/deployments/emb-deploy/embeddings"),
+    ] {
+        let (status, _, body) = c
+            .post_json(
+                "/v1/embeddings",
+                &json!({"model": group, "input": "hello world"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{group}: {body}\n{}", gw.logs());
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["model"], group, "{body}");
+        let v = body["data"][0]["embedding"].as_array().unwrap();
+        assert_eq!(v.len(), 8, "{group}: {body}");
+        assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(mock.last_request().unwrap().path, path);
+    }
+    // Several inputs in one call where the provider batches.
+    let (status, _, body) = c
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "emb-gemini", "input": ["a", "bb", "ccc"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().unwrap().len(), 3);
+    assert_eq!(body["data"][2]["index"], 2);
+    // Titan embeds one input per call: a clear 400, no upstream call.
+    let before = mock.calls();
+    let (status, _, body) = c
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "emb-bedrock", "input": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "input");
+    assert_eq!(mock.calls(), before);
+
+    // The official SDK asks for base64 by default and decodes it.
+    let python = tokio::task::spawn_blocking(support::python_with_openai)
+        .await
+        .unwrap();
+    let script = format!(
+        "import openai\nc = openai.OpenAI(base_url={:?}, api_key={:?}, max_retries=0)\nfor g in ['emb-gemini', 'emb-ollama', 'emb-bedrock']:\n    e = c.embeddings.create(model=g, input='hello world')\n    assert len(e.data[0].embedding) == 8, (g, e)\n    assert abs(e.data[0].embedding[0] - 0.0) < 1.0\nprint('ok')\n",
+        gw.url(""),
+        MASTER_KEY
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = mock.last_request().unwrap().json();
+    assert_eq!(sent, json!({"inputText": "hello world"}));
+}

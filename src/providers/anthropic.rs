@@ -212,6 +212,7 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         injected_usage: false,
         json_tool: json_mode,
         include_usage: req.include_usage,
+        embedding: None,
     })
 }
 
@@ -239,6 +240,7 @@ pub fn encode_passthrough(
         injected_usage: false,
         json_tool: false,
         include_usage: false,
+        embedding: None,
     }
 }
 

@@ -12,7 +12,7 @@ use super::messages_api::{self, PassthroughObserver, ToAnthropicStream};
 use super::openai::{self, Target, UpstreamRequest};
 use super::sse::SseRewriter;
 use super::translate::{ChatRequest, DecodeOptions, ParamPolicy};
-use super::{Wire, anthropic, azure, bedrock, cohere, gemini, ollama};
+use super::{Wire, anthropic, azure, bedrock, cohere, embeddings, gemini, ollama};
 
 /// The API the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,10 +79,18 @@ pub fn encode(
             }
             Ok(request)
         }
+        wire if endpoint == Endpoint::Embeddings => {
+            let mut map = json_object(body)?;
+            for name in &policy.always_drop {
+                map.remove(name);
+            }
+            let request = embeddings::EmbeddingRequest::read(&map)?;
+            embeddings::encode(wire, &request, target)
+        }
         wire => {
             if endpoint != Endpoint::ChatCompletions {
                 return Err(ApiError::bad_request(format!(
-                    "{} deployments serve /chat/completions only; this model group cannot answer {}",
+                    "{} deployments serve /chat/completions and /embeddings; this model group cannot answer {}",
                     provider_name(wire),
                     endpoint.route_label()
                 ))
@@ -153,8 +161,17 @@ pub fn decode_body(
     wire: Wire,
     body: &[u8],
     opts: &DecodeOptions,
-    json_tool: bool,
+    request: &UpstreamRequest,
+    upstream_model: &str,
 ) -> Result<(Bytes, Usage), ApiError> {
+    let json_tool = request.json_tool;
+    if let Some(plan) = &request.embedding {
+        let model = opts
+            .model_override
+            .as_deref()
+            .unwrap_or(&opts.fallback_model);
+        return embeddings::decode(wire, upstream_model, body, plan, model);
+    }
     match wire {
         Wire::Anthropic => anthropic::decode(body, opts, json_tool),
         Wire::Gemini => gemini::decode(body, opts),

@@ -175,6 +175,7 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         injected_usage: false,
         json_tool: false,
         include_usage: req.include_usage,
+        embedding: None,
     })
 }
 

@@ -231,6 +231,7 @@ pub fn encode(
         injected_usage: false,
         json_tool: false,
         include_usage: req.include_usage,
+        embedding: None,
     })
 }
 

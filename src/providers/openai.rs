@@ -32,6 +32,8 @@ pub struct UpstreamRequest {
     pub json_tool: bool,
     /// The client asked for `stream_options.include_usage` (translated streams).
     pub include_usage: bool,
+    /// A translated embeddings call, and how to decode its answer.
+    pub embedding: Option<super::embeddings::EmbeddingPlan>,
 }
 
 /// What encoding needs to know about the deployment.
@@ -128,6 +130,7 @@ pub fn encode(
         injected_usage: inject,
         json_tool: false,
         include_usage: view.stream && !inject,
+        embedding: None,
     })
 }
 

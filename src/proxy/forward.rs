@@ -185,6 +185,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         stream: view.stream,
         wire,
         ingress,
+        upstream_model: &upstream_model,
         max_response: app.config.max_response_body_bytes,
     };
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
@@ -206,6 +207,8 @@ struct Exchange<'a> {
     stream: bool,
     wire: Wire,
     ingress: Ingress,
+    /// The model name the deployment was sent.
+    upstream_model: &'a str,
     max_response: usize,
 }
 
@@ -438,7 +441,8 @@ impl Exchange<'_> {
                 self.wire,
                 &body,
                 &self.decode_options(),
-                self.request.json_tool,
+                self.request,
+                self.upstream_model,
             ) {
                 Ok((body, usage)) => {
                     ctx.record.usage = Some(usage);

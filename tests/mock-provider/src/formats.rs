@@ -22,6 +22,12 @@ pub enum Format {
     Bedrock {
         stream: bool,
     },
+    /// Gemini `batchEmbedContents`.
+    GeminiEmbed,
+    /// Ollama `/api/embed`.
+    OllamaEmbed,
+    /// Bedrock `invoke` of an embedding model (Titan or Cohere body).
+    BedrockInvoke,
 }
 
 impl Format {
@@ -39,6 +45,9 @@ impl Format {
             if rest.ends_with("/converse-stream") {
                 return Some(Format::Bedrock { stream: true });
             }
+            if rest.ends_with("/invoke") {
+                return Some(Format::BedrockInvoke);
+            }
         }
         if path.contains("/models/") {
             if path.ends_with(":generateContent") {
@@ -47,14 +56,35 @@ impl Format {
             if path.ends_with(":streamGenerateContent") {
                 return Some(Format::Gemini { stream: true });
             }
+            if path.ends_with(":batchEmbedContents") {
+                return Some(Format::GeminiEmbed);
+            }
         }
         match path {
             "/api/chat" => Some(Format::OllamaChat),
             "/api/generate" => Some(Format::OllamaGenerate),
+            "/api/embed" => Some(Format::OllamaEmbed),
             "/v2/chat" => Some(Format::Cohere),
             p if p.starts_with("/openai/deployments/") => Some(Format::Azure),
             _ => None,
         }
+    }
+
+    /// The chat format whose headers, errors and checks an embedding format shares.
+    pub fn family(self) -> Format {
+        match self {
+            Format::GeminiEmbed => Format::Gemini { stream: false },
+            Format::OllamaEmbed => Format::OllamaGenerate,
+            Format::BedrockInvoke => Format::Bedrock { stream: false },
+            other => other,
+        }
+    }
+
+    pub fn is_embedding(self) -> bool {
+        matches!(
+            self,
+            Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -64,7 +94,9 @@ impl Format {
             Format::OllamaChat | Format::OllamaGenerate => "ollama",
             Format::Cohere => "cohere",
             Format::Azure => "azure",
-            Format::Bedrock { .. } => "bedrock",
+            Format::Bedrock { .. } | Format::BedrockInvoke => "bedrock",
+            Format::GeminiEmbed => "gemini",
+            Format::OllamaEmbed => "ollama",
         }
     }
 }
@@ -89,6 +121,7 @@ pub struct Refusal {
 
 /// The provider's error body for a status and message.
 pub fn error_body(format: Format, status: u16, message: &str) -> Value {
+    let format = format.family();
     match format {
         Format::Anthropic => {
             let kind = match status {
@@ -119,7 +152,10 @@ pub fn error_body(format: Format, status: u16, message: &str) -> Value {
         Format::Azure => {
             json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": status.to_string()}})
         }
-        Format::Bedrock { .. } => json!({"message": message}),
+        Format::Bedrock { .. }
+        | Format::GeminiEmbed
+        | Format::OllamaEmbed
+        | Format::BedrockInvoke => json!({"message": message}),
     }
 }
 
@@ -139,6 +175,51 @@ pub fn validate(
 ) -> Result<(), Refusal> {
     let header = |name: &str| headers.get(name).filter(|v| !v.is_empty());
     match format {
+        Format::GeminiEmbed => {
+            if header("x-goog-api-key").is_none() && !query.contains("key=") {
+                return Err(refuse(
+                    format,
+                    403,
+                    "Method doesn't allow unregistered callers",
+                ));
+            }
+            if !request["requests"].is_array() {
+                return Err(refuse(
+                    format,
+                    400,
+                    "* BatchEmbedContentsRequest.requests: requests is required",
+                ));
+            }
+            return Ok(());
+        }
+        Format::OllamaEmbed => {
+            if request.get("input").is_none() {
+                return Err(refuse(format, 400, "input is required"));
+            }
+            return Ok(());
+        }
+        Format::BedrockInvoke => {
+            let auth = header("authorization").map(String::as_str).unwrap_or("");
+            if !auth.starts_with("Bearer ") && !well_formed_sigv4(auth, "bedrock") {
+                return Err(refuse(
+                    format,
+                    403,
+                    "The request signature we calculated does not match the signature you provided (mock: malformed or missing SigV4 Authorization header)",
+                ));
+            }
+            if request.get("inputText").is_none() && request.get("texts").is_none() {
+                return Err(refuse(
+                    format,
+                    400,
+                    "Malformed input request: required key [inputText] not found",
+                ));
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    match format {
+        Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke => {}
         Format::Anthropic => {
             if header("x-api-key").is_none() && header("authorization").is_none() {
                 return Err(refuse(format, 401, "x-api-key header is required"));
@@ -380,7 +461,9 @@ impl Answer<'_> {
                     "usage": {"inputTokens": prompt, "outputTokens": out, "totalTokens": prompt + out},
                     "metrics": {"latencyMs": 1}})
             }
-            Format::Azure => Value::Null,
+            Format::Azure | Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke => {
+                Value::Null
+            }
         }
     }
 
@@ -531,7 +614,7 @@ impl Answer<'_> {
                 frames.push(bedrock_event("messageStop", json!({"stopReason": stop})));
                 frames.push(bedrock_event("metadata", json!({"usage": {"inputTokens": prompt, "outputTokens": out, "totalTokens": prompt + out}, "metrics": {"latencyMs": 1}})));
             }
-            Format::Azure => {}
+            Format::Azure | Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke => {}
         }
         frames
     }
@@ -558,7 +641,7 @@ impl Answer<'_> {
                 aws_smithy_eventstream::frame::write_message_to(&m, &mut out).expect("frame");
                 Bytes::from(out)
             }
-            Format::Cohere | Format::Azure => Bytes::from_static(
+            Format::Cohere | Format::Azure | Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke => Bytes::from_static(
                 b"data: {\"error\":{\"message\":\"internal error\",\"type\":\"server_error\"}}\n\n",
             ),
         }
@@ -567,6 +650,7 @@ impl Answer<'_> {
     pub fn content_type(format: Format) -> &'static str {
         match format {
             Format::Bedrock { .. } => "application/vnd.amazon.eventstream",
+            Format::GeminiEmbed | Format::OllamaEmbed | Format::BedrockInvoke => "application/json",
             Format::OllamaChat | Format::OllamaGenerate => "application/x-ndjson",
             _ => "text/event-stream",
         }
@@ -589,4 +673,62 @@ fn bedrock_event(kind: &'static str, payload: Value) -> Bytes {
     let mut out = Vec::new();
     aws_smithy_eventstream::frame::write_message_to(&m, &mut out).expect("frame");
     Bytes::from(out)
+}
+
+/// A deterministic mock vector for a text.
+pub fn vector(text: &str, dims: usize) -> Vec<f64> {
+    let seed = text.len() as f64;
+    (0..dims)
+        .map(|d| ((seed + d as f64) * 0.37).sin() / 10.0)
+        .collect()
+}
+
+/// The answer of an embedding format.
+pub fn embedding_body(format: Format, request: &Value, dims: usize) -> Value {
+    let tokens = |t: &str| (t.chars().count() as u64).div_ceil(4).max(1);
+    match format {
+        Format::GeminiEmbed => {
+            let embeddings: Vec<Value> = request["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let text = r["content"]["parts"][0]["text"].as_str().unwrap_or("");
+                    let dims = r["outputDimensionality"]
+                        .as_u64()
+                        .map_or(dims, |d| d as usize);
+                    json!({"values": vector(text, dims)})
+                })
+                .collect();
+            json!({"embeddings": embeddings})
+        }
+        Format::OllamaEmbed => {
+            let inputs: Vec<String> = match &request["input"] {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let total: u64 = inputs.iter().map(|t| tokens(t)).sum();
+            let embeddings: Vec<Vec<f64>> = inputs.iter().map(|t| vector(t, dims)).collect();
+            json!({"model": request["model"], "embeddings": embeddings, "prompt_eval_count": total})
+        }
+        _ => {
+            if let Some(text) = request["inputText"].as_str() {
+                let dims = request["dimensions"].as_u64().map_or(dims, |d| d as usize);
+                json!({"embedding": vector(text, dims), "inputTextTokenCount": tokens(text)})
+            } else {
+                let texts: Vec<String> = request["texts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                let embeddings: Vec<Vec<f64>> = texts.iter().map(|t| vector(t, dims)).collect();
+                json!({"id": "mock-embed", "embeddings": embeddings, "texts": texts, "response_type": "embeddings_floats"})
+            }
+        }
+    }
 }

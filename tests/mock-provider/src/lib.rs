@@ -251,7 +251,7 @@ impl MockProvider {
             };
             if let Err(refusal) = formats::validate(format, &headers, &query, &request) {
                 let mut response = json_response(refusal.status, &refusal.body);
-                if let Format::Bedrock { .. } = format {
+                if let Format::Bedrock { .. } = format.family() {
                     response.headers_mut().insert(
                         "x-amzn-errortype",
                         http::HeaderValue::from_static(formats::bedrock_error_type(
@@ -355,6 +355,12 @@ impl MockProvider {
         if !plan.latency.is_zero() {
             tokio::time::sleep(plan.latency).await;
         }
+        if format.is_embedding() && plan.status.is_none() {
+            return json_response(
+                StatusCode::OK,
+                &formats::embedding_body(format, request, self.config.embedding_dims),
+            );
+        }
         if let Some(status) = plan.status {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = match (format, status.as_u16()) {
@@ -368,7 +374,7 @@ impl MockProvider {
                 status,
                 &formats::error_body(format, status.as_u16(), &message),
             );
-            if let Format::Bedrock { .. } = format {
+            if let Format::Bedrock { .. } = format.family() {
                 response.headers_mut().insert(
                     "x-amzn-errortype",
                     http::HeaderValue::from_static(formats::bedrock_error_type(status.as_u16())),
