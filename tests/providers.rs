@@ -60,7 +60,16 @@ async fn each_provider_gets_its_own_url_auth_and_body() {
     let gw = Gateway::start(&providers_config(&mock, "")).await;
     let c = gw.client();
     for group in GROUPS {
-        let (status, headers, body) = c.post_json("/v1/chat/completions", &hello(group)).await;
+        let resp = c
+            .post("/v1/chat/completions")
+            .header("anthropic-beta", "prompt-caching-2024-07-31")
+            .json(&hello(group))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body: Value = resp.json().await.unwrap();
         assert_eq!(status, 200, "{group}: {body}\n{}", gw.logs());
         assert_eq!(body["model"], *group);
         assert_eq!(
@@ -75,6 +84,7 @@ async fn each_provider_gets_its_own_url_auth_and_body() {
             "via-openai" => {
                 assert_eq!(up.path, "/v1/chat/completions");
                 assert_eq!(h["authorization"], "Bearer sk-openai");
+                assert!(!h.contains_key("anthropic-beta"), "client headers stay put");
             }
             "via-azure" => {
                 assert_eq!(up.path, "/openai/deployments/gpt4o-deploy/chat/completions");
@@ -85,6 +95,7 @@ async fn each_provider_gets_its_own_url_auth_and_body() {
                 assert_eq!(up.path, "/v1/messages");
                 assert_eq!(h["x-api-key"], "sk-ant");
                 assert_eq!(h["anthropic-version"], "2023-06-01");
+                assert_eq!(h["anthropic-beta"], "prompt-caching-2024-07-31");
                 assert!(!h.contains_key("authorization"));
                 assert_eq!(sent["system"], "be terse");
                 assert_eq!(sent["model"], "claude-sonnet-4-5");

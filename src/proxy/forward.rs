@@ -167,13 +167,22 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
             &dc.params,
         ),
     };
-    let request = match encoded {
+    let mut request = match encoded {
         Ok(r) => r,
         Err(e) => {
             respond::error(session, ctx, &e).await;
             return;
         }
     };
+    if wire == Wire::Anthropic {
+        // Beta opt-ins the client asked for (prompt caching, extended outputs, ...) reach
+        // Anthropic, as LiteLLM forwards them; the deployment's own extra_headers win.
+        if let Some(beta) = session.req_header().headers.get("anthropic-beta")
+            && !request.headers.contains_key("anthropic-beta")
+        {
+            request.headers.insert("anthropic-beta", beta.clone());
+        }
+    }
     let exchange = Exchange {
         fixed_headers: &app.response_headers[deployment.index],
         connector: &app.connector,
