@@ -1057,15 +1057,21 @@ impl StreamState {
 /// larger-context model or another provider, or give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// 429 everywhere, Anthropic's 529 `overloaded_error`, Bedrock's throttling: retry after
+    /// `retry-after` or with backoff.
     RateLimited,
-    /// 529, 500, 502, 503, 504, 408: transient, retry with backoff.
-    Overloaded,
+    /// 500, 502, 503 and friends: transient, retry with backoff or on another deployment.
+    Unavailable,
+    /// 408, 504: the provider timed out.
+    Timeout,
+    /// Fall back to a larger-context model; retrying does not help.
     ContextWindowExceeded,
+    /// Fall back to another provider or model.
     ContentPolicy,
+    /// 401, 403: only a deployment with other credentials can help.
     Auth,
     NotFound,
     BadRequest,
-    Timeout,
     /// Quota or billing exhausted: a 429 or 402 that retrying does not fix.
     QuotaExhausted,
 }
@@ -1074,9 +1080,35 @@ impl ErrorClass {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorClass::RateLimited | ErrorClass::Overloaded | ErrorClass::Timeout
+            ErrorClass::RateLimited | ErrorClass::Unavailable | ErrorClass::Timeout
         )
     }
+}
+
+/// Classifies an OpenAI-format error body as an OpenAI-compatible upstream sent it (OpenAI,
+/// Azure, vLLM, ...): `code` first, then the message patterns of `providers.md` 8.10.
+pub fn classify_openai_body(status: u16, body: &[u8]) -> ErrorClass {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let e = v.get("error").unwrap_or(&v);
+    let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
+    let message = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let mut error = ApiError::new(
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+        "api_error",
+        "",
+    );
+    if code == "context_length_exceeded" || message.contains("maximum context length") {
+        error.code = Some("context_length_exceeded".into());
+    } else if code == "content_filter" || code == "content_policy_violation" {
+        error.code = Some("content_filter".into());
+    } else if !code.is_empty() {
+        error.code = Some(code.to_string());
+    }
+    classify(&error)
 }
 
 /// Classifies an error as the client sees it (status and `code`).
@@ -1088,12 +1120,12 @@ pub fn classify(error: &ApiError) -> ErrorClass {
         _ => {}
     }
     match error.status.as_u16() {
-        429 => ErrorClass::RateLimited,
+        429 | 529 => ErrorClass::RateLimited,
         408 | 504 => ErrorClass::Timeout,
         401 | 403 => ErrorClass::Auth,
         404 => ErrorClass::NotFound,
         402 => ErrorClass::QuotaExhausted,
-        s if s >= 500 => ErrorClass::Overloaded,
+        s if s >= 500 => ErrorClass::Unavailable,
         _ => ErrorClass::BadRequest,
     }
 }
@@ -1249,6 +1281,78 @@ mod tests {
         assert_eq!(
             e.param.as_deref(),
             Some("messages[0].tool_calls[0].function.arguments")
+        );
+    }
+
+    #[test]
+    fn error_classes_follow_the_routing_table() {
+        use ErrorClass::*;
+        let class =
+            |status: u16, failure: ProviderFailure<'_>| classify(&upstream_error(status, failure));
+        assert_eq!(class(429, ProviderFailure::default()), RateLimited);
+        assert_eq!(
+            class(529, ProviderFailure::default()),
+            RateLimited,
+            "Anthropic overloaded"
+        );
+        assert_eq!(class(503, ProviderFailure::default()), Unavailable);
+        assert_eq!(class(500, ProviderFailure::default()), Unavailable);
+        assert_eq!(class(504, ProviderFailure::default()), Timeout);
+        assert_eq!(class(401, ProviderFailure::default()), Auth);
+        assert_eq!(class(400, ProviderFailure::default()), BadRequest);
+        assert_eq!(
+            class(
+                400,
+                ProviderFailure {
+                    context_window: true,
+                    ..Default::default()
+                }
+            ),
+            ContextWindowExceeded
+        );
+        assert_eq!(
+            class(
+                400,
+                ProviderFailure {
+                    content_policy: true,
+                    ..Default::default()
+                }
+            ),
+            ContentPolicy
+        );
+        assert_eq!(
+            class(
+                429,
+                ProviderFailure {
+                    quota: true,
+                    code: Some("insufficient_quota"),
+                    ..Default::default()
+                }
+            ),
+            QuotaExhausted
+        );
+        assert!(RateLimited.retryable() && Unavailable.retryable() && Timeout.retryable());
+        assert!(
+            !ContextWindowExceeded.retryable() && !Auth.retryable() && !ContentPolicy.retryable()
+        );
+        // OpenAI-compatible bodies, passed through as they are.
+        assert_eq!(
+            classify_openai_body(400, br#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#),
+            ContextWindowExceeded
+        );
+        assert_eq!(
+            classify_openai_body(400, br#"{"object":"error","message":"This model's maximum context length is 16384 tokens. However, you requested 19591 tokens","type":"BadRequestError","param":null,"code":400}"#),
+            ContextWindowExceeded,
+            "old vLLM shape"
+        );
+        assert_eq!(
+            classify_openai_body(400, br#"{"error":{"message":"The response was filtered","type":null,"param":"prompt","code":"content_filter","status":400}}"#),
+            ContentPolicy,
+            "Azure content filter"
+        );
+        assert_eq!(
+            classify_openai_body(429, br#"{"error":{"message":"quota","type":"insufficient_quota","code":"insufficient_quota"}}"#),
+            QuotaExhausted
         );
     }
 
