@@ -25,6 +25,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const HIGH_WATER: usize = 1024 * 1024;
 
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// The buffer being written out while the other one fills (only `flush` touches it).
+static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+const INITIAL_CAPACITY: usize = 64 * 1024;
 static ACCESS_FORMAT: OnceLock<bool> = OnceLock::new();
 
 /// Appends log bytes; a full buffer is written out by the caller.
@@ -41,11 +44,21 @@ pub fn append(bytes: &[u8]) {
 
 /// Writes everything buffered so far (the flusher thread, and before the process exits).
 pub fn flush() {
-    // Swap in a buffer with room, so appends do not regrow (and copy) from empty each time.
-    let mut pending = Vec::with_capacity(64 * 1024);
-    std::mem::swap(&mut pending, &mut *BUFFER.lock());
+    // Double buffering: the two buffers alternate and keep their capacity, so the request path
+    // appends into memory that is already allocated and touched, instead of regrowing (and
+    // page-faulting in) a fresh buffer after every flush.
+    let mut pending = SPARE.lock();
+    pending.clear();
+    if pending.capacity() < INITIAL_CAPACITY {
+        pending.reserve(INITIAL_CAPACITY);
+    }
+    std::mem::swap(&mut *pending, &mut *BUFFER.lock());
     if !pending.is_empty() {
         write_out(&pending);
+    }
+    // A burst may have grown it far beyond the steady state: give that memory back.
+    if pending.capacity() > 4 * HIGH_WATER {
+        *pending = Vec::new();
     }
 }
 

@@ -453,3 +453,112 @@ fn yaml_syntax_errors_are_reported_with_a_position() {
         report.errors
     );
 }
+
+#[test]
+fn translated_providers_take_their_settings_from_params_or_the_standard_variables() {
+    let (c, report) = load_ok(
+        r#"
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-sonnet-4-5}
+  - model_name: bedrock-env
+    litellm_params: {model: "bedrock/anthropic.claude-3-haiku-20240307-v1:0"}
+  - model_name: bedrock-key
+    litellm_params: {model: bedrock/converse/amazon.nova-pro-v1:0, api_key: os.environ/BEDROCK_KEY, aws_region_name: us-west-2}
+  - model_name: azure
+    litellm_params: {model: azure/gpt4o-prod, api_base: "https://r.openai.azure.com"}
+  - model_name: gemini
+    litellm_params: {model: gemini/gemini-2.5-flash, drop_params: true, additional_drop_params: [seed]}
+litellm_settings:
+  drop_params: false
+"#,
+        &[
+            ("ANTHROPIC_API_KEY", "sk-ant-env"),
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "secret-env"),
+            ("AWS_SESSION_TOKEN", "token-env"),
+            ("AWS_REGION", "eu-west-1"),
+            ("BEDROCK_KEY", "bedrock-api-key"),
+            ("AZURE_API_KEY", "az-env"),
+            ("AZURE_API_VERSION", "2025-01-01-preview"),
+            ("GEMINI_API_KEY", "g-env"),
+        ],
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let claude = c.deployment(0);
+    assert_eq!(claude.wire, Some(Wire::Anthropic));
+    assert_eq!(claude.deployment.api_base, "https://api.anthropic.com");
+    assert_eq!(
+        claude.deployment.api_key.as_ref().unwrap().expose(),
+        "sk-ant-env"
+    );
+
+    let bedrock = c.deployment(1);
+    assert_eq!(
+        bedrock.deployment.api_base,
+        "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    );
+    match bedrock.aws.as_ref().unwrap() {
+        providers::bedrock::AwsAuth::SigV4 {
+            access_key_id,
+            session_token,
+            region,
+            ..
+        } => {
+            assert_eq!(access_key_id, "AKIDENV");
+            assert_eq!(session_token.as_ref().unwrap().expose(), "token-env");
+            assert_eq!(region, "eu-west-1");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Explicit credentials in the entry win over the environment; here an API key and region.
+    let keyed = c.deployment(2);
+    assert_eq!(
+        keyed.deployment.api_base,
+        "https://bedrock-runtime.us-west-2.amazonaws.com"
+    );
+    assert!(
+        matches!(keyed.aws, Some(providers::bedrock::AwsAuth::SigV4 { .. })),
+        "AWS_ACCESS_KEY_ID in the environment signs; the key is the fallback"
+    );
+
+    let azure = c.deployment(3);
+    assert_eq!(azure.api_version.as_deref(), Some("2025-01-01-preview"));
+    assert_eq!(
+        azure.deployment.api_key.as_ref().unwrap().expose(),
+        "az-env"
+    );
+
+    let gemini = c.deployment(4);
+    assert!(gemini.params.drop_unsupported);
+    assert_eq!(gemini.params.always_drop, vec!["seed".to_string()]);
+    assert!(!claude.params.drop_unsupported);
+}
+
+#[test]
+fn a_bedrock_api_key_is_used_when_no_access_key_is_set() {
+    let (c, _) = load_ok(
+        r#"
+model_list:
+  - model_name: nova
+    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, aws_region_name: us-east-2}
+"#,
+        &[("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")],
+    );
+    assert!(matches!(
+        c.deployment(0).aws,
+        Some(providers::bedrock::AwsAuth::ApiKey(_))
+    ));
+    let report = load(
+        "model_list:\n  - model_name: n\n    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, aws_access_key_id: AKID}\n",
+        &[],
+    )
+    .err()
+    .expect("half a key pair is refused");
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.message.contains("must be given together"))
+    );
+}
