@@ -549,12 +549,12 @@ model_list:
         c.deployment(0).aws,
         Some(providers::bedrock::AwsAuth::ApiKey(_))
     ));
-    let report = load(
+    let Err(report) = load(
         "model_list:\n  - model_name: n\n    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, aws_access_key_id: AKID}\n",
         &[],
-    )
-    .err()
-    .expect("half a key pair is refused");
+    ) else {
+        panic!("half a key pair is refused");
+    };
     assert!(
         report
             .errors
