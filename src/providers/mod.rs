@@ -17,6 +17,8 @@ pub mod gemini;
 pub mod messages_api;
 pub mod ollama;
 pub mod openai;
+#[cfg(test)]
+mod robustness_tests;
 pub mod sse;
 #[cfg(test)]
 pub(crate) mod testing;
