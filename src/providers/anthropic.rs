@@ -161,12 +161,15 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     if req.stream {
         body.insert("stream".into(), true.into());
     }
-    let mut extra = req.extra;
-    if let Some(effort) = extra
-        .remove("reasoning_effort")
-        .and_then(|v| v.as_str().map(str::to_owned))
-    {
-        let budget = match effort.as_str() {
+    let mut max_tokens = req
+        .max_tokens
+        .or(target.max_output_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let extra = req.extra;
+    let effort = req.reasoning_effort;
+    // Thinking is refused with a forced tool (JSON mode), so JSON mode wins there.
+    if let Some(effort) = effort.filter(|_| !json_mode) {
+        let budget: Option<u64> = match effort.as_str() {
             "none" => None,
             "minimal" | "low" => Some(1024),
             "medium" => Some(2048),
@@ -177,6 +180,11 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
                 "thinking".into(),
                 json!({"type": "enabled", "budget_tokens": budget}),
             );
+            // Anthropic's rules for thinking: the budget is part of max_tokens and must be
+            // below it, and sampling parameters other than the defaults are refused.
+            max_tokens = max_tokens.max(budget.saturating_add(1024));
+            body.remove("temperature");
+            body.remove("top_p");
         }
     }
     for (k, v) in extra {
@@ -186,10 +194,7 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     }
     let out = RequestOut {
         model: target.upstream_model,
-        max_tokens: req
-            .max_tokens
-            .or(target.max_output_tokens)
-            .unwrap_or(DEFAULT_MAX_TOKENS),
+        max_tokens,
         system,
         messages: messages(&req.messages),
         rest: body,
@@ -403,11 +408,11 @@ fn count(v: &Value, key: &str) -> Option<u64> {
 
 /// Anthropic usage to OpenAI counts: prompt = input + cache creation + cache read (8.6).
 fn tokens(input: u64, cache_write: u64, cache_read: u64, output: u64) -> Tokens {
-    let prompt = input + cache_write + cache_read;
+    let prompt = input.saturating_add(cache_write).saturating_add(cache_read);
     Tokens {
         prompt,
         completion: output,
-        total: prompt + output,
+        total: prompt.saturating_add(output),
         cached: cache_read,
         cache_write,
         reasoning: 0,
@@ -537,6 +542,8 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
         .unwrap_or_else(|| super::translate::raw_message(body));
     let status = match (status, kind) {
         (200, Some(k)) => status_of(k),
+        // An error inside a 2xx answer that names no type: the upstream failed.
+        (s, None) if s < 400 => 502,
         (s, _) => s,
     };
     upstream_error(
@@ -623,6 +630,11 @@ impl StreamDecoder {
 
     pub fn upstream_error(&self) -> Option<&str> {
         self.state.error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed
     }
 
     fn update_tokens(&mut self) {

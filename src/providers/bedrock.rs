@@ -319,7 +319,7 @@ fn messages(messages: &[Message]) -> Result<(Vec<Value>, Vec<String>), ApiError>
                     blocks.push(match p {
                         Part::Text { text, .. } => json!({"text": text}),
                         Part::Image(Image::Inline { mime, data }) => {
-                            let format = mime.strip_prefix("image/").unwrap_or("png");
+                            let format = mime.strip_prefix("image/").unwrap_or(mime);
                             if !matches!(format, "png" | "jpeg" | "gif" | "webp") {
                                 return Err(ApiError::bad_request(format!(
                                     "bedrock accepts png, jpeg, gif and webp images, not {mime}"
@@ -389,12 +389,12 @@ fn tokens(u: &Value) -> Tokens {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let read = n("cacheReadInputTokens");
     let write = n("cacheWriteInputTokens");
-    let prompt = n("inputTokens") + read + write;
+    let prompt = n("inputTokens").saturating_add(read).saturating_add(write);
     let completion = n("outputTokens");
     Tokens {
         prompt,
         completion,
-        total: prompt + completion,
+        total: prompt.saturating_add(completion),
         cached: read,
         cache_write: write,
         reasoning: 0,
@@ -567,6 +567,11 @@ impl StreamDecoder {
 
     pub fn upstream_error(&self) -> Option<&str> {
         self.state.error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed
     }
 
     fn start(&mut self, out: &mut BytesMut) {

@@ -286,6 +286,16 @@ impl ClientStream {
         }
     }
 
+    /// Whether the client's stream is already complete (`[DONE]`, `message_stop` or an error
+    /// event was written): nothing more may follow, not even an error event.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            ClientStream::OpenAi(d) => d.is_closed(),
+            ClientStream::AnthropicPassthrough(o) => o.is_closed(),
+            ClientStream::ToAnthropic { convert, .. } => convert.is_closed(),
+        }
+    }
+
     /// A mid-stream failure in the client's own format.
     pub fn error_event(&self, error: &ApiError) -> Bytes {
         match self {
@@ -398,6 +408,18 @@ impl StreamDecoder {
             StreamDecoder::Ollama(d) => d.usage(),
             StreamDecoder::Cohere(d) => d.usage(),
             StreamDecoder::Bedrock(d) => d.usage(),
+        }
+    }
+
+    /// The decoder has written its terminal event (`[DONE]` or an error).
+    pub fn is_closed(&self) -> bool {
+        match self {
+            StreamDecoder::OpenAi(d) => d.saw_done() || d.upstream_error().is_some(),
+            StreamDecoder::Anthropic(d) => d.is_closed(),
+            StreamDecoder::Gemini(d) => d.is_closed(),
+            StreamDecoder::Ollama(d) => d.is_closed(),
+            StreamDecoder::Cohere(d) => d.is_closed(),
+            StreamDecoder::Bedrock(d) => d.is_closed(),
         }
     }
 

@@ -196,7 +196,7 @@ fn tokens(usage: &Value) -> Tokens {
     Tokens {
         prompt,
         completion,
-        total: prompt + completion,
+        total: prompt.saturating_add(completion),
         ..Tokens::default()
     }
 }
@@ -266,7 +266,9 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
     upstream_error(
         if status == 200 { 500 } else { status },
         ProviderFailure {
-            context_window: lower.contains("too many tokens") || lower.contains("context"),
+            context_window: lower.contains("too many tokens")
+                || lower.contains("context length")
+                || lower.contains("context window"),
             message,
             ..Default::default()
         },
@@ -310,6 +312,11 @@ impl StreamDecoder {
 
     pub fn upstream_error(&self) -> Option<&str> {
         self.state.error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed
     }
 
     fn ensure_started(&mut self, out: &mut BytesMut, id: Option<&str>) {

@@ -124,8 +124,12 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     if let Some(p) = req.top_p {
         generation.insert("topP".into(), p.into());
     }
-    if let Some(n) = req.n.filter(|n| *n > 1) {
-        generation.insert("candidateCount".into(), n.into());
+    if req.n.is_some_and(|n| n > 1) {
+        // Only the first candidate would be decoded (and all of them billed).
+        return Err(
+            ApiError::bad_request("gemini deployments answer one choice: n must be 1")
+                .with_param("n"),
+        );
     }
     if let Some(m) = req.max_tokens {
         generation.insert("maxOutputTokens".into(), m.into());
@@ -155,7 +159,15 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
-    for (k, v) in req.extra {
+    let mut extra = req.extra;
+    // Sampling extras Gemini has under another name go into generationConfig.
+    if let Some(k) = extra.remove("top_k") {
+        body.entry("generationConfig")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .map(|g| g.insert("topK".into(), k));
+    }
+    for (k, v) in extra {
         body.entry(k).or_insert(v);
     }
     let mut headers = target.headers.clone();
@@ -275,10 +287,10 @@ pub fn finish_reason(reason: &str, had_calls: bool) -> &'static str {
 /// `usageMetadata` to OpenAI counts (8.6).
 fn tokens(u: &Value) -> Tokens {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let prompt = n("promptTokenCount") + n("toolUsePromptTokenCount");
-    let completion = n("candidatesTokenCount") + n("thoughtsTokenCount");
+    let prompt = n("promptTokenCount").saturating_add(n("toolUsePromptTokenCount"));
+    let completion = n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount"));
     let total = match n("totalTokenCount") {
-        0 => prompt + completion,
+        0 => prompt.saturating_add(completion),
         t => t,
     };
     Tokens {
@@ -374,7 +386,12 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
         .unwrap_or_else(|| super::translate::raw_message(body));
     let rpc_status = e["status"].as_str();
     let status = match (status, e["code"].as_u64()) {
-        (200, Some(code)) => code as u16,
+        (s, Some(code)) if s < 400 => u16::try_from(code)
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .unwrap_or(502),
+        // An error inside a 2xx answer with no usable code: the upstream failed.
+        (s, None) if s < 400 => 502,
         (s, _) => s,
     };
     let lower = message.to_ascii_lowercase();
@@ -441,6 +458,11 @@ impl StreamDecoder {
 
     pub fn upstream_error(&self) -> Option<&str> {
         self.state.error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed
     }
 
     fn chunk(&mut self, data: &str, out: &mut BytesMut) {

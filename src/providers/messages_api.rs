@@ -313,7 +313,7 @@ fn usage_from_anthropic(u: &Value, before: Option<Usage>) -> Usage {
     let write = n("cache_creation_input_tokens").unwrap_or(0);
     let read = n("cache_read_input_tokens");
     let prompt = match input {
-        Some(i) => i + write + read.unwrap_or(0),
+        Some(i) => i.saturating_add(write).saturating_add(read.unwrap_or(0)),
         None => prev.prompt_tokens,
     };
     let cached = read.unwrap_or(prev_cached);
@@ -321,7 +321,7 @@ fn usage_from_anthropic(u: &Value, before: Option<Usage>) -> Usage {
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: prompt + completion,
+        total_tokens: prompt.saturating_add(completion),
         prompt_tokens_details: (cached > 0).then_some(filters::usage::PromptTokensDetails {
             cached_tokens: Some(cached),
         }),
@@ -335,6 +335,7 @@ pub struct PassthroughObserver {
     events: SseEvents,
     usage: Option<Usage>,
     error: Option<String>,
+    stopped: bool,
 }
 
 impl PassthroughObserver {
@@ -369,12 +370,18 @@ impl PassthroughObserver {
             Some("error") => {
                 self.error = v["error"]["message"].as_str().map(str::to_owned);
             }
+            Some("message_stop") => self.stopped = true,
             _ => {}
         }
     }
 
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// `message_stop` or an error event went through.
+    pub fn is_closed(&self) -> bool {
+        self.stopped || self.error.is_some()
     }
 
     pub fn upstream_error(&self) -> Option<&str> {
@@ -418,6 +425,11 @@ impl ToAnthropicStream {
 
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
+    }
+
+    /// `message_stop` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.done
     }
 
     fn emit(out: &mut BytesMut, event: &str, data: &Value) {

@@ -241,7 +241,7 @@ fn tokens(v: &Value) -> Tokens {
     Tokens {
         prompt,
         completion,
-        total: prompt + completion,
+        total: prompt.saturating_add(completion),
         ..Tokens::default()
     }
 }
@@ -372,6 +372,11 @@ impl StreamDecoder {
 
     pub fn upstream_error(&self) -> Option<&str> {
         self.state.error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written.
+    pub fn is_closed(&self) -> bool {
+        self.state.closed
     }
 
     fn line(&mut self, line: &str, out: &mut BytesMut) {

@@ -117,3 +117,93 @@ fn no_decoder_panics_on_broken_upstream_bytes() {
         }
     }
 }
+
+#[test]
+fn a_finished_stream_reports_closed_so_nothing_follows_it() {
+    // Ollama's done line ends the client stream at once; a reset after it must add nothing.
+    let mut stream = ClientStream::new(Ingress::OpenAi, Wire::OllamaChat, &request(), opts());
+    let mut out = BytesMut::new();
+    stream.feed(fixture("ollama/chat_stream.ndjson").as_bytes(), &mut out);
+    assert!(stream.is_closed());
+    assert!(String::from_utf8_lossy(&out).ends_with("data: [DONE]\n\n"));
+    // And a stream cut in the middle is not closed: the error event belongs there.
+    let mut stream = ClientStream::new(Ingress::Anthropic, Wire::Gemini, &request(), opts());
+    let mut out = BytesMut::new();
+    let g = fixture("gemini/g2_1_upstream.sse");
+    stream.feed(&g.as_bytes()[..g.len() / 2], &mut out);
+    assert!(!stream.is_closed());
+}
+
+#[test]
+fn review_fixes_hold() {
+    use super::openai::Target;
+    use super::testing::{obj, target_for};
+    use super::translate::ChatRequest;
+    use serde_json::{Value, json};
+    // Thinking: max_tokens above the budget, no sampling overrides, none in JSON mode.
+    let (base, headers) = target_for("https://api.anthropic.com");
+    let target = Target::new(Wire::Anthropic, &base, "claude", &headers);
+    let req = ChatRequest::read(obj(json!({"messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 500, "temperature": 0.2, "reasoning_effort": "high"})))
+    .unwrap();
+    let sent: Value =
+        serde_json::from_slice(&super::anthropic::encode(req, &target).unwrap().body).unwrap();
+    assert_eq!(sent["thinking"]["budget_tokens"], 4096);
+    assert!(sent["max_tokens"].as_u64().unwrap() > 4096);
+    assert!(sent.get("temperature").is_none());
+    // Gemini: n > 1 refused, top_k mapped.
+    let (base, headers) = target_for("https://generativelanguage.googleapis.com/v1beta");
+    let target = Target::new(Wire::Gemini, &base, "g", &headers);
+    let req = ChatRequest::read(obj(
+        json!({"messages": [{"role": "user", "content": "hi"}], "n": 2}),
+    ))
+    .unwrap();
+    assert_eq!(
+        super::gemini::encode(req, &target)
+            .unwrap_err()
+            .param
+            .as_deref(),
+        Some("n")
+    );
+    let req = ChatRequest::read(obj(
+        json!({"messages": [{"role": "user", "content": "hi"}], "top_k": 40}),
+    ))
+    .unwrap();
+    let sent: Value =
+        serde_json::from_slice(&super::gemini::encode(req, &target).unwrap().body).unwrap();
+    assert_eq!(sent["generationConfig"]["topK"], 40);
+    assert!(sent.get("top_k").is_none());
+    // An error inside a 200 answer with no code is a 502, not a 200.
+    assert_eq!(
+        super::gemini::error(200, br#"{"error":{"message":"x","status":"INTERNAL"}}"#)
+            .status
+            .as_u16(),
+        502
+    );
+    assert_eq!(
+        super::anthropic::error(200, br#"{"error":{"message":"x"}}"#)
+            .status
+            .as_u16(),
+        502
+    );
+    // Cohere: a deadline is not a context-window overflow.
+    let e = super::cohere::error(503, br#"{"message":"context deadline exceeded"}"#);
+    assert_ne!(e.code.as_deref(), Some("context_length_exceeded"));
+    // Tool-call arguments given as an object are kept.
+    let req = ChatRequest::read(obj(
+        json!({"messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]}]}),
+    ))
+    .unwrap();
+    assert!(
+        matches!(&req.messages[0], super::translate::Message::Assistant { tool_calls, .. } if tool_calls[0].arguments == json!({"a": 1}))
+    );
+    // Huge counts saturate instead of overflowing.
+    let (_, usage) = super::anthropic::decode(
+        br#"{"id":"m","type":"message","content":[],"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":5,"output_tokens":1}}"#,
+        &opts(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(usage.total_tokens, u64::MAX);
+}

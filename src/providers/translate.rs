@@ -193,6 +193,8 @@ pub struct ChatRequest {
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
+    /// `reasoning_effort` (Anthropic turns it into a thinking budget).
+    pub reasoning_effort: Option<String>,
     pub stream: bool,
     pub include_usage: bool,
     /// Parameters that are not OpenAI's: forwarded to the provider as they are.
@@ -263,6 +265,9 @@ impl ChatRequest {
         body.remove("function_call");
         req.parallel_tool_calls = body.remove("parallel_tool_calls").and_then(|v| v.as_bool());
         req.response_format = read_response_format(body.remove("response_format"))?;
+        req.reasoning_effort = body
+            .remove("reasoning_effort")
+            .and_then(|v| v.as_str().map(str::to_owned));
         req.stream = body.remove("stream").and_then(|v| v.as_bool()) == Some(true);
         let options = body.remove("stream_options");
         req.include_usage = req.stream
@@ -371,7 +376,18 @@ fn read_messages(messages: &[Value]) -> Result<Vec<Message>, ApiError> {
                     for (j, call) in calls.iter().enumerate() {
                         let f = &call["function"];
                         let name = f["name"].as_str().unwrap_or_default().to_string();
-                        let raw = f["arguments"].as_str().unwrap_or("");
+                        let raw = match &f["arguments"] {
+                            // Some clients send the arguments as an object rather than a string.
+                            Value::Object(_) => {
+                                tool_calls.push(ToolCall {
+                                    id: call["id"].as_str().unwrap_or_default().to_string(),
+                                    name,
+                                    arguments: f["arguments"].clone(),
+                                });
+                                continue;
+                            }
+                            other => other.as_str().unwrap_or(""),
+                        };
                         let arguments = if raw.trim().is_empty() {
                             Value::Object(Map::new())
                         } else {

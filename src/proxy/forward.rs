@@ -602,10 +602,14 @@ impl Exchange<'_> {
                             e.etype().as_str()
                         ))
                     };
-                    ctx.record.failure =
-                        Some((error.status.as_u16(), respond::error_class(&error)));
                     rewriter.abort(&mut out);
-                    out.extend_from_slice(&rewriter.error_event(&error));
+                    // A stream that already ended (`[DONE]`, `message_stop`, an error event)
+                    // gets nothing more: the failure came after the answer was complete.
+                    if !rewriter.is_closed() {
+                        ctx.record.failure =
+                            Some((error.status.as_u16(), respond::error_class(&error)));
+                        out.extend_from_slice(&rewriter.error_event(&error));
+                    }
                     let tail = out.split().freeze();
                     ctx.record.response_bytes += tail.len() as u64;
                     let _ = session.write_response_body(Some(tail), true).await;
