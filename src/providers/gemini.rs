@@ -432,6 +432,12 @@ impl StreamDecoder {
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
         let mut events = std::mem::take(&mut self.events);
         events.feed(chunk, |_, data| self.chunk(data, out));
+        if events.overflowed() {
+            self.state.fail(
+                out,
+                &ApiError::bad_gateway("the upstream sent an event larger than 16 MiB"),
+            );
+        }
         self.events = events;
     }
 

@@ -357,6 +357,12 @@ impl StreamDecoder {
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
         let mut lines = std::mem::take(&mut self.lines);
         lines.feed(chunk, |line| self.line(line, out));
+        if lines.overflowed() {
+            self.state.fail(
+                out,
+                &ApiError::bad_gateway("the upstream sent an event larger than 16 MiB"),
+            );
+        }
         self.lines = lines;
     }
 

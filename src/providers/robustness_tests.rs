@@ -207,3 +207,25 @@ fn review_fixes_hold() {
     .unwrap();
     assert_eq!(usage.total_tokens, u64::MAX);
 }
+
+#[test]
+fn an_endless_event_is_refused_not_buffered_forever() {
+    for wire in [
+        Wire::Anthropic,
+        Wire::Gemini,
+        Wire::Cohere,
+        Wire::OllamaChat,
+    ] {
+        let mut stream = ClientStream::new(Ingress::OpenAi, wire, &request(), opts());
+        let mut out = BytesMut::new();
+        let chunk = vec![b'x'; 1024 * 1024];
+        for _ in 0..17 {
+            stream.feed(&chunk, &mut out);
+        }
+        assert!(stream.is_closed(), "{wire:?}");
+        assert!(
+            String::from_utf8_lossy(&out).contains("larger than 16 MiB"),
+            "{wire:?}"
+        );
+    }
+}

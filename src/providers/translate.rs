@@ -902,22 +902,46 @@ pub fn generated_id() -> String {
 #[derive(Debug, Default)]
 pub struct SseEvents {
     pending: Vec<u8>,
+    /// Bytes at the start of `pending` already searched for a terminator (resume there, so a
+    /// long event arriving in many reads is not rescanned from its start each time).
+    scanned: usize,
+    overflowed: bool,
 }
+
+/// An event or line larger than this is refused (the upstream is broken or hostile).
+pub const MAX_PENDING: usize = 16 * 1024 * 1024;
 
 impl SseEvents {
     /// Appends `chunk` and calls `each` for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str, &str)) {
+        if self.overflowed {
+            return;
+        }
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some(len) = event_len(&self.pending[start..]) {
+        // A terminator may straddle the old end: back up two bytes.
+        let mut resume = self.scanned.saturating_sub(2);
+        while let Some(len) = event_len_from(&self.pending[start..], resume) {
             let event = &self.pending[start..start + len];
             start += len;
+            resume = 0;
             let (name, data) = parse_event(event);
             if !data.is_empty() || !name.is_empty() {
                 each(&name, &data);
             }
         }
         self.pending.drain(..start);
+        self.scanned = self.pending.len();
+        if self.pending.len() > MAX_PENDING {
+            self.pending = Vec::new();
+            self.scanned = 0;
+            self.overflowed = true;
+        }
+    }
+
+    /// The upstream sent an event over [`MAX_PENDING`] bytes; nothing more is parsed.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// End of stream: an unterminated last event still counts.
@@ -938,8 +962,8 @@ impl SseEvents {
     }
 }
 
-fn event_len(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
+fn event_len_from(buf: &[u8], from: usize) -> Option<usize> {
+    let mut from = from.min(buf.len());
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let nl = from + i;
         match buf.get(nl + 1) {
@@ -976,21 +1000,38 @@ fn parse_event(event: &[u8]) -> (String, String) {
 #[derive(Debug, Default)]
 pub struct Lines {
     pending: Vec<u8>,
+    overflowed: bool,
 }
 
 impl Lines {
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str)) {
+        if self.overflowed {
+            return;
+        }
+        // Only the new bytes can hold the next newline: search from where they start.
+        let mut search = self.pending.len();
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
-        while let Some(i) = memchr::memchr(b'\n', &self.pending[start..]) {
-            let line = String::from_utf8_lossy(&self.pending[start..start + i]);
+        while let Some(i) = memchr::memchr(b'\n', &self.pending[search..]) {
+            let end = search + i;
+            let line = String::from_utf8_lossy(&self.pending[start..end]);
             let line = line.trim();
             if !line.is_empty() {
                 each(line);
             }
-            start += i + 1;
+            start = end + 1;
+            search = start;
         }
         self.pending.drain(..start);
+        if self.pending.len() > MAX_PENDING {
+            self.pending = Vec::new();
+            self.overflowed = true;
+        }
+    }
+
+    /// The upstream sent a line over [`MAX_PENDING`] bytes; nothing more is parsed.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     pub fn finish(&mut self, mut each: impl FnMut(&str)) {
