@@ -306,7 +306,12 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         model: deployment.map_or("", |d| d.upstream_model.as_str()),
         model_group: deployment.map_or("", |d| d.model_name.as_str()),
         api_provider: deployment.map_or("", |d| d.provider.as_str()),
-        api_base: deployment.map_or("", |d| d.api_base.as_str()),
+        // Without the query string: some configs carry a key there, and /metrics is public.
+        api_base: deployment.map_or("", |d| {
+            d.api_base
+                .split_once('?')
+                .map_or(d.api_base.as_str(), |(b, _)| b)
+        }),
         litellm_model_name,
     };
     let failure = r
