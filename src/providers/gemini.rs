@@ -234,7 +234,11 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ApiError> {
                     parts.push(json!({"text": t}));
                 }
                 for c in tool_calls {
-                    parts.push(json!({"functionCall": {"name": c.name, "args": c.arguments}}));
+                    let mut part = json!({"functionCall": {"name": c.name, "args": c.arguments}});
+                    if let Some(signature) = thought_signature(&c.id) {
+                        part["thoughtSignature"] = signature.into();
+                    }
+                    parts.push(part);
                 }
                 push("model", parts);
             }
@@ -303,6 +307,30 @@ fn tokens(u: &Value) -> Tokens {
     }
 }
 
+/// Thought signatures of the function calls this instance returned, by tool-call id. Gemini 3
+/// refuses a replayed `functionCall` part without its signature (8.4), and OpenAI clients
+/// cannot carry it, so the gateway keeps it and puts it back. Bounded: cleared when full (a
+/// replay that misses loses only the signature, as with another instance behind a balancer).
+static SIGNATURES: parking_lot::Mutex<Option<std::collections::HashMap<String, String>>> =
+    parking_lot::Mutex::new(None);
+const SIGNATURES_LIMIT: usize = 100_000;
+
+fn remember_signature(call_id: &str, part: &Value) {
+    let Some(signature) = part.get("thoughtSignature").and_then(Value::as_str) else {
+        return;
+    };
+    let mut map = SIGNATURES.lock();
+    let map = map.get_or_insert_with(std::collections::HashMap::new);
+    if map.len() >= SIGNATURES_LIMIT {
+        map.clear();
+    }
+    map.insert(call_id.to_string(), signature.to_string());
+}
+
+fn thought_signature(call_id: &str) -> Option<String> {
+    SIGNATURES.lock().as_ref()?.get(call_id).cloned()
+}
+
 /// The tool-call id: the part's own, else `call_<responseId>_<n>` (8.4).
 fn call_id(call: &Value, response_id: &str, n: usize) -> String {
     call.get("id")
@@ -341,8 +369,10 @@ pub fn decode(body: &[u8], opts: &DecodeOptions) -> Result<(Bytes, Usage), ApiEr
             }
         } else if let Some(call) = part.get("functionCall") {
             let n = calls.len();
+            let call_id = call_id(call, &id, n);
+            remember_signature(&call_id, part);
             calls.push((
-                call_id(call, &id, n),
+                call_id,
                 call["name"].as_str().unwrap_or_default().to_string(),
                 compact(call.get("args").unwrap_or(&json!({}))),
             ));
@@ -506,10 +536,12 @@ impl StreamDecoder {
             } else if let Some(call) = part.get("functionCall") {
                 let k = self.calls;
                 self.calls += 1;
+                let call_id = call_id(call, &id, k);
+                remember_signature(&call_id, part);
                 self.state.writer.tool_call(
                     out,
                     k,
-                    &call_id(call, &id, k),
+                    &call_id,
                     call["name"].as_str().unwrap_or_default(),
                     &compact(call.get("args").unwrap_or(&json!({}))),
                 );
@@ -607,6 +639,26 @@ mod tests {
         let (out, d) = run_stream(&[fixture("gemini/g2_1_upstream.sse").as_bytes()], true);
         assert_eq!(out, fixture("gemini/g2_2_openai.sse"));
         assert_eq!(d.usage().unwrap().total_tokens, 98);
+    }
+
+    #[test]
+    fn thought_signatures_come_back_on_replayed_calls() {
+        // G2.1 returns call_r-123_0 with signature c2lnLTE= (providers.md 9.4).
+        run_stream(&[fixture("gemini/g2_1_upstream.sse").as_bytes()], true);
+        let req = encode_value(json!({"messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_r-123_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_r-123_0", "content": "18C"}
+        ]}));
+        let sent: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["thoughtSignature"],
+            "c2lnLTE="
+        );
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["functionCall"]["name"],
+            "get_weather"
+        );
     }
 
     #[test]
