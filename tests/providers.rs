@@ -294,14 +294,15 @@ async fn unsupported_parameters_are_refused_unless_dropped() {
     assert_eq!(sent["temperature"], 0.5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider() {
+/// Runs an SDK script from `tests/sdk/` against every group in `GROUPS` and returns its
+/// per-group JSON summaries, the group name removed so they can be compared.
+async fn run_sdk_script(gw: &Gateway, script: &str) -> Vec<Value> {
     let python = tokio::task::spawn_blocking(support::python_with_openai)
         .await
         .unwrap();
-    let mock = MockProvider::start(MockConfig::default()).await;
-    let gw = Gateway::start(&providers_config(&mock, "")).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/provider_sdk_check.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
     let output = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(gw.url(""))
@@ -314,7 +315,8 @@ async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        "{} checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        script.display(),
         gw.logs()
     );
     let mut summaries: Vec<Value> = stdout
@@ -326,6 +328,14 @@ async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider()
     for s in &mut summaries {
         s.as_object_mut().unwrap().remove("group");
     }
+    summaries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&providers_config(&mock, "")).await;
+    let summaries = run_sdk_script(&gw, "provider_sdk_check.py").await;
     let reference = &summaries[0];
     assert_eq!(reference["content"], "Hello word1 word2 word3 word4");
     assert_eq!(
@@ -339,36 +349,9 @@ async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anthropic_sdk_gets_messages_answers_from_every_provider() {
-    let python = tokio::task::spawn_blocking(support::python_with_openai)
-        .await
-        .unwrap();
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&providers_config(&mock, "")).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/anthropic_sdk_check.py");
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(gw.url(""))
-        .arg(MASTER_KEY)
-        .args(GROUPS)
-        .output()
-        .await
-        .expect("run the SDK script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "Anthropic SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
-        gw.logs()
-    );
-    let mut summaries: Vec<Value> = stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(summaries.len(), GROUPS.len(), "{stdout}");
-    for s in &mut summaries {
-        s.as_object_mut().unwrap().remove("group");
-    }
+    let summaries = run_sdk_script(&gw, "anthropic_sdk_check.py").await;
     let reference = json!({
         "text": "Hello word1 word2 word3 word4", "stop": "end_turn", "output_tokens": 5,
         "stream_text": "Hello word1 word2 word3 word4", "stream_stop": "end_turn", "stream_output_tokens": 5,

@@ -72,6 +72,14 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// `api_base` as it may be shown (response headers, client errors, metric labels): without
+    /// its query string, where some configs carry a key (`?key=` for Gemini).
+    pub fn public_api_base(&self) -> &str {
+        self.api_base
+            .split_once('?')
+            .map_or(self.api_base.as_str(), |(base, _)| base)
+    }
+
     /// The provider model for a request routed here; `capture` is what a wildcard group matched.
     pub fn model_for(&self, capture: Option<&str>) -> String {
         match capture {

@@ -15,10 +15,11 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::openai::{Target, UpstreamRequest};
+use super::openai::{Target, UpstreamRequest, sse_or_json};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SseEvents, StreamState, Tokens, ToolChoice, compact, upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact, push_turn,
+    upstream_error,
 };
 
 pub const API_VERSION: &str = "2023-06-01";
@@ -146,15 +147,17 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     if let Some(choice) = tool_choice {
         body.insert("tool_choice".into(), choice);
     }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), t.clamp(0.0, 1.0).into());
-    }
-    if let Some(p) = req.top_p {
-        body.insert("top_p".into(), p.into());
-    }
-    if !req.stop.is_empty() {
-        body.insert("stop_sequences".into(), req.stop.clone().into());
-    }
+    // max_tokens is a typed field of the body (always present), set below.
+    req.put_sampling(
+        &mut body,
+        &SamplingKeys {
+            temperature: Some("temperature"),
+            temperature_max: Some(1.0),
+            top_p: Some("top_p"),
+            stop: Some("stop_sequences"),
+            ..SamplingKeys::default()
+        },
+    );
     if let Some(user) = &req.user {
         body.insert("metadata".into(), json!({"user_id": user}));
     }
@@ -200,24 +203,15 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         rest: body,
     };
     let body = Bytes::from(serde_json::to_vec(&out).unwrap_or_default());
-    let mut headers = target.headers.clone();
-    headers.insert(
-        http::header::ACCEPT,
-        HeaderValue::from_static(if req.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
     Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: target.base.target(suffix(&target.base.path)),
-        headers,
-        body,
-        injected_usage: false,
         json_tool: json_mode,
         include_usage: req.include_usage,
-        embedding: None,
+        ..UpstreamRequest::post(
+            target.base.target(suffix(&target.base.path)),
+            target.headers,
+            body,
+            Some(sse_or_json(req.stream)),
+        )
     })
 }
 
@@ -228,25 +222,12 @@ pub fn encode_passthrough(
     body: &Bytes,
     target: &Target<'_>,
 ) -> UpstreamRequest {
-    let mut headers = target.headers.clone();
-    headers.insert(
-        http::header::ACCEPT,
-        HeaderValue::from_static(if view.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
-    UpstreamRequest {
-        method: http::Method::POST,
-        target: target.base.target(suffix(&target.base.path)),
-        headers,
-        body: view.rewrite(body, target.upstream_model, false),
-        injected_usage: false,
-        json_tool: false,
-        include_usage: false,
-        embedding: None,
-    }
+    UpstreamRequest::post(
+        target.base.target(suffix(&target.base.path)),
+        target.headers,
+        view.rewrite(body, target.upstream_model, false),
+        Some(sse_or_json(view.stream)),
+    )
 }
 
 /// One turn of a Messages request, serialized straight from the request's own strings.
@@ -297,15 +278,6 @@ enum ImageSource<'a> {
 /// (a user message right after them joins it), text before tool_use blocks.
 fn messages<'a>(messages: &'a [Message]) -> Vec<Turn<'a>> {
     let mut out: Vec<(&'static str, Vec<BlockOut<'a>>)> = Vec::with_capacity(messages.len());
-    let mut push = |role: &'static str, blocks: Vec<BlockOut<'a>>| {
-        if let Some((last_role, last)) = out.last_mut()
-            && *last_role == role
-        {
-            last.extend(blocks);
-            return;
-        }
-        out.push((role, blocks));
-    };
     for m in messages {
         match m {
             Message::System { .. } => {}
@@ -331,7 +303,7 @@ fn messages<'a>(messages: &'a [Message]) -> Vec<Turn<'a>> {
                         },
                     })
                     .collect();
-                push("user", blocks);
+                push_turn(&mut out, "user", blocks);
             }
             Message::Assistant { text, tool_calls } => {
                 let mut blocks = Vec::with_capacity(tool_calls.len() + 1);
@@ -348,12 +320,13 @@ fn messages<'a>(messages: &'a [Message]) -> Vec<Turn<'a>> {
                         input: &c.arguments,
                     });
                 }
-                push("assistant", blocks);
+                push_turn(&mut out, "assistant", blocks);
             }
             Message::Tool {
                 call_id, content, ..
             } => {
-                push(
+                push_turn(
+                    &mut out,
                     "user",
                     vec![BlockOut::ToolResult {
                         tool_use_id: call_id,
@@ -630,19 +603,6 @@ impl StreamDecoder {
         self.state.end(out, self.opts.include_usage, finish);
     }
 
-    pub fn usage(&self) -> Option<Usage> {
-        self.state.tokens.map(|t| t.usage())
-    }
-
-    pub fn upstream_error(&self) -> Option<&str> {
-        self.state.error.as_deref()
-    }
-
-    /// `[DONE]` or an error event has been written.
-    pub fn is_closed(&self) -> bool {
-        self.state.closed
-    }
-
     fn update_tokens(&mut self) {
         let (i, w, r) = self.input;
         self.state.tokens = Some(tokens(i, w, r, self.output));
@@ -789,6 +749,12 @@ impl StreamDecoder {
             let id = super::translate::generated_id();
             self.state.start(out, &id, &model, self.opts.created);
         }
+    }
+}
+
+impl TranslatedStream for StreamDecoder {
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 }
 

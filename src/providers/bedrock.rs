@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    StreamState, Tokens, ToolChoice, compact, generated_id, quoted, upstream_error,
+    SamplingKeys, StreamState, Tokens, ToolChoice, TranslatedStream, compact, generated_id,
+    push_turn, quoted, upstream_error,
 };
 use filters::route::Secret;
 
@@ -173,6 +174,29 @@ pub fn sign(
     Ok(())
 }
 
+/// Signs an encoded request for `target` (SigV4 over its path and body, or the API key).
+pub fn sign_request(
+    request: &mut UpstreamRequest,
+    target: &Target<'_>,
+    auth: Option<&AwsAuth>,
+    now: SystemTime,
+) -> Result<(), ApiError> {
+    request.headers.remove(http::header::AUTHORIZATION);
+    let Some(auth) = auth else {
+        return Ok(());
+    };
+    sign(
+        auth,
+        SIGNING_NAME,
+        &target.base.host_header(),
+        target.base.tls,
+        &request.target,
+        &request.body,
+        now,
+        &mut request.headers,
+    )
+}
+
 /// Encodes an OpenAI chat request as a Converse request and signs it.
 pub fn encode(
     req: ChatRequest,
@@ -194,18 +218,17 @@ pub fn encode(
         body.insert("system".into(), Value::Array(system));
     }
     let mut inference = Map::new();
-    if let Some(m) = req.max_tokens {
-        inference.insert("maxTokens".into(), m.into());
-    }
-    if let Some(t) = req.temperature {
-        inference.insert("temperature".into(), t.clamp(0.0, 1.0).into());
-    }
-    if let Some(p) = req.top_p {
-        inference.insert("topP".into(), p.into());
-    }
-    if !req.stop.is_empty() {
-        inference.insert("stopSequences".into(), req.stop.clone().into());
-    }
+    req.put_sampling(
+        &mut inference,
+        &SamplingKeys {
+            max_tokens: Some("maxTokens"),
+            temperature: Some("temperature"),
+            temperature_max: Some(1.0),
+            top_p: Some("topP"),
+            stop: Some("stopSequences"),
+            ..SamplingKeys::default()
+        },
+    );
     if !inference.is_empty() {
         body.insert("inferenceConfig".into(), Value::Object(inference));
     }
@@ -262,38 +285,17 @@ pub fn encode(
     }
     let body = Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default());
     let path = target_path(&target.base.path, target.upstream_model, req.stream);
-    let mut headers = target.headers.clone();
-    headers.remove(http::header::AUTHORIZATION);
-    headers.insert(
-        http::header::ACCEPT,
-        HeaderValue::from_static(if req.stream {
-            "application/vnd.amazon.eventstream"
-        } else {
-            "application/json"
-        }),
-    );
-    if let Some(auth) = auth {
-        sign(
-            auth,
-            SIGNING_NAME,
-            &target.base.host_header(),
-            target.base.tls,
-            &path,
-            &body,
-            now,
-            &mut headers,
-        )?;
-    }
-    Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: path,
-        headers,
-        body,
-        injected_usage: false,
-        json_tool: false,
+    let accept = if req.stream {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "application/json"
+    };
+    let mut request = UpstreamRequest {
         include_usage: req.include_usage,
-        embedding: None,
-    })
+        ..UpstreamRequest::post(path, target.headers, body, Some(accept))
+    };
+    sign_request(&mut request, target, auth, now)?;
+    Ok(request)
 }
 
 /// OpenAI messages to Converse messages (roles alternate; tool results join the next user
@@ -301,15 +303,6 @@ pub fn encode(
 fn messages(messages: &[Message]) -> Result<(Vec<Value>, Vec<String>), ApiError> {
     let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut tool_names: Vec<String> = Vec::new();
-    let mut push = |role: &'static str, blocks: Vec<Value>| {
-        if let Some((last_role, last)) = out.last_mut()
-            && *last_role == role
-        {
-            last.extend(blocks);
-            return;
-        }
-        out.push((role, blocks));
-    };
     for (i, m) in messages.iter().enumerate() {
         match m {
             Message::System { .. } => {}
@@ -336,7 +329,7 @@ fn messages(messages: &[Message]) -> Result<(Vec<Value>, Vec<String>), ApiError>
                         }
                     });
                 }
-                push("user", blocks);
+                push_turn(&mut out, "user", blocks);
             }
             Message::Assistant { text, tool_calls } => {
                 let mut blocks = Vec::new();
@@ -349,7 +342,7 @@ fn messages(messages: &[Message]) -> Result<(Vec<Value>, Vec<String>), ApiError>
                     }
                     blocks.push(json!({"toolUse": {"toolUseId": c.id, "name": c.name, "input": c.arguments}}));
                 }
-                push("assistant", blocks);
+                push_turn(&mut out, "assistant", blocks);
             }
             Message::Tool {
                 call_id, content, ..
@@ -358,7 +351,8 @@ fn messages(messages: &[Message]) -> Result<(Vec<Value>, Vec<String>), ApiError>
                     Ok(v @ Value::Object(_)) => json!({"json": v}),
                     _ => json!({"text": content}),
                 };
-                push(
+                push_turn(
+                    &mut out,
                     "user",
                     vec![
                         json!({"toolResult": {"toolUseId": call_id, "content": [result], "status": "success"}}),
@@ -561,19 +555,6 @@ impl StreamDecoder {
         self.state.end(out, self.opts.include_usage, "stop");
     }
 
-    pub fn usage(&self) -> Option<Usage> {
-        self.state.tokens.map(|t| t.usage())
-    }
-
-    pub fn upstream_error(&self) -> Option<&str> {
-        self.state.error.as_deref()
-    }
-
-    /// `[DONE]` or an error event has been written.
-    pub fn is_closed(&self) -> bool {
-        self.state.closed
-    }
-
     fn start(&mut self, out: &mut BytesMut) {
         if !self.state.role_sent {
             let model = self.opts.model(None).to_string();
@@ -679,6 +660,12 @@ impl StreamDecoder {
             }
             _ => {}
         }
+    }
+}
+
+impl TranslatedStream for StreamDecoder {
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 }
 

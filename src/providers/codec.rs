@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::messages_api::{self, PassthroughObserver, ToAnthropicStream};
 use super::openai::{self, Target, UpstreamRequest};
 use super::sse::SseRewriter;
-use super::translate::{ChatRequest, DecodeOptions, ParamPolicy};
+use super::translate::{ChatRequest, DecodeOptions, ParamPolicy, TranslatedStream};
 use super::{Wire, anthropic, azure, bedrock, cohere, embeddings, gemini, ollama};
 
 /// The API the client speaks.
@@ -33,6 +33,9 @@ pub fn encode_messages(
 ) -> Result<UpstreamRequest, ApiError> {
     if target.wire == Wire::Anthropic {
         return Ok(anthropic::encode_passthrough(view, body, target));
+    }
+    if target.wire.translates() {
+        return encode_chat(target, messages_api::to_openai_chat(body)?, policy);
     }
     let chat = messages_api::to_openai_request(body)?;
     let chat_view = RequestView::parse(&chat)?;
@@ -96,30 +99,37 @@ pub fn encode(
                 ))
                 .with_param("model"));
             }
-            let mut map = json_object(body)?;
-            let (supported, name) = match wire {
-                Wire::Anthropic => (anthropic::SUPPORTED, "anthropic"),
-                Wire::Gemini => (gemini::SUPPORTED, "gemini"),
-                Wire::OllamaChat => (ollama::SUPPORTED, "ollama_chat"),
-                Wire::Ollama => (ollama::SUPPORTED_GENERATE, "ollama"),
-                Wire::Cohere => (cohere::SUPPORTED, "cohere"),
-                Wire::Bedrock => (bedrock::SUPPORTED, "bedrock"),
-                _ => return Err(not_implemented(wire)),
-            };
-            policy.apply(&mut map, supported, name)?;
-            let request = ChatRequest::read(map)?;
-            match wire {
-                Wire::Anthropic => anthropic::encode(request, target),
-                Wire::Gemini => gemini::encode(request, target),
-                Wire::OllamaChat => ollama::encode(request, target, false),
-                Wire::Ollama => ollama::encode(request, target, true),
-                Wire::Cohere => cohere::encode(request, target),
-                Wire::Bedrock => {
-                    bedrock::encode(request, target, target.aws, std::time::SystemTime::now())
-                }
-                _ => Err(not_implemented(wire)),
-            }
+            encode_chat(target, json_object(body)?, policy)
         }
+    }
+}
+
+/// Encodes an OpenAI chat request, read as a JSON object, for a translating wire.
+fn encode_chat(
+    target: &Target<'_>,
+    mut map: Map<String, Value>,
+    policy: &ParamPolicy,
+) -> Result<UpstreamRequest, ApiError> {
+    let wire = target.wire;
+    let (supported, name) = match wire {
+        Wire::Anthropic => (anthropic::SUPPORTED, "anthropic"),
+        Wire::Gemini => (gemini::SUPPORTED, "gemini"),
+        Wire::OllamaChat => (ollama::SUPPORTED, "ollama_chat"),
+        Wire::Ollama => (ollama::SUPPORTED_GENERATE, "ollama"),
+        Wire::Cohere => (cohere::SUPPORTED, "cohere"),
+        Wire::Bedrock => (bedrock::SUPPORTED, "bedrock"),
+        _ => return Err(not_implemented(wire)),
+    };
+    policy.apply(&mut map, supported, name)?;
+    let request = ChatRequest::read(map)?;
+    match wire {
+        Wire::Anthropic => anthropic::encode(request, target),
+        Wire::Gemini => gemini::encode(request, target),
+        Wire::OllamaChat => ollama::encode(request, target, false),
+        Wire::Ollama => ollama::encode(request, target, true),
+        Wire::Cohere => cohere::encode(request, target),
+        Wire::Bedrock => bedrock::encode(request, target, target.aws, std::time::SystemTime::now()),
+        _ => Err(not_implemented(wire)),
     }
 }
 

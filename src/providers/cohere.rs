@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SseEvents, StreamState, Tokens, ToolChoice, compact, generated_id, upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact,
+    generated_id, upstream_error,
 };
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.cohere.com/v2/chat";
@@ -136,27 +137,19 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         }
         _ => {}
     }
-    if let Some(m) = req.max_tokens {
-        body.insert("max_tokens".into(), m.into());
-    }
-    if !req.stop.is_empty() {
-        body.insert("stop_sequences".into(), req.stop.clone().into());
-    }
-    if let Some(t) = req.temperature {
-        body.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        body.insert("p".into(), p.into());
-    }
-    if let Some(s) = req.seed {
-        body.insert("seed".into(), s.into());
-    }
-    if let Some(p) = req.frequency_penalty {
-        body.insert("frequency_penalty".into(), p.into());
-    }
-    if let Some(p) = req.presence_penalty {
-        body.insert("presence_penalty".into(), p.into());
-    }
+    req.put_sampling(
+        &mut body,
+        &SamplingKeys {
+            max_tokens: Some("max_tokens"),
+            temperature: Some("temperature"),
+            temperature_max: None,
+            top_p: Some("p"),
+            stop: Some("stop_sequences"),
+            seed: Some("seed"),
+            frequency_penalty: Some("frequency_penalty"),
+            presence_penalty: Some("presence_penalty"),
+        },
+    );
     if req.stream {
         body.insert("stream".into(), true.into());
     }
@@ -168,14 +161,13 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
         body.entry(k).or_insert(v);
     }
     Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: target.base.target(""),
-        headers: target.headers.clone(),
-        body: Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
-        injected_usage: false,
-        json_tool: false,
         include_usage: req.include_usage,
-        embedding: None,
+        ..UpstreamRequest::post(
+            target.base.target(""),
+            target.headers,
+            Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
+            None,
+        )
     })
 }
 
@@ -312,19 +304,6 @@ impl StreamDecoder {
         self.state.end(out, self.opts.include_usage, "stop");
     }
 
-    pub fn usage(&self) -> Option<Usage> {
-        self.state.tokens.map(|t| t.usage())
-    }
-
-    pub fn upstream_error(&self) -> Option<&str> {
-        self.state.error.as_deref()
-    }
-
-    /// `[DONE]` or an error event has been written.
-    pub fn is_closed(&self) -> bool {
-        self.state.closed
-    }
-
     fn ensure_started(&mut self, out: &mut BytesMut, id: Option<&str>) {
         if !self.state.role_sent {
             let id = id.map(str::to_owned).unwrap_or_else(generated_id);
@@ -397,6 +376,12 @@ impl StreamDecoder {
             }
             _ => {} // tool-plan-delta, citations, content-start/end...
         }
+    }
+}
+
+impl TranslatedStream for StreamDecoder {
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 }
 

@@ -162,38 +162,22 @@ pub fn encode(
         }
     };
     let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    let mut headers = target.headers.clone();
-    headers.insert(
-        http::header::ACCEPT,
-        http::HeaderValue::from_static("application/json"),
-    );
-    if wire == Wire::Bedrock
-        && let Some(auth) = target.aws
-    {
-        super::bedrock::sign(
-            auth,
-            "bedrock",
-            &target.base.host_header(),
-            target.base.tls,
-            &path,
-            &body,
-            std::time::SystemTime::now(),
-            &mut headers,
-        )?;
-    }
-    Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: path,
-        headers,
-        body,
-        injected_usage: false,
-        json_tool: false,
-        include_usage: false,
+    let mut request = UpstreamRequest {
         embedding: Some(EmbeddingPlan {
             estimated_tokens: estimate_tokens(&req.inputs),
             base64: req.base64,
         }),
-    })
+        ..UpstreamRequest::post(path, target.headers, body, Some("application/json"))
+    };
+    if wire == Wire::Bedrock {
+        super::bedrock::sign_request(
+            &mut request,
+            target,
+            target.aws,
+            std::time::SystemTime::now(),
+        )?;
+    }
+    Ok(request)
 }
 
 #[derive(Deserialize)]

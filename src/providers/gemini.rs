@@ -13,10 +13,11 @@ use filters::usage::Usage;
 use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
-use super::openai::{Target, UpstreamRequest};
+use super::openai::{Target, UpstreamRequest, sse_or_json};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SseEvents, StreamState, Tokens, ToolChoice, compact, upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact, push_turn,
+    upstream_error,
 };
 
 /// OpenAI parameters this codec maps (`user` is accepted and dropped: Gemini has no field).
@@ -117,13 +118,6 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
             json!({"functionCallingConfig": config}),
         );
     }
-    let mut generation = Map::new();
-    if let Some(t) = req.temperature {
-        generation.insert("temperature".into(), t.clamp(0.0, 2.0).into());
-    }
-    if let Some(p) = req.top_p {
-        generation.insert("topP".into(), p.into());
-    }
     if req.n.is_some_and(|n| n > 1) {
         // Only the first candidate would be decoded (and all of them billed).
         return Err(
@@ -131,21 +125,20 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
                 .with_param("n"),
         );
     }
-    if let Some(m) = req.max_tokens {
-        generation.insert("maxOutputTokens".into(), m.into());
-    }
-    if !req.stop.is_empty() {
-        generation.insert("stopSequences".into(), req.stop.clone().into());
-    }
-    if let Some(p) = req.presence_penalty {
-        generation.insert("presencePenalty".into(), p.into());
-    }
-    if let Some(p) = req.frequency_penalty {
-        generation.insert("frequencyPenalty".into(), p.into());
-    }
-    if let Some(s) = req.seed {
-        generation.insert("seed".into(), s.into());
-    }
+    let mut generation = Map::new();
+    req.put_sampling(
+        &mut generation,
+        &SamplingKeys {
+            max_tokens: Some("maxOutputTokens"),
+            temperature: Some("temperature"),
+            temperature_max: Some(2.0),
+            top_p: Some("topP"),
+            stop: Some("stopSequences"),
+            seed: Some("seed"),
+            frequency_penalty: Some("frequencyPenalty"),
+            presence_penalty: Some("presencePenalty"),
+        },
+    );
     match &req.response_format {
         Some(ResponseFormat::JsonObject) => {
             generation.insert("responseMimeType".into(), "application/json".into());
@@ -170,24 +163,14 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
     for (k, v) in extra {
         body.entry(k).or_insert(v);
     }
-    let mut headers = target.headers.clone();
-    headers.insert(
-        http::header::ACCEPT,
-        HeaderValue::from_static(if req.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
     Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: target_path(target.base, target.upstream_model, req.stream),
-        headers,
-        body: Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
-        injected_usage: false,
-        json_tool: false,
         include_usage: req.include_usage,
-        embedding: None,
+        ..UpstreamRequest::post(
+            target_path(target.base, target.upstream_model, req.stream),
+            target.headers,
+            Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
+            Some(sse_or_json(req.stream)),
+        )
     })
 }
 
@@ -195,15 +178,6 @@ pub fn encode(req: ChatRequest, target: &Target<'_>) -> Result<UpstreamRequest, 
 /// `functionResponse` parts of a user turn, same-role neighbours merge.
 fn contents(messages: &[Message]) -> Result<Vec<Value>, ApiError> {
     let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    let mut push = |role: &'static str, parts: Vec<Value>| {
-        if let Some((last_role, last)) = out.last_mut()
-            && *last_role == role
-        {
-            last.extend(parts);
-            return;
-        }
-        out.push((role, parts));
-    };
     for (i, m) in messages.iter().enumerate() {
         match m {
             Message::System { .. } => {}
@@ -226,7 +200,7 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ApiError> {
                         }
                     });
                 }
-                push("user", converted);
+                push_turn(&mut out, "user", converted);
             }
             Message::Assistant { text, tool_calls } => {
                 let mut parts = Vec::new();
@@ -240,14 +214,15 @@ fn contents(messages: &[Message]) -> Result<Vec<Value>, ApiError> {
                     }
                     parts.push(part);
                 }
-                push("model", parts);
+                push_turn(&mut out, "model", parts);
             }
             Message::Tool { name, content, .. } => {
                 let response = match serde_json::from_str::<Value>(content) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({"output": content}),
                 };
-                push(
+                push_turn(
+                    &mut out,
                     "user",
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
@@ -488,19 +463,6 @@ impl StreamDecoder {
         );
     }
 
-    pub fn usage(&self) -> Option<Usage> {
-        self.state.tokens.map(|t| t.usage())
-    }
-
-    pub fn upstream_error(&self) -> Option<&str> {
-        self.state.error.as_deref()
-    }
-
-    /// `[DONE]` or an error event has been written.
-    pub fn is_closed(&self) -> bool {
-        self.state.closed
-    }
-
     fn chunk(&mut self, data: &str, out: &mut BytesMut) {
         if self.state.closed {
             return;
@@ -560,6 +522,12 @@ impl StreamDecoder {
             self.state.output_seen = true;
             self.state.finish(out, reason);
         }
+    }
+}
+
+impl TranslatedStream for StreamDecoder {
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 }
 

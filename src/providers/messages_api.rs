@@ -17,6 +17,15 @@ use super::translate::{SseEvents, compact};
 /// Converts a Messages request into an OpenAI chat request body. Streams ask for usage, which
 /// the final `message_delta` reports.
 pub fn to_openai_request(body: &[u8]) -> Result<Bytes, ApiError> {
+    let chat = to_openai_chat(body)?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&Value::Object(chat)).unwrap_or_default(),
+    ))
+}
+
+/// [`to_openai_request`] as the JSON object, for codecs that read it as one (no serialize and
+/// re-parse on the way to a translating codec).
+pub fn to_openai_chat(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     let Value::Object(mut req) = v else {
@@ -188,9 +197,7 @@ pub fn to_openai_request(body: &[u8]) -> Result<Bytes, ApiError> {
     for (k, v) in req {
         out.entry(k).or_insert(v);
     }
-    Ok(Bytes::from(
-        serde_json::to_vec(&Value::Object(out)).unwrap_or_default(),
-    ))
+    Ok(out)
 }
 
 /// OpenAI `finish_reason` to Messages `stop_reason`.

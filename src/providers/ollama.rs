@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Lines, Message, Part, ProviderFailure,
-    ResponseFormat, StreamState, Tokens, compact, generated_id, quoted, upstream_error,
+    ResponseFormat, SamplingKeys, StreamState, Tokens, TranslatedStream, compact, generated_id,
+    quoted, upstream_error,
 };
 
 /// OpenAI parameters this codec maps.
@@ -55,27 +56,19 @@ pub const SUPPORTED_GENERATE: &[&str] = &[
 
 fn options(req: &ChatRequest) -> Map<String, Value> {
     let mut o = Map::new();
-    if let Some(t) = req.temperature {
-        o.insert("temperature".into(), t.into());
-    }
-    if let Some(p) = req.top_p {
-        o.insert("top_p".into(), p.into());
-    }
-    if let Some(m) = req.max_tokens {
-        o.insert("num_predict".into(), m.into());
-    }
-    if !req.stop.is_empty() {
-        o.insert("stop".into(), req.stop.clone().into());
-    }
-    if let Some(s) = req.seed {
-        o.insert("seed".into(), s.into());
-    }
-    if let Some(p) = req.presence_penalty {
-        o.insert("presence_penalty".into(), p.into());
-    }
-    if let Some(p) = req.frequency_penalty {
-        o.insert("frequency_penalty".into(), p.into());
-    }
+    req.put_sampling(
+        &mut o,
+        &SamplingKeys {
+            max_tokens: Some("num_predict"),
+            temperature: Some("temperature"),
+            temperature_max: None,
+            top_p: Some("top_p"),
+            stop: Some("stop"),
+            seed: Some("seed"),
+            frequency_penalty: Some("frequency_penalty"),
+            presence_penalty: Some("presence_penalty"),
+        },
+    );
     o
 }
 
@@ -224,14 +217,13 @@ pub fn encode(
         "/api/chat"
     };
     Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: target.base.target(path),
-        headers: target.headers.clone(),
-        body: Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
-        injected_usage: false,
-        json_tool: false,
         include_usage: req.include_usage,
-        embedding: None,
+        ..UpstreamRequest::post(
+            target.base.target(path),
+            target.headers,
+            Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default()),
+            None,
+        )
     })
 }
 
@@ -372,19 +364,6 @@ impl StreamDecoder {
         self.state.end(out, self.opts.include_usage, "stop");
     }
 
-    pub fn usage(&self) -> Option<Usage> {
-        self.state.tokens.map(|t| t.usage())
-    }
-
-    pub fn upstream_error(&self) -> Option<&str> {
-        self.state.error.as_deref()
-    }
-
-    /// `[DONE]` or an error event has been written.
-    pub fn is_closed(&self) -> bool {
-        self.state.closed
-    }
-
     fn line(&mut self, line: &str, out: &mut BytesMut) {
         if self.state.closed {
             return;
@@ -436,6 +415,12 @@ impl StreamDecoder {
             );
             self.state.end(out, self.opts.include_usage, "stop");
         }
+    }
+}
+
+impl TranslatedStream for StreamDecoder {
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 }
 

@@ -36,6 +36,41 @@ pub struct UpstreamRequest {
     pub embedding: Option<super::embeddings::EmbeddingPlan>,
 }
 
+impl UpstreamRequest {
+    /// A POST of `body` to `target` carrying the deployment's `headers` (and `accept`, when
+    /// given), with every translation flag off; codecs set the flags they need.
+    pub fn post(
+        target: String,
+        headers: &HeaderMap,
+        body: Bytes,
+        accept: Option<&'static str>,
+    ) -> UpstreamRequest {
+        let mut headers = headers.clone();
+        if let Some(accept) = accept {
+            headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        }
+        UpstreamRequest {
+            method: http::Method::POST,
+            target,
+            headers,
+            body,
+            injected_usage: false,
+            json_tool: false,
+            include_usage: false,
+            embedding: None,
+        }
+    }
+}
+
+/// The `Accept` of a request answered with SSE when streaming, JSON otherwise.
+pub fn sse_or_json(stream: bool) -> &'static str {
+    if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    }
+}
+
 /// What encoding needs to know about the deployment.
 pub struct Target<'a> {
     pub wire: Wire,
@@ -113,24 +148,15 @@ pub fn encode(
         && view.stream
         && !view.has_stream_options;
     let body = view.rewrite(body, target.upstream_model, inject);
-    let mut headers = target.headers.clone();
-    headers.insert(
-        ACCEPT,
-        HeaderValue::from_static(if view.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
     Ok(UpstreamRequest {
-        method: http::Method::POST,
-        target: target.base.target(endpoint.upstream_path()),
-        headers,
-        body,
         injected_usage: inject,
-        json_tool: false,
         include_usage: view.stream && !inject,
-        embedding: None,
+        ..UpstreamRequest::post(
+            target.base.target(endpoint.upstream_path()),
+            target.headers,
+            body,
+            Some(sse_or_json(view.stream)),
+        )
     })
 }
 

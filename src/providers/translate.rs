@@ -176,6 +176,31 @@ pub enum ResponseFormat {
     JsonSchema { name: String, schema: Value },
 }
 
+/// Where a provider puts OpenAI's sampling parameters; `None`: it has no such field (or the
+/// codec maps it itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SamplingKeys {
+    pub max_tokens: Option<&'static str>,
+    pub temperature: Option<&'static str>,
+    /// Upper end of the provider's temperature range (values are clamped, not scaled: 8.9).
+    pub temperature_max: Option<f64>,
+    pub top_p: Option<&'static str>,
+    pub stop: Option<&'static str>,
+    pub seed: Option<&'static str>,
+    pub frequency_penalty: Option<&'static str>,
+    pub presence_penalty: Option<&'static str>,
+}
+
+/// Appends `items` as a `role` turn, joining the previous turn when it has the same role: the
+/// providers that need strict user/assistant alternation (Anthropic, Gemini, Bedrock) get tool
+/// results and a following user message in one turn.
+pub fn push_turn<T>(turns: &mut Vec<(&'static str, Vec<T>)>, role: &'static str, items: Vec<T>) {
+    match turns.last_mut() {
+        Some((last, existing)) if *last == role => existing.extend(items),
+        _ => turns.push((role, items)),
+    }
+}
+
 /// The OpenAI chat request, read once for a translating codec.
 #[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
@@ -284,6 +309,36 @@ impl ChatRequest {
             .filter(|(k, _)| !OPENAI_CHAT_PARAMS.contains(&k.as_str()))
             .collect();
         Ok(req)
+    }
+
+    /// Writes the sampling parameters the client set under the provider's names (`keys`),
+    /// clamping temperature to the provider's range.
+    pub fn put_sampling(&self, into: &mut Map<String, Value>, keys: &SamplingKeys) {
+        let mut put = |key: Option<&'static str>, value: Option<Value>| {
+            if let (Some(key), Some(value)) = (key, value) {
+                into.insert(key.into(), value);
+            }
+        };
+        put(keys.max_tokens, self.max_tokens.map(Value::from));
+        put(
+            keys.temperature,
+            self.temperature
+                .map(|t| Value::from(keys.temperature_max.map_or(t, |max| t.clamp(0.0, max)))),
+        );
+        put(keys.top_p, self.top_p.map(Value::from));
+        put(
+            keys.stop,
+            (!self.stop.is_empty()).then(|| Value::from(self.stop.clone())),
+        );
+        put(keys.seed, self.seed.map(Value::from));
+        put(
+            keys.frequency_penalty,
+            self.frequency_penalty.map(Value::from),
+        );
+        put(
+            keys.presence_penalty,
+            self.presence_penalty.map(Value::from),
+        );
     }
 
     /// System and developer messages, in order.
@@ -1107,6 +1162,26 @@ impl StreamState {
         }
         ChunkWriter::done(out);
         self.closed = true;
+    }
+}
+
+/// What every translating stream decoder reports, read off its [`StreamState`].
+pub trait TranslatedStream {
+    fn state(&self) -> &StreamState;
+
+    /// Usage from the stream, once a provider event carried it.
+    fn usage(&self) -> Option<Usage> {
+        self.state().tokens.map(|t| t.usage())
+    }
+
+    /// The message of the error event the stream ended with, if it did.
+    fn upstream_error(&self) -> Option<&str> {
+        self.state().error.as_deref()
+    }
+
+    /// `[DONE]` or an error event has been written: nothing more may follow.
+    fn is_closed(&self) -> bool {
+        self.state().closed
     }
 }
 

@@ -715,14 +715,14 @@ impl Exchange<'_> {
             return ApiError::gateway_timeout(format!(
                 "Timeout {doing} deployment {} ({}) of model group {:?}: {what}",
                 d.id,
-                without_query(&d.api_base),
+                d.public_api_base(),
                 &*self.plan.group
             ));
         }
         ApiError::bad_gateway(format!(
             "Error {doing} deployment {} ({}) of model group {:?}: {what}",
             d.id,
-            without_query(&d.api_base),
+            d.public_api_base(),
             &*self.plan.group
         ))
     }
@@ -776,12 +776,6 @@ async fn read_all(
             }
         }
     }
-}
-
-/// A base URL for error messages: the query string dropped, since some configs carry a key
-/// there (`?key=` for Gemini) and these messages go to clients.
-fn without_query(url: &str) -> &str {
-    url.split_once('?').map_or(url, |(base, _)| base)
 }
 
 /// A pooled connection the server had already closed: safe to retry (nothing was processed).

@@ -29,7 +29,7 @@ pub const X_LITELLM_OVERHEAD_DURATION_MS: HeaderName =
 
 /// The headers every response from `deployment` carries, LiteLLM's routing headers.
 pub fn deployment_headers(deployment: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
-    let api_base = deployment.api_base.split('?').next().unwrap_or_default();
+    let api_base = deployment.public_api_base();
     [
         (X_LITELLM_MODEL_ID, deployment.id.as_str()),
         (X_LITELLM_MODEL_API_BASE, api_base),

@@ -307,11 +307,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         model_group: deployment.map_or("", |d| d.model_name.as_str()),
         api_provider: deployment.map_or("", |d| d.provider.as_str()),
         // Without the query string: some configs carry a key there, and /metrics is public.
-        api_base: deployment.map_or("", |d| {
-            d.api_base
-                .split_once('?')
-                .map_or(d.api_base.as_str(), |(b, _)| b)
-        }),
+        api_base: deployment.map_or("", |d| d.public_api_base()),
         litellm_model_name,
     };
     let failure = r
