@@ -222,12 +222,18 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// `GET /health/readiness` body (LiteLLM's shape without a database).
-pub fn readiness(config: &RuntimeConfig) -> Bytes {
+/// `GET /health/readiness` body (LiteLLM's shape): `db` is "connected", "disconnected" (then
+/// the status is 503) or "Not connected" when no database is configured.
+pub fn readiness(config: &RuntimeConfig, db: Option<bool>) -> Bytes {
+    let (status, db) = match db {
+        None => ("healthy", "Not connected"),
+        Some(true) => ("connected", "connected"),
+        Some(false) => ("unhealthy", "disconnected"),
+    };
     Bytes::from(
         serde_json::to_vec(&json!({
-            "status": "healthy",
-            "db": "Not connected",
+            "status": status,
+            "db": db,
             "cache": null,
             "litellm_version": env!("CARGO_PKG_VERSION"),
             "success_callbacks": config.success_callbacks,

@@ -13,6 +13,8 @@ use pingora::connectors::http::Connector;
 
 use crate::admin::Listings;
 use crate::config::RuntimeConfig;
+use crate::management::Management;
+use crate::management::keys::StoreKeys;
 use crate::metrics::Metrics;
 use crate::pricing::PriceTable;
 use crate::upstream::{Endpoints, UpstreamUrl};
@@ -35,13 +37,19 @@ pub struct App {
     /// Pre-rendered `/models`, `/model/info`, `/model_group/info`.
     pub listings: Listings,
     pub prices: Arc<PriceTable>,
+    /// Keys, budgets and spend (with a master key set).
+    pub management: Option<Arc<Management>>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     pub started_at: SystemTime,
 }
 
 impl App {
-    pub fn new(config: RuntimeConfig, prices: Arc<PriceTable>) -> App {
+    pub fn new(
+        config: RuntimeConfig,
+        prices: Arc<PriceTable>,
+        management: Option<Arc<Management>>,
+    ) -> App {
         let config = Arc::new(config);
         let bases: Vec<Option<UpstreamUrl>> = config
             .deployments
@@ -66,10 +74,14 @@ impl App {
             config.server.upstream_connect_timeout,
             config.server.dns_refresh,
         ));
-        let auth: Arc<dyn Filter> = Arc::new(MasterKeyAuth::new(
+        let mut auth = MasterKeyAuth::new(
             config.master_key.as_ref().map(|k| k.expose()),
             config.key_header.clone(),
-        ));
+        );
+        if let Some(m) = &management {
+            auth = auth.with_key_store(Arc::new(StoreKeys { mgmt: m.clone() }));
+        }
+        let auth: Arc<dyn Filter> = Arc::new(auth);
         let route: Arc<dyn Filter> = Arc::new(RouteFilter::new(config.router.clone()));
         let options = ConnectorOptions::new(config.server.upstream_keepalive_pool_size);
         App {
@@ -82,6 +94,7 @@ impl App {
             metrics: Metrics::new(),
             listings: Listings::new(&config),
             prices,
+            management,
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),
@@ -107,6 +120,13 @@ impl App {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Writes queued spend before the process exits.
+    pub fn flush_before_exit(&self) {
+        if let Some(m) = &self.management {
+            m.flush_blocking(std::time::Duration::from_secs(10));
+        }
     }
 }
 

@@ -60,6 +60,9 @@ struct Cli {
 enum Command {
     /// Validate the config, print every problem, and exit (non-zero when it would not start).
     Check,
+    /// Run the database migrations (`migrations/`) and exit: for a Kubernetes job before
+    /// instances start with DISABLE_SCHEMA_UPDATE=true.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    if let Some(Command::Migrate) = cli.command {
+        return migrate(&runtime);
+    }
+
     sluice::logging::init(runtime.json_logs, runtime.verbose || cli.debug);
     for line in report.lines(false) {
         match line.strip_prefix("warning: ") {
@@ -128,6 +135,39 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             sluice::logging::flush();
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn migrate(config: &config::RuntimeConfig) -> ExitCode {
+    let Some(settings) = &config.management else {
+        eprintln!(
+            "error: no key store to migrate: set general_settings.master_key (and database_url for PostgreSQL)"
+        );
+        return ExitCode::from(2);
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = sluice::management::store::Store::connect(
+                    &settings.database_url,
+                    1,
+                    settings.connect_timeout,
+                )?;
+                store.migrate().await
+            })
+        });
+    match result {
+        Ok(()) => {
+            println!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }

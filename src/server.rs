@@ -13,6 +13,7 @@ use pingora::services::background::background_service;
 
 use crate::app::App;
 use crate::config::RuntimeConfig;
+use crate::management::Management;
 use crate::pricing::PriceTable;
 use crate::proxy::Gateway;
 use crate::shutdown::DrainingShutdown;
@@ -52,7 +53,11 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let app = Arc::new(App::new(config, prices));
+    let management = match config.management.clone() {
+        Some(settings) => Some(Management::start(&config, settings)?),
+        None => None,
+    };
+    let app = Arc::new(App::new(config, prices, management));
     resolve_upstreams_once(&app);
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -99,8 +104,12 @@ pub fn run(
         "Sluice is listening"
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainingShutdown { app, grace }),
+        shutdown_signal: Box::new(DrainingShutdown {
+            app: app.clone(),
+            grace,
+        }),
     });
+    app.flush_before_exit();
     crate::logging::flush();
     Ok(())
 }

@@ -72,6 +72,7 @@ fn spawn_drain_monitor(app: Arc<App>, grace: Duration) {
             while Instant::now() < deadline {
                 if app.in_flight() == 0 {
                     tracing::info!("drained: no request in flight, exiting");
+                    app.flush_before_exit();
                     crate::logging::flush();
                     std::process::exit(0);
                 }

@@ -6,6 +6,8 @@
 //! compared with a constant-time equality, so the key's content does not show in response
 //! timing (its length may; key lengths are not secret).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use http::HeaderMap;
 use http::header::HeaderName;
@@ -14,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::chain::{Caller, Filter, Flow, Incoming, RequestCx};
 use crate::error::ApiError;
+use crate::identity::KeyIdentity;
 
 /// LiteLLM's message when no key was sent.
 pub const NO_KEY_MESSAGE: &str = "Authentication Error, No api key passed in.";
@@ -89,10 +92,27 @@ fn key_or_missing(s: &str) -> PresentedKey<'_> {
     }
 }
 
-/// Checks the master key. Without one configured every caller is let through as [`Caller::Open`].
+/// Looks up virtual keys (the gateway's key store, behind a cache).
+#[async_trait]
+pub trait KeyResolver: Send + Sync {
+    /// The identity of a presented key that is not the master key, or the error to answer
+    /// (unknown, blocked, expired, store unavailable).
+    async fn resolve(&self, key: &str) -> Result<Arc<KeyIdentity>, ApiError>;
+}
+
+/// Checks the master key, then virtual keys when a key store is configured. Without a master
+/// key every caller is let through as [`Caller::Open`].
 pub struct MasterKeyAuth {
     master_key: Option<Vec<u8>>,
     custom_header: Option<HeaderName>,
+    keys: Option<Arc<dyn KeyResolver>>,
+}
+
+/// What the head-only check decided.
+enum Decision<'h> {
+    Caller(Caller),
+    /// Not the master key: a virtual key to look up.
+    Lookup(&'h str),
 }
 
 impl MasterKeyAuth {
@@ -100,13 +120,19 @@ impl MasterKeyAuth {
         MasterKeyAuth {
             master_key: master_key.map(|k| k.as_bytes().to_vec()),
             custom_header,
+            keys: None,
         }
     }
 
-    /// Decides who the caller is from the request headers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// Also accepts virtual keys found by `keys`.
+    pub fn with_key_store(mut self, keys: Arc<dyn KeyResolver>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    fn decide<'h>(&self, headers: &'h HeaderMap) -> Result<Decision<'h>, ApiError> {
         let Some(expected) = &self.master_key else {
-            return Ok(Caller::Open);
+            return Ok(Decision::Caller(Caller::Open));
         };
         let key = match presented_key(headers, self.custom_header.as_ref()) {
             PresentedKey::Key(key) => key,
@@ -114,9 +140,22 @@ impl MasterKeyAuth {
             PresentedKey::Missing => return Err(ApiError::unauthorized(NO_KEY_MESSAGE)),
         };
         if bool::from(key.as_bytes().ct_eq(expected.as_slice())) {
-            Ok(Caller::MasterKey)
+            Ok(Decision::Caller(Caller::MasterKey))
+        } else if self.keys.is_some() {
+            Ok(Decision::Lookup(key))
         } else {
             Err(ApiError::unauthorized(INVALID_KEY_MESSAGE))
+        }
+    }
+
+    /// Decides who the caller is from the request headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        match self.decide(headers)? {
+            Decision::Caller(c) => Ok(c),
+            Decision::Lookup(key) => match &self.keys {
+                Some(keys) => keys.resolve(key).await.map(Caller::Key),
+                None => Err(ApiError::unauthorized(INVALID_KEY_MESSAGE)),
+            },
         }
     }
 }
@@ -131,7 +170,7 @@ impl Filter for MasterKeyAuth {
         if !cx.endpoint().needs_auth() {
             return Flow::Continue;
         }
-        match self.authenticate(req.headers) {
+        match self.authenticate(req.headers).await {
             Ok(caller) => {
                 cx.caller = caller;
                 Flow::Continue
@@ -162,6 +201,17 @@ mod tests {
         );
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
     #[test]
     fn accepts_every_litellm_header() {
         let auth = MasterKeyAuth::new(Some("sk-1234"), Some(HeaderName::from_static("x-custom")));
@@ -174,33 +224,35 @@ mod tests {
             headers(&[("x-litellm-api-key", "Bearer sk-1234")]),
             headers(&[("x-custom", "sk-1234")]),
         ] {
-            assert_eq!(auth.authenticate(&h), Ok(Caller::MasterKey), "{h:?}");
+            assert_eq!(
+                block_on(auth.authenticate(&h)),
+                Ok(Caller::MasterKey),
+                "{h:?}"
+            );
         }
     }
 
     #[test]
     fn wrong_or_missing_key_is_401() {
         let auth = MasterKeyAuth::new(Some("sk-1234"), None);
-        let e = auth
-            .authenticate(&headers(&[("authorization", "Bearer sk-12345")]))
+        let e = block_on(auth.authenticate(&headers(&[("authorization", "Bearer sk-12345")])))
             .unwrap_err();
         assert_eq!(e.status.as_u16(), 401);
         assert!(!e.message.contains("sk-12345"));
-        let e = auth.authenticate(&HeaderMap::new()).unwrap_err();
+        let e = block_on(auth.authenticate(&HeaderMap::new())).unwrap_err();
         assert_eq!(e.message, NO_KEY_MESSAGE);
-        let e = auth
-            .authenticate(&headers(&[("authorization", "Bearer ")]))
-            .unwrap_err();
+        let e = block_on(auth.authenticate(&headers(&[("authorization", "Bearer ")]))).unwrap_err();
         assert_eq!(e.message, NO_KEY_MESSAGE);
-        let e = auth
-            .authenticate(&headers(&[("authorization", "sk-1234")]))
-            .unwrap_err();
+        let e = block_on(auth.authenticate(&headers(&[("authorization", "sk-1234")]))).unwrap_err();
         assert_eq!(e.message, MALFORMED_KEY_MESSAGE);
     }
 
     #[test]
     fn without_master_key_everyone_is_open() {
         let auth = MasterKeyAuth::new(None, None);
-        assert_eq!(auth.authenticate(&HeaderMap::new()), Ok(Caller::Open));
+        assert_eq!(
+            block_on(auth.authenticate(&HeaderMap::new())),
+            Ok(Caller::Open)
+        );
     }
 }

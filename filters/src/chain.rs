@@ -17,11 +17,12 @@ use http::{HeaderMap, Method};
 
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
+use crate::identity::KeyIdentity;
 use crate::request::RequestView;
 use crate::route::RoutePlan;
 
 /// Who is calling, as decided by the auth filter.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Caller {
     /// Not yet authenticated.
     #[default]
@@ -30,16 +31,40 @@ pub enum Caller {
     Open,
     /// The master key (proxy admin).
     MasterKey,
+    /// A virtual key from the key store.
+    Key(Arc<KeyIdentity>),
 }
 
 impl Caller {
     /// `hashed_api_key` metric label.
-    pub fn key_label(&self) -> &'static str {
-        ""
+    pub fn key_label(&self) -> &str {
+        match self {
+            Caller::Key(k) => &k.token,
+            _ => "",
+        }
     }
     /// `api_key_alias` metric label (LiteLLM shows "None" for the master key).
-    pub fn alias_label(&self) -> &'static str {
-        "None"
+    pub fn alias_label(&self) -> &str {
+        match self {
+            Caller::Key(k) => k.key_alias.as_deref().unwrap_or("None"),
+            _ => "None",
+        }
+    }
+    /// The virtual key, when the caller is one.
+    pub fn key(&self) -> Option<&Arc<KeyIdentity>> {
+        match self {
+            Caller::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+    /// May manage keys, teams and users: the master key, a proxy admin's key, or anyone when
+    /// the gateway is open.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::MasterKey | Caller::Open => true,
+            Caller::Key(k) => k.is_admin,
+            Caller::Unknown => false,
+        }
     }
 }
 

@@ -17,9 +17,27 @@ pub enum Endpoint {
     HealthLiveness,
     HealthReadiness,
     Metrics,
+    /// The management API (`/key/*`, `/team/*`, `/user/*`, `/customer/*`, `/end_user/*`,
+    /// `/budget/*`, `/spend/*`, `/global/spend*`); methods are checked by its handler.
+    Management,
     /// A known path with the wrong method.
     MethodNotAllowed,
     NotFound,
+}
+
+/// Paths of LiteLLM's management API.
+fn is_management(path: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        "/key/",
+        "/team/",
+        "/user/",
+        "/customer/",
+        "/end_user/",
+        "/budget/",
+        "/spend/",
+        "/global/spend",
+    ];
+    PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
 impl Endpoint {
@@ -46,6 +64,7 @@ impl Endpoint {
                 (Endpoint::HealthReadiness, Method::GET)
             }
             "/metrics" if unversioned.is_none() => (Endpoint::Metrics, Method::GET),
+            _ if unversioned.is_none() && is_management(route) => return Endpoint::Management,
             _ => return Endpoint::NotFound,
         };
         if *method == wants || (wants == Method::GET && *method == Method::HEAD) {
@@ -102,6 +121,7 @@ impl Endpoint {
             Endpoint::HealthLiveness => "/health/liveness",
             Endpoint::HealthReadiness => "/health/readiness",
             Endpoint::Metrics => "/metrics",
+            Endpoint::Management => "/management",
             Endpoint::MethodNotAllowed | Endpoint::NotFound => "other",
         }
     }

@@ -375,8 +375,18 @@ impl Filter for RouteFilter {
         let Some(model) = model else {
             return Flow::Reject(invalid_model_error(route, None));
         };
-        match self.router.plan(model, &mut fastrand::Rng::new()) {
-            Some(plan) => {
+        // A virtual key's `aliases` name model groups under other names; the response keeps
+        // the name the client sent.
+        let target = cx
+            .caller
+            .key()
+            .and_then(|k| k.alias_for(model))
+            .unwrap_or(model);
+        match self.router.plan(target, &mut fastrand::Rng::new()) {
+            Some(mut plan) => {
+                if target != model {
+                    plan.requested_model = model.to_string();
+                }
                 cx.plan = Some(plan);
                 Flow::Continue
             }

@@ -156,6 +156,24 @@ pub struct ServerSettings {
     pub inject_stream_usage: bool,
 }
 
+/// Keys, budgets and spend (`general_settings` database keys, `router_settings` Redis keys).
+#[derive(Debug, Clone)]
+pub struct ManagementSettings {
+    /// `postgres://...` from `database_url` / `DATABASE_URL`, else `sqlite://<path>`.
+    pub database_url: String,
+    pub pool_limit: u32,
+    pub connect_timeout: Duration,
+    pub allow_requests_on_db_unavailable: bool,
+    pub batch_write_interval: Duration,
+    pub disable_spend_logs: bool,
+    /// Migrations at start-up (off with `DISABLE_SCHEMA_UPDATE=true` or
+    /// `disable_prisma_schema_update: true`).
+    pub run_migrations: bool,
+    /// How often due budget windows are reset (off with `disable_reset_budget`).
+    pub budget_reset_interval: Duration,
+    pub redis_url: Option<String>,
+}
+
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -170,6 +188,8 @@ pub struct RuntimeConfig {
     pub verbose: bool,
     pub success_callbacks: Vec<String>,
     pub server: ServerSettings,
+    /// `None` without a master key: no admin can exist, so no key store is opened.
+    pub management: Option<ManagementSettings>,
 }
 
 impl RuntimeConfig {
@@ -510,6 +530,7 @@ impl Builder<'_> {
                 "no master key is set (nor LITELLM_MASTER_KEY): every route is open to anyone who can reach the port",
             );
         }
+        let management = self.management(&general, &router_settings, &sluice, master_key.is_some());
 
         Some(RuntimeConfig {
             deployments,
@@ -523,6 +544,110 @@ impl Builder<'_> {
             verbose,
             success_callbacks,
             server,
+            management,
+        })
+    }
+
+    fn management(
+        &mut self,
+        general: &Entries<'_>,
+        router: &Entries<'_>,
+        sluice: &Entries<'_>,
+        has_master_key: bool,
+    ) -> Option<ManagementSettings> {
+        fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
+            entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        }
+        let env = self.env;
+        let database_url = get(general, "database_url")
+            .and_then(|v| self.string(v, "general_settings.database_url"))
+            .or_else(|| env.get("DATABASE_URL"))
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            self.report.error(
+                "general_settings.database_url",
+                "must be a postgres:// (or postgresql://) or sqlite: URL",
+            );
+        }
+        if !has_master_key {
+            if database_url.is_some() {
+                self.report.warn(
+                    "general_settings.database_url",
+                    "ignored without a master key: virtual keys need an admin to create them",
+                );
+            }
+            return None;
+        }
+        let path = get(sluice, "database_path")
+            .and_then(|v| self.string(v, "sluice_settings.database_path"))
+            .or_else(|| env.get("SLUICE_DATABASE_PATH"))
+            .unwrap_or_else(|| "sluice.db".into());
+        let database_url = database_url.unwrap_or_else(|| format!("sqlite://{path}?mode=rwc"));
+        let pool_limit = get(general, "database_connection_pool_limit")
+            .and_then(|v| self.positive_u64(v, "general_settings.database_connection_pool_limit"))
+            .unwrap_or(10)
+            .min(1000) as u32;
+        let connect_timeout = get(general, "database_connection_timeout")
+            .and_then(|v| self.positive_f64(v, "general_settings.database_connection_timeout"))
+            .unwrap_or(60.0);
+        let allow = get(general, "allow_requests_on_db_unavailable")
+            .and_then(|v| self.boolean(v, "general_settings.allow_requests_on_db_unavailable"))
+            .unwrap_or(false);
+        let batch = get(general, "proxy_batch_write_at")
+            .and_then(|v| self.positive_f64(v, "general_settings.proxy_batch_write_at"))
+            .unwrap_or(10.0);
+        let disable_spend_logs = get(general, "disable_spend_logs")
+            .and_then(|v| self.boolean(v, "general_settings.disable_spend_logs"))
+            .unwrap_or(false);
+        let no_schema_update = get(general, "disable_prisma_schema_update")
+            .and_then(|v| self.boolean(v, "general_settings.disable_prisma_schema_update"))
+            .unwrap_or(false)
+            || env
+                .get("DISABLE_SCHEMA_UPDATE")
+                .is_some_and(|v| is_truthy(&v));
+        let disable_reset = get(general, "disable_reset_budget")
+            .and_then(|v| self.boolean(v, "general_settings.disable_reset_budget"))
+            .unwrap_or(false);
+        let redis_url = match get(router, "redis_url")
+            .and_then(|v| self.string(v, "router_settings.redis_url"))
+            .or_else(|| env.get("REDIS_URL"))
+        {
+            Some(url) => Some(url),
+            None => {
+                let host = get(router, "redis_host")
+                    .and_then(|v| self.string(v, "router_settings.redis_host"))
+                    .or_else(|| env.get("REDIS_HOST"));
+                let port = get(router, "redis_port")
+                    .map(scalar_text)
+                    .or_else(|| env.get("REDIS_PORT"))
+                    .unwrap_or_else(|| "6379".into());
+                let password = get(router, "redis_password")
+                    .and_then(|v| self.string(v, "router_settings.redis_password"))
+                    .or_else(|| env.get("REDIS_PASSWORD"));
+                host.map(|h| match password {
+                    Some(p) if !p.is_empty() => format!("redis://:{p}@{h}:{port}"),
+                    _ => format!("redis://{h}:{port}"),
+                })
+            }
+        };
+        Some(ManagementSettings {
+            database_url,
+            pool_limit,
+            connect_timeout: Duration::from_secs_f64(connect_timeout),
+            allow_requests_on_db_unavailable: allow,
+            batch_write_interval: Duration::from_secs_f64(batch),
+            disable_spend_logs,
+            run_migrations: !no_schema_update,
+            budget_reset_interval: if disable_reset {
+                Duration::from_secs(365 * 86_400)
+            } else {
+                Duration::from_secs(1)
+            },
+            redis_url,
         })
     }
 
@@ -902,10 +1027,32 @@ impl Builder<'_> {
             .get("base_model")
             .and_then(Value::as_str)
             .or_else(|| raw_params.get("base_model").and_then(Value::as_str));
-        let price = self
+        let mut price = self
             .prices
             .lookup(&provider, &upstream_model, base_model)
             .cloned();
+        // Custom prices on the deployment win over the table (LiteLLM's lookup order).
+        for field in [
+            "input_cost_per_token",
+            "output_cost_per_token",
+            "cache_read_input_token_cost",
+            "cache_creation_input_token_cost",
+        ] {
+            let custom = raw_params
+                .get(field)
+                .or_else(|| info_map.get(field))
+                .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+            if let Some(value) = custom {
+                let p = price.get_or_insert_with(Default::default);
+                let slot = match field {
+                    "input_cost_per_token" => &mut p.input_cost_per_token,
+                    "output_cost_per_token" => &mut p.output_cost_per_token,
+                    "cache_read_input_token_cost" => &mut p.cache_read_input_token_cost,
+                    _ => &mut p.cache_creation_input_token_cost,
+                };
+                *slot = Some(value);
+            }
+        }
         let mode = match info_map.get("mode") {
             Some(v) if !v.is_null() => {
                 let mode = self.string(v, &format!("{info_path}.mode"));

@@ -7,6 +7,7 @@ use filters::route::Deployment;
 use filters::{RequestCx, Usage};
 
 use crate::app::InFlight;
+use crate::management::Admission;
 
 /// What happened to the request, for metrics and the access log.
 #[derive(Debug, Default)]
@@ -25,6 +26,8 @@ pub struct RequestRecord {
     /// The client went away before the response was complete.
     pub client_closed: bool,
     pub response_bytes: u64,
+    /// Budget/rate-limit hold taken before forwarding, settled in `logging`.
+    pub admission: Option<Admission>,
 }
 
 /// Pingora's `CTX` for the gateway.

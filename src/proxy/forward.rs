@@ -494,6 +494,10 @@ impl Exchange<'_> {
         let status = head.status.as_u16();
         let mut resp = self.client_header(ctx, status, &content_type, head);
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(usage) = &ctx.record.usage {
+            let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
+            resp.set(X_LITELLM_RESPONSE_COST, &cost.to_string());
+        }
         let total = ctx.started.elapsed();
         let upstream = ctx.record.upstream_elapsed.unwrap_or_default();
         resp.set(
@@ -657,6 +661,11 @@ impl Exchange<'_> {
         resp.set(X_LITELLM_CALL_ID, &ctx.request_id);
         for (name, value) in self.fixed_headers {
             resp.set_value(name.clone(), value.clone());
+        }
+        if let Some(a) = &ctx.record.admission {
+            for (name, value) in &a.headers {
+                resp.set(HeaderName::from_static(name), value);
+            }
         }
         resp
     }

@@ -21,6 +21,7 @@ pub const X_LITELLM_MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-mo
 pub const X_LITELLM_MODEL_API_BASE: HeaderName =
     HeaderName::from_static("x-litellm-model-api-base");
 pub const X_LITELLM_MODEL_GROUP: HeaderName = HeaderName::from_static("x-litellm-model-group");
+pub const X_LITELLM_RESPONSE_COST: HeaderName = HeaderName::from_static("x-litellm-response-cost");
 pub const X_LITELLM_VERSION: HeaderName = HeaderName::from_static("x-litellm-version");
 pub const X_LITELLM_RESPONSE_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-response-duration-ms");

@@ -31,6 +31,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::access_log::AccessEntry;
 use crate::admin;
 use crate::app::App;
+use crate::management::{Management, api, identity};
 use crate::metrics::{RequestLabels, RequestOutcome};
 use ctx::{Ctx, RequestRecord};
 
@@ -76,6 +77,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        settle(&self.app, session, ctx);
         record(&self.app, session, ctx);
     }
 }
@@ -156,13 +158,15 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 );
                 respond::send(session, ctx, 503, "application/json", &[], body).await
             } else {
+                let db = app.management.as_ref().map(|m| m.db_up());
+                let status = if db == Some(false) { 503 } else { 200 };
                 respond::send(
                     session,
                     ctx,
-                    200,
+                    status,
                     "application/json",
                     &[],
-                    admin::readiness(&app.config),
+                    admin::readiness(&app.config, db),
                 )
                 .await
             }
@@ -192,6 +196,7 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 .model_group_info(session.req_header().uri.query());
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
+        Endpoint::Management => forward::boxed(|| management(app, session, ctx)).await,
         Endpoint::ChatCompletions
         | Endpoint::Messages
         | Endpoint::Completions
@@ -243,8 +248,183 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         respond::error(session, ctx, &e).await;
         return;
     }
+    if let Some(m) = &app.management
+        && let Err(e) = admit(app, m, ctx, &body).await
+    {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
     // Boxed to keep this future small (see `handle`).
     forward::boxed(|| forward::forward(app, session, ctx, body)).await;
+}
+
+/// Model access, budgets and rate limits of the caller's key, team, user and end user; takes
+/// the request's hold on them (settled in `logging`).
+async fn admit(
+    app: &App,
+    m: &std::sync::Arc<Management>,
+    ctx: &mut Ctx,
+    body: &bytes::Bytes,
+) -> Result<(), ApiError> {
+    let (Some(plan), Some(view)) = (ctx.cx.plan.as_ref(), ctx.cx.view.as_ref()) else {
+        return Ok(());
+    };
+    let key = ctx.cx.caller.key();
+    if let Some(k) = key {
+        for (allowed, scope) in [(&k.models, "key"), (&k.team_models, "team")] {
+            if !identity::allows(
+                allowed,
+                &plan.requested_model,
+                &plan.group,
+                &m.access_groups,
+            ) {
+                let kind = if scope == "key" {
+                    "key_model_access_denied"
+                } else {
+                    "team_model_access_denied"
+                };
+                return Err(ApiError::unauthorized(format!(
+                    "{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {}",
+                    plan.requested_model
+                ))
+                .with_kind(kind)
+                .with_param("model"));
+            }
+        }
+    }
+    if key.is_none() && view.user.is_none() {
+        return Ok(());
+    }
+    let price = plan
+        .candidates
+        .first()
+        .and_then(|d| app.config.deployment(d.index).price.as_ref());
+    let embedding = ctx.cx.endpoint() == Endpoint::Embeddings;
+    let admission = m
+        .admit(
+            key,
+            view.user.as_deref(),
+            &plan.group,
+            price,
+            body,
+            view.max_tokens,
+            embedding,
+        )
+        .await?;
+    ctx.record.admission = Some(admission);
+    Ok(())
+}
+
+/// The management API: body read (bounded), answered on the management runtime.
+async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
+    let Some(m) = app.management.clone() else {
+        discard_body(session).await;
+        let e = ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "no_db_connection",
+            "DB not connected: key management needs general_settings.master_key (and optionally database_url)",
+        );
+        respond::error(session, ctx, &e).await;
+        return;
+    };
+    let body = match body::read_bounded(session, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(body::BodyError::TooLarge(e)) => {
+            session.set_keepalive(None);
+            respond::error(session, ctx, &e).await;
+            return;
+        }
+        Err(body::BodyError::Client(_)) => {
+            ctx.record.client_closed = true;
+            session.set_keepalive(None);
+            return;
+        }
+    };
+    let head = session.req_header();
+    let method = head.method.clone();
+    let path = head.uri.path().to_string();
+    let query = head.uri.query().map(str::to_string);
+    let caller = ctx.cx.caller.clone();
+    let answer = m
+        .run(move |m| async move {
+            api::handle(
+                m,
+                api::Call {
+                    method: &method,
+                    path: &path,
+                    query: query.as_deref(),
+                    body: &body,
+                    caller: &caller,
+                },
+            )
+            .await
+        })
+        .await;
+    let (status, value) = answer.unwrap_or((
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        serde_json::json!({"error": {"message": "management request failed", "type": "internal_server_error", "param": null, "code": "500"}}),
+    ));
+    let body = bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+    respond::send(session, ctx, status.as_u16(), "application/json", &[], body).await;
+}
+
+/// Books the request's cost on its owners (ledger, spend queue, spend log), from `logging`.
+fn settle(app: &App, session: &Session, ctx: &mut Ctx) {
+    let (Some(m), Some(admission)) = (&app.management, ctx.record.admission.take()) else {
+        if let (Some(m), true) = (&app.management, ctx.cx.endpoint().is_llm()) {
+            // Master-key and open callers: spend log only (no owner to charge).
+            if ctx.record.deployment.is_some() {
+                let admission = crate::management::Admission {
+                    started_ms: crate::management::clock::now_ms()
+                        - ctx.started.elapsed().as_millis() as i64,
+                    ..Default::default()
+                };
+                settle_with(app, m, session, ctx, admission);
+            }
+        }
+        return;
+    };
+    settle_with(app, m, session, ctx, admission);
+}
+
+fn settle_with(
+    app: &App,
+    m: &std::sync::Arc<Management>,
+    session: &Session,
+    ctx: &Ctx,
+    admission: crate::management::Admission,
+) {
+    let r = &ctx.record;
+    let deployment = r.deployment.as_deref();
+    let dc = deployment.map(|d| app.config.deployment(d.index));
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let first_token_ms = r
+        .time_to_first_token
+        .map(|t| admission.started_ms + t.as_millis() as i64);
+    let status = if r.status == 0 { 499 } else { r.status };
+    let status = r.failure.map_or(status, |(s, _)| s.max(status));
+    m.settle(
+        admission,
+        &crate::management::Outcome {
+            request_id: &ctx.request_id,
+            call_type: ctx.cx.endpoint().call_type(),
+            usage: r.usage,
+            price: dc.and_then(|d| d.price.as_ref()),
+            status,
+            model: deployment.map_or("", |d| d.upstream_model.as_str()),
+            model_id: deployment.map_or("", |d| d.id.as_str()),
+            model_group: deployment.map_or("", |d| d.model_name.as_str()),
+            provider: deployment.map_or("", |d| d.provider.as_str()),
+            api_base: deployment.map_or("", |d| d.public_api_base()),
+            client_ip: &client_ip,
+            first_token_ms,
+            reached_upstream: r.upstream_started.is_some() && r.status != 0,
+        },
+    );
 }
 
 /// Reads and drops a small unread request body so the connection stays reusable; closes the

@@ -82,6 +82,11 @@ impl Gateway {
             .env_remove("RUST_LOG")
             .env_remove("PORT")
             .env_remove("HOST")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_HOST")
+            // Each gateway gets its own SQLite key store unless the test names one.
+            .env("SLUICE_DATABASE_PATH", scratch_file("sluice.db"))
             .stdout(Stdio::from(log.try_clone().expect("log clone")))
             .stderr(Stdio::from(log));
         for (k, v) in env {
@@ -254,6 +259,23 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
     }
+}
+
+/// The PostgreSQL the tests use (the test script starts it): `SLUICE_TEST_DATABASE_URL`, else
+/// the local server's `test` database.
+pub fn test_database_url() -> String {
+    std::env::var("SLUICE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The Redis the tests use: `SLUICE_TEST_REDIS_URL`, else the local server.
+pub fn test_redis_url() -> String {
+    std::env::var("SLUICE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A fresh scratch path (for SQLite files shared between gateway runs).
+pub fn scratch_path(name: &str) -> PathBuf {
+    scratch_file(name)
 }
 
 /// A config with one model group `gpt-4o` on the mock (deployment model `gpt-4o-mini`) and an

@@ -1,0 +1,98 @@
+//! Who a virtual key belongs to and what it may do, resolved once per key (and cached) by the
+//! gateway's key store; the filters read it from [`crate::Caller::Key`].
+
+use std::collections::HashMap;
+
+/// An owner a budget or rate limit belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScopeKind {
+    Key,
+    Team,
+    User,
+    /// An end user: the request's `user` field (LiteLLM's customers).
+    EndUser,
+    /// One model on one key (`model_max_budget`, `model_rpm_limit`, `model_tpm_limit`).
+    KeyModel,
+}
+
+impl ScopeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Key => "key",
+            ScopeKind::Team => "team",
+            ScopeKind::User => "user",
+            ScopeKind::EndUser => "end_user",
+            ScopeKind::KeyModel => "key_model",
+        }
+    }
+}
+
+/// The budget and limits of one owner.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Limits {
+    pub max_budget: Option<f64>,
+    /// `budget_duration` as configured (`30s`, `1d`, `1mo`, ...).
+    pub budget_duration: Option<String>,
+    /// When the current budget window ends (Unix milliseconds).
+    pub budget_reset_at: Option<i64>,
+    /// Spend recorded in the database when the owner was loaded.
+    pub spend: f64,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u64>,
+}
+
+impl Limits {
+    /// Whether any check applies to this owner.
+    pub fn is_empty(&self) -> bool {
+        self.max_budget.is_none()
+            && self.rpm_limit.is_none()
+            && self.tpm_limit.is_none()
+            && self.max_parallel_requests.is_none()
+    }
+}
+
+/// A budget/limit owner: kind, id, limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub kind: ScopeKind,
+    pub id: String,
+    pub limits: Limits,
+}
+
+/// A resolved virtual key.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyIdentity {
+    /// SHA-256 hex of the key (LiteLLM's `token`).
+    pub token: String,
+    pub key_alias: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub team_alias: Option<String>,
+    pub organization_id: Option<String>,
+    /// The key's user is a proxy admin (`user_role: proxy_admin`).
+    pub is_admin: bool,
+    /// Models the key may call (empty: whatever its team allows).
+    pub models: Vec<String>,
+    /// Models the key's team may call (empty: all).
+    pub team_models: Vec<String>,
+    /// Key aliases: requested name -> model group.
+    pub aliases: HashMap<String, String>,
+    /// Unix milliseconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// The owners whose budgets and limits apply, key first.
+    pub scopes: Vec<Scope>,
+    /// Per-model limits on this key, by model name.
+    pub model_limits: HashMap<String, Limits>,
+    /// The key's own `max_budget`, `tpm_limit`, `rpm_limit` (for LiteLLM's response headers).
+    pub key_limits: Limits,
+    /// The key's free-form `metadata` (copied into spend logs).
+    pub metadata: Option<String>,
+}
+
+impl KeyIdentity {
+    /// The model group a requested name stands for under this key's `aliases`.
+    pub fn alias_for(&self, model: &str) -> Option<&str> {
+        self.aliases.get(model).map(String::as_str)
+    }
+}

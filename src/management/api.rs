@@ -1,0 +1,1447 @@
+//! LiteLLM's management API (`/key/*`, `/team/*`, `/user/*`, `/customer/*` and `/end_user/*`,
+//! `/budget/*`, `/spend/logs`, `/global/spend`): request and response shapes, status codes and
+//! error bodies as LiteLLM's proxy answers them. Called from `request_filter` for
+//! `Endpoint::Management`; runs on the management runtime.
+
+use std::sync::Arc;
+
+use filters::identity::KeyIdentity;
+use filters::{ApiError, Caller};
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::Management;
+use super::clock::{self, iso, now_ms, parse_span};
+use super::identity::{f64_field, str_field};
+use super::store::{Kind, ListQuery, Object, SpendQuery, StoreError};
+use crate::admin::query_param;
+
+type Answer = Result<(StatusCode, Value), ApiError>;
+
+/// A management request.
+pub struct Call<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+    pub caller: &'a Caller,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request_error", message).with_param("None")
+}
+
+fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found_error", message).with_param("None")
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "auth_error", message).with_param("None")
+}
+
+fn db_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(what) => {
+            bad(format!("Unique constraint violated: {what} already exists"))
+        }
+        e => {
+            tracing::error!("management database error: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_server_error",
+                "database error; see the gateway log",
+            )
+        }
+    }
+}
+
+fn admin_only(path: &str) -> ApiError {
+    ApiError::unauthorized(format!(
+        "Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={path}. Your role=internal_user"
+    ))
+}
+
+/// Answers one management request: `(status, JSON body)`.
+pub async fn handle(m: Arc<Management>, call: Call<'_>) -> (StatusCode, Value) {
+    if !m.db_up() {
+        let e = super::no_db_error();
+        return (e.status, error_value(&e));
+    }
+    match route(&m, &call).await {
+        Ok(ok) => ok,
+        Err(e) => (e.status, error_value(&e)),
+    }
+}
+
+fn error_value(e: &ApiError) -> Value {
+    serde_json::from_slice(&e.body()).unwrap_or(Value::Null)
+}
+
+async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
+    let path = c.path.trim_end_matches('/');
+    let get = *c.method == Method::GET;
+    let post = *c.method == Method::POST;
+    // Routes a non-admin key may call about itself.
+    match (path, get) {
+        ("/key/info", true) => return key_info(m, c).await,
+        ("/user/info", true) => return user_info(m, c).await,
+        ("/team/info", true) => return team_info(m, c).await,
+        _ => {}
+    }
+    if !c.caller.is_admin() {
+        return Err(admin_only(path));
+    }
+    let body = || parse_body(c.body);
+    match (path, get, post) {
+        ("/key/generate", _, true) => key_generate(m, body()?, c.caller).await,
+        ("/key/update", _, true) => key_update(m, body()?).await,
+        ("/key/list", true, _) => key_list(m, c.query).await,
+        ("/key/delete", _, true) => key_delete(m, body()?).await,
+        ("/key/regenerate", _, true) => key_regenerate(m, None, body()?).await,
+        ("/key/block", _, true) => key_block(m, body()?, true).await,
+        ("/key/unblock", _, true) => key_block(m, body()?, false).await,
+        ("/team/new", _, true) => team_new(m, body()?).await,
+        ("/team/update", _, true) => team_update(m, body()?).await,
+        ("/team/list", true, _) => team_list(m, c.query).await,
+        ("/team/delete", _, true) => team_delete(m, body()?).await,
+        ("/team/member_add", _, true) => team_member_add(m, body()?).await,
+        ("/team/member_delete", _, true) => team_member_delete(m, body()?).await,
+        ("/team/block", _, true) => object_block(m, Kind::Team, body()?, "team_id", true).await,
+        ("/team/unblock", _, true) => object_block(m, Kind::Team, body()?, "team_id", false).await,
+        ("/user/new", _, true) => user_new(m, body()?, c.caller).await,
+        ("/user/update", _, true) => user_update(m, body()?).await,
+        ("/user/delete", _, true) => user_delete(m, body()?).await,
+        ("/customer/new" | "/end_user/new", _, true) => customer_new(m, body()?).await,
+        ("/customer/info" | "/end_user/info", true, _) => customer_info(m, c.query).await,
+        ("/customer/update" | "/end_user/update", _, true) => customer_update(m, body()?).await,
+        ("/customer/delete" | "/end_user/delete", _, true) => customer_delete(m, body()?).await,
+        ("/customer/block" | "/end_user/block", _, true) => customer_block(m, body()?, true).await,
+        ("/customer/unblock" | "/end_user/unblock", _, true) => {
+            customer_block(m, body()?, false).await
+        }
+        ("/customer/list" | "/end_user/list", true, _) => customer_list(m).await,
+        ("/budget/new", _, true) => budget_new(m, body()?).await,
+        ("/budget/info", _, _) => budget_info(m, c).await,
+        ("/spend/logs", true, _) => spend_logs(m, c.query).await,
+        ("/global/spend", true, _) => global_spend(m).await,
+        _ => {
+            if let Some(id) = path
+                .strip_prefix("/key/")
+                .and_then(|p| p.strip_suffix("/regenerate"))
+                && post
+            {
+                return key_regenerate(m, Some(id.to_string()), body()?).await;
+            }
+            Err(not_found(format!(
+                "Route {path} not found for {}",
+                c.method
+            )))
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("request body must be a JSON object")),
+        Err(e) => Err(bad(format!("request body is not valid JSON: {e}"))),
+    }
+}
+
+/// Type checks of the fields Sluice acts on (LiteLLM's pydantic models), before anything is
+/// stored.
+fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
+    for f in ["max_budget", "soft_budget", "spend", "max_budget_in_team"] {
+        match b.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|v| v >= 0.0) => {}
+            Some(Value::Number(_)) => {
+                return Err(bad(format!("{f} must be a non-negative number")));
+            }
+            Some(_) => return Err(bad(format!("{f} must be a number"))),
+        }
+    }
+    for f in ["tpm_limit", "rpm_limit", "max_parallel_requests"] {
+        match b.get(f) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(_) => return Err(bad(format!("{f} must be a non-negative integer"))),
+        }
+    }
+    for f in ["duration", "budget_duration"] {
+        match b.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                parse_span(s).map_err(|e| bad(format!("{f}: {e}")))?;
+            }
+            Some(_) => return Err(bad(format!("{f} must be a string such as \"30d\""))),
+        }
+    }
+    for f in ["models", "tags", "allowed_routes"] {
+        match b.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+            Some(_) => return Err(bad(format!("{f} must be a list of strings"))),
+        }
+    }
+    for f in [
+        "metadata",
+        "aliases",
+        "model_max_budget",
+        "model_rpm_limit",
+        "model_tpm_limit",
+        "config",
+    ] {
+        match b.get(f) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => return Err(bad(format!("{f} must be an object"))),
+        }
+    }
+    for f in ["model_rpm_limit", "model_tpm_limit"] {
+        if let Some(Value::Object(m)) = b.get(f)
+            && m.values().any(|v| v.as_u64().is_none())
+        {
+            return Err(bad(format!("{f} values must be non-negative integers")));
+        }
+    }
+    if let Some(Value::Object(m)) = b.get("model_max_budget") {
+        for (model, v) in m {
+            let ok = v
+                .get("budget_limit")
+                .and_then(Value::as_f64)
+                .is_some_and(|x| x >= 0.0)
+                && v.get("time_period")
+                    .is_none_or(|t| t.as_str().is_some_and(|t| parse_span(t).is_ok()));
+            if !ok {
+                return Err(bad(format!(
+                    "model_max_budget.{model} must be {{\"budget_limit\": number, \"time_period\": \"1d\"}}"
+                )));
+            }
+        }
+    }
+    match b.get("blocked") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        Some(_) => return Err(bad("blocked must be true or false")),
+    }
+    Ok(())
+}
+
+/// A key's (or user's) budget and limits may not exceed its parent's.
+fn check_within(child: &Map<String, Value>, parent: &Object, what: &str) -> Result<(), ApiError> {
+    for f in [
+        "max_budget",
+        "tpm_limit",
+        "rpm_limit",
+        "max_parallel_requests",
+    ] {
+        if let (Some(c), Some(p)) = (f64_field(child, f), f64_field(&parent.data, f))
+            && c > p
+        {
+            return Err(bad(format!(
+                "{f}={c} is over the {what}'s {f}={p} ({what} {}); a key's limits may not exceed its {what}'s",
+                parent.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn new_object(id: String, data: Map<String, Value>) -> Object {
+    let now = now_ms();
+    Object {
+        id,
+        created_at: now,
+        updated_at: now,
+        data,
+        ..Object::default()
+    }
+}
+
+/// Applies `budget_duration` (and `duration` for keys) from `data` onto the object.
+fn apply_windows(o: &mut Object, changed: &Map<String, Value>) {
+    let now = now_ms();
+    if let Some(v) = changed.get("budget_duration") {
+        o.budget_reset_at = v
+            .as_str()
+            .and_then(|d| parse_span(d).ok())
+            .map(|s| s.after(now));
+        o.data.insert(
+            "budget_reset_at".into(),
+            o.budget_reset_at
+                .map_or(Value::Null, |t| Value::String(iso(t))),
+        );
+    }
+    if let Some(v) = changed.get("duration") {
+        let expires = v
+            .as_str()
+            .and_then(|d| parse_span(d).ok())
+            .map(|s| s.after(now));
+        o.data.insert(
+            "expires".into(),
+            expires.map_or(Value::Null, |t| Value::String(iso(t))),
+        );
+    }
+}
+
+/// The JSON form of a stored object (LiteLLM's row shape).
+fn render(kind: Kind, o: &Object) -> Value {
+    let mut v = o.data.clone();
+    let id_field = match kind {
+        Kind::Key => "token",
+        Kind::Team => "team_id",
+        Kind::User | Kind::EndUser => "user_id",
+        Kind::Budget => "budget_id",
+    };
+    v.insert(id_field.into(), Value::String(o.id.clone()));
+    v.insert("spend".into(), json!(o.spend));
+    match kind {
+        Kind::Key => {
+            v.insert("key_alias".into(), json!(o.alias));
+            v.insert("user_id".into(), json!(o.user_id));
+            v.insert("team_id".into(), json!(o.team_id));
+        }
+        Kind::Team => {
+            v.insert("team_alias".into(), json!(o.alias));
+        }
+        Kind::User => {
+            v.insert("user_email".into(), json!(o.alias));
+        }
+        Kind::EndUser => {
+            v.insert("alias".into(), json!(o.alias));
+        }
+        Kind::Budget => {}
+    }
+    v.insert(
+        "budget_reset_at".into(),
+        o.budget_reset_at
+            .map_or(Value::Null, |t| Value::String(iso(t))),
+    );
+    v.insert("created_at".into(), Value::String(iso(o.created_at)));
+    v.insert("updated_at".into(), Value::String(iso(o.updated_at)));
+    Value::Object(v)
+}
+
+/// The hash of a key given raw (`sk-...`) or already hashed.
+fn token_of(key: &str) -> String {
+    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        key.to_ascii_lowercase()
+    } else {
+        filters::auth::hash_key_hex(key)
+    }
+}
+
+fn abbreviated(raw: &str) -> String {
+    let tail: String = raw
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("sk-...{tail}")
+}
+
+fn random_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = fastrand::Rng::with_seed(
+        u64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .unwrap_or([7; 8]),
+        ) ^ now_ms() as u64,
+    );
+    let mut s = String::from("sk-");
+    // 22 characters of a 64-letter alphabet: 132 bits, LiteLLM's token_urlsafe(16) length.
+    let seed = uuid::Uuid::new_v4();
+    for (i, b) in seed.as_bytes().iter().cycle().take(22).enumerate() {
+        let r = (*b as usize ^ rng.usize(..64) ^ i) % 64;
+        s.push(ALPHABET[r] as char);
+    }
+    s
+}
+
+fn string_of(b: &Map<String, Value>, f: &str) -> Option<String> {
+    str_field(b, f)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+async fn load_team(m: &Management, id: &str) -> Result<Object, ApiError> {
+    m.store
+        .get(Kind::Team, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| bad(format!("Team not found, passed team_id={id}")))
+}
+
+async fn key_generate(m: &Arc<Management>, mut b: Map<String, Value>, caller: &Caller) -> Answer {
+    validate(&b)?;
+    let raw = match b.remove("key") {
+        Some(Value::String(k)) if k.starts_with("sk-") && k.len() >= 8 => k,
+        Some(Value::String(_)) => {
+            return Err(bad(
+                "key must start with 'sk-' and be at least 8 characters",
+            ));
+        }
+        Some(Value::Null) | None => random_key(),
+        Some(_) => return Err(bad("key must be a string")),
+    };
+    let team = match string_of(&b, "team_id") {
+        Some(t) => Some(load_team(m, &t).await?),
+        None => None,
+    };
+    if let Some(t) = &team {
+        check_within(&b, t, "team")?;
+    }
+    let user_id = string_of(&b, "user_id");
+    if let Some(u) = &user_id {
+        match m.store.get(Kind::User, u).await.map_err(db_error)? {
+            Some(user) => check_within(&b, &user, "user")?,
+            None => {
+                // LiteLLM creates the user row the key names.
+                let user = new_object(
+                    u.clone(),
+                    json!({"user_role": "internal_user", "models": [], "teams": []})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                m.store.insert(Kind::User, &user).await.map_err(db_error)?;
+            }
+        }
+    }
+    let token = filters::auth::hash_key_hex(&raw);
+    let mut data = b.clone();
+    data.remove("spend");
+    data.insert("key_name".into(), json!(abbreviated(&raw)));
+    data.entry("models").or_insert(json!([]));
+    data.entry("metadata").or_insert(json!({}));
+    data.entry("aliases").or_insert(json!({}));
+    data.entry("blocked").or_insert(Value::Null);
+    data.entry("expires").or_insert(Value::Null);
+    let created_by = match caller {
+        Caller::Key(k) => k.user_id.clone(),
+        _ => Some("default_user_id".into()),
+    };
+    data.insert("created_by".into(), json!(created_by));
+    data.insert("updated_by".into(), json!(created_by));
+    let mut o = new_object(token.clone(), data);
+    o.alias = string_of(&b, "key_alias");
+    o.user_id = user_id;
+    o.team_id = team.map(|t| t.id);
+    o.spend = f64_field(&b, "spend").unwrap_or(0.0);
+    apply_windows(&mut o, &b);
+    m.store.insert(Kind::Key, &o).await.map_err(|e| match e {
+        StoreError::Conflict(_) => bad(format!(
+            "Unique key aliases across all keys are required. Key alias={} already exists",
+            o.alias.as_deref().unwrap_or("")
+        )),
+        e => db_error(e),
+    })?;
+    let mut out = render(Kind::Key, &o);
+    if let Value::Object(v) = &mut out {
+        v.insert("key".into(), json!(raw));
+        v.insert("token_id".into(), json!(token));
+        if let Some(d) = b.get("duration") {
+            v.insert("duration".into(), d.clone());
+        }
+    }
+    Ok((StatusCode::OK, out))
+}
+
+/// Finds the key a body or query names by `key` (raw or hash) or `key_alias`.
+async fn find_key(
+    m: &Management,
+    key: Option<&str>,
+    alias: Option<&str>,
+) -> Result<Object, ApiError> {
+    let found = match (key, alias) {
+        (Some(k), _) => m.store.get(Kind::Key, &token_of(k)).await,
+        (None, Some(a)) => m.store.get_by_alias(Kind::Key, a).await,
+        (None, None) => return Err(bad("key or key_alias is required")),
+    }
+    .map_err(db_error)?;
+    found.ok_or_else(|| not_found("Key not found in database"))
+}
+
+async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let mut o = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
+    if b.contains_key("team_id") {
+        o.team_id = string_of(&b, "team_id");
+    }
+    if let Some(t) = &o.team_id {
+        let team = load_team(m, t).await?;
+        let mut merged = o.data.clone();
+        merged.extend(b.clone());
+        check_within(&merged, &team, "team")?;
+    }
+    if b.contains_key("user_id") {
+        o.user_id = string_of(&b, "user_id");
+    }
+    if b.contains_key("key_alias") && str_field(&b, "key").is_some() {
+        o.alias = string_of(&b, "key_alias");
+    }
+    for (k, v) in &b {
+        if !matches!(k.as_str(), "key" | "spend") {
+            o.data.insert(k.clone(), v.clone());
+        }
+    }
+    apply_windows(&mut o, &b);
+    o.updated_at = now_ms();
+    let set_spend = f64_field(&b, "spend");
+    if let Some(s) = set_spend {
+        o.spend = s;
+    }
+    m.store
+        .update(Kind::Key, &o, set_spend.is_some())
+        .await
+        .map_err(db_error)?;
+    if let Some(s) = set_spend {
+        m.spend_was_set(Kind::Key, &o.id, s, o.budget_reset_at)
+            .await;
+    }
+    Ok((StatusCode::OK, render(Kind::Key, &o)))
+}
+
+fn caller_key(caller: &Caller) -> Option<&Arc<KeyIdentity>> {
+    caller.key()
+}
+
+async fn key_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
+    let asked = query_param(c.query, "key");
+    let token = match (&asked, caller_key(c.caller)) {
+        (Some(k), _) => token_of(k),
+        (None, Some(own)) => own.token.clone(),
+        (None, None) => return Err(bad("pass ?key=<key or hash>")),
+    };
+    if !c.caller.is_admin() && caller_key(c.caller).is_none_or(|own| own.token != token) {
+        return Err(forbidden(
+            "You are not allowed to access this key's info. Your key can only view its own info.",
+        ));
+    }
+    let o = m
+        .store
+        .get(Kind::Key, &token)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found("Key not found in database"))?;
+    let mut info = render(Kind::Key, &o);
+    if let Value::Object(v) = &mut info {
+        v.remove("token");
+    }
+    Ok((
+        StatusCode::OK,
+        json!({"key": asked.unwrap_or(token), "info": info}),
+    ))
+}
+
+fn paging(query: Option<&str>) -> (i64, i64) {
+    let page = query_param(query, "page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1i64)
+        .max(1);
+    let size = query_param(query, "size")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(10i64)
+        .clamp(1, 100);
+    (page, size)
+}
+
+async fn key_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let (page, size) = paging(query);
+    let q = ListQuery {
+        user_id: query_param(query, "user_id"),
+        team_id: query_param(query, "team_id"),
+        alias: query_param(query, "key_alias"),
+        offset: (page - 1) * size,
+        limit: size,
+    };
+    let (rows, total) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
+    let full = query_param(query, "return_full_object").is_some_and(|v| v == "true");
+    let keys: Vec<Value> = rows
+        .iter()
+        .map(|o| {
+            if full {
+                render(Kind::Key, o)
+            } else {
+                json!(o.id)
+            }
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "keys": keys,
+            "total_count": total,
+            "current_page": page,
+            "total_pages": (total + size - 1) / size,
+        }),
+    ))
+}
+
+fn list_of(b: &Map<String, Value>, f: &str) -> Vec<String> {
+    super::identity::string_list(b, f)
+}
+
+async fn key_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let keys = list_of(&b, "keys");
+    let aliases = list_of(&b, "key_aliases");
+    if keys.is_empty() && aliases.is_empty() {
+        return Err(bad("keys or key_aliases is required"));
+    }
+    let mut tokens = Vec::new();
+    let mut named = Vec::new();
+    for k in &keys {
+        tokens.push(token_of(k));
+        named.push(k.clone());
+    }
+    for a in &aliases {
+        if let Some(o) = m.store.get_by_alias(Kind::Key, a).await.map_err(db_error)? {
+            tokens.push(o.id);
+            named.push(a.clone());
+        }
+    }
+    let deleted = m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+    if deleted.is_empty() {
+        return Err(not_found(format!("Keys not found in database: {named:?}")));
+    }
+    let gone: Vec<&String> = tokens
+        .iter()
+        .zip(&named)
+        .filter(|(t, _)| deleted.contains(t))
+        .map(|(_, n)| n)
+        .collect();
+    Ok((StatusCode::OK, json!({"deleted_keys": gone})))
+}
+
+async fn key_regenerate(
+    m: &Arc<Management>,
+    path_key: Option<String>,
+    b: Map<String, Value>,
+) -> Answer {
+    validate(&b)?;
+    let key = path_key.or_else(|| string_of(&b, "key"));
+    let old = find_key(m, key.as_deref(), str_field(&b, "key_alias")).await?;
+    let raw = match b.get("new_key").and_then(Value::as_str) {
+        Some(k) if k.starts_with("sk-") => k.to_string(),
+        Some(_) => return Err(bad("new_key must start with 'sk-'")),
+        None => random_key(),
+    };
+    let mut o = old.clone();
+    o.id = filters::auth::hash_key_hex(&raw);
+    for (k, v) in &b {
+        if !matches!(k.as_str(), "key" | "new_key" | "spend" | "new_master_key") {
+            o.data.insert(k.clone(), v.clone());
+        }
+    }
+    o.data.insert("key_name".into(), json!(abbreviated(&raw)));
+    apply_windows(&mut o, &b);
+    o.updated_at = now_ms();
+    // The old row goes first: the alias moves to the new key.
+    m.store
+        .delete(Kind::Key, std::slice::from_ref(&old.id))
+        .await
+        .map_err(db_error)?;
+    m.store.insert(Kind::Key, &o).await.map_err(db_error)?;
+    let mut out = render(Kind::Key, &o);
+    if let Value::Object(v) = &mut out {
+        v.insert("key".into(), json!(raw));
+        v.insert("token_id".into(), json!(o.id));
+    }
+    Ok((StatusCode::OK, out))
+}
+
+async fn key_block(m: &Arc<Management>, b: Map<String, Value>, blocked: bool) -> Answer {
+    let mut o = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
+    o.data.insert("blocked".into(), json!(blocked));
+    o.updated_at = now_ms();
+    m.store
+        .update(Kind::Key, &o, false)
+        .await
+        .map_err(db_error)?;
+    Ok((StatusCode::OK, render(Kind::Key, &o)))
+}
+
+fn members_of(o: &Object) -> Vec<Value> {
+    o.data
+        .get("members_with_roles")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn team_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "team_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut data = b.clone();
+    data.remove("spend");
+    let mut members: Vec<Value> = match b.get("members_with_roles") {
+        Some(Value::Array(a)) => a.clone(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(bad("members_with_roles must be a list")),
+    };
+    for (field, role) in [("admins", "admin"), ("members", "user")] {
+        for u in list_of(&b, field) {
+            members.push(json!({"role": role, "user_id": u, "user_email": null}));
+        }
+    }
+    data.insert("members_with_roles".into(), Value::Array(members));
+    data.entry("models").or_insert(json!([]));
+    data.entry("metadata").or_insert(json!({}));
+    data.entry("blocked").or_insert(json!(false));
+    let mut o = new_object(id, data);
+    o.alias = string_of(&b, "team_alias");
+    apply_windows(&mut o, &b);
+    m.store.insert(Kind::Team, &o).await.map_err(|e| match e {
+        StoreError::Conflict(_) => bad(format!(
+            "Team id = {} already exists. Please use a different team id.",
+            o.id
+        )),
+        e => db_error(e),
+    })?;
+    Ok((StatusCode::OK, render(Kind::Team, &o)))
+}
+
+async fn team_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
+    let mut o = m
+        .store
+        .get(Kind::Team, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    for (k, v) in &b {
+        if !matches!(k.as_str(), "team_id" | "spend") {
+            o.data.insert(k.clone(), v.clone());
+        }
+    }
+    if b.contains_key("team_alias") {
+        o.alias = string_of(&b, "team_alias");
+    }
+    apply_windows(&mut o, &b);
+    o.updated_at = now_ms();
+    let set_spend = f64_field(&b, "spend");
+    if let Some(s) = set_spend {
+        o.spend = s;
+    }
+    m.store
+        .update(Kind::Team, &o, set_spend.is_some())
+        .await
+        .map_err(db_error)?;
+    if let Some(s) = set_spend {
+        m.spend_was_set(Kind::Team, &o.id, s, o.budget_reset_at)
+            .await;
+    }
+    Ok((
+        StatusCode::OK,
+        json!({"team_id": o.id, "data": render(Kind::Team, &o)}),
+    ))
+}
+
+async fn keys_of(
+    m: &Management,
+    team: Option<&str>,
+    user: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    let q = ListQuery {
+        team_id: team.map(str::to_string),
+        user_id: user.map(str::to_string),
+        limit: 1000,
+        ..ListQuery::default()
+    };
+    let (rows, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
+    Ok(rows.iter().map(|o| render(Kind::Key, o)).collect())
+}
+
+async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
+    let id = query_param(c.query, "team_id").ok_or_else(|| bad("pass ?team_id="))?;
+    if !c.caller.is_admin()
+        && caller_key(c.caller).is_none_or(|k| k.team_id.as_deref() != Some(&id))
+    {
+        return Err(forbidden(format!(
+            "key not allowed to access this team's info. Key team_id={:?}, Requested team_id={id}",
+            caller_key(c.caller).and_then(|k| k.team_id.clone())
+        )));
+    }
+    let o = m
+        .store
+        .get(Kind::Team, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let keys = keys_of(m, Some(&id), None).await?;
+    Ok((
+        StatusCode::OK,
+        json!({"team_id": id, "team_info": render(Kind::Team, &o), "keys": keys, "team_memberships": []}),
+    ))
+}
+
+async fn team_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let q = ListQuery {
+        limit: 10_000,
+        ..ListQuery::default()
+    };
+    let (rows, _) = m.store.list(Kind::Team, &q).await.map_err(db_error)?;
+    let user = query_param(query, "user_id");
+    let mut out = Vec::new();
+    for o in &rows {
+        if let Some(u) = &user
+            && !members_of(o)
+                .iter()
+                .any(|mem| mem.get("user_id").and_then(Value::as_str) == Some(u))
+        {
+            continue;
+        }
+        let mut v = render(Kind::Team, o);
+        if let Value::Object(obj) = &mut v {
+            obj.insert(
+                "keys".into(),
+                Value::Array(keys_of(m, Some(&o.id), None).await?),
+            );
+        }
+        out.push(v);
+    }
+    Ok((StatusCode::OK, Value::Array(out)))
+}
+
+async fn team_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let ids = list_of(&b, "team_ids");
+    if ids.is_empty() {
+        return Err(bad("team_ids is required"));
+    }
+    for id in &ids {
+        if m.store
+            .get(Kind::Team, id)
+            .await
+            .map_err(db_error)?
+            .is_none()
+        {
+            return Err(not_found(format!("Team not found, passed team_id={id}")));
+        }
+    }
+    for id in &ids {
+        let q = ListQuery {
+            team_id: Some(id.clone()),
+            limit: 100_000,
+            ..ListQuery::default()
+        };
+        let (keys, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
+        let tokens: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+        m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+    }
+    let deleted = m.store.delete(Kind::Team, &ids).await.map_err(db_error)?;
+    Ok((StatusCode::OK, json!({"deleted_teams": deleted})))
+}
+
+async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
+    let mut team = m
+        .store
+        .get(Kind::Team, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let new: Vec<Value> = match b.get("member") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(v @ Value::Object(_)) => vec![v.clone()],
+        _ => return Err(bad("member must be an object or a list of objects")),
+    };
+    let mut members = members_of(&team);
+    let mut updated_users = Vec::new();
+    for mem in new {
+        let user_id = mem
+            .get("user_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let email = mem
+            .get("user_email")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if user_id.is_none() && email.is_none() {
+            return Err(bad("member needs a user_id or user_email"));
+        }
+        let role = mem.get("role").and_then(Value::as_str).unwrap_or("user");
+        if !matches!(role, "admin" | "user") {
+            return Err(bad("member role must be \"admin\" or \"user\""));
+        }
+        let exists = members.iter().any(|x| {
+            (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
+                || (email.is_some()
+                    && x.get("user_email").and_then(Value::as_str) == email.as_deref())
+        });
+        if exists {
+            return Err(bad(format!("User is already a member of team {id}: {mem}")));
+        }
+        let uid = user_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // The member's user row, created when missing, lists the team.
+        let mut user = match m.store.get(Kind::User, &uid).await.map_err(db_error)? {
+            Some(u) => u,
+            None => {
+                let mut u = new_object(
+                    uid.clone(),
+                    json!({"user_role": "internal_user", "models": [], "teams": []})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                u.alias = email.clone();
+                m.store.insert(Kind::User, &u).await.map_err(db_error)?;
+                u
+            }
+        };
+        let mut teams = list_of(&user.data, "teams");
+        if !teams.contains(&id) {
+            teams.push(id.clone());
+        }
+        user.data.insert("teams".into(), json!(teams));
+        m.store
+            .update(Kind::User, &user, false)
+            .await
+            .map_err(db_error)?;
+        updated_users.push(render(Kind::User, &user));
+        members.push(json!({"role": role, "user_id": uid, "user_email": email}));
+    }
+    team.data
+        .insert("members_with_roles".into(), Value::Array(members));
+    team.updated_at = now_ms();
+    m.store
+        .update(Kind::Team, &team, false)
+        .await
+        .map_err(db_error)?;
+    let mut out = render(Kind::Team, &team);
+    if let Value::Object(v) = &mut out {
+        v.insert("updated_users".into(), Value::Array(updated_users));
+        v.insert("updated_team_memberships".into(), json!([]));
+    }
+    Ok((StatusCode::OK, out))
+}
+
+async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
+    let user_id = string_of(&b, "user_id");
+    let email = string_of(&b, "user_email");
+    if user_id.is_none() && email.is_none() {
+        return Err(bad("user_id or user_email is required"));
+    }
+    let mut team = m
+        .store
+        .get(Kind::Team, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let members = members_of(&team);
+    let is_it = |x: &Value| {
+        (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
+            || (email.is_some() && x.get("user_email").and_then(Value::as_str) == email.as_deref())
+    };
+    if !members.iter().any(is_it) {
+        return Err(bad(format!("User is not a member of team {id}")));
+    }
+    let kept: Vec<Value> = members.iter().filter(|x| !is_it(x)).cloned().collect();
+    team.data
+        .insert("members_with_roles".into(), Value::Array(kept));
+    team.updated_at = now_ms();
+    m.store
+        .update(Kind::Team, &team, false)
+        .await
+        .map_err(db_error)?;
+    if let Some(uid) = &user_id
+        && let Some(mut user) = m.store.get(Kind::User, uid).await.map_err(db_error)?
+    {
+        let teams: Vec<String> = list_of(&user.data, "teams")
+            .into_iter()
+            .filter(|t| t != &id)
+            .collect();
+        user.data.insert("teams".into(), json!(teams));
+        m.store
+            .update(Kind::User, &user, false)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok((StatusCode::OK, render(Kind::Team, &team)))
+}
+
+async fn object_block(
+    m: &Arc<Management>,
+    kind: Kind,
+    b: Map<String, Value>,
+    field: &str,
+    blocked: bool,
+) -> Answer {
+    let id = string_of(&b, field).ok_or_else(|| bad(format!("{field} is required")))?;
+    let mut o = m
+        .store
+        .get(kind, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("{} not found, passed {field}={id}", kind.as_str())))?;
+    o.data.insert("blocked".into(), json!(blocked));
+    o.updated_at = now_ms();
+    m.store.update(kind, &o, false).await.map_err(db_error)?;
+    Ok((StatusCode::OK, render(kind, &o)))
+}
+
+const USER_ROLES: [&str; 5] = [
+    "proxy_admin",
+    "proxy_admin_viewer",
+    "internal_user",
+    "internal_user_viewer",
+    "team",
+];
+
+async fn user_new(m: &Arc<Management>, b: Map<String, Value>, caller: &Caller) -> Answer {
+    validate(&b)?;
+    let role = str_field(&b, "user_role").unwrap_or("internal_user");
+    if !USER_ROLES.contains(&role) {
+        return Err(bad(format!("user_role must be one of {USER_ROLES:?}")));
+    }
+    let id = string_of(&b, "user_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut data = b.clone();
+    for f in [
+        "spend",
+        "auto_create_key",
+        "key_alias",
+        "duration",
+        "send_invite_email",
+    ] {
+        data.remove(f);
+    }
+    data.insert("user_role".into(), json!(role));
+    data.entry("models").or_insert(json!([]));
+    data.entry("teams").or_insert(json!([]));
+    data.entry("metadata").or_insert(json!({}));
+    let mut o = new_object(id.clone(), data);
+    o.alias = string_of(&b, "user_email");
+    apply_windows(&mut o, &b);
+    m.store.insert(Kind::User, &o).await.map_err(|e| match e {
+        StoreError::Conflict(_) => bad(format!("User with id={id} or this email already exists")),
+        e => db_error(e),
+    })?;
+    let mut out = render(Kind::User, &o);
+    if b.get("auto_create_key").and_then(Value::as_bool) != Some(false) {
+        let mut kb = Map::new();
+        kb.insert("user_id".into(), json!(id));
+        for f in ["key_alias", "duration", "models"] {
+            if let Some(v) = b.get(f) {
+                kb.insert(f.into(), v.clone());
+            }
+        }
+        let (_, key) = key_generate(m, kb, caller).await?;
+        if let (Value::Object(v), Value::Object(k)) = (&mut out, key) {
+            for f in ["key", "token", "expires", "key_name", "key_alias"] {
+                if let Some(x) = k.get(f) {
+                    v.insert(f.into(), x.clone());
+                }
+            }
+        }
+    }
+    Ok((StatusCode::OK, out))
+}
+
+async fn user_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
+    let id = match (query_param(c.query, "user_id"), caller_key(c.caller)) {
+        (Some(u), _) => u,
+        (None, Some(k)) => k.user_id.clone().ok_or_else(|| bad("pass ?user_id="))?,
+        (None, None) => return Err(bad("pass ?user_id=")),
+    };
+    if !c.caller.is_admin()
+        && caller_key(c.caller).is_none_or(|k| k.user_id.as_deref() != Some(&id))
+    {
+        return Err(forbidden(format!(
+            "User={:?} not allowed to access this user's info. Requested user_id={id}",
+            caller_key(c.caller).and_then(|k| k.user_id.clone())
+        )));
+    }
+    let o = m
+        .store
+        .get(Kind::User, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
+    let keys = keys_of(m, None, Some(&id)).await?;
+    let mut teams = Vec::new();
+    for t in list_of(&o.data, "teams") {
+        if let Some(team) = m.store.get(Kind::Team, &t).await.map_err(db_error)? {
+            teams.push(render(Kind::Team, &team));
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({"user_id": id, "user_info": render(Kind::User, &o), "keys": keys, "teams": teams}),
+    ))
+}
+
+async fn user_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = match (string_of(&b, "user_id"), string_of(&b, "user_email")) {
+        (Some(id), _) => id,
+        (None, Some(email)) => m
+            .store
+            .get_by_alias(Kind::User, &email)
+            .await
+            .map_err(db_error)?
+            .map(|u| u.id)
+            .ok_or_else(|| not_found(format!("User not found, passed user_email={email}")))?,
+        _ => return Err(bad("user_id or user_email is required")),
+    };
+    if let Some(role) = str_field(&b, "user_role")
+        && !USER_ROLES.contains(&role)
+    {
+        return Err(bad(format!("user_role must be one of {USER_ROLES:?}")));
+    }
+    let mut o = m
+        .store
+        .get(Kind::User, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
+    for (k, v) in &b {
+        if !matches!(k.as_str(), "user_id" | "spend" | "password") {
+            o.data.insert(k.clone(), v.clone());
+        }
+    }
+    if b.contains_key("user_email") {
+        o.alias = string_of(&b, "user_email");
+    }
+    apply_windows(&mut o, &b);
+    o.updated_at = now_ms();
+    let set_spend = f64_field(&b, "spend");
+    if let Some(s) = set_spend {
+        o.spend = s;
+    }
+    m.store
+        .update(Kind::User, &o, set_spend.is_some())
+        .await
+        .map_err(db_error)?;
+    if let Some(s) = set_spend {
+        m.spend_was_set(Kind::User, &o.id, s, o.budget_reset_at)
+            .await;
+    }
+    Ok((StatusCode::OK, render(Kind::User, &o)))
+}
+
+async fn user_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let ids = list_of(&b, "user_ids");
+    if ids.is_empty() {
+        return Err(bad("user_ids is required"));
+    }
+    for id in &ids {
+        let q = ListQuery {
+            user_id: Some(id.clone()),
+            limit: 100_000,
+            ..ListQuery::default()
+        };
+        let (keys, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
+        let tokens: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+        m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+    }
+    let deleted = m.store.delete(Kind::User, &ids).await.map_err(db_error)?;
+    if deleted.is_empty() {
+        return Err(not_found(format!("Users not found: {ids:?}")));
+    }
+    Ok((StatusCode::OK, json!({"deleted_users": deleted})))
+}
+
+/// Copies a stored budget's fields into a customer (LiteLLM links the two by `budget_id`).
+async fn with_budget(
+    m: &Management,
+    mut b: Map<String, Value>,
+) -> Result<Map<String, Value>, ApiError> {
+    if let Some(budget_id) = string_of(&b, "budget_id") {
+        let budget = m
+            .store
+            .get(Kind::Budget, &budget_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| bad(format!("Budget not found, passed budget_id={budget_id}")))?;
+        for f in [
+            "max_budget",
+            "soft_budget",
+            "budget_duration",
+            "tpm_limit",
+            "rpm_limit",
+            "max_parallel_requests",
+        ] {
+            if let Some(v) = budget.data.get(f)
+                && !b.contains_key(f)
+            {
+                b.insert(f.into(), v.clone());
+            }
+        }
+    }
+    Ok(b)
+}
+
+async fn customer_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "user_id").ok_or_else(|| bad("user_id is required"))?;
+    let b = with_budget(m, b).await?;
+    let mut data = b.clone();
+    data.remove("spend");
+    data.entry("blocked").or_insert(json!(false));
+    let mut o = new_object(id.clone(), data);
+    o.alias = string_of(&b, "alias");
+    apply_windows(&mut o, &b);
+    m.store
+        .insert(Kind::EndUser, &o)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => bad(format!("Customer already exists, passed user_id={id}")),
+            e => db_error(e),
+        })?;
+    Ok((StatusCode::OK, render(Kind::EndUser, &o)))
+}
+
+async fn customer_info(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let id = query_param(query, "end_user_id").ok_or_else(|| bad("pass ?end_user_id="))?;
+    let o = m
+        .store
+        .get(Kind::EndUser, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| bad(format!("End User Id={id} does not exist in db")))?;
+    Ok((StatusCode::OK, render(Kind::EndUser, &o)))
+}
+
+async fn customer_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "user_id").ok_or_else(|| bad("user_id is required"))?;
+    let b = with_budget(m, b).await?;
+    let mut o = m
+        .store
+        .get(Kind::EndUser, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| bad(format!("End User Id={id} does not exist in db")))?;
+    for (k, v) in &b {
+        if !matches!(k.as_str(), "user_id" | "spend") {
+            o.data.insert(k.clone(), v.clone());
+        }
+    }
+    if b.contains_key("alias") {
+        o.alias = string_of(&b, "alias");
+    }
+    apply_windows(&mut o, &b);
+    o.updated_at = now_ms();
+    m.store
+        .update(Kind::EndUser, &o, false)
+        .await
+        .map_err(db_error)?;
+    Ok((StatusCode::OK, render(Kind::EndUser, &o)))
+}
+
+async fn customer_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let ids = list_of(&b, "user_ids");
+    if ids.is_empty() {
+        return Err(bad("user_ids is required"));
+    }
+    let deleted = m
+        .store
+        .delete(Kind::EndUser, &ids)
+        .await
+        .map_err(db_error)?;
+    Ok((StatusCode::OK, json!({"deleted_customers": deleted})))
+}
+
+async fn customer_block(m: &Arc<Management>, b: Map<String, Value>, blocked: bool) -> Answer {
+    let ids = list_of(&b, "user_ids");
+    if ids.is_empty() {
+        return Err(bad("user_ids is required"));
+    }
+    let mut done = Vec::new();
+    for id in ids {
+        let mut body = Map::new();
+        body.insert("user_id".into(), json!(id));
+        if let Ok((_, v)) = object_block(m, Kind::EndUser, body, "user_id", blocked).await {
+            done.push(v);
+        }
+    }
+    Ok((StatusCode::OK, json!({"blocked_users": done})))
+}
+
+async fn customer_list(m: &Arc<Management>) -> Answer {
+    let q = ListQuery {
+        limit: 10_000,
+        ..ListQuery::default()
+    };
+    let (rows, _) = m.store.list(Kind::EndUser, &q).await.map_err(db_error)?;
+    Ok((
+        StatusCode::OK,
+        Value::Array(rows.iter().map(|o| render(Kind::EndUser, o)).collect()),
+    ))
+}
+
+async fn budget_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "budget_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut o = new_object(id, b.clone());
+    apply_windows(&mut o, &b);
+    if let Some(at) = str_field(&b, "budget_reset_at").and_then(clock::parse_iso) {
+        o.budget_reset_at = Some(at);
+    }
+    m.store.insert(Kind::Budget, &o).await.map_err(db_error)?;
+    Ok((StatusCode::OK, render(Kind::Budget, &o)))
+}
+
+async fn budget_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
+    let ids = match query_param(c.query, "budget_id") {
+        Some(id) => vec![id],
+        None => list_of(&parse_body(c.body)?, "budgets"),
+    };
+    if ids.is_empty() {
+        return Err(bad("budgets (a list of budget ids) is required"));
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(o) = m.store.get(Kind::Budget, &id).await.map_err(db_error)? {
+            out.push(render(Kind::Budget, &o));
+        }
+    }
+    Ok((StatusCode::OK, Value::Array(out)))
+}
+
+fn date_ms(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+    match query_param(query, name) {
+        None => Ok(None),
+        Some(d) => {
+            let text = if d.len() == 10 {
+                format!("{d}T00:00:00Z")
+            } else {
+                d.clone()
+            };
+            clock::parse_iso(&text).map(Some).ok_or_else(|| {
+                bad(format!(
+                    "{name} must be a date (YYYY-MM-DD) or ISO timestamp"
+                ))
+            })
+        }
+    }
+}
+
+async fn spend_logs(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let end = date_ms(query, "end_date")?.map(|e| e + 86_400_000);
+    let q = SpendQuery {
+        request_id: query_param(query, "request_id"),
+        api_key: query_param(query, "api_key").map(|k| token_of(&k)),
+        user_id: query_param(query, "user_id"),
+        team_id: query_param(query, "team_id"),
+        start_ms: date_ms(query, "start_date")?,
+        end_ms: end,
+        limit: 10_000,
+    };
+    let rows = m.store.spend_logs(&q).await.map_err(db_error)?;
+    let out: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "request_id": r.request_id,
+                "call_type": r.call_type,
+                "api_key": r.api_key,
+                "spend": r.spend,
+                "total_tokens": r.total_tokens,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "startTime": iso(r.start_time),
+                "endTime": iso(r.end_time),
+                "completionStartTime": r.completion_start_time.map(iso),
+                "model": r.model,
+                "model_id": r.model_id,
+                "model_group": r.model_group,
+                "custom_llm_provider": r.custom_llm_provider,
+                "api_base": r.api_base,
+                "user": r.user_id,
+                "team_id": r.team_id,
+                "end_user": r.end_user,
+                "metadata": serde_json::from_str::<Value>(&r.metadata).unwrap_or(Value::Null),
+                "cache_hit": r.cache_hit,
+                "request_tags": serde_json::from_str::<Value>(&r.request_tags).unwrap_or(json!([])),
+                "requester_ip_address": r.requester_ip_address,
+                "status": r.status,
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, Value::Array(out)))
+}
+
+async fn global_spend(m: &Arc<Management>) -> Answer {
+    let spend = m.store.total_spend(None, None).await.map_err(db_error)?;
+    Ok((StatusCode::OK, json!({"spend": spend, "max_budget": null})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_rejects_wrong_types_and_negative_budgets() {
+        let ok = json!({"max_budget": 1.5, "rpm_limit": 3, "budget_duration": "30d", "models": ["a"], "metadata": {}, "model_max_budget": {"gpt-4o": {"budget_limit": 0.1, "time_period": "1d"}}});
+        assert!(validate(ok.as_object().unwrap()).is_ok());
+        for bad_body in [
+            json!({"max_budget": -1}),
+            json!({"max_budget": "ten"}),
+            json!({"rpm_limit": 1.5}),
+            json!({"budget_duration": "fortnight"}),
+            json!({"models": "gpt-4o"}),
+            json!({"metadata": []}),
+            json!({"model_rpm_limit": {"gpt-4o": "x"}}),
+            json!({"model_max_budget": {"gpt-4o": 3}}),
+            json!({"blocked": "yes"}),
+        ] {
+            let e = validate(bad_body.as_object().unwrap()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad_body}");
+        }
+    }
+
+    #[test]
+    fn keys_are_hashed_and_abbreviated() {
+        let raw = random_key();
+        assert!(raw.starts_with("sk-") && raw.len() == 25, "{raw}");
+        assert_ne!(random_key(), raw);
+        assert_eq!(token_of(&raw), filters::auth::hash_key_hex(&raw));
+        assert_eq!(token_of(&token_of(&raw)), token_of(&raw));
+        assert_eq!(abbreviated("sk-abcdefgh"), "sk-...efgh");
+    }
+
+    #[test]
+    fn children_may_not_exceed_parents() {
+        let team = Object {
+            id: "t".into(),
+            data: json!({"max_budget": 10.0, "rpm_limit": 100})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            ..Object::default()
+        };
+        assert!(
+            check_within(
+                json!({"max_budget": 5.0}).as_object().unwrap(),
+                &team,
+                "team"
+            )
+            .is_ok()
+        );
+        assert!(
+            check_within(
+                json!({"max_budget": 11.0}).as_object().unwrap(),
+                &team,
+                "team"
+            )
+            .is_err()
+        );
+        assert!(
+            check_within(
+                json!({"rpm_limit": 101}).as_object().unwrap(),
+                &team,
+                "team"
+            )
+            .is_err()
+        );
+    }
+}

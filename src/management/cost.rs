@@ -1,0 +1,196 @@
+//! What a request costs: the actual cost from its usage and the deployment's prices (LiteLLM's
+//! `cost_per_token`), and the worst case reserved before it is forwarded (prompt tokens counted
+//! with tiktoken, output at `max_tokens` or the model's output limit).
+
+use std::sync::OnceLock;
+
+use filters::Usage;
+use serde_json::Value;
+
+use crate::pricing::ModelPrice;
+
+/// Output tokens assumed when neither the request nor the price table bounds them.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// Tokens counted for one image part (OpenAI's high-detail 2048 px tile count, rounded up).
+const IMAGE_TOKENS: u64 = 1_600;
+/// Framing tokens per message (role, separators), as OpenAI's counting recipe adds.
+const PER_MESSAGE_TOKENS: u64 = 4;
+
+/// USD for this usage at these prices. Cached prompt tokens are charged at the cache-read
+/// price when there is one.
+pub fn cost_of(usage: &Usage, price: Option<&ModelPrice>) -> f64 {
+    let Some(p) = price else {
+        return 0.0;
+    };
+    let input = p.input_cost_per_token.unwrap_or(0.0);
+    let output = p.output_cost_per_token.unwrap_or(0.0);
+    let cached = usage
+        .prompt_tokens_details
+        .and_then(|d| d.cached_tokens)
+        .unwrap_or(0)
+        .min(usage.prompt_tokens);
+    let cached_price = p.cache_read_input_token_cost.unwrap_or(input);
+    (usage.prompt_tokens - cached) as f64 * input
+        + cached as f64 * cached_price
+        + usage.completion_tokens as f64 * output
+}
+
+/// The most a request can cost: counted prompt tokens plus its output bound, at full price.
+pub fn worst_case(prompt_tokens: u64, max_output: u64, price: Option<&ModelPrice>) -> f64 {
+    let Some(p) = price else {
+        return 0.0;
+    };
+    let input = p
+        .input_cost_per_token
+        .unwrap_or(0.0)
+        .max(p.cache_creation_input_token_cost.unwrap_or(0.0));
+    prompt_tokens as f64 * input + max_output as f64 * p.output_cost_per_token.unwrap_or(0.0)
+}
+
+/// The output bound: the request's `max_tokens` / `max_completion_tokens`, else the model's.
+pub fn output_bound(requested: Option<u64>, price: Option<&ModelPrice>, embedding: bool) -> u64 {
+    if embedding {
+        return 0;
+    }
+    let model = price.and_then(|p| p.max_output_tokens.or(p.max_tokens));
+    match (requested, model) {
+        (Some(r), Some(m)) => r.min(m),
+        (Some(r), None) => r,
+        (None, Some(m)) => m,
+        (None, None) => DEFAULT_MAX_OUTPUT_TOKENS,
+    }
+}
+
+fn bpe() -> &'static tiktoken_rs::CoreBPE {
+    static BPE: OnceLock<tiktoken_rs::CoreBPE> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().expect("the embedded o200k table loads"))
+}
+
+/// Loads the tokenizer (a few hundred milliseconds) before the first request needs it.
+pub fn warm_up() {
+    let _ = bpe();
+}
+
+/// Tokens of the text an LLM request sends: messages (text parts; images at a fixed count),
+/// `prompt`, `input`, `system`, tools.
+pub fn prompt_tokens(body: &[u8]) -> u64 {
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
+        // Not JSON we can read: every byte could be a token.
+        return body.len() as u64;
+    };
+    let mut total = 0;
+    for field in ["messages", "prompt", "input", "system", "contents"] {
+        if let Some(v) = req.get(field) {
+            total += tokens_in(v, field == "messages");
+        }
+    }
+    for field in ["tools", "functions", "response_format"] {
+        if let Some(v) = req.get(field) {
+            total += count_text(&v.to_string());
+        }
+    }
+    total
+}
+
+fn tokens_in(v: &Value, messages: bool) -> u64 {
+    match v {
+        Value::String(s) => count_text(s),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| tokens_in(item, false) + if messages { PER_MESSAGE_TOKENS } else { 0 })
+            .sum(),
+        Value::Object(o) => {
+            if o.contains_key("image_url") || o.get("type").and_then(Value::as_str) == Some("image")
+            {
+                return IMAGE_TOKENS;
+            }
+            o.iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("role" | "type" | "cache_control", _) => 1,
+                    (_, Value::Number(_)) => 1,
+                    (_, Value::String(s)) => count_text(s),
+                    (_, v) => tokens_in(v, false),
+                })
+                .sum()
+        }
+        Value::Number(_) => 1,
+        _ => 0,
+    }
+}
+
+fn count_text(s: &str) -> u64 {
+    bpe().encode_ordinary(s).len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filters::usage::PromptTokensDetails;
+
+    fn price(input: f64, output: f64) -> ModelPrice {
+        ModelPrice {
+            input_cost_per_token: Some(input),
+            output_cost_per_token: Some(output),
+            max_output_tokens: Some(1000),
+            ..ModelPrice::default()
+        }
+    }
+
+    #[test]
+    fn cost_follows_the_price_table() {
+        let table = crate::pricing::PriceTable::load().unwrap();
+        let gpt4o = table.get("gpt-4o").unwrap();
+        let usage = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 500,
+            total_tokens: 1500,
+            prompt_tokens_details: None,
+        };
+        let expected = 1000.0 * 2.5e-6 + 500.0 * 1e-5;
+        assert!((cost_of(&usage, Some(gpt4o)) - expected).abs() < 1e-12);
+        assert_eq!(cost_of(&usage, None), 0.0);
+    }
+
+    #[test]
+    fn cached_tokens_use_the_cache_read_price() {
+        let p = ModelPrice {
+            cache_read_input_token_cost: Some(0.5),
+            ..price(1.0, 2.0)
+        };
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 1,
+            total_tokens: 11,
+            prompt_tokens_details: Some(PromptTokensDetails {
+                cached_tokens: Some(4),
+            }),
+        };
+        assert_eq!(cost_of(&usage, Some(&p)), 6.0 + 2.0 + 2.0);
+    }
+
+    #[test]
+    fn worst_case_bounds_the_actual_cost() {
+        let p = price(1e-6, 2e-6);
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello to the world in five words."}],"max_tokens":20}"#;
+        let prompt = prompt_tokens(body);
+        assert!((15..40).contains(&prompt), "{prompt}");
+        assert_eq!(output_bound(Some(20), Some(&p), false), 20);
+        assert_eq!(output_bound(None, Some(&p), false), 1000);
+        assert_eq!(output_bound(Some(5000), Some(&p), false), 1000);
+        assert_eq!(output_bound(None, None, false), DEFAULT_MAX_OUTPUT_TOKENS);
+        assert_eq!(output_bound(Some(9), None, true), 0);
+        let worst = worst_case(prompt, 20, Some(&p));
+        let actual = cost_of(
+            &Usage {
+                prompt_tokens: prompt,
+                completion_tokens: 20,
+                total_tokens: prompt + 20,
+                prompt_tokens_details: None,
+            },
+            Some(&p),
+        );
+        assert!(worst >= actual);
+        let image = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#;
+        assert!(prompt_tokens(image) >= IMAGE_TOKENS);
+    }
+}

@@ -1,0 +1,651 @@
+//! Virtual keys, teams, users, end users, budgets, rate limits and spend: LiteLLM's management
+//! layer. Pingora phases that call in: `request_filter` (key lookup in the auth filter, then
+//! [`Management::admit`] after routing, and the admin API), and `logging` ([`Management::settle`]).
+//!
+//! ```text
+//!  auth filter ── KeyCache (moka, bounded) ──miss──► Store (sqlx: Postgres | SQLite)
+//!  admit ─────── Ledger (in process | Redis script): reserve worst-case cost, count rpm/tpm
+//!  settle ────── Ledger (book actual cost) + SpendQueue ──every proxy_batch_write_at──► Store
+//!  background ── change feed (cache invalidation on every instance), budget resets, DB health
+//! ```
+//!
+//! Database work runs on a small runtime of its own, so the proxy's threads never block on it
+//! and connections stay on the runtime that created them.
+
+pub mod api;
+pub mod clock;
+pub mod cost;
+pub mod identity;
+pub mod keys;
+pub mod ledger;
+pub mod redis_ledger;
+pub mod spend;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use filters::identity::{KeyIdentity, Limits, ScopeKind};
+use filters::{ApiError, Usage};
+
+use crate::config::{ManagementSettings, RuntimeConfig};
+use crate::pricing::ModelPrice;
+use keys::KeyCache;
+use ledger::{Check, Hold, LocalLedger, Refusal};
+use redis_ledger::RedisLedger;
+use spend::SpendQueue;
+use store::{Kind, Store};
+
+/// How often each instance reads the change feed (and so how soon an update, block or delete
+/// on another instance takes effect).
+pub const CHANGE_POLL: Duration = Duration::from_millis(250);
+
+/// The management layer's shared state.
+pub struct Management {
+    pub settings: ManagementSettings,
+    pub store: Store,
+    pub keys: KeyCache,
+    local: LocalLedger,
+    redis: Option<RedisLedger>,
+    pub spend: SpendQueue,
+    db_up: AtomicBool,
+    /// Access group name -> model groups in it (`model_info.access_groups`).
+    pub access_groups: HashMap<String, HashSet<String>>,
+    /// Public model names, for `/key/info` model checks.
+    pub model_names: Vec<String>,
+    /// SHA-256 of the master key (the `api_key` of its spend-log rows, as LiteLLM writes).
+    pub master_key_hash: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What an admitted request holds until it is settled.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub hold: Option<Hold>,
+    pub key: Option<Arc<KeyIdentity>>,
+    pub end_user: Option<String>,
+    /// Response headers from the key's limits (`x-litellm-key-spend`, `x-ratelimit-*`).
+    pub headers: Vec<(&'static str, String)>,
+    pub started_ms: i64,
+    /// Prompt tokens counted for the reservation (charged when usage never arrives).
+    pub prompt_tokens: u64,
+}
+
+/// What [`Management::settle`] needs to know about a finished request.
+pub struct Outcome<'a> {
+    pub request_id: &'a str,
+    pub call_type: &'a str,
+    pub usage: Option<Usage>,
+    pub price: Option<&'a ModelPrice>,
+    pub status: u16,
+    pub model: &'a str,
+    pub model_id: &'a str,
+    pub model_group: &'a str,
+    pub provider: &'a str,
+    pub api_base: &'a str,
+    pub client_ip: &'a str,
+    pub first_token_ms: Option<i64>,
+    /// The upstream answered (a response started): its prompt was processed.
+    pub reached_upstream: bool,
+}
+
+impl Management {
+    /// Connects, migrates (unless disabled) and starts the background tasks.
+    pub fn start(
+        config: &RuntimeConfig,
+        settings: ManagementSettings,
+    ) -> anyhow::Result<Arc<Management>> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-mgmt")
+            .enable_all()
+            .build()?;
+        let store = {
+            let _guard = runtime.enter();
+            Store::connect(
+                &settings.database_url,
+                settings.pool_limit,
+                settings.connect_timeout,
+            )?
+        };
+        if settings.run_migrations {
+            runtime
+                .block_on(async {
+                    tokio::time::timeout(settings.connect_timeout, store.migrate()).await
+                })
+                .map_err(|_| anyhow::anyhow!("database migrations timed out"))?
+                .map_err(|e| anyhow::anyhow!("database migrations failed: {e:#}"))?;
+        }
+        let redis = match &settings.redis_url {
+            Some(url) => Some(runtime.block_on(RedisLedger::connect(url))?),
+            None => None,
+        };
+        let mut access_groups: HashMap<String, HashSet<String>> = HashMap::new();
+        for d in &config.deployments {
+            if let Some(groups) = d.model_info.get("access_groups").and_then(|v| v.as_array()) {
+                for g in groups.iter().filter_map(|g| g.as_str()) {
+                    access_groups
+                        .entry(g.to_string())
+                        .or_default()
+                        .insert(d.deployment.model_name.clone());
+                }
+            }
+        }
+        let master_key_hash = config
+            .master_key
+            .as_ref()
+            .map(|k| filters::auth::hash_key_hex(k.expose()))
+            .unwrap_or_default();
+        let db_up = runtime.block_on(store.ping());
+        let mgmt = Arc::new(Management {
+            keys: KeyCache::new(),
+            store,
+            local: LocalLedger::default(),
+            redis,
+            spend: SpendQueue::default(),
+            db_up: AtomicBool::new(db_up),
+            access_groups,
+            model_names: config.router.public_model_names(),
+            master_key_hash,
+            settings,
+            runtime,
+        });
+        if !db_up {
+            tracing::warn!("the management database is not reachable; retrying in the background");
+        }
+        cost::warm_up();
+        mgmt.spawn_background();
+        Ok(mgmt)
+    }
+
+    /// Runs `f` on the management runtime and waits for it from any runtime.
+    pub async fn run<F, T>(self: &Arc<Self>, f: impl FnOnce(Arc<Management>) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime.spawn(f(self.clone())).await.ok()
+    }
+
+    pub fn db_up(&self) -> bool {
+        self.db_up.load(Ordering::Relaxed)
+    }
+
+    fn spawn_background(self: &Arc<Self>) {
+        let me = self.clone();
+        self.runtime.spawn(async move { me.follow_changes().await });
+        let me = self.clone();
+        self.runtime
+            .spawn(async move { me.write_spend_forever().await });
+        let me = self.clone();
+        self.runtime
+            .spawn(async move { me.reset_budgets_forever().await });
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let up = me.store.ping().await;
+                if up != me.db_up.swap(up, Ordering::Relaxed) {
+                    if up {
+                        tracing::info!("the management database is reachable again");
+                    } else {
+                        tracing::error!("the management database is unreachable");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Polls the change feed and drops what changed from the caches (on every instance,
+    /// including the one that made the change).
+    async fn follow_changes(self: Arc<Self>) {
+        let mut seq = loop {
+            match self.store.last_change().await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(CHANGE_POLL).await,
+            }
+        };
+        loop {
+            tokio::time::sleep(CHANGE_POLL).await;
+            let Ok(changes) = self.store.changes_since(seq).await else {
+                continue;
+            };
+            for (s, kind, id) in changes {
+                seq = s;
+                if let Some(kind) = Kind::parse(&kind) {
+                    self.invalidate(kind, &id).await;
+                }
+            }
+        }
+    }
+
+    /// Drops cached state about an object and reloads its spend into the ledger.
+    pub async fn invalidate(&self, kind: Kind, id: &str) {
+        self.keys.invalidate(kind, id);
+        let scope = match kind {
+            Kind::Key => ScopeKind::Key,
+            Kind::Team => ScopeKind::Team,
+            Kind::User => ScopeKind::User,
+            Kind::EndUser => ScopeKind::EndUser,
+            Kind::Budget => return,
+        };
+        let account = (scope, id.to_string());
+        // Budget windows roll over in the ledger by themselves and admins' spend changes are
+        // pushed by the admin API; a deleted owner's counters go.
+        if let Ok(None) = self.store.get(kind, id).await {
+            self.local.forget(&account);
+        }
+    }
+
+    async fn write_spend_forever(self: Arc<Self>) {
+        let every = self.settings.batch_write_interval;
+        loop {
+            tokio::time::sleep(every).await;
+            self.flush_spend().await;
+        }
+    }
+
+    /// Writes what the queue holds; on failure it is put back for the next attempt.
+    pub async fn flush_spend(&self) -> bool {
+        let batch = self.spend.take();
+        if batch.is_empty() {
+            return true;
+        }
+        match self.store.write_spend(&batch.deltas, &batch.logs).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    rows = batch.logs.len(),
+                    "writing spend failed, will retry: {e}"
+                );
+                self.spend.put_back(batch);
+                false
+            }
+        }
+    }
+
+    /// Writes pending spend before the process exits (SIGTERM), waiting up to `timeout`.
+    pub fn flush_blocking(self: &Arc<Self>, timeout: Duration) {
+        let me = self.clone();
+        let done = self.runtime.block_on(async move {
+            tokio::time::timeout(timeout, async {
+                while !me.flush_spend().await {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+        });
+        if done.is_err() {
+            tracing::error!(
+                "spend could not be written before exiting: the database is unreachable"
+            );
+        }
+    }
+
+    async fn reset_budgets_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.budget_reset_interval).await;
+            let now = clock::now_ms();
+            let Ok(due) = self.store.due_resets(now).await else {
+                continue;
+            };
+            for (kind, o) in due {
+                let (Some(old), Some(span)) = (
+                    o.budget_reset_at,
+                    identity::str_field(&o.data, "budget_duration")
+                        .and_then(|d| clock::parse_span(d).ok()),
+                ) else {
+                    continue;
+                };
+                let next = span.next_after(old, now);
+                // Spend still queued from the old window would land in the new one: write it
+                // first.
+                self.flush_spend().await;
+                if let Err(e) = self.store.reset_budget(kind, &o.id, old, next).await {
+                    tracing::warn!("budget reset of {} {} failed: {e}", kind.as_str(), o.id);
+                }
+                if let Some(r) = &self.redis {
+                    r.reset_window(scope_of(kind), &o.id, next).await;
+                }
+            }
+        }
+    }
+
+    /// Checks budgets and rate limits of every owner of this request and reserves its worst
+    /// case. `Ok` carries what must be settled when the request ends.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        self: &Arc<Self>,
+        key: Option<&Arc<KeyIdentity>>,
+        end_user: Option<&str>,
+        requested_model: &str,
+        price: Option<&ModelPrice>,
+        body: &[u8],
+        max_tokens: Option<u64>,
+        embedding: bool,
+    ) -> Result<Admission, ApiError> {
+        let now = clock::now_ms();
+        let mut admission = Admission {
+            key: key.cloned(),
+            end_user: end_user.map(str::to_string),
+            started_ms: now,
+            ..Admission::default()
+        };
+        let mut checks: Vec<Check> = Vec::new();
+        if let Some(k) = key {
+            if let Some(expires) = k.expires_at
+                && expires <= now
+            {
+                return Err(ApiError::unauthorized(format!(
+                    "Authentication Error - Expired Key. Key Expiry time {} and current time {}",
+                    clock::iso(expires),
+                    clock::iso(now)
+                ))
+                .with_code("401"));
+            }
+            for s in &k.scopes {
+                if !s.limits.is_empty() {
+                    checks.push(Check {
+                        key: (s.kind, s.id.clone()),
+                        limits: s.limits.clone(),
+                    });
+                }
+            }
+            if let Some(l) = k.model_limits.get(requested_model) {
+                checks.push(Check {
+                    key: (
+                        ScopeKind::KeyModel,
+                        format!("{}:{requested_model}", k.token),
+                    ),
+                    limits: l.clone(),
+                });
+            }
+            if let Some(v) = k.key_limits.max_budget {
+                admission
+                    .headers
+                    .push(("x-litellm-key-max-budget", v.to_string()));
+            }
+            if let Some(v) = k.key_limits.rpm_limit {
+                admission
+                    .headers
+                    .push(("x-litellm-key-rpm-limit", v.to_string()));
+            }
+            if let Some(v) = k.key_limits.tpm_limit {
+                admission
+                    .headers
+                    .push(("x-litellm-key-tpm-limit", v.to_string()));
+            }
+        }
+        if let Some(user) = end_user
+            && let Some(limits) = self.end_user_limits(user).await?
+        {
+            checks.push(Check {
+                key: (ScopeKind::EndUser, user.to_string()),
+                limits,
+            });
+        }
+        if checks.is_empty() {
+            return Ok(admission);
+        }
+        let budgeted = checks.iter().any(|c| c.limits.max_budget.is_some());
+        let estimate = if budgeted {
+            let prompt = cost::prompt_tokens(body);
+            admission.prompt_tokens = prompt;
+            cost::worst_case(
+                prompt,
+                cost::output_bound(max_tokens, price, embedding),
+                price,
+            )
+        } else {
+            0.0
+        };
+        let result = match &self.redis {
+            Some(r) => r.admit(&checks, estimate, now).await,
+            None => Ok(self.local.admit(&checks, estimate, now)),
+        };
+        let hold = match result {
+            Ok(Ok(hold)) => hold,
+            Ok(Err(refusal)) => return Err(refusal_error(&refusal, requested_model)),
+            Err(e) => {
+                tracing::error!("budget/rate-limit store unavailable: {e}");
+                return Err(ApiError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "no_db_connection",
+                    "Budget and rate-limit checks are unavailable (Redis unreachable); try again",
+                ));
+            }
+        };
+        if let Some(spend) = hold.key_spend
+            && key.is_some()
+        {
+            admission
+                .headers
+                .push(("x-litellm-key-spend", spend.to_string()));
+        }
+        if let Some(n) = hold.remaining_requests {
+            admission
+                .headers
+                .push(("x-ratelimit-remaining-requests", n.to_string()));
+        }
+        if let Some(n) = hold.rpm_limit {
+            admission
+                .headers
+                .push(("x-ratelimit-limit-requests", n.to_string()));
+        }
+        if let Some(n) = hold.remaining_tokens {
+            admission
+                .headers
+                .push(("x-ratelimit-remaining-tokens", n.to_string()));
+        }
+        if let Some(n) = hold.tpm_limit {
+            admission
+                .headers
+                .push(("x-ratelimit-limit-tokens", n.to_string()));
+        }
+        admission.hold = Some(hold);
+        Ok(admission)
+    }
+
+    /// Books a finished request: ledger, spend increments, spend-log row. Returns its cost.
+    pub fn settle(self: &Arc<Self>, admission: Admission, o: &Outcome<'_>) -> f64 {
+        let mut cost = o.usage.map_or(0.0, |u| cost::cost_of(&u, o.price));
+        if o.usage.is_none() && o.reached_upstream && o.status < 400 {
+            // The provider processed the prompt but the usage never arrived (a broken stream):
+            // charge the counted prompt rather than nothing.
+            cost = cost::worst_case(admission.prompt_tokens, 0, o.price);
+        }
+        let tokens = o.usage.map_or(0, |u| u.total_tokens);
+        let now = clock::now_ms();
+        if let Some(hold) = &admission.hold {
+            match &self.redis {
+                Some(r) => {
+                    let r = r.clone();
+                    let hold = hold.clone();
+                    self.runtime.spawn(async move {
+                        r.settle(&hold, cost, tokens, now).await;
+                    });
+                }
+                None => self.local.settle(hold, cost, tokens, now),
+            }
+        }
+        let key = admission.key.as_deref();
+        if cost > 0.0 {
+            if let Some(k) = key {
+                self.spend.add(Kind::Key, &k.token, cost);
+                if let Some(t) = &k.team_id {
+                    self.spend.add(Kind::Team, t, cost);
+                }
+                if let Some(u) = &k.user_id {
+                    self.spend.add(Kind::User, u, cost);
+                }
+            }
+            if let Some(e) = &admission.end_user {
+                self.spend.add(Kind::EndUser, e, cost);
+            }
+        }
+        if !self.settings.disable_spend_logs {
+            let usage = o.usage.unwrap_or_default();
+            self.spend.log(store::SpendLog {
+                request_id: o.request_id.to_string(),
+                call_type: o.call_type.to_string(),
+                api_key: key.map_or_else(|| self.master_key_hash.clone(), |k| k.token.clone()),
+                spend: cost,
+                total_tokens: usage.total_tokens as i64,
+                prompt_tokens: usage.prompt_tokens as i64,
+                completion_tokens: usage.completion_tokens as i64,
+                start_time: admission.started_ms,
+                end_time: now,
+                completion_start_time: o.first_token_ms,
+                model: o.model.to_string(),
+                model_id: o.model_id.to_string(),
+                model_group: o.model_group.to_string(),
+                custom_llm_provider: o.provider.to_string(),
+                api_base: o.api_base.to_string(),
+                user_id: key.and_then(|k| k.user_id.clone()),
+                team_id: key.and_then(|k| k.team_id.clone()),
+                end_user: admission.end_user.clone(),
+                metadata: spend::metadata_json(key),
+                cache_hit: "False".into(),
+                request_tags: "[]".into(),
+                requester_ip_address: o.client_ip.to_string(),
+                status: if o.status < 400 { "success" } else { "failure" }.into(),
+            });
+        }
+        cost
+    }
+
+    /// The budget of an end user (the request's `user`), from the cache or the database.
+    async fn end_user_limits(self: &Arc<Self>, id: &str) -> Result<Option<Limits>, ApiError> {
+        if let Some(cached) = self.keys.end_user(id) {
+            return Ok(cached);
+        }
+        let id_owned = id.to_string();
+        let loaded = self
+            .run(move |m| async move { m.store.get(Kind::EndUser, &id_owned).await })
+            .await;
+        match loaded {
+            Some(Ok(o)) => {
+                let limits = o.as_ref().and_then(|o| {
+                    if identity::bool_field(&o.data, "blocked") {
+                        // Blocked customers get max_budget 0.
+                        return Some(Limits {
+                            max_budget: Some(0.0),
+                            ..Limits::default()
+                        });
+                    }
+                    let l = identity::limits_of(o);
+                    (!l.is_empty()).then_some(l)
+                });
+                self.keys.put_end_user(id, limits.clone());
+                Ok(limits)
+            }
+            _ if self.settings.allow_requests_on_db_unavailable => Ok(None),
+            _ => Err(no_db_error()),
+        }
+    }
+
+    /// Current spend of an owner as the ledger sees it (spend + nothing reserved).
+    pub async fn live_spend(&self, kind: ScopeKind, id: &str) -> Option<f64> {
+        match &self.redis {
+            Some(r) => r.spend_of(kind, id).await,
+            None => self.local.spend_of(&(kind, id.to_string())).map(|(s, _)| s),
+        }
+    }
+
+    /// An admin set an owner's spend (`/key/update` with `spend`, `/global/spend/reset`).
+    pub async fn spend_was_set(&self, kind: Kind, id: &str, spend: f64, reset_at: Option<i64>) {
+        match &self.redis {
+            Some(r) => r.set_spend(scope_of(kind), id, spend, reset_at).await,
+            None => self
+                .local
+                .set_spend(&(scope_of(kind), id.to_string()), spend, reset_at),
+        }
+    }
+}
+
+fn scope_of(kind: Kind) -> ScopeKind {
+    match kind {
+        Kind::Key => ScopeKind::Key,
+        Kind::Team => ScopeKind::Team,
+        Kind::User => ScopeKind::User,
+        Kind::EndUser | Kind::Budget => ScopeKind::EndUser,
+    }
+}
+
+/// LiteLLM's error for a store that is down (`no_db_connection`), 503.
+pub fn no_db_error() -> ApiError {
+    ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "no_db_connection",
+        "DB not connected. The key could not be verified; set general_settings.allow_requests_on_db_unavailable to serve cached keys during outages",
+    )
+}
+
+/// LiteLLM's errors for a refused request.
+pub fn refusal_error(r: &Refusal, model: &str) -> ApiError {
+    match r {
+        Refusal::Budget {
+            kind,
+            id,
+            spend,
+            max_budget,
+        } => {
+            let message = match kind {
+                ScopeKind::Key => format!(
+                    "Budget has been exceeded! Current cost: {spend}, Max budget: {max_budget}"
+                ),
+                ScopeKind::Team => format!(
+                    "Budget has been exceeded! Team={id} Current cost: {spend}, Max budget: {max_budget}"
+                ),
+                ScopeKind::User => {
+                    format!(
+                        "ExceededBudget: User={id} over budget. Spend={spend}, Budget={max_budget}"
+                    )
+                }
+                ScopeKind::EndUser => format!(
+                    "ExceededBudget: End User={id} over budget. Spend={spend}, Budget={max_budget}"
+                ),
+                ScopeKind::KeyModel => {
+                    let hash = id.split(':').next().unwrap_or("");
+                    format!("LiteLLM Virtual Key: {hash}, exceeded budget for model={model}")
+                }
+            };
+            ApiError::new(http::StatusCode::BAD_REQUEST, "budget_exceeded", message)
+                .with_param("None")
+        }
+        Refusal::Rate {
+            kind,
+            id,
+            what,
+            limit,
+            retry_after_ms,
+        } => {
+            let secs = (*retry_after_ms as f64 / 1000.0).ceil().max(1.0) as u64;
+            let descriptor = match kind {
+                ScopeKind::Key => "api_key".to_string(),
+                ScopeKind::Team => "team".to_string(),
+                ScopeKind::User => "user".to_string(),
+                ScopeKind::EndUser => "end_user".to_string(),
+                ScopeKind::KeyModel => format!("model_per_key ({model})"),
+            };
+            let reset = clock::iso(clock::now_ms() + retry_after_ms);
+            let shown = if *kind == ScopeKind::KeyModel {
+                id.split(':').next().unwrap_or("").to_string()
+            } else {
+                id.clone()
+            };
+            ApiError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "Rate limit exceeded for {descriptor}: {shown}. Limit type: {what}. Current limit: {limit}, Remaining: 0. Limit resets at: {reset} UTC"
+                ),
+            )
+            .with_header("retry-after", secs.to_string())
+            .with_header("rate_limit_type", what.to_string())
+            .with_header("reset_at", reset)
+        }
+    }
+}

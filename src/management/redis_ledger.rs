@@ -1,0 +1,272 @@
+//! The ledger shared by several instances: one Redis hash per owner (spend, reserved, budget
+//! window, in-flight count, this minute's requests and tokens), checked and reserved by one Lua
+//! script, so the check-then-reserve of all owners of a request is atomic across instances
+//! (Redis runs a script without interleaving). Same semantics as [`super::ledger::LocalLedger`].
+
+use filters::identity::ScopeKind;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::clock::{Span, parse_span};
+use super::ledger::{Check, Hold, Refusal};
+
+/// Checks every owner, then reserves on all of them, or returns which check failed.
+/// ARGV: now, estimate, then per owner: max_budget, initial spend, window end from the
+/// database, window length in ms (0: none/months), max parallel, rpm, tpm ("" = none).
+const ADMIT: &str = r#"
+local now = tonumber(ARGV[1])
+local est = tonumber(ARGV[2])
+local minute = math.floor(now / 60000)
+local state = {}
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 7
+  local k = KEYS[i]
+  local max, init, db_end, span = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local par, rpm, tpm = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  redis.call('HSETNX', k, 'spend', init)
+  if db_end ~= '' then redis.call('HSETNX', k, 'window_end', db_end) end
+  local h = redis.call('HMGET', k, 'spend', 'reserved', 'window_end', 'inflight', 'minute', 'requests', 'tokens')
+  local spend = tonumber(h[1]) or 0
+  local reserved = tonumber(h[2]) or 0
+  local we = tonumber(h[3])
+  local inflight = tonumber(h[4]) or 0
+  local requests = tonumber(h[6]) or 0
+  local tokens = tonumber(h[7]) or 0
+  if db_end ~= '' and we and tonumber(db_end) > we then
+    spend = 0; we = tonumber(db_end)
+    redis.call('HSET', k, 'spend', 0, 'window_end', db_end)
+  end
+  if we and span > 0 and we <= now then
+    spend = 0; we = we + (math.floor((now - we) / span) + 1) * span
+    redis.call('HSET', k, 'spend', 0, 'window_end', string.format('%d', we))
+  end
+  if tonumber(h[5]) ~= minute then
+    requests = 0; tokens = 0
+    redis.call('HSET', k, 'minute', minute, 'requests', 0, 'tokens', 0)
+  end
+  if max ~= '' and (spend >= tonumber(max) or spend + reserved + est > tonumber(max) + 1e-12) then
+    return {'budget', tostring(i), tostring(spend), max}
+  end
+  if par ~= '' and inflight >= tonumber(par) then return {'parallel_requests', tostring(i), '', par} end
+  if rpm ~= '' and requests >= tonumber(rpm) then return {'requests', tostring(i), '', rpm} end
+  if tpm ~= '' and tokens >= tonumber(tpm) then return {'tokens', tostring(i), '', tpm} end
+  state[i] = {spend, requests, tokens}
+end
+local out = {'ok'}
+for i = 1, #KEYS do
+  local k = KEYS[i]
+  redis.call('HINCRBYFLOAT', k, 'reserved', est)
+  redis.call('HINCRBY', k, 'inflight', 1)
+  redis.call('HINCRBY', k, 'requests', 1)
+  table.insert(out, tostring(state[i][1]))
+  table.insert(out, tostring(state[i][2] + 1))
+  table.insert(out, tostring(state[i][3]))
+end
+return out
+"#;
+
+/// Releases a hold and books the cost. ARGV: now, reserved, cost, tokens.
+const SETTLE: &str = r#"
+local now = tonumber(ARGV[1])
+local minute = math.floor(now / 60000)
+for i = 1, #KEYS do
+  local k = KEYS[i]
+  local r = tonumber(redis.call('HINCRBYFLOAT', k, 'reserved', -tonumber(ARGV[2])))
+  if r < 0 then redis.call('HSET', k, 'reserved', 0) end
+  local f = redis.call('HINCRBY', k, 'inflight', -1)
+  if f < 0 then redis.call('HSET', k, 'inflight', 0) end
+  redis.call('HINCRBYFLOAT', k, 'spend', ARGV[3])
+  if tonumber(redis.call('HGET', k, 'minute')) == minute then
+    redis.call('HINCRBY', k, 'tokens', ARGV[4])
+  end
+end
+return 1
+"#;
+
+/// Moves an owner to a new budget window unless it is already there.
+const RESET: &str = r#"
+local we = tonumber(redis.call('HGET', KEYS[1], 'window_end'))
+if we == nil or we < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'spend', 0, 'window_end', ARGV[1])
+end
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct RedisLedger {
+    conn: ConnectionManager,
+    admit: Script,
+    settle: Script,
+    reset: Script,
+}
+
+fn account_key(kind: ScopeKind, id: &str) -> String {
+    format!("sluice:acct:{}:{id}", kind.as_str())
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(String::new, |v| v.to_string())
+}
+
+impl RedisLedger {
+    pub async fn connect(url: &str) -> anyhow::Result<RedisLedger> {
+        let client =
+            redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?;
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.get_connection_manager(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+        Ok(RedisLedger {
+            conn,
+            admit: Script::new(ADMIT),
+            settle: Script::new(SETTLE),
+            reset: Script::new(RESET),
+        })
+    }
+
+    pub async fn admit(
+        &self,
+        checks: &[Check],
+        estimate: f64,
+        now_ms: i64,
+    ) -> redis::RedisResult<Result<Hold, Refusal>> {
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(now_ms).arg(estimate);
+        for c in checks {
+            let l = &c.limits;
+            let span = match l.budget_duration.as_deref().map(parse_span) {
+                Some(Ok(Span::Millis(ms))) => ms,
+                _ => 0,
+            };
+            inv.key(account_key(c.key.0, &c.key.1))
+                .arg(opt(l.max_budget))
+                .arg(l.spend)
+                .arg(opt(l.budget_reset_at))
+                .arg(span)
+                .arg(opt(l.max_parallel_requests))
+                .arg(opt(l.rpm_limit))
+                .arg(opt(l.tpm_limit));
+        }
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await?;
+        if out.first().map(String::as_str) != Some("ok") {
+            let what = out.first().cloned().unwrap_or_default();
+            let i: usize = out.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let c = &checks[i.saturating_sub(1).min(checks.len() - 1)];
+            let limit = out.get(3).cloned().unwrap_or_default();
+            let next_minute = (now_ms.div_euclid(60_000) + 1) * 60_000 - now_ms;
+            return Ok(Err(if what == "budget" {
+                Refusal::Budget {
+                    kind: c.key.0,
+                    id: c.key.1.clone(),
+                    spend: out.get(2).and_then(|s| s.parse().ok()).unwrap_or(0.0),
+                    max_budget: limit.parse().unwrap_or(0.0),
+                }
+            } else {
+                Refusal::Rate {
+                    kind: c.key.0,
+                    id: c.key.1.clone(),
+                    what: match what.as_str() {
+                        "parallel_requests" => "parallel_requests",
+                        "tokens" => "tokens",
+                        _ => "requests",
+                    },
+                    limit: limit.parse().unwrap_or(0),
+                    retry_after_ms: if what == "parallel_requests" {
+                        1000
+                    } else {
+                        next_minute
+                    },
+                }
+            }));
+        }
+        let mut hold = Hold {
+            reserved: estimate,
+            ..Hold::default()
+        };
+        for (i, c) in checks.iter().enumerate() {
+            let field = |j: usize| out.get(1 + i * 3 + j).cloned().unwrap_or_default();
+            if i == 0 {
+                hold.key_spend = field(0).parse().ok();
+            }
+            let requests: u64 = field(1).parse().unwrap_or(0);
+            let tokens: u64 = field(2).parse().unwrap_or(0);
+            if hold.remaining_requests.is_none()
+                && let Some(rpm) = c.limits.rpm_limit
+            {
+                hold.rpm_limit = Some(rpm);
+                hold.remaining_requests = Some(rpm.saturating_sub(requests));
+            }
+            if hold.remaining_tokens.is_none()
+                && let Some(tpm) = c.limits.tpm_limit
+            {
+                hold.tpm_limit = Some(tpm);
+                hold.remaining_tokens = Some(tpm.saturating_sub(tokens));
+            }
+            hold.accounts.push(c.key.clone());
+        }
+        Ok(Ok(hold))
+    }
+
+    pub async fn settle(&self, hold: &Hold, cost: f64, tokens: u64, now_ms: i64) {
+        let mut inv = self.settle.prepare_invoke();
+        for (kind, id) in &hold.accounts {
+            inv.key(account_key(*kind, id));
+        }
+        inv.arg(now_ms).arg(hold.reserved).arg(cost).arg(tokens);
+        let mut conn = self.conn.clone();
+        // Retried: a lost settle would leave the reservation and the in-flight slot taken.
+        for attempt in 0..5 {
+            match inv.invoke_async::<i64>(&mut conn).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(attempt, "settling a request in Redis failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn reset_window(&self, kind: ScopeKind, id: &str, window_end: i64) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = self
+            .reset
+            .key(account_key(kind, id))
+            .arg(window_end)
+            .invoke_async(&mut conn)
+            .await;
+    }
+
+    pub async fn set_spend(&self, kind: ScopeKind, id: &str, spend: f64, window_end: Option<i64>) {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(account_key(kind, id)).arg("spend").arg(spend);
+        if let Some(w) = window_end {
+            cmd.arg("window_end").arg(w);
+        }
+        let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
+    }
+
+    pub async fn spend_of(&self, kind: ScopeKind, id: &str) -> Option<f64> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(account_key(kind, id))
+            .arg("spend")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        v?.parse().ok()
+    }
+
+    /// Drops an owner's counters (deleted objects).
+    pub async fn forget(&self, kind: ScopeKind, id: &str) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(account_key(kind, id))
+            .query_async(&mut conn)
+            .await;
+    }
+}

@@ -1,0 +1,153 @@
+//! Spend waiting to be written: per-owner increments summed in memory and spend-log rows,
+//! drained every `proxy_batch_write_at` seconds by the management runtime (and on SIGTERM).
+//! Each instance writes only its own increments, so two instances never count a request twice.
+
+use std::collections::HashMap;
+
+use filters::identity::KeyIdentity;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use super::store::{Kind, SpendLog};
+
+/// Spend-log rows kept while the database is down, beyond which the oldest are dropped (spend
+/// increments are never dropped: they are one number per owner).
+const MAX_QUEUED_LOGS: usize = 1_000_000;
+
+/// One batch to write.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub deltas: Vec<(Kind, String, f64)>,
+    pub logs: Vec<SpendLog>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty() && self.logs.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    deltas: HashMap<(Kind, String), f64>,
+    logs: Vec<SpendLog>,
+}
+
+/// The queue (filled from the `logging` phase).
+#[derive(Debug, Default)]
+pub struct SpendQueue {
+    pending: Mutex<Pending>,
+}
+
+impl SpendQueue {
+    pub fn add(&self, kind: Kind, id: &str, cost: f64) {
+        let mut p = self.pending.lock();
+        match p.deltas.get_mut(&(kind, id.to_string())) {
+            Some(d) => *d += cost,
+            None => {
+                p.deltas.insert((kind, id.to_string()), cost);
+            }
+        }
+    }
+
+    pub fn log(&self, row: SpendLog) {
+        let mut p = self.pending.lock();
+        if p.logs.len() >= MAX_QUEUED_LOGS {
+            p.logs.remove(0);
+            tracing::error!("spend-log queue full (database down?): dropping the oldest row");
+        }
+        p.logs.push(row);
+    }
+
+    /// Everything queued so far.
+    pub fn take(&self) -> Batch {
+        let mut p = self.pending.lock();
+        let deltas = std::mem::take(&mut p.deltas)
+            .into_iter()
+            .map(|((k, id), d)| (k, id, d))
+            .collect();
+        Batch {
+            deltas,
+            logs: std::mem::take(&mut p.logs),
+        }
+    }
+
+    /// Returns a batch that could not be written.
+    pub fn put_back(&self, batch: Batch) {
+        let mut p = self.pending.lock();
+        for (k, id, d) in batch.deltas {
+            *p.deltas.entry((k, id)).or_insert(0.0) += d;
+        }
+        let newer = std::mem::take(&mut p.logs);
+        p.logs = batch.logs;
+        p.logs.extend(newer);
+    }
+
+    pub fn queued_logs(&self) -> usize {
+        self.pending.lock().logs.len()
+    }
+}
+
+/// The spend-log `metadata` column: the caller's key fields, as LiteLLM's `user_api_key_*`.
+pub fn metadata_json(key: Option<&KeyIdentity>) -> String {
+    let Some(k) = key else {
+        return "{}".into();
+    };
+    let mut m = json!({
+        "user_api_key": k.token,
+        "user_api_key_alias": k.key_alias,
+        "user_api_key_user_id": k.user_id,
+        "user_api_key_team_id": k.team_id,
+        "user_api_key_team_alias": k.team_alias,
+        "user_api_key_org_id": k.organization_id,
+    });
+    if let (Some(meta), Value::Object(obj)) = (&k.metadata, &mut m)
+        && let Ok(v) = serde_json::from_str::<Value>(meta)
+    {
+        obj.insert("user_api_key_metadata".into(), v);
+    }
+    m.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increments_sum_and_survive_a_failed_write() {
+        let q = SpendQueue::default();
+        q.add(Kind::Key, "k", 0.5);
+        q.add(Kind::Key, "k", 0.25);
+        q.add(Kind::Team, "t", 1.0);
+        q.log(SpendLog {
+            request_id: "r1".into(),
+            ..SpendLog::default()
+        });
+        let batch = q.take();
+        assert_eq!(batch.logs.len(), 1);
+        let key: f64 = batch
+            .deltas
+            .iter()
+            .filter(|(k, id, _)| *k == Kind::Key && id == "k")
+            .map(|(_, _, d)| d)
+            .sum();
+        assert_eq!(key, 0.75);
+        assert!(q.take().is_empty());
+        q.add(Kind::Key, "k", 1.0);
+        q.log(SpendLog {
+            request_id: "r2".into(),
+            ..SpendLog::default()
+        });
+        q.put_back(batch);
+        let again = q.take();
+        let key: f64 = again
+            .deltas
+            .iter()
+            .filter(|(k, _, _)| *k == Kind::Key)
+            .map(|(_, _, d)| d)
+            .sum();
+        assert_eq!(key, 1.75);
+        let ids: Vec<_> = again.logs.iter().map(|l| l.request_id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"], "older rows first");
+    }
+}

@@ -1,0 +1,692 @@
+//! Virtual keys, teams, users, budgets, rate limits and spend, end to end: the real gateway
+//! against the embedded SQLite store, a real PostgreSQL and a real Redis (started by
+//! scripts/test), in front of the mock provider.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// Output price per token in the configs below; the mock answers 5 completion tokens and
+/// input is free, so every chat call costs exactly 0.05.
+const COST: f64 = 0.05;
+
+fn config(mock: &MockProvider, database: &str, extra_general: &str, router: &str) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {base}
+      api_key: sk-upstream
+      input_cost_per_token: 0
+      output_cost_per_token: 0.01
+  - model_name: text-embedding
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {base}
+      api_key: sk-upstream
+    model_info:
+      mode: embedding
+general_settings:
+  master_key: {MASTER_KEY}
+  proxy_batch_write_at: 0.2
+{database}{extra_general}
+router_settings:
+  routing_strategy: simple-shuffle
+{router}
+sluice_settings:
+  threads: 2
+"#,
+        base = mock.api_base()
+    )
+}
+
+fn postgres() -> String {
+    format!("  database_url: {}\n", test_database_url())
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+fn chat() -> Value {
+    json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn as_key(gw: &Gateway, key: &str) -> Client {
+    Client {
+        key: Some(key.to_string()),
+        ..gw.client()
+    }
+}
+
+/// Polls `f` until it returns `Some`, for up to `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn key_spend(admin: &Client, key: &str) -> f64 {
+    let (status, body) = admin.get_json(&format!("/key/info?key={key}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["info"]["spend"].as_f64().expect("spend")
+}
+
+async fn lifecycle(database: &str) {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, database, "", "")).await;
+    let admin = gw.client();
+
+    // Teams.
+    let alias = unique("team");
+    let (status, _, team) = admin
+        .post_json(
+            "/team/new",
+            &json!({"team_alias": alias, "max_budget": 10.0, "models": ["gpt-4o"], "metadata": {"cc": "42"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{team}");
+    let team_id = team["team_id"].as_str().expect("team_id").to_string();
+    assert_eq!(team["team_alias"], alias.as_str());
+    assert_eq!(team["max_budget"], 10.0);
+    assert_eq!(team["spend"], 0.0);
+
+    // A key may not exceed its team's budget.
+    let (status, _, body) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": team_id, "max_budget": 20.0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_message(&body, 400).contains("max_budget"), "{body}");
+    let (status, _, body) = admin
+        .post_json("/key/generate", &json!({"team_id": "no-such-team"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Keys: shown once, stored hashed.
+    let user_id = unique("user");
+    let key_alias = unique("key");
+    let (status, _, generated) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": team_id, "user_id": user_id, "key_alias": key_alias, "max_budget": 5.0,
+                    "models": ["gpt-4o"], "metadata": {"project": "x"}, "duration": "30d"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{generated}");
+    let key = generated["key"].as_str().expect("key").to_string();
+    let token = generated["token"].as_str().expect("token").to_string();
+    assert!(key.starts_with("sk-"));
+    assert_ne!(key, token);
+    assert_eq!(token, sha256_hex(&key));
+    assert_eq!(generated["token_id"], token.as_str());
+    assert_eq!(
+        generated["key_name"],
+        format!("sk-...{}", &key[key.len() - 4..])
+    );
+    assert_eq!(generated["key_alias"], key_alias.as_str());
+    assert!(generated["expires"].is_string() && generated["created_at"].is_string());
+    let (status, _, body) = admin
+        .post_json("/key/generate", &json!({"key_alias": key_alias}))
+        .await;
+    assert_eq!(status, 400, "duplicate alias: {body}");
+
+    // The key works, with LiteLLM's spend and limit headers.
+    let user = as_key(&gw, &key);
+    let (status, headers, body) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-litellm-key-max-budget"], "5");
+    let cost: f64 = headers["x-litellm-response-cost"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((cost - COST).abs() < 1e-9, "{cost}");
+
+    // Models outside the key's list are refused.
+    let (status, _, body) = user
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "text-embedding", "input": "x"}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "key_model_access_denied");
+
+    // Spend reaches the key, its team and user, and one spend-log row per request.
+    let spent = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, &key).await;
+        ((s - COST).abs() < 1e-9).then_some(s)
+    })
+    .await;
+    assert!(spent.is_some(), "key spend never reached {COST}");
+    let (_, info) = admin
+        .get_json(&format!("/team/info?team_id={team_id}"))
+        .await;
+    assert!(
+        (info["team_info"]["spend"].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{info}"
+    );
+    assert_eq!(info["keys"].as_array().unwrap().len(), 1, "{info}");
+    let (_, info) = admin
+        .get_json(&format!("/user/info?user_id={user_id}"))
+        .await;
+    assert!(
+        (info["user_info"]["spend"].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{info}"
+    );
+    let (status, logs) = admin
+        .get_json(&format!("/spend/logs?api_key={token}"))
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    let logs = logs.as_array().unwrap().clone();
+    let ok: Vec<&Value> = logs.iter().filter(|r| r["status"] == "success").collect();
+    assert_eq!(ok.len(), 1, "{logs:?}");
+    assert_eq!(ok[0]["model_group"], "gpt-4o");
+    assert_eq!(ok[0]["team_id"], team_id.as_str());
+    assert_eq!(ok[0]["metadata"]["user_api_key_alias"], key_alias.as_str());
+    assert!((ok[0]["spend"].as_f64().unwrap() - COST).abs() < 1e-9);
+    let (_, global) = admin.get_json("/global/spend").await;
+    assert!(global["spend"].as_f64().unwrap() >= COST, "{global}");
+
+    // /key/info and /key/list.
+    let (status, info) = admin.get_json(&format!("/key/info?key={key}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["key"], key.as_str());
+    assert_eq!(info["info"]["metadata"]["project"], "x");
+    assert_eq!(info["info"]["models"], json!(["gpt-4o"]));
+    assert!(info["info"].get("token").is_none());
+    let (status, list) = admin
+        .get_json(&format!("/key/list?team_id={team_id}"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["keys"], json!([token]));
+    assert_eq!(list["total_count"], 1);
+    let (status, body) = admin.get_json("/key/info?key=sk-nope-nope").await;
+    assert_eq!(status, 404, "{body}");
+
+    // A non-admin key sees only itself and cannot manage.
+    let (status, body) = user.get_json("/key/info").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, other) = admin.post_json("/key/generate", &json!({})).await;
+    let other_key = other["key"].as_str().unwrap();
+    let (status, body) = user.get_json(&format!("/key/info?key={other_key}")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = user
+        .post_json("/key/generate", &json!({"max_budget": 1000}))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = user
+        .post_json("/key/update", &json!({"key": key, "max_budget": 1000}))
+        .await;
+    assert_eq!(status, 401);
+
+    // Block and unblock take effect within a second.
+    let (status, _, body) = admin.post_json("/key/block", &json!({"key": key})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["blocked"], true);
+    let blocked = eventually(Duration::from_secs(1), || async {
+        let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+        (s == 401).then_some(b)
+    })
+    .await
+    .expect("blocked within a second");
+    assert!(
+        error_message(&blocked, 401).contains("Key is blocked"),
+        "{blocked}"
+    );
+    admin.post_json("/key/unblock", &json!({"key": key})).await;
+    let back = eventually(Duration::from_secs(1), || async {
+        let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "unblocked within a second");
+
+    // Updates keep what they do not name.
+    let (status, _, updated) = admin
+        .post_json(
+            "/key/update",
+            &json!({"key": key, "models": ["gpt-4o", "text-embedding"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["max_budget"], 5.0);
+    assert_eq!(updated["metadata"]["project"], "x");
+
+    // Team members.
+    let member = unique("member");
+    let (status, _, body) = admin
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team_id, "member": {"role": "user", "user_id": member}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["members_with_roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user_id"] == member.as_str())
+    );
+    assert_eq!(body["updated_users"][0]["user_id"], member.as_str());
+    let (status, _, _) = admin
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team_id, "member": {"role": "user", "user_id": member}}),
+        )
+        .await;
+    assert_eq!(status, 400, "already a member");
+    let (status, _, _) = admin
+        .post_json(
+            "/team/member_delete",
+            &json!({"team_id": team_id, "user_id": member}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = admin
+        .post_json(
+            "/team/member_delete",
+            &json!({"team_id": team_id, "user_id": member}),
+        )
+        .await;
+    assert_eq!(status, 400, "no longer a member");
+    let (status, _, body) = admin
+        .post_json(
+            "/team/update",
+            &json!({"team_id": team_id, "team_alias": format!("{alias}-2")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["max_budget"], 10.0, "update keeps the rest");
+    let (status, teams) = admin.get_json("/team/list").await;
+    assert_eq!(status, 200);
+    assert!(
+        teams
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["team_id"] == team_id.as_str())
+    );
+
+    // Users.
+    let (status, _, new_user) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_email": format!("{}@example.com", unique("u")), "max_budget": 3.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{new_user}");
+    assert!(new_user["key"].as_str().unwrap().starts_with("sk-"));
+    let new_user_id = new_user["user_id"].as_str().unwrap();
+    let (status, info) = admin
+        .get_json(&format!("/user/info?user_id={new_user_id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(info["keys"].as_array().unwrap().len(), 1);
+    let (status, _, body) = admin
+        .post_json(
+            "/user/update",
+            &json!({"user_id": new_user_id, "user_role": "emperor"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Deleting a key revokes it everywhere within a second.
+    let (status, _, body) = admin
+        .post_json("/key/delete", &json!({"keys": [key]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deleted_keys"], json!([key]));
+    let gone = eventually(Duration::from_secs(1), || async {
+        let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+        (s == 401).then_some(())
+    })
+    .await;
+    assert!(gone.is_some());
+    let (status, _, _) = admin
+        .post_json("/key/delete", &json!({"keys": [key]}))
+        .await;
+    assert_eq!(status, 404);
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn admin_api_and_keys_on_sqlite() {
+    lifecycle("").await;
+}
+
+#[tokio::test]
+async fn admin_api_and_keys_on_postgres() {
+    lifecycle(&postgres()).await;
+}
+
+#[tokio::test]
+async fn budgets_and_rate_limits_are_enforced() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+
+    // Budget: 0.12 covers two calls at 0.05; the third would pass it.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"max_budget": 0.12}))
+        .await;
+    let user = as_key(&gw, k["key"].as_str().unwrap());
+    for _ in 0..2 {
+        let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["type"], "budget_exceeded");
+    assert!(
+        error_message(&b, 400).contains("Budget has been exceeded"),
+        "{b}"
+    );
+
+    // Requests per minute, with LiteLLM's headers.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"rpm_limit": 2}))
+        .await;
+    let user = as_key(&gw, k["key"].as_str().unwrap());
+    let (s, h, _) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(h["x-ratelimit-limit-requests"], "2");
+    user.post_json("/v1/chat/completions", &chat()).await;
+    let resp = user
+        .post("/v1/chat/completions")
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        error_message(&body, 429).contains("Limit type: requests"),
+        "{body}"
+    );
+
+    // Team budget caps all its keys together.
+    let (_, _, t) = admin
+        .post_json("/team/new", &json!({"max_budget": 0.1}))
+        .await;
+    let team_id = t["team_id"].as_str().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (_, _, k) = admin
+            .post_json("/key/generate", &json!({"team_id": team_id}))
+            .await;
+        keys.push(as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    assert_eq!(
+        keys[0].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    assert_eq!(
+        keys[1].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    let (s, _, b) = keys[0].post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        error_message(&b, 400).contains(&format!("Team={team_id}")),
+        "{b}"
+    );
+
+    // End users (the request's `user`) with their own budget, even under the master key.
+    let end_user = unique("customer");
+    let (s, _, b) = admin
+        .post_json(
+            "/customer/new",
+            &json!({"user_id": end_user, "max_budget": 0.05}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut req = chat();
+    req["user"] = json!(end_user);
+    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
+    let (s, _, b) = admin.post_json("/v1/chat/completions", &req).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        error_message(&b, 400).contains(&format!("End User={end_user}")),
+        "{b}"
+    );
+
+    // Parallel requests: one at a time on a slow upstream.
+    let slow = MockProvider::start(MockConfig {
+        latency: Duration::from_millis(400),
+        ..MockConfig::default()
+    })
+    .await;
+    let gw2 = Gateway::start(&config(&slow, "", "", "")).await;
+    let (_, _, k) = gw2
+        .client()
+        .post_json("/key/generate", &json!({"max_parallel_requests": 1}))
+        .await;
+    let user = as_key(&gw2, k["key"].as_str().unwrap());
+    let body = chat();
+    let (a, b) = tokio::join!(
+        user.post_json("/v1/chat/completions", &body),
+        user.post_json("/v1/chat/completions", &body)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 429]);
+}
+
+#[tokio::test]
+async fn budget_window_resets_on_schedule() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let (_, _, k) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"max_budget": 0.05, "budget_duration": "2s"}),
+        )
+        .await;
+    assert!(k["budget_reset_at"].is_string(), "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 400);
+    let again = eventually(Duration::from_secs(5), || async {
+        let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "budget never reset");
+    // The stored spend was reset too (and holds at most the new window's call).
+    let spend = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, &key).await;
+        (s <= COST + 1e-9).then_some(s)
+    })
+    .await;
+    assert!(spend.is_some());
+}
+
+#[tokio::test]
+async fn two_instances_never_overspend_a_budget() {
+    let mock = MockProvider::start(MockConfig {
+        latency: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let redis = format!("  redis_url: {}\n", test_redis_url());
+    let cfg = config(&mock, &postgres(), "", &redis);
+    let a = Gateway::start(&cfg).await;
+    let b = Gateway::start(&cfg).await;
+    // A budget that covers exactly 50 calls.
+    let (status, _, k) = a
+        .client()
+        .post_json("/key/generate", &json!({"max_budget": 50.0 * COST}))
+        .await;
+    assert_eq!(status, 200, "{k}");
+    let key = k["key"].as_str().unwrap().to_string();
+    let token = k["token"].as_str().unwrap().to_string();
+    let clients = [as_key(&a, &key), as_key(&b, &key)];
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let c = clients[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            c.post_json("/v1/chat/completions", &chat()).await.0
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            400 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok <= 50, "{ok} calls admitted on a budget for 50");
+    assert!(
+        ok >= 40,
+        "only {ok} admitted: reservations should be exact here"
+    );
+    assert_eq!(ok + refused, 200);
+    let admin = a.client();
+    let spend = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, &key).await;
+        ((s - ok as f64 * COST).abs() < 1e-6).then_some(s)
+    })
+    .await
+    .expect("spend of both instances written");
+    assert!(spend <= 50.0 * COST + 1e-9, "spend {spend} over budget");
+    let (_, logs) = admin
+        .get_json(&format!("/spend/logs?api_key={token}"))
+        .await;
+    let logged: f64 = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["spend"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (logged - spend).abs() < 1e-6,
+        "spend logs {logged} vs spend {spend}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_mid_load_loses_no_spend() {
+    let mock = MockProvider::start(MockConfig {
+        latency: Duration::from_millis(150),
+        ..MockConfig::default()
+    })
+    .await;
+    let db = scratch_path("spend.db");
+    let database = format!("  database_url: sqlite://{}?mode=rwc\n", db.display());
+    // Batches every minute: nothing is written before the signal but by the shutdown flush.
+    let cfg = config(&mock, &database, "", "")
+        .replace("proxy_batch_write_at: 0.2", "proxy_batch_write_at: 60");
+    let mut gw = Gateway::start(&cfg).await;
+    let (_, _, k) = gw.client().post_json("/key/generate", &json!({})).await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let token = k["token"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let c = user.clone();
+        tasks.push(tokio::spawn(async move {
+            c.post_json("/v1/chat/completions", &chat()).await.0
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    gw.signal(15);
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert!(
+        gw.wait_exit(Duration::from_secs(20)).await.is_some(),
+        "did not exit"
+    );
+    assert!(ok > 0);
+    // A new instance on the same store sees every completed call.
+    let gw = Gateway::start(&cfg).await;
+    let admin = gw.client();
+    let spend = key_spend(&admin, &key).await;
+    assert!(
+        (spend - ok as f64 * COST).abs() < 1e-9,
+        "spend {spend} for {ok} calls"
+    );
+    let (_, logs) = admin
+        .get_json(&format!("/spend/logs?api_key={token}"))
+        .await;
+    let logs = logs.as_array().unwrap();
+    let logged: f64 = logs.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
+    assert!(
+        (logged - spend).abs() < 1e-9,
+        "logs {logged} vs spend {spend}"
+    );
+    assert_eq!(logs.iter().filter(|r| r["status"] == "success").count(), ok);
+}
+
+#[tokio::test]
+async fn migrate_command_and_readiness_report_the_database() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let db = scratch_path("migrate.db");
+    let database = format!("  database_url: sqlite://{}?mode=rwc\n", db.display());
+    let cfg = config(&mock, &database, "", "");
+    let path = scratch_path("migrate.yaml");
+    std::fs::write(&path, &cfg).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["--config", path.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.exists());
+    // Started without migrations, the gateway uses the migrated store.
+    let gw = Gateway::start_with(&cfg, &[], &[("DISABLE_SCHEMA_UPDATE", "true")]).await;
+    let (status, body) = gw.client().get_json("/health/readiness").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["db"], "connected", "{body}");
+    let (status, _, body) = gw.client().post_json("/key/generate", &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+}
