@@ -22,7 +22,7 @@ PROXY_THREADS=${PROXY_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
-TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-anthropic"}
+TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-anthropic sluice-vkey"}
 STREAMING=${STREAMING:-1}
 MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
 KEY=sk-bench-master-key
@@ -128,7 +128,7 @@ sluice_settings:
   access_log: $SLUICE_ACCESS_LOG
   work_stealing: $SLUICE_WORK_STEALING
 EOF
-taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0.0.1 --port "$SLUICE_PORT" >"$WORK/sluice.log" 2>&1 &
+SLUICE_DATABASE_PATH="$WORK/sluice.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0.0.1 --port "$SLUICE_PORT" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
 
 for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do wait_port "$p"; done
@@ -138,7 +138,14 @@ declare -A PID_OF=(
   [nginx]="${PIDS[2]} $(pgrep -P "${PIDS[2]}" | tr '\n' ' ')"
   [sluice]=${PIDS[3]}
   [sluice-anthropic]=${PIDS[3]}
+  [sluice-vkey]=${PIDS[3]}
 )
+# A virtual key with a budget and rate limits (the sluice-vkey target): every request is looked
+# up in the key cache, its worst case reserved and settled, its spend logged.
+VKEY=$(curl -fsS "http://127.0.0.1:$SLUICE_PORT/key/generate" -H "authorization: Bearer $KEY" \
+  -H 'content-type: application/json' \
+  -d '{"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 100000000000}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 for pid in "${PIDS[@]}"; do
   kill -0 "$pid" 2>/dev/null || { echo "a benchmark process exited at start-up; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }
 done
@@ -169,12 +176,15 @@ cpu_ticks() { # pids...
 body_for() { # target body
   if [ "$1" = sluice-anthropic ]; then echo "${2/\"gpt-4o\"/\"claude\"}"; else echo "$2"; fi
 }
+key_for() { # target
+  if [ "$1" = sluice-vkey ]; then echo "$VKEY"; else echo "$KEY"; fi
+}
 run() { # label url concurrency body
   local target=${1#*/} before after
   local pids=${PID_OF[$target]:-}
   before=$(cpu_ticks $pids)
   taskset -c "$HARNESS_CPUS" "$BIN/sluice-loadgen" --label "$1" --url "$2" --concurrency "$3" \
-    --duration "$DURATION" --warmup "$WARMUP" --body "$4" --header "authorization: Bearer $KEY" >"$WORK/point.json"
+    --duration "$DURATION" --warmup "$WARMUP" --body "$4" --header "authorization: Bearer $(key_for "$target")" >"$WORK/point.json"
   after=$(cpu_ticks $pids)
   python3 - "$WORK/point.json" "$((after - before))" "$TICKS" "$WARMUP" "$DURATION" "${pids:-none}" >>"$RESULTS" <<'PY'
 import json, sys
@@ -192,6 +202,7 @@ declare -A URL=(
   [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
   [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
   [sluice-anthropic]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
+  [sluice-vkey]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
 )
 # Targets are interleaved within each round, and the order rotates from round to round, so a
 # noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the

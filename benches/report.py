@@ -48,7 +48,7 @@ print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(chat):
     direct = chat[c].get("direct")
-    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic"]:
+    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic", "sluice-vkey"]:
         r = chat[c].get(target)
         if not r:
             continue
@@ -70,7 +70,7 @@ if stream:
     print("| target | TTFB p50 µs | TTFB p99 µs | added TTFB p50 µs |")
     print("|---|---:|---:|---:|")
     d = stream.get("direct")
-    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic"]:
+    for target in ["direct", "pingora", "nginx", "sluice", "sluice-anthropic", "sluice-vkey"]:
         r = stream.get(target)
         if not r:
             continue
@@ -97,3 +97,12 @@ for c in sorted(chat):
         t, s_ = chat[c]["sluice-anthropic"]["cpu_us"], chat[c]["sluice"]["cpu_us"]
         cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs" if t and s_ else ""
         print(f"- concurrency {c}: translated (Anthropic) throughput {ratio:.0%} of passthrough (target >= 85%){cpu}")
+
+if any("sluice-vkey" in chat[c] for c in chat):
+    print("\nTargets (issue 4):")
+    for c in sorted(chat):
+        if "sluice" in chat[c] and "sluice-vkey" in chat[c]:
+            ratio = chat[c]["sluice-vkey"]["rps"] / chat[c]["sluice"]["rps"]
+            v, s_ = chat[c]["sluice-vkey"]["cpu_us"], chat[c]["sluice"]["cpu_us"]
+            cpu = f"; CPU per request {v:.1f} vs {s_:.1f} µs" if v and s_ else ""
+            print(f"- concurrency {c}: virtual key with a budget (cached) at {ratio:.0%} of the master key's throughput (target >= 90%){cpu}")
