@@ -104,7 +104,7 @@ router_settings:
 general_settings:
   master_key: sk-1
   master_kye: oops
-  database_url: postgres://x
+  store_model_in_db: true
 "#,
     );
     let (code, stdout, stderr) = sluice(&["check", "--config", path.to_str().unwrap()]);
@@ -123,7 +123,7 @@ general_settings:
         "litellm_settings.cache",
         "router_settings.num_retries",
         "router_settings.fallbacks",
-        "general_settings.database_url",
+        "general_settings.store_model_in_db",
         "model_list[0].litellm_params.num_retries",
     ] {
         assert!(ignored.contains(key), "{key} not in {ignored}");

@@ -690,3 +690,210 @@ async fn migrate_command_and_readiness_report_the_database() {
     let (status, _, body) = gw.client().post_json("/key/generate", &json!({})).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A TCP relay to PostgreSQL that the test can cut (every connection dropped, new ones refused)
+/// and restore: a database outage without touching the shared server.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                conns2.lock().push(tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Relay { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The test database's URL with its host and port replaced by the relay's.
+fn through(relay: &Relay) -> String {
+    let url = test_database_url();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (auth, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(a, h)| (a, h));
+    let path = hostpath.split_once('/').map_or("", |(_, p)| p);
+    let at = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    format!("{scheme}://{at}127.0.0.1:{}/{path}", relay.port)
+}
+
+fn postgres_target() -> String {
+    let url = test_database_url();
+    let rest = url.split_once("://").unwrap().1;
+    let hostpath = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = hostpath.split('/').next().unwrap();
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+async fn readiness(gw: &Gateway) -> u16 {
+    gw.client().get_json("/health/readiness").await.0
+}
+
+#[tokio::test]
+async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let relay = Relay::start(postgres_target()).await;
+    let database = format!(
+        "  database_url: {}\n  database_connection_timeout: 2\n",
+        through(&relay)
+    );
+    let tolerant = Gateway::start(&config(
+        &mock,
+        &database,
+        "  allow_requests_on_db_unavailable: true\n",
+        "",
+    ))
+    .await;
+    let strict = Gateway::start(&config(&mock, &database, "", "")).await;
+
+    let (_, _, k) = tolerant
+        .client()
+        .post_json("/key/generate", &json!({"max_budget": 100.0}))
+        .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let (_, _, other) = tolerant
+        .client()
+        .post_json("/key/generate", &json!({}))
+        .await;
+    let uncached = other["key"].as_str().unwrap().to_string();
+    // Both instances learn the first key.
+    for gw in [&tolerant, &strict] {
+        let (s, _, b) = as_key(gw, &key)
+            .post_json("/v1/chat/completions", &chat())
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
+    relay.cut();
+    for gw in [&tolerant, &strict] {
+        let down = eventually(Duration::from_secs(6), || async {
+            (readiness(gw).await == 503).then_some(())
+        })
+        .await;
+        assert!(down.is_some(), "readiness never reported the outage");
+    }
+    let (_, body) = tolerant.client().get_json("/health/readiness").await;
+    assert_eq!(body["db"], "disconnected", "{body}");
+
+    // Cached key keeps working on the tolerant instance; an unknown one cannot be checked.
+    let (s, _, b) = as_key(&tolerant, &key)
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = as_key(&tolerant, &uncached)
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["type"], "no_db_connection");
+    // The strict instance refuses clearly.
+    let (s, _, b) = as_key(&strict, &key)
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["type"], "no_db_connection");
+    // The admin API needs the database.
+    let (s, _, _) = tolerant
+        .client()
+        .post_json("/key/generate", &json!({}))
+        .await;
+    assert_eq!(s, 503);
+
+    relay.restore();
+    for gw in [&tolerant, &strict] {
+        let up = eventually(Duration::from_secs(8), || async {
+            (readiness(gw).await == 200).then_some(())
+        })
+        .await;
+        assert!(up.is_some(), "readiness never recovered");
+    }
+    // Spend incurred during the outage is written once the database is back: 3 calls.
+    let admin = tolerant.client();
+    let spend = eventually(Duration::from_secs(8), || async {
+        let s = key_spend(&admin, &key).await;
+        ((s - 3.0 * COST).abs() < 1e-9).then_some(s)
+    })
+    .await;
+    assert!(
+        spend.is_some(),
+        "spend during the outage was lost: {}",
+        key_spend(&admin, &key).await
+    );
+    let (s, _, _) = as_key(&strict, &key)
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn keys_never_reach_logs_or_spend_logs() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"key_alias": "secret-test"}))
+        .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    assert_eq!(
+        as_key(&gw, "sk-wrong-key-123")
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        401
+    );
+    let logs_rows = eventually(Duration::from_secs(5), || async {
+        let (_, rows) = admin.get_json(&format!("/spend/logs?api_key={key}")).await;
+        (!rows.as_array()?.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("spend log row");
+    let text = logs_rows.to_string();
+    assert!(!text.contains(&key), "raw key in spend logs");
+    assert!(!text.contains(MASTER_KEY));
+    let logs = gw.logs();
+    assert!(
+        !logs.contains(&key) && !logs.contains(MASTER_KEY) && !logs.contains("sk-wrong-key-123")
+    );
+}

@@ -186,7 +186,9 @@ impl Management {
         self.runtime.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let up = me.store.ping().await;
+                let up = tokio::time::timeout(Duration::from_secs(2), me.store.ping())
+                    .await
+                    .unwrap_or(false);
                 if up != me.db_up.swap(up, Ordering::Relaxed) {
                     if up {
                         tracing::info!("the management database is reachable again");
