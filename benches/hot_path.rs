@@ -210,5 +210,61 @@ fn accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, request_body, auth_and_route, responses, accounting);
+/// What a virtual key with a budget adds: counting the prompt, the worst-case reservation and
+/// its settlement in the in-process ledger, the cost of the answer.
+fn budgets(c: &mut Criterion) {
+    use filters::identity::{Limits, ScopeKind};
+    use sluice::management::cost;
+    use sluice::management::ledger::{Check, LocalLedger};
+    cost::warm_up();
+    let mut g = c.benchmark_group("budget");
+    g.bench_function("prompt_tokens/chat", |b| {
+        b.iter(|| cost::prompt_tokens(black_box(CHAT.as_bytes())))
+    });
+    let ledger = LocalLedger::default();
+    let checks = [
+        Check {
+            key: (ScopeKind::Key, "k".repeat(64)),
+            limits: Limits {
+                max_budget: Some(1e12),
+                rpm_limit: Some(u64::MAX),
+                ..Limits::default()
+            },
+        },
+        Check {
+            key: (ScopeKind::Team, "team-1".into()),
+            limits: Limits {
+                max_budget: Some(1e12),
+                ..Limits::default()
+            },
+        },
+    ];
+    g.bench_function("ledger/admit_and_settle_key_and_team", |b| {
+        b.iter(|| {
+            let hold = ledger.admit(black_box(&checks), 0.01, 1_000).unwrap();
+            ledger.settle(&hold, 0.005, 40, 1_000);
+        })
+    });
+    let table = sluice::pricing::PriceTable::load().unwrap();
+    let price = table.get("gpt-4o").cloned();
+    let usage = filters::Usage {
+        prompt_tokens: 25,
+        completion_tokens: 12,
+        total_tokens: 37,
+        prompt_tokens_details: None,
+    };
+    g.bench_function("cost_of", |b| {
+        b.iter(|| cost::cost_of(black_box(&usage), price.as_ref()))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    request_body,
+    auth_and_route,
+    responses,
+    accounting,
+    budgets
+);
 criterion_main!(benches);

@@ -208,6 +208,30 @@ async fn lifecycle(database: &str) {
     assert_eq!(ok[0]["team_id"], team_id.as_str());
     assert_eq!(ok[0]["metadata"]["user_api_key_alias"], key_alias.as_str());
     assert!((ok[0]["spend"].as_f64().unwrap() - COST).abs() < 1e-9);
+    let today = &ok[0]["startTime"].as_str().unwrap()[..10];
+    let (status, report) = admin
+        .get_json(&format!(
+            "/global/spend/report?start_date={today}&end_date={today}&group_by=team"
+        ))
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let day = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["group_by_day"] == today)
+        .expect("today in the report");
+    let ours = day["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["team_name"] == alias.as_str())
+        .expect("our team by alias");
+    assert!(
+        (ours["total_spend"].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{ours}"
+    );
+    assert_eq!(ours["metadata"][0]["model"], "gpt-4o");
     let (_, global) = admin.get_json("/global/spend").await;
     assert!(global["spend"].as_f64().unwrap() >= COST, "{global}");
 
@@ -604,6 +628,88 @@ async fn two_instances_never_overspend_a_budget() {
     assert!(
         (logged - spend).abs() < 1e-6,
         "spend logs {logged} vs spend {spend}"
+    );
+
+    // Rate limits are counted across both instances too.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"rpm_limit": 3}))
+        .await;
+    let limited = k["key"].as_str().unwrap().to_string();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(
+            as_key(gw, &limited)
+                .post_json("/v1/chat/completions", &chat())
+                .await
+                .0,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    // A block on one instance takes effect on the other within a second.
+    let (_, _, k) = admin.post_json("/key/generate", &json!({})).await;
+    let other = k["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        as_key(&b, &other)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        200
+    );
+    let blocked_at = Instant::now();
+    admin.post_json("/key/block", &json!({"key": other})).await;
+    let refused = eventually(Duration::from_secs(2), || async {
+        let (s, _, _) = as_key(&b, &other)
+            .post_json("/v1/chat/completions", &chat())
+            .await;
+        (s == 401).then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "instance B still accepts a key blocked on A"
+    );
+    assert!(
+        blocked_at.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        blocked_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn per_model_limits_on_a_key() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let (s, _, k) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"model_rpm_limit": {"text-embedding": 1}, "model_max_budget": {"gpt-4o": {"budget_limit": 0.05, "time_period": "1d"}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{k}");
+    let user = as_key(&gw, k["key"].as_str().unwrap());
+    let embed = json!({"model": "text-embedding", "input": "x"});
+    assert_eq!(user.post_json("/v1/embeddings", &embed).await.0, 200);
+    let (s, _, b) = user.post_json("/v1/embeddings", &embed).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(error_message(&b, 429).contains("model_per_key"), "{b}");
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        error_message(&b, 400).contains("exceeded budget for model=gpt-4o"),
+        "{b}"
     );
 }
 

@@ -124,6 +124,7 @@ async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         ("/budget/info", _, _) => budget_info(m, c).await,
         ("/spend/logs", true, _) => spend_logs(m, c.query).await,
         ("/global/spend", true, _) => global_spend(m).await,
+        ("/global/spend/report", true, _) => global_spend_report(m, c.query).await,
         _ => {
             if let Some(id) = path
                 .strip_prefix("/key/")
@@ -1373,6 +1374,68 @@ async fn spend_logs(m: &Arc<Management>, query: Option<&str>) -> Answer {
 async fn global_spend(m: &Arc<Management>) -> Answer {
     let spend = m.store.total_spend(None, None).await.map_err(db_error)?;
     Ok((StatusCode::OK, json!({"spend": spend, "max_budget": null})))
+}
+
+/// `GET /global/spend/report?start_date=&end_date=&group_by=team|customer|api_key`: per day,
+/// per group, spend and tokens by model (LiteLLM's enterprise report shape).
+async fn global_spend_report(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let (Some(start), Some(end)) = (date_ms(query, "start_date")?, date_ms(query, "end_date")?)
+    else {
+        return Err(bad("start_date and end_date are required (YYYY-MM-DD)"));
+    };
+    let group_by = query_param(query, "group_by").unwrap_or_else(|| "team".into());
+    let (list_field, name_field) = match group_by.as_str() {
+        "team" => ("teams", "team_name"),
+        "customer" => ("customers", "customer"),
+        "api_key" => ("api_keys", "api_key"),
+        _ => return Err(bad("group_by must be team, customer or api_key")),
+    };
+    let rows = m
+        .store
+        .spend_report(start, end + 86_400_000, &group_by)
+        .await
+        .map_err(db_error)?;
+    let mut team_names: std::collections::HashMap<String, String> = Default::default();
+    let mut days: Vec<(i64, Vec<(String, f64, Vec<Value>)>)> = Vec::new();
+    for (day, group, model, spend, tokens) in rows {
+        let name = if group_by == "team" && !group.is_empty() {
+            if !team_names.contains_key(&group) {
+                let alias = m
+                    .store
+                    .get(Kind::Team, &group)
+                    .await
+                    .map_err(db_error)?
+                    .and_then(|t| t.alias);
+                team_names.insert(group.clone(), alias.unwrap_or_else(|| group.clone()));
+            }
+            team_names[&group].clone()
+        } else {
+            group
+        };
+        if days.last().is_none_or(|(d, _)| *d != day) {
+            days.push((day, Vec::new()));
+        }
+        let groups = &mut days.last_mut().expect("pushed above").1;
+        if groups.last().is_none_or(|(g, _, _)| *g != name) {
+            groups.push((name, 0.0, Vec::new()));
+        }
+        let g = groups.last_mut().expect("pushed above");
+        g.1 += spend;
+        g.2.push(json!({"model": model, "spend": spend, "total_tokens": tokens}));
+    }
+    let out: Vec<Value> = days
+        .into_iter()
+        .map(|(day, groups)| {
+            let groups: Vec<Value> = groups
+                .into_iter()
+                .map(|(name, total, metadata)| {
+                    json!({name_field: name, "total_spend": total, "metadata": metadata})
+                })
+                .collect();
+            json!({"group_by_day": iso(day * 86_400_000)[..10].to_string(), list_field: groups})
+        })
+        .collect();
+    Ok((StatusCode::OK, Value::Array(out)))
 }
 
 #[cfg(test)]

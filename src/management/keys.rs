@@ -21,7 +21,8 @@ const MAX_KEYS: u64 = 100_000;
 #[derive(Clone)]
 enum Cached {
     Key(Arc<KeyIdentity>),
-    Refused(ApiError),
+    /// Blocked key or team: the error, and the team it depends on.
+    Refused(ApiError, Option<String>),
 }
 
 /// Resolved keys and end-user budgets.
@@ -31,6 +32,9 @@ pub struct KeyCache {
     /// drops its hash through the change feed.
     unknown: Cache<String, ()>,
     end_users: Cache<String, Option<Limits>>,
+    /// The last identity of every key dropped from `keys` because something changed: served
+    /// only while the database cannot be asked (`allow_requests_on_db_unavailable`).
+    last_known: Cache<String, Arc<KeyIdentity>>,
 }
 
 impl Default for KeyCache {
@@ -48,17 +52,41 @@ impl KeyCache {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             end_users: Cache::new(MAX_KEYS),
+            last_known: Cache::new(MAX_KEYS),
+        }
+    }
+
+    fn drop_key(&self, token: &str) {
+        if let Some(Cached::Key(id)) = self.keys.remove(token) {
+            self.last_known.insert(token.to_string(), id);
         }
     }
 
     pub fn invalidate(&self, kind: Kind, id: &str) {
         match kind {
             Kind::Key => {
-                self.keys.invalidate(id);
+                self.drop_key(id);
                 self.unknown.invalidate(id);
             }
-            // A team's or user's limits are copied into each of its keys' identities.
-            Kind::Team | Kind::User => self.keys.invalidate_all(),
+            // A team's or user's limits are copied into each of its keys' identities: drop
+            // those keys (a scan, but teams and users change rarely).
+            Kind::Team | Kind::User => {
+                let affected: Vec<Arc<String>> = self
+                    .keys
+                    .iter()
+                    .filter(|(_, cached)| match cached {
+                        Cached::Key(k) => match kind {
+                            Kind::Team => k.team_id.as_deref() == Some(id),
+                            _ => k.user_id.as_deref() == Some(id),
+                        },
+                        Cached::Refused(_, team) => team.as_deref() == Some(id),
+                    })
+                    .map(|(token, _)| token)
+                    .collect();
+                for token in affected {
+                    self.drop_key(&token);
+                }
+            }
             Kind::EndUser => self.end_users.invalidate(id),
             Kind::Budget => {}
         }
@@ -112,7 +140,7 @@ impl KeyResolver for StoreKeys {
         if let Some(cached) = m.keys.keys.get(&token) {
             return match cached {
                 Cached::Key(id) => check_expiry(&id).map(|()| id),
-                Cached::Refused(e) => Err(e),
+                Cached::Refused(e, _) => Err(e),
             };
         }
         if m.keys.unknown.contains_key(&token) {
@@ -146,20 +174,31 @@ impl KeyResolver for StoreKeys {
                 check_expiry(&id).map(|()| id)
             }
             Some(Ok(Some(Err(unusable)))) => {
-                let e = match unusable {
-                    Unusable::KeyBlocked => blocked_error(),
-                    Unusable::TeamBlocked(team) => ApiError::unauthorized(format!(
-                        "Authentication Error, Team={team} is blocked. Update via `/team/unblock` if you're an admin."
-                    )),
+                let (e, team) = match unusable {
+                    Unusable::KeyBlocked => (blocked_error(), None),
+                    Unusable::TeamBlocked(team) => (
+                        ApiError::unauthorized(format!(
+                            "Authentication Error, Team={team} is blocked. Update via `/team/unblock` if you're an admin."
+                        )),
+                        Some(team),
+                    ),
                 };
-                m.keys.keys.insert(token, Cached::Refused(e.clone()));
+                m.keys.keys.insert(token, Cached::Refused(e.clone(), team));
                 Err(e)
             }
-            Some(Err(e)) => {
-                tracing::error!("key lookup failed: {e}");
+            failed => {
+                if let Some(Err(e)) = failed {
+                    tracing::error!("key lookup failed: {e}");
+                }
+                // The database cannot be asked: a key this instance knew keeps working when
+                // the operator chose availability.
+                if m.settings.allow_requests_on_db_unavailable
+                    && let Some(id) = m.keys.last_known.get(&token)
+                {
+                    return check_expiry(&id).map(|()| id);
+                }
                 Err(no_db_error())
             }
-            None => Err(no_db_error()),
         }
     }
 }

@@ -473,6 +473,43 @@ impl Store {
         Ok(row.try_get::<f64, _>("s")?)
     }
 
+    /// Spend per day, group and model group between two times: `(day (Unix days), group,
+    /// model, spend, tokens)`. `group_by` is `team`, `customer` or `api_key`.
+    pub async fn spend_report(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        group_by: &str,
+    ) -> Result<Vec<(i64, String, String, f64, i64)>> {
+        let column = match group_by {
+            "customer" => "end_user",
+            "api_key" => "api_key",
+            _ => "team_id",
+        };
+        let sql = format!(
+            "SELECT start_time / 86400000 AS day, COALESCE({column}, '') AS grp, model_group AS model, \
+             SUM(spend) AS spend, CAST(SUM(total_tokens) AS BIGINT) AS tokens \
+             FROM sluice_spend_logs WHERE start_time >= $1 AND start_time < $2 \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(start_ms)
+            .bind(end_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("day")?,
+                    r.try_get("grp")?,
+                    r.try_get("model")?,
+                    r.try_get("spend")?,
+                    r.try_get("tokens")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The change feed after `seq`: `(seq, kind, id)`.
     pub async fn changes_since(&self, seq: i64) -> Result<Vec<(i64, String, String)>> {
         let rows = sqlx::query(
