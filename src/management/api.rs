@@ -1376,6 +1376,9 @@ async fn global_spend(m: &Arc<Management>) -> Answer {
     Ok((StatusCode::OK, json!({"spend": spend, "max_budget": null})))
 }
 
+/// One group of a day in the spend report: name, total, per-model rows.
+type ReportGroup = (String, f64, Vec<Value>);
+
 /// `GET /global/spend/report?start_date=&end_date=&group_by=team|customer|api_key`: per day,
 /// per group, spend and tokens by model (LiteLLM's enterprise report shape).
 async fn global_spend_report(m: &Arc<Management>, query: Option<&str>) -> Answer {
@@ -1396,7 +1399,7 @@ async fn global_spend_report(m: &Arc<Management>, query: Option<&str>) -> Answer
         .await
         .map_err(db_error)?;
     let mut team_names: std::collections::HashMap<String, String> = Default::default();
-    let mut days: Vec<(i64, Vec<(String, f64, Vec<Value>)>)> = Vec::new();
+    let mut days: Vec<(i64, Vec<ReportGroup>)> = Vec::new();
     for (day, group, model, spend, tokens) in rows {
         let name = if group_by == "team" && !group.is_empty() {
             if !team_names.contains_key(&group) {
