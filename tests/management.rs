@@ -1003,3 +1003,164 @@ async fn keys_never_reach_logs_or_spend_logs() {
         !logs.contains(&key) && !logs.contains(MASTER_KEY) && !logs.contains("sk-wrong-key-123")
     );
 }
+
+#[tokio::test]
+async fn hanging_up_on_a_stream_or_asking_for_many_choices_cannot_dodge_the_budget() {
+    use futures_util::StreamExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"max_budget": 10.0}))
+        .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    // max_tokens 50 reserves 0.5; the mock's stream uses 5 tokens (0.05) with usage at the end.
+    let body = json!({"model": "gpt-4o", "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"chunks": 5, "chunk_delay_ms": 150}});
+    let resp = user
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").unwrap();
+    assert!(!first.is_empty());
+    drop(stream);
+    // Hung up before the usage chunk: charged the reserved worst case.
+    let charged = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, &key).await;
+        (s > 0.0).then_some(s)
+    })
+    .await
+    .expect("the cut stream was charged");
+    assert!((charged - 0.5).abs() < 1e-9, "charged {charged}");
+    // A stream read to the end is charged its usage.
+    let resp = user
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("[DONE]"));
+    let total = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, &key).await;
+        ((s - 0.55).abs() < 1e-9).then_some(s)
+    })
+    .await;
+    assert!(
+        total.is_some(),
+        "full stream not charged 0.05: {}",
+        key_spend(&admin, &key).await
+    );
+
+    // n = 8 completions reserve eight outputs: over a 0.3 budget although one would fit.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"max_budget": 0.3}))
+        .await;
+    let small = as_key(&gw, k["key"].as_str().unwrap());
+    let mut many = chat();
+    many["n"] = json!(8);
+    let (s, _, b) = small.post_json("/v1/chat/completions", &many).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["type"], "budget_exceeded");
+    assert_eq!(
+        small.post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn regenerate_unsupported_fields_and_unchanged_windows() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let (_, _, k) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"key_alias": unique("regen"), "budget_duration": "30d", "max_budget": 5.0}),
+        )
+        .await;
+    let old = k["key"].as_str().unwrap().to_string();
+    let reset_at = k["budget_reset_at"].clone();
+    assert!(reset_at.is_string(), "{k}");
+    assert_eq!(
+        as_key(&gw, &old)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        200
+    );
+    eventually(Duration::from_secs(5), || async {
+        ((key_spend(&admin, &old).await - COST).abs() < 1e-9).then_some(())
+    })
+    .await
+    .expect("spend written");
+
+    // Resending the same budget_duration keeps the window.
+    let (s, _, updated) = admin
+        .post_json(
+            "/key/update",
+            &json!({"key": old, "budget_duration": "30d", "max_budget": 6.0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{updated}");
+    assert_eq!(updated["budget_reset_at"], reset_at);
+    // A new one starts a new window.
+    let (_, _, updated) = admin
+        .post_json("/key/update", &json!({"key": old, "budget_duration": "7d"}))
+        .await;
+    assert_ne!(updated["budget_reset_at"], reset_at);
+
+    // Regenerate: a new key with the old one's spend; the old one stops working.
+    let (s, _, fresh) = admin
+        .post_json(&format!("/key/{old}/regenerate"), &json!({}))
+        .await;
+    assert_eq!(s, 200, "{fresh}");
+    let new_key = fresh["key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old);
+    assert_eq!(fresh["max_budget"], 6.0);
+    assert!((key_spend(&admin, &new_key).await - COST).abs() < 1e-9);
+    let refused = eventually(Duration::from_secs(2), || async {
+        let (s, _, _) = as_key(&gw, &old)
+            .post_json("/v1/chat/completions", &chat())
+            .await;
+        (s == 401).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the old key still works");
+    assert_eq!(
+        as_key(&gw, &new_key)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        200
+    );
+
+    // Restrictions Sluice does not enforce are refused, not silently ignored.
+    for body in [
+        json!({"allowed_routes": ["/embeddings"]}),
+        json!({"enforced_params": ["user"]}),
+    ] {
+        let (s, _, b) = admin.post_json("/key/generate", &body).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(error_message(&b, 400).contains("not supported"), "{b}");
+    }
+    // Absurd durations are refused, not wrapped around.
+    let (s, _, b) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"budget_duration": "2305843009213693952s"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    // End-user ids with NUL characters are refused before they reach a database.
+    let mut req = chat();
+    req["user"] = json!("a\u{0}b");
+    let (s, _, b) = admin.post_json("/v1/chat/completions", &req).await;
+    assert_eq!(s, 400, "{b}");
+}

@@ -169,8 +169,10 @@ pub struct ManagementSettings {
     /// Migrations at start-up (off with `DISABLE_SCHEMA_UPDATE=true` or
     /// `disable_prisma_schema_update: true`).
     pub run_migrations: bool,
-    /// How often due budget windows are reset (off with `disable_reset_budget`).
+    /// How often due budget windows are looked for.
     pub budget_reset_interval: Duration,
+    /// `disable_reset_budget`: spend is never reset when a window ends.
+    pub disable_reset_budget: bool,
     pub redis_url: Option<String>,
 }
 
@@ -642,11 +644,8 @@ impl Builder<'_> {
             batch_write_interval: Duration::from_secs_f64(batch),
             disable_spend_logs,
             run_migrations: !no_schema_update,
-            budget_reset_interval: if disable_reset {
-                Duration::from_secs(365 * 86_400)
-            } else {
-                Duration::from_secs(1)
-            },
+            budget_reset_interval: Duration::from_secs(1),
+            disable_reset_budget: disable_reset,
             redis_url,
         })
     }

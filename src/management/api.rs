@@ -181,7 +181,7 @@ fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
             Some(_) => return Err(bad(format!("{f} must be a string such as \"30d\""))),
         }
     }
-    for f in ["models", "tags", "allowed_routes"] {
+    for f in ["models", "tags"] {
         match b.get(f) {
             None | Some(Value::Null) => {}
             Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
@@ -227,6 +227,26 @@ fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
         None | Some(Value::Null) | Some(Value::Bool(_)) => {}
         Some(_) => return Err(bad("blocked must be true or false")),
     }
+    // Restrictions Sluice does not enforce yet are refused rather than stored and silently
+    // ignored: a key meant to be limited must not come out unlimited.
+    for f in [
+        "allowed_routes",
+        "enforced_params",
+        "max_budget_in_team",
+        "budget_limits",
+    ] {
+        let set = match b.get(f) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        if set {
+            return Err(bad(format!(
+                "{f} is not supported by Sluice yet; nothing was created or changed"
+            ))
+            .with_param(f));
+        }
+    }
     Ok(())
 }
 
@@ -264,7 +284,17 @@ fn new_object(id: String, data: Map<String, Value>) -> Object {
 /// Applies `budget_duration` (and `duration` for keys) from `data` onto the object.
 fn apply_windows(o: &mut Object, changed: &Map<String, Value>) {
     let now = now_ms();
+    // Only a new or changed budget_duration starts a new window: resending the same value in
+    // an update must not reset the spend window. (Updates leave `budget_duration` for this
+    // function to merge, so `o.data` still holds the previous value.)
+    let previous = o.data.get("budget_duration").cloned();
     if let Some(v) = changed.get("budget_duration") {
+        o.data.insert("budget_duration".into(), v.clone());
+    }
+    if let Some(v) = changed
+        .get("budget_duration")
+        .filter(|v| o.budget_reset_at.is_none() || previous.as_ref() != Some(*v))
+    {
         o.budget_reset_at = v
             .as_str()
             .and_then(|d| parse_span(d).ok())
@@ -488,7 +518,7 @@ async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         o.alias = string_of(&b, "key_alias");
     }
     for (k, v) in &b {
-        if !matches!(k.as_str(), "key" | "spend") {
+        if !matches!(k.as_str(), "key" | "spend" | "budget_duration") {
             o.data.insert(k.clone(), v.clone());
         }
     }
@@ -636,19 +666,23 @@ async fn key_regenerate(
     let mut o = old.clone();
     o.id = filters::auth::hash_key_hex(&raw);
     for (k, v) in &b {
-        if !matches!(k.as_str(), "key" | "new_key" | "spend" | "new_master_key") {
+        if !matches!(
+            k.as_str(),
+            "key" | "new_key" | "spend" | "new_master_key" | "budget_duration"
+        ) {
             o.data.insert(k.clone(), v.clone());
         }
     }
     o.data.insert("key_name".into(), json!(abbreviated(&raw)));
     apply_windows(&mut o, &b);
     o.updated_at = now_ms();
-    // The old row goes first: the alias moves to the new key.
+    // Spend queued for the old token is written first, so it stays with the key; then the row
+    // moves to the new token in one transaction.
+    m.flush_spend().await;
     m.store
-        .delete(Kind::Key, std::slice::from_ref(&old.id))
+        .rekey(Kind::Key, &old.id, &o)
         .await
         .map_err(db_error)?;
-    m.store.insert(Kind::Key, &o).await.map_err(db_error)?;
     let mut out = render(Kind::Key, &o);
     if let Value::Object(v) = &mut out {
         v.insert("key".into(), json!(raw));
@@ -718,7 +752,7 @@ async fn team_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .map_err(db_error)?
         .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
     for (k, v) in &b {
-        if !matches!(k.as_str(), "team_id" | "spend") {
+        if !matches!(k.as_str(), "team_id" | "spend" | "budget_duration") {
             o.data.insert(k.clone(), v.clone());
         }
     }
@@ -1011,6 +1045,8 @@ async fn user_new(m: &Arc<Management>, b: Map<String, Value>, caller: &Caller) -
         "key_alias",
         "duration",
         "send_invite_email",
+        // LiteLLM's UI login; Sluice has no UI and never stores a password.
+        "password",
     ] {
         data.remove(f);
     }
@@ -1104,7 +1140,10 @@ async fn user_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .map_err(db_error)?
         .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
     for (k, v) in &b {
-        if !matches!(k.as_str(), "user_id" | "spend" | "password") {
+        if !matches!(
+            k.as_str(),
+            "user_id" | "spend" | "password" | "budget_duration"
+        ) {
             o.data.insert(k.clone(), v.clone());
         }
     }
@@ -1222,7 +1261,7 @@ async fn customer_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .map_err(db_error)?
         .ok_or_else(|| bad(format!("End User Id={id} does not exist in db")))?;
     for (k, v) in &b {
-        if !matches!(k.as_str(), "user_id" | "spend") {
+        if !matches!(k.as_str(), "user_id" | "spend" | "budget_duration") {
             o.data.insert(k.clone(), v.clone());
         }
     }

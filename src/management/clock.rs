@@ -10,6 +10,10 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Longest duration accepted (100 years): keeps window arithmetic and ISO dates in range.
+const MAX_MILLIS: i64 = 100 * 366 * 86_400_000;
+const MAX_MONTHS: i64 = 1200;
+
 /// A `budget_duration` / `duration`: seconds, minutes, hours, days, weeks or calendar months.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Span {
@@ -29,20 +33,28 @@ pub fn parse_span(text: &str) -> Result<Span, String> {
     if n <= 0 {
         return Err(format!("invalid duration {text:?}: must be positive"));
     }
-    let second = 1000;
-    Ok(match unit {
-        "" | "s" => Span::Millis(n * second),
-        "m" => Span::Millis(n * 60 * second),
-        "h" => Span::Millis(n * 3600 * second),
-        "d" => Span::Millis(n * 86_400 * second),
-        "w" => Span::Millis(n * 7 * 86_400 * second),
-        "mo" => Span::Months(n),
+    let unit_ms: i64 = match unit {
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "mo" => {
+            if n > MAX_MONTHS {
+                return Err(format!("invalid duration {text:?}: at most 100 years"));
+            }
+            return Ok(Span::Months(n));
+        }
         _ => {
             return Err(format!(
                 "invalid duration {text:?}: unit must be s, m, h, d, w or mo"
             ));
         }
-    })
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms <= MAX_MILLIS => Ok(Span::Millis(ms)),
+        _ => Err(format!("invalid duration {text:?}: at most 100 years")),
+    }
 }
 
 impl Span {
@@ -116,7 +128,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// ISO-8601 UTC with milliseconds, as LiteLLM's JSON shows datetimes.
 pub fn iso(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // humantime renders years up to 9999; later times are clamped rather than failing.
+    let ms = ms.clamp(0, 253_402_300_799_000);
+    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -146,6 +160,11 @@ mod tests {
         assert!(parse_span("1y").is_err());
         assert!(parse_span("abc").is_err());
         assert!(parse_span("0d").is_err());
+        // Overflowing or absurd spans are refused, not wrapped.
+        assert!(parse_span("2305843009213693952s").is_err());
+        assert!(parse_span("3000000d").is_err());
+        assert!(parse_span("99999mo").is_err());
+        assert!(parse_span("36500d").is_ok());
     }
 
     #[test]

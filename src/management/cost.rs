@@ -71,12 +71,27 @@ pub fn warm_up() {
     let _ = bpe();
 }
 
-/// Tokens of the text an LLM request sends: messages (text parts; images at a fixed count),
-/// `prompt`, `input`, `system`, tools.
-pub fn prompt_tokens(body: &[u8]) -> u64 {
+/// What the worst case of a request depends on besides its output limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestShape {
+    /// Tokens of the text sent: messages (text parts; images at a fixed count), `prompt`,
+    /// `input`, `system`, tools.
+    pub prompt_tokens: u64,
+    /// Completions asked for (`n`, `best_of`): each may use the whole output limit.
+    pub choices: u64,
+}
+
+/// Most completions one request may ask for; `n` beyond this is counted as this many (the
+/// providers cap `n` lower still).
+const MAX_CHOICES: u64 = 128;
+
+pub fn request_shape(body: &[u8]) -> RequestShape {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
         // Not JSON we can read: every byte could be a token.
-        return body.len() as u64;
+        return RequestShape {
+            prompt_tokens: body.len() as u64,
+            choices: 1,
+        };
     };
     let mut total = 0;
     for field in ["messages", "prompt", "input", "system", "contents"] {
@@ -89,7 +104,21 @@ pub fn prompt_tokens(body: &[u8]) -> u64 {
             total += count_text(&v.to_string());
         }
     }
-    total
+    let choices = ["n", "best_of"]
+        .iter()
+        .filter_map(|f| req.get(*f).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .clamp(1, MAX_CHOICES);
+    RequestShape {
+        prompt_tokens: total,
+        choices,
+    }
+}
+
+/// Prompt tokens of a request body (see [`request_shape`]).
+pub fn prompt_tokens(body: &[u8]) -> u64 {
+    request_shape(body).prompt_tokens
 }
 
 fn tokens_in(v: &Value, messages: bool) -> u64 {
@@ -192,5 +221,10 @@ mod tests {
         assert!(worst >= actual);
         let image = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#;
         assert!(prompt_tokens(image) >= IMAGE_TOKENS);
+        let many = br#"{"messages":[{"role":"user","content":"hi"}],"n":8}"#;
+        assert_eq!(request_shape(many).choices, 8);
+        let absurd = br#"{"messages":[],"n":100000,"best_of":3}"#;
+        assert_eq!(request_shape(absurd).choices, MAX_CHOICES);
+        assert_eq!(request_shape(b"not json").choices, 1);
     }
 }

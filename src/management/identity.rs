@@ -113,6 +113,13 @@ pub fn build(
                 .get("time_period")
                 .and_then(Value::as_str)
                 .map(str::to_string);
+            // Windows counted from the key's creation, the same on every instance; the
+            // ledgers roll them forward.
+            entry.budget_reset_at = entry
+                .budget_duration
+                .as_deref()
+                .and_then(|d| super::clock::parse_span(d).ok())
+                .map(|span| span.after(key.created_at));
         }
     }
     for (field, rpm) in [("model_rpm_limit", true), ("model_tpm_limit", false)] {

@@ -3,6 +3,7 @@
 //! entries when a key, its team or its user changes, on every instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,9 @@ use super::{Management, clock, no_db_error};
 
 /// Keys kept in memory per instance.
 const MAX_KEYS: u64 = 100_000;
+/// A cached key is re-read after this long even when no change was seen (LiteLLM's cache TTL),
+/// a backstop for a change-feed entry missed in any way.
+const KEY_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 enum Cached {
@@ -35,6 +39,8 @@ pub struct KeyCache {
     /// The last identity of every key dropped from `keys` because something changed: served
     /// only while the database cannot be asked (`allow_requests_on_db_unavailable`).
     last_known: Cache<String, Arc<KeyIdentity>>,
+    /// Bumped by every invalidation: a lookup that raced with one does not cache its result.
+    generation: AtomicU64,
 }
 
 impl Default for KeyCache {
@@ -46,14 +52,34 @@ impl Default for KeyCache {
 impl KeyCache {
     pub fn new() -> KeyCache {
         KeyCache {
-            keys: Cache::new(MAX_KEYS),
+            keys: Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .time_to_live(KEY_TTL)
+                .build(),
             unknown: Cache::builder()
                 .max_capacity(MAX_KEYS)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
             end_users: Cache::new(MAX_KEYS),
-            last_known: Cache::new(MAX_KEYS),
+            last_known: Cache::builder()
+                .max_capacity(MAX_KEYS)
+                .support_invalidation_closures()
+                .build(),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// A key that was deleted or blocked must not come back from `last_known`.
+    pub fn forget_last_known(&self, token: &str) {
+        self.last_known.invalidate(token);
+    }
+
+    /// Last-known keys of a team that was deleted or blocked.
+    pub fn forget_team(&self, team: &str) {
+        let _ = self.last_known.invalidate_entries_if({
+            let team = team.to_string();
+            move |_, k| k.team_id.as_deref() == Some(&team)
+        });
     }
 
     fn drop_key(&self, token: &str) {
@@ -63,6 +89,7 @@ impl KeyCache {
     }
 
     pub fn invalidate(&self, kind: Kind, id: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         match kind {
             Kind::Key => {
                 self.drop_key(id);
@@ -146,6 +173,7 @@ impl KeyResolver for StoreKeys {
         if m.keys.unknown.contains_key(&token) {
             return Err(ApiError::unauthorized(INVALID_KEY_MESSAGE));
         }
+        let generation = m.keys.generation.load(Ordering::SeqCst);
         let lookup = token.clone();
         let loaded = m
             .run(move |m| async move {
@@ -165,12 +193,20 @@ impl KeyResolver for StoreKeys {
             .await;
         match loaded {
             Some(Ok(None)) => {
-                m.keys.unknown.insert(token, ());
+                m.keys.last_known.invalidate(&token);
+                if m.keys.generation.load(Ordering::SeqCst) == generation {
+                    m.keys.unknown.insert(token.clone(), ());
+                }
                 Err(ApiError::unauthorized(INVALID_KEY_MESSAGE))
             }
             Some(Ok(Some(Ok(id)))) => {
                 let id = Arc::new(id);
-                m.keys.keys.insert(token, Cached::Key(id.clone()));
+                // Cached only when no change arrived while the database was read (it may
+                // predate the change).
+                if m.keys.generation.load(Ordering::SeqCst) == generation {
+                    m.keys.keys.insert(token.clone(), Cached::Key(id.clone()));
+                }
+                m.keys.last_known.insert(token, id.clone());
                 check_expiry(&id).map(|()| id)
             }
             Some(Ok(Some(Err(unusable)))) => {
@@ -183,7 +219,10 @@ impl KeyResolver for StoreKeys {
                         Some(team),
                     ),
                 };
-                m.keys.keys.insert(token, Cached::Refused(e.clone(), team));
+                m.keys.last_known.invalidate(&token);
+                if m.keys.generation.load(Ordering::SeqCst) == generation {
+                    m.keys.keys.insert(token, Cached::Refused(e.clone(), team));
+                }
                 Err(e)
             }
             failed => {

@@ -31,6 +31,8 @@ pub struct Check {
 /// A request let through: what it holds on every owner until settled.
 #[derive(Debug, Clone, Default)]
 pub struct Hold {
+    /// Identifies the hold in Redis, so a retried settle is applied once.
+    pub id: String,
     pub accounts: Vec<AccountKey>,
     /// Reserved cost (USD) on each account.
     pub reserved: f64,
@@ -77,6 +79,16 @@ struct Account {
 
 impl Account {
     fn roll(&mut self, limits: &Limits, now_ms: i64) {
+        // The database moved the window on (its reset job, or a new budget_duration): a new
+        // window starts here too. Adopted once: the stored end then equals the database's.
+        match (self.window_end, limits.budget_reset_at) {
+            (Some(mine), Some(db)) if db > mine => {
+                self.spend = 0.0;
+                self.window_end = Some(db);
+            }
+            (None, Some(db)) => self.window_end = Some(db),
+            _ => {}
+        }
         if let (Some(end), Some(span)) = (self.window_end, span_of(limits))
             && end <= now_ms
         {

@@ -24,7 +24,7 @@ pub mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use filters::identity::{KeyIdentity, Limits, ScopeKind};
@@ -41,6 +41,12 @@ use store::{Kind, Store};
 /// How often each instance reads the change feed (and so how soon an update, block or delete
 /// on another instance takes effect).
 pub const CHANGE_POLL: Duration = Duration::from_millis(250);
+/// How far back each poll of the change feed looks (see [`Management::follow_changes`]).
+const CHANGE_LOOKBACK: i64 = 1000;
+/// Longest `user` (end-user id) accepted: it becomes a cache key and a database value.
+pub const MAX_END_USER_LEN: usize = 256;
+/// How long a request waits for Redis before it is answered 503.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The management layer's shared state.
 pub struct Management {
@@ -51,6 +57,11 @@ pub struct Management {
     redis: Option<RedisLedger>,
     pub spend: SpendQueue,
     db_up: AtomicBool,
+    /// Redis settles not finished yet (shutdown waits for them).
+    pending_settles: AtomicUsize,
+    /// One spend write at a time (the periodic writer, budget resets, shutdown): a batch
+    /// taken by one is never missed by another that finds the queue empty.
+    writing: tokio::sync::Mutex<()>,
     /// Access group name -> model groups in it (`model_info.access_groups`).
     pub access_groups: HashMap<String, HashSet<String>>,
     /// Public model names, for `/key/info` model checks.
@@ -60,8 +71,9 @@ pub struct Management {
     runtime: tokio::runtime::Runtime,
 }
 
-/// What an admitted request holds until it is settled.
-#[derive(Debug, Default)]
+/// What an admitted request holds until it is settled. Dropped without being settled (a
+/// request task that panicked or was cancelled before `logging`), it releases its hold, so a
+/// reservation or parallel-request slot is never kept for good.
 pub struct Admission {
     pub hold: Option<Hold>,
     pub key: Option<Arc<KeyIdentity>>,
@@ -69,8 +81,44 @@ pub struct Admission {
     /// Response headers from the key's limits (`x-litellm-key-spend`, `x-ratelimit-*`).
     pub headers: Vec<(&'static str, String)>,
     pub started_ms: i64,
-    /// Prompt tokens counted for the reservation (charged when usage never arrives).
+    /// Prompt tokens counted for the reservation.
     pub prompt_tokens: u64,
+    owner: Option<Arc<Management>>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("hold", &self.hold)
+            .field("key", &self.key.as_ref().map(|k| &k.token))
+            .field("end_user", &self.end_user)
+            .finish()
+    }
+}
+
+impl Admission {
+    /// An admission that holds nothing yet (master-key and open callers get one for their
+    /// spend-log row).
+    pub fn started_at(started_ms: i64) -> Admission {
+        Admission {
+            hold: None,
+            key: None,
+            end_user: None,
+            headers: Vec::new(),
+            started_ms,
+            prompt_tokens: 0,
+            owner: None,
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let (Some(hold), Some(m)) = (self.hold.take(), self.owner.take()) {
+            tracing::warn!("a request ended without being settled; releasing its hold");
+            m.book(hold, 0.0, 0, clock::now_ms());
+        }
+    }
 }
 
 /// What [`Management::settle`] needs to know about a finished request.
@@ -87,8 +135,9 @@ pub struct Outcome<'a> {
     pub api_base: &'a str,
     pub client_ip: &'a str,
     pub first_token_ms: Option<i64>,
-    /// The upstream answered (a response started): its prompt was processed.
-    pub reached_upstream: bool,
+    /// The provider may have billed more than the usage shows: the client went away after
+    /// the request was sent, or the answer was cut short or came without usage.
+    pub incomplete: bool,
 }
 
 impl Management {
@@ -146,6 +195,8 @@ impl Management {
             redis,
             spend: SpendQueue::default(),
             db_up: AtomicBool::new(db_up),
+            pending_settles: AtomicUsize::new(0),
+            writing: tokio::sync::Mutex::new(()),
             access_groups,
             model_names: config.router.public_model_names(),
             master_key_hash,
@@ -202,28 +253,41 @@ impl Management {
 
     /// Polls the change feed and drops what changed from the caches (on every instance,
     /// including the one that made the change).
+    ///
+    /// PostgreSQL numbers a change when it is inserted, not when its transaction commits, so a
+    /// slow transaction can appear behind a number already read: each poll looks back
+    /// [`CHANGE_LOOKBACK`] numbers and skips those already applied.
     async fn follow_changes(self: Arc<Self>) {
-        let mut seq = loop {
+        let mut newest = loop {
             match self.store.last_change().await {
                 Ok(s) => break s,
                 Err(_) => tokio::time::sleep(CHANGE_POLL).await,
             }
         };
+        let mut seen = std::collections::BTreeSet::new();
         loop {
             tokio::time::sleep(CHANGE_POLL).await;
-            let Ok(changes) = self.store.changes_since(seq).await else {
+            let Ok(changes) = self
+                .store
+                .changes_since(newest - CHANGE_LOOKBACK, clock::now_ms() - 30_000)
+                .await
+            else {
                 continue;
             };
-            for (s, kind, id) in changes {
-                seq = s;
+            for (seq, kind, id) in changes {
+                if seq <= newest - CHANGE_LOOKBACK || !seen.insert(seq) {
+                    continue;
+                }
+                newest = newest.max(seq);
                 if let Some(kind) = Kind::parse(&kind) {
                     self.invalidate(kind, &id).await;
                 }
             }
+            seen = seen.split_off(&(newest - CHANGE_LOOKBACK));
         }
     }
 
-    /// Drops cached state about an object and reloads its spend into the ledger.
+    /// Drops cached state about an object.
     pub async fn invalidate(&self, kind: Kind, id: &str) {
         self.keys.invalidate(kind, id);
         let scope = match kind {
@@ -233,11 +297,21 @@ impl Management {
             Kind::EndUser => ScopeKind::EndUser,
             Kind::Budget => return,
         };
-        let account = (scope, id.to_string());
         // Budget windows roll over in the ledger by themselves and admins' spend changes are
-        // pushed by the admin API; a deleted owner's counters go.
-        if let Ok(None) = self.store.get(kind, id).await {
-            self.local.forget(&account);
+        // pushed by the admin API. A deleted owner's counters go; a deleted or blocked key or
+        // team must not come back from the last-known identities during an outage.
+        let current = self.store.get(kind, id).await;
+        let gone = matches!(current, Ok(None));
+        let blocked = matches!(&current, Ok(Some(o)) if identity::bool_field(&o.data, "blocked"));
+        if gone {
+            self.local.forget(&(scope, id.to_string()));
+        }
+        if gone || blocked {
+            match kind {
+                Kind::Key => self.keys.forget_last_known(id),
+                Kind::Team => self.keys.forget_team(id),
+                _ => {}
+            }
         }
     }
 
@@ -251,6 +325,7 @@ impl Management {
 
     /// Writes what the queue holds; on failure it is put back for the next attempt.
     pub async fn flush_spend(&self) -> bool {
+        let _one_writer = self.writing.lock().await;
         let batch = self.spend.take();
         if batch.is_empty() {
             return true;
@@ -273,6 +348,9 @@ impl Management {
         let me = self.clone();
         let done = self.runtime.block_on(async move {
             tokio::time::timeout(timeout, async {
+                while me.pending_settles.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 while !me.flush_spend().await {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -287,9 +365,18 @@ impl Management {
     }
 
     async fn reset_budgets_forever(self: Arc<Self>) {
+        let mut last_prune = clock::now_ms();
         loop {
             tokio::time::sleep(self.settings.budget_reset_interval).await;
             let now = clock::now_ms();
+            if now - last_prune > 600_000 {
+                // The change feed only needs the last minutes.
+                let _ = self.store.prune_changes(now - 3_600_000).await;
+                last_prune = now;
+            }
+            if self.settings.disable_reset_budget {
+                continue;
+            }
             let Ok(due) = self.store.due_resets(now).await else {
                 continue;
             };
@@ -322,31 +409,27 @@ impl Management {
         self: &Arc<Self>,
         key: Option<&Arc<KeyIdentity>>,
         end_user: Option<&str>,
-        requested_model: &str,
+        model: (&str, &str),
         price: Option<&ModelPrice>,
         body: &[u8],
         max_tokens: Option<u64>,
         embedding: bool,
     ) -> Result<Admission, ApiError> {
+        let (requested_model, group) = model;
         let now = clock::now_ms();
-        let mut admission = Admission {
-            key: key.cloned(),
-            end_user: end_user.map(str::to_string),
-            started_ms: now,
-            ..Admission::default()
-        };
+        if let Some(user) = end_user
+            && (user.len() > MAX_END_USER_LEN || user.contains('\0'))
+        {
+            return Err(ApiError::bad_request(format!(
+                "user must be at most {MAX_END_USER_LEN} bytes without NUL characters"
+            ))
+            .with_param("user"));
+        }
+        let mut admission = Admission::started_at(now);
+        admission.key = key.cloned();
+        admission.end_user = end_user.map(str::to_string);
         let mut checks: Vec<Check> = Vec::new();
         if let Some(k) = key {
-            if let Some(expires) = k.expires_at
-                && expires <= now
-            {
-                return Err(ApiError::unauthorized(format!(
-                    "Authentication Error - Expired Key. Key Expiry time {} and current time {}",
-                    clock::iso(expires),
-                    clock::iso(now)
-                ))
-                .with_code("401"));
-            }
             for s in &k.scopes {
                 if !s.limits.is_empty() {
                     checks.push(Check {
@@ -355,12 +438,14 @@ impl Management {
                     });
                 }
             }
-            if let Some(l) = k.model_limits.get(requested_model) {
+            // Per-model limits by the name the client sent, else by the model group.
+            let per_model = k
+                .model_limits
+                .get_key_value(requested_model)
+                .or_else(|| k.model_limits.get_key_value(group));
+            if let Some((name, l)) = per_model {
                 checks.push(Check {
-                    key: (
-                        ScopeKind::KeyModel,
-                        format!("{}:{requested_model}", k.token),
-                    ),
+                    key: (ScopeKind::KeyModel, format!("{}:{name}", k.token)),
                     limits: l.clone(),
                 });
             }
@@ -391,20 +476,31 @@ impl Management {
         if checks.is_empty() {
             return Ok(admission);
         }
+        if self.settings.disable_reset_budget {
+            for c in &mut checks {
+                c.limits.budget_duration = None;
+            }
+        }
+        let key_first = checks.first().is_some_and(|c| c.key.0 == ScopeKind::Key);
         let budgeted = checks.iter().any(|c| c.limits.max_budget.is_some());
         let estimate = if budgeted {
-            let prompt = cost::prompt_tokens(body);
-            admission.prompt_tokens = prompt;
-            cost::worst_case(
-                prompt,
-                cost::output_bound(max_tokens, price, embedding),
-                price,
-            )
+            let shape = cost::request_shape(body);
+            admission.prompt_tokens = shape.prompt_tokens;
+            let output = cost::output_bound(max_tokens, price, embedding) * shape.choices;
+            cost::worst_case(shape.prompt_tokens, output, price)
         } else {
             0.0
         };
         let result = match &self.redis {
-            Some(r) => r.admit(&checks, estimate, now).await,
+            Some(r) => {
+                match tokio::time::timeout(REDIS_TIMEOUT, r.admit(&checks, estimate, now)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "timed out",
+                    ))),
+                }
+            }
             None => Ok(self.local.admit(&checks, estimate, now)),
         };
         let hold = match result {
@@ -419,9 +515,7 @@ impl Management {
                 ));
             }
         };
-        if let Some(spend) = hold.key_spend
-            && key.is_some()
-        {
+        if key_first && let Some(spend) = hold.key_spend {
             admission
                 .headers
                 .push(("x-litellm-key-spend", spend.to_string()));
@@ -447,30 +541,28 @@ impl Management {
                 .push(("x-ratelimit-limit-tokens", n.to_string()));
         }
         admission.hold = Some(hold);
+        admission.owner = Some(self.clone());
         Ok(admission)
     }
 
     /// Books a finished request: ledger, spend increments, spend-log row. Returns its cost.
-    pub fn settle(self: &Arc<Self>, admission: Admission, o: &Outcome<'_>) -> f64 {
+    pub fn settle(self: &Arc<Self>, mut admission: Admission, o: &Outcome<'_>) -> f64 {
+        let hold = admission.hold.take();
+        admission.owner = None;
         let mut cost = o.usage.map_or(0.0, |u| cost::cost_of(&u, o.price));
-        if o.usage.is_none() && o.reached_upstream && o.status < 400 {
-            // The provider processed the prompt but the usage never arrived (a broken stream):
-            // charge the counted prompt rather than nothing.
-            cost = cost::worst_case(admission.prompt_tokens, 0, o.price);
+        if o.incomplete {
+            // Whatever the provider produced before the cut is billed, and the usage that
+            // would tell is missing or partial: charge the reserved worst case (at least the
+            // counted prompt), so a client cannot stream an answer and hang up before the
+            // usage arrives to pay less.
+            let floor = hold.as_ref().map_or(0.0, |h| h.reserved);
+            let prompt = cost::worst_case(admission.prompt_tokens, 0, o.price);
+            cost = cost.max(floor).max(prompt);
         }
         let tokens = o.usage.map_or(0, |u| u.total_tokens);
         let now = clock::now_ms();
-        if let Some(hold) = &admission.hold {
-            match &self.redis {
-                Some(r) => {
-                    let r = r.clone();
-                    let hold = hold.clone();
-                    self.runtime.spawn(async move {
-                        r.settle(&hold, cost, tokens, now).await;
-                    });
-                }
-                None => self.local.settle(hold, cost, tokens, now),
-            }
+        if let Some(hold) = hold {
+            self.book(hold, cost, tokens, now);
         }
         let key = admission.key.as_deref();
         if cost > 0.0 {
@@ -516,6 +608,23 @@ impl Management {
             });
         }
         cost
+    }
+
+    /// Releases a hold and books its cost in the ledger (Redis settles run on the management
+    /// runtime and are counted, so shutdown can wait for them).
+    fn book(self: &Arc<Self>, hold: Hold, cost: f64, tokens: u64, now: i64) {
+        match &self.redis {
+            Some(r) => {
+                let r = r.clone();
+                let me = self.clone();
+                self.pending_settles.fetch_add(1, Ordering::SeqCst);
+                self.runtime.spawn(async move {
+                    r.settle(&hold, cost, tokens, now).await;
+                    me.pending_settles.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            None => self.local.settle(&hold, cost, tokens, now),
+        }
     }
 
     /// The budget of an end user (the request's `user`), from the cache or the database.

@@ -11,15 +11,17 @@ use super::clock::{Span, parse_span};
 use super::ledger::{Check, Hold, Refusal};
 
 /// Checks every owner, then reserves on all of them, or returns which check failed.
-/// ARGV: now, estimate, then per owner: max_budget, initial spend, window end from the
-/// database, window length in ms (0: none/months), max parallel, rpm, tpm ("" = none).
+/// ARGV: now, estimate, hold id, then per owner: max_budget, initial spend, window end from
+/// the database, window length in ms (0: none/months), max parallel, rpm, tpm ("" = none).
+/// The hold is recorded (for a day) so that its settle applies once.
 const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[2])
+local hold = ARGV[3]
 local minute = math.floor(now / 60000)
 local state = {}
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 7
+  local b = 3 + (i - 1) * 7
   local k = KEYS[i]
   local max, init, db_end, span = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local par, rpm, tpm = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
@@ -52,6 +54,7 @@ for i = 1, #KEYS do
   if tpm ~= '' and tokens >= tonumber(tpm) then return {'tokens', tostring(i), '', tpm} end
   state[i] = {spend, requests, tokens}
 end
+redis.call('SET', 'sluice:hold:' .. hold, 1, 'EX', 86400)
 local out = {'ok'}
 for i = 1, #KEYS do
   local k = KEYS[i]
@@ -65,8 +68,10 @@ end
 return out
 "#;
 
-/// Releases a hold and books the cost. ARGV: now, reserved, cost, tokens.
+/// Releases a hold and books the cost, once per hold. ARGV: now, reserved, cost, tokens,
+/// hold id.
 const SETTLE: &str = r#"
+if redis.call('DEL', 'sluice:hold:' .. ARGV[5]) == 0 then return 0 end
 local now = tonumber(ARGV[1])
 local minute = math.floor(now / 60000)
 for i = 1, #KEYS do
@@ -114,7 +119,11 @@ impl RedisLedger {
             redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?;
         let conn = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            client.get_connection_manager(),
+            client.get_connection_manager_with_config(
+                redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(std::time::Duration::from_secs(2))
+                    .set_response_timeout(std::time::Duration::from_secs(2)),
+            ),
         )
         .await
         .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))?
@@ -133,8 +142,9 @@ impl RedisLedger {
         estimate: f64,
         now_ms: i64,
     ) -> redis::RedisResult<Result<Hold, Refusal>> {
+        let hold_id = uuid::Uuid::new_v4().to_string();
         let mut inv = self.admit.prepare_invoke();
-        inv.arg(now_ms).arg(estimate);
+        inv.arg(now_ms).arg(estimate).arg(&hold_id);
         for c in checks {
             let l = &c.limits;
             let span = match l.budget_duration.as_deref().map(parse_span) {
@@ -184,6 +194,7 @@ impl RedisLedger {
             }));
         }
         let mut hold = Hold {
+            id: hold_id,
             reserved: estimate,
             ..Hold::default()
         };
@@ -216,7 +227,11 @@ impl RedisLedger {
         for (kind, id) in &hold.accounts {
             inv.key(account_key(*kind, id));
         }
-        inv.arg(now_ms).arg(hold.reserved).arg(cost).arg(tokens);
+        inv.arg(now_ms)
+            .arg(hold.reserved)
+            .arg(cost)
+            .arg(tokens)
+            .arg(&hold.id);
         let mut conn = self.conn.clone();
         // Retried: a lost settle would leave the reservation and the in-flight slot taken.
         for attempt in 0..5 {

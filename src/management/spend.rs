@@ -2,7 +2,7 @@
 //! drained every `proxy_batch_write_at` seconds by the management runtime (and on SIGTERM).
 //! Each instance writes only its own increments, so two instances never count a request twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use filters::identity::KeyIdentity;
 use parking_lot::Mutex;
@@ -30,7 +30,7 @@ impl Batch {
 #[derive(Debug, Default)]
 struct Pending {
     deltas: HashMap<(Kind, String), f64>,
-    logs: Vec<SpendLog>,
+    logs: VecDeque<SpendLog>,
 }
 
 /// The queue (filled from the `logging` phase).
@@ -53,10 +53,10 @@ impl SpendQueue {
     pub fn log(&self, row: SpendLog) {
         let mut p = self.pending.lock();
         if p.logs.len() >= MAX_QUEUED_LOGS {
-            p.logs.remove(0);
+            p.logs.pop_front();
             tracing::error!("spend-log queue full (database down?): dropping the oldest row");
         }
-        p.logs.push(row);
+        p.logs.push_back(row);
     }
 
     /// Everything queued so far.
@@ -68,7 +68,7 @@ impl SpendQueue {
             .collect();
         Batch {
             deltas,
-            logs: std::mem::take(&mut p.logs),
+            logs: std::mem::take(&mut p.logs).into(),
         }
     }
 
@@ -79,8 +79,11 @@ impl SpendQueue {
             *p.deltas.entry((k, id)).or_insert(0.0) += d;
         }
         let newer = std::mem::take(&mut p.logs);
-        p.logs = batch.logs;
+        p.logs = batch.logs.into();
         p.logs.extend(newer);
+        while p.logs.len() > MAX_QUEUED_LOGS {
+            p.logs.pop_front();
+        }
     }
 
     pub fn queued_logs(&self) -> usize {

@@ -287,6 +287,35 @@ impl Store {
         Ok(())
     }
 
+    /// Moves an object to a new id (a regenerated key), keeping its spend, in one transaction.
+    pub async fn rekey(&self, kind: Kind, old_id: &str, o: &Object) -> Result<()> {
+        let data = Value::Object(o.data.clone()).to_string();
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE sluice_objects SET id = $3, updated_at = $4, data = $5, budget_reset_at = $6 WHERE kind = $1 AND id = $2",
+        )
+        .bind(kind.as_str())
+        .bind(old_id)
+        .bind(&o.id)
+        .bind(o.updated_at)
+        .bind(data)
+        .bind(o.budget_reset_at)
+        .execute(&mut *tx)
+        .await;
+        match moved {
+            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(_) => return Err(StoreError::Corrupt("the key disappeared".into())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict("id"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        record_change(&mut tx, kind, old_id).await?;
+        record_change(&mut tx, kind, &o.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Deletes objects; returns the ids that existed.
     pub async fn delete(&self, kind: Kind, ids: &[String]) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
@@ -368,8 +397,12 @@ impl Store {
         deltas: &[(Kind, String, f64)],
         logs: &[SpendLog],
     ) -> Result<()> {
+        // Rows are updated in one order on every instance, so two instances' batches cannot
+        // deadlock on each other's row locks.
+        let mut ordered: Vec<&(Kind, String, f64)> = deltas.iter().collect();
+        ordered.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         let mut tx = self.pool.begin().await?;
-        for (kind, id, delta) in deltas {
+        for (kind, id, delta) in ordered {
             sqlx::query("UPDATE sluice_objects SET spend = spend + $3 WHERE kind = $1 AND id = $2")
                 .bind(kind.as_str())
                 .bind(id.as_str())
@@ -511,16 +544,30 @@ impl Store {
     }
 
     /// The change feed after `seq`: `(seq, kind, id)`.
-    pub async fn changes_since(&self, seq: i64) -> Result<Vec<(i64, String, String)>> {
+    pub async fn changes_since(
+        &self,
+        seq: i64,
+        not_before_ms: i64,
+    ) -> Result<Vec<(i64, String, String)>> {
         let rows = sqlx::query(
-            "SELECT seq, kind, id FROM sluice_changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
+            "SELECT seq, kind, id FROM sluice_changes WHERE seq > $1 AND at >= $2 ORDER BY seq LIMIT 10000",
         )
         .bind(seq)
+        .bind(not_before_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("seq")?, r.try_get("kind")?, r.try_get("id")?)))
             .collect()
+    }
+
+    /// Drops change-feed rows older than `before_ms` (every instance has read them).
+    pub async fn prune_changes(&self, before_ms: i64) -> Result<()> {
+        sqlx::query("DELETE FROM sluice_changes WHERE at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The newest change number (where a new instance starts following the feed).

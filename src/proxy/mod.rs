@@ -304,7 +304,7 @@ async fn admit(
         .admit(
             key,
             view.user.as_deref(),
-            &plan.group,
+            (&plan.requested_model, &plan.group),
             price,
             body,
             view.max_tokens,
@@ -374,11 +374,9 @@ fn settle(app: &App, session: &Session, ctx: &mut Ctx) {
         if let (Some(m), true) = (&app.management, ctx.cx.endpoint().is_llm()) {
             // Master-key and open callers: spend log only (no owner to charge).
             if ctx.record.deployment.is_some() {
-                let admission = crate::management::Admission {
-                    started_ms: crate::management::clock::now_ms()
-                        - ctx.started.elapsed().as_millis() as i64,
-                    ..Default::default()
-                };
+                let admission = crate::management::Admission::started_at(
+                    crate::management::clock::now_ms() - ctx.started.elapsed().as_millis() as i64,
+                );
                 settle_with(app, m, session, ctx, admission);
             }
         }
@@ -407,6 +405,11 @@ fn settle_with(
         .map(|t| admission.started_ms + t.as_millis() as i64);
     let status = if r.status == 0 { 499 } else { r.status };
     let status = r.failure.map_or(status, |(s, _)| s.max(status));
+    // The provider was asked and may have billed more than the usage shows: the client went
+    // away after the request was sent, or a successful answer broke off or lacked usage.
+    let answered = r.status != 0 && r.status < 400;
+    let incomplete = (r.client_closed && r.upstream_started.is_some())
+        || (answered && (r.failure.is_some() || r.usage.is_none()));
     m.settle(
         admission,
         &crate::management::Outcome {
@@ -422,7 +425,7 @@ fn settle_with(
             api_base: deployment.map_or("", |d| d.public_api_base()),
             client_ip: &client_ip,
             first_token_ms,
-            reached_upstream: r.upstream_started.is_some() && r.status != 0,
+            incomplete,
         },
     );
 }
