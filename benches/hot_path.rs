@@ -221,22 +221,25 @@ fn budgets(c: &mut Criterion) {
     g.bench_function("prompt_tokens/chat", |b| {
         b.iter(|| cost::prompt_tokens(black_box(CHAT.as_bytes())))
     });
+    g.bench_function("quick_shape/chat", |b| {
+        b.iter(|| cost::quick_shape(black_box(CHAT.as_bytes())))
+    });
     let ledger = LocalLedger::default();
     let checks = [
         Check {
-            key: (ScopeKind::Key, "k".repeat(64)),
-            limits: Limits {
+            key: (ScopeKind::Key, "k".repeat(64).into()),
+            limits: std::sync::Arc::new(Limits {
                 max_budget: Some(1e12),
                 rpm_limit: Some(u64::MAX),
                 ..Limits::default()
-            },
+            }),
         },
         Check {
             key: (ScopeKind::Team, "team-1".into()),
-            limits: Limits {
+            limits: std::sync::Arc::new(Limits {
                 max_budget: Some(1e12),
                 ..Limits::default()
-            },
+            }),
         },
     ];
     g.bench_function("ledger/admit_and_settle_key_and_team", |b| {

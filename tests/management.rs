@@ -1164,3 +1164,196 @@ async fn regenerate_unsupported_fields_and_unchanged_windows() {
     let (s, _, b) = admin.post_json("/v1/chat/completions", &req).await;
     assert_eq!(s, 400, "{b}");
 }
+
+/// The rest of the admin API's shapes, on PostgreSQL: budgets, customers, deletes, paging.
+#[tokio::test]
+async fn budgets_customers_deletes_and_paging() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, &postgres(), "", "")).await;
+    let admin = gw.client();
+
+    // Budgets: budget_reset_at = now + duration.
+    let budget_id = unique("budget");
+    let (s, _, budget) = admin
+        .post_json(
+            "/budget/new",
+            &json!({"budget_id": budget_id, "max_budget": 0.05, "budget_duration": "1d", "rpm_limit": 100}),
+        )
+        .await;
+    assert_eq!(s, 200, "{budget}");
+    assert_eq!(budget["budget_id"], budget_id.as_str());
+    let created = sluice_time(&budget["created_at"]);
+    let reset = sluice_time(&budget["budget_reset_at"]);
+    assert!((reset - created - 86_400_000).abs() < 3_000, "{budget}");
+    let (s, info) = admin
+        .get_json(&format!("/budget/info?budget_id={budget_id}"))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(info[0]["max_budget"], 0.05);
+    let (s, _, info) = admin
+        .post_json("/budget/info", &json!({"budgets": [budget_id]}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(info.as_array().unwrap().len(), 1);
+
+    // Customers linked to a budget take its limits.
+    let customer = unique("cust");
+    let (s, _, c) = admin
+        .post_json(
+            "/end_user/new",
+            &json!({"user_id": customer, "budget_id": budget_id, "alias": "acme"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["max_budget"], 0.05);
+    assert_eq!(c["alias"], "acme");
+    let (s, _, _) = admin
+        .post_json("/customer/new", &json!({"user_id": customer}))
+        .await;
+    assert_eq!(s, 400, "duplicate customer");
+    let (s, info) = admin
+        .get_json(&format!("/customer/info?end_user_id={customer}"))
+        .await;
+    assert_eq!(s, 200, "{info}");
+    assert_eq!(info["user_id"], customer.as_str());
+    let mut req = chat();
+    req["user"] = json!(customer);
+    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
+    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 400);
+    let (s, _, updated) = admin
+        .post_json(
+            "/customer/update",
+            &json!({"user_id": customer, "max_budget": 1.0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{updated}");
+    let raised = eventually(Duration::from_secs(2), || async {
+        (admin.post_json("/v1/chat/completions", &req).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(raised.is_some(), "the raised customer budget did not apply");
+    let (s, _, _) = admin
+        .post_json("/customer/block", &json!({"user_ids": [customer]}))
+        .await;
+    assert_eq!(s, 200);
+    let blocked = eventually(Duration::from_secs(2), || async {
+        (admin.post_json("/v1/chat/completions", &req).await.0 == 400).then_some(())
+    })
+    .await;
+    assert!(blocked.is_some(), "a blocked customer kept calling");
+    let (s, list) = admin.get_json("/customer/list").await;
+    assert_eq!(s, 200);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["user_id"] == customer.as_str())
+    );
+    let (s, _, d) = admin
+        .post_json("/customer/delete", &json!({"user_ids": [customer]}))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let (s, _) = admin
+        .get_json(&format!("/customer/info?end_user_id={customer}"))
+        .await;
+    assert_eq!(s, 400);
+
+    // Paging of /key/list.
+    let team = unique("paging");
+    admin
+        .post_json("/team/new", &json!({"team_id": team}))
+        .await;
+    for _ in 0..3 {
+        admin
+            .post_json("/key/generate", &json!({"team_id": team}))
+            .await;
+    }
+    let (s, page) = admin
+        .get_json(&format!(
+            "/key/list?team_id={team}&size=2&page=2&return_full_object=true"
+        ))
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["total_count"], 3);
+    assert_eq!(page["total_pages"], 2);
+    assert_eq!(page["current_page"], 2);
+    assert_eq!(page["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(page["keys"][0]["team_id"], team.as_str());
+
+    // Deleting a team deletes its keys; deleting a user deletes theirs.
+    let key = {
+        let (_, _, k) = admin
+            .post_json("/key/generate", &json!({"team_id": team}))
+            .await;
+        k["key"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        as_key(&gw, &key)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        200
+    );
+    let (s, _, d) = admin
+        .post_json("/team/delete", &json!({"team_ids": [team]}))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["deleted_teams"], json!([team]));
+    let (s, _) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert_eq!(s, 404);
+    let gone = eventually(Duration::from_secs(2), || async {
+        (as_key(&gw, &key)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0
+            == 401)
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "a deleted team's key still works");
+    let (s, _, d) = admin
+        .post_json("/team/delete", &json!({"team_ids": [team]}))
+        .await;
+    assert_eq!(s, 404, "{d}");
+
+    let (_, _, u) = admin
+        .post_json("/user/new", &json!({"user_role": "internal_user"}))
+        .await;
+    let user_id = u["user_id"].as_str().unwrap().to_string();
+    let user_key = u["key"].as_str().unwrap().to_string();
+    let (s, _, d) = admin
+        .post_json("/user/delete", &json!({"user_ids": [user_id]}))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let (s, _) = admin
+        .get_json(&format!("/user/info?user_id={user_id}"))
+        .await;
+    assert_eq!(s, 404);
+    let gone = eventually(Duration::from_secs(2), || async {
+        (as_key(&gw, &user_key)
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0
+            == 401)
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "a deleted user's key still works");
+
+    // A proxy admin's key may manage; unknown routes under the API are 404.
+    let (_, _, a) = admin
+        .post_json("/user/new", &json!({"user_role": "proxy_admin"}))
+        .await;
+    let admin_key = as_key(&gw, a["key"].as_str().unwrap());
+    let (s, _, b) = admin_key.post_json("/team/new", &json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = admin.get_json("/key/no-such-route").await;
+    assert_eq!(s, 404);
+}
+
+/// Unix milliseconds of an ISO timestamp from the API.
+fn sluice_time(v: &Value) -> i64 {
+    let text = v.as_str().expect("timestamp");
+    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).expect("ISO time");
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

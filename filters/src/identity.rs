@@ -2,6 +2,7 @@
 //! gateway's key store; the filters read it from [`crate::Caller::Key`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// An owner a budget or rate limit belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,19 +53,20 @@ impl Limits {
     }
 }
 
-/// A budget/limit owner: kind, id, limits.
+/// A budget/limit owner: kind, id, limits (shared: every request of the key checks them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scope {
     pub kind: ScopeKind,
-    pub id: String,
-    pub limits: Limits,
+    /// The owner's id; for [`ScopeKind::KeyModel`] `<token>:<model>`.
+    pub id: Arc<str>,
+    pub limits: Arc<Limits>,
 }
 
 /// A resolved virtual key.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyIdentity {
     /// SHA-256 hex of the key (LiteLLM's `token`).
-    pub token: String,
+    pub token: Arc<str>,
     pub key_alias: Option<String>,
     pub user_id: Option<String>,
     pub team_id: Option<String>,
@@ -83,11 +85,15 @@ pub struct KeyIdentity {
     /// The owners whose budgets and limits apply, key first.
     pub scopes: Vec<Scope>,
     /// Per-model limits on this key, by model name.
-    pub model_limits: HashMap<String, Limits>,
+    pub model_limits: HashMap<String, Scope>,
     /// The key's own `max_budget`, `tpm_limit`, `rpm_limit` (for LiteLLM's response headers).
     pub key_limits: Limits,
     /// The key's free-form `metadata` (copied into spend logs).
     pub metadata: Option<String>,
+    /// The spend-log `metadata` of this key's requests, rendered once.
+    pub log_metadata: String,
+    /// `x-litellm-key-max-budget`, `-rpm-limit`, `-tpm-limit`, rendered once.
+    pub limit_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl KeyIdentity {

@@ -547,10 +547,10 @@ async fn key_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     let asked = query_param(c.query, "key");
     let token = match (&asked, caller_key(c.caller)) {
         (Some(k), _) => token_of(k),
-        (None, Some(own)) => own.token.clone(),
+        (None, Some(own)) => own.token.to_string(),
         (None, None) => return Err(bad("pass ?key=<key or hash>")),
     };
-    if !c.caller.is_admin() && caller_key(c.caller).is_none_or(|own| own.token != token) {
+    if !c.caller.is_admin() && caller_key(c.caller).is_none_or(|own| *own.token != *token) {
         return Err(forbidden(
             "You are not allowed to access this key's info. Your key can only view its own info.",
         ));

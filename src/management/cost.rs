@@ -81,6 +81,30 @@ pub struct RequestShape {
     pub choices: u64,
 }
 
+impl RequestShape {
+    /// No prompt, one completion (a request with no budget to reserve against).
+    pub const NONE: RequestShape = RequestShape {
+        prompt_tokens: 0,
+        choices: 1,
+    };
+}
+
+/// The free upper bound of a request's shape: its length in bytes as prompt tokens (a token
+/// is at least one byte of the text, and the JSON around the text is longer than the per-message
+/// framing tokens), one completion. `None` when the body may carry what the length does not
+/// bound (images, counted at a fixed size whatever their URL's length) or several completions
+/// (`n`, `best_of`): those are parsed and counted.
+pub fn quick_shape(body: &[u8]) -> Option<RequestShape> {
+    let finder = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    if finder(b"image") || finder(b"\"n\"") || finder(b"best_of") {
+        return None;
+    }
+    Some(RequestShape {
+        prompt_tokens: body.len() as u64,
+        choices: 1,
+    })
+}
+
 /// Most completions one request may ask for; `n` beyond this is counted as this many (the
 /// providers cap `n` lower still).
 const MAX_CHOICES: u64 = 128;
@@ -226,5 +250,10 @@ mod tests {
         let absurd = br#"{"messages":[],"n":100000,"best_of":3}"#;
         assert_eq!(request_shape(absurd).choices, MAX_CHOICES);
         assert_eq!(request_shape(b"not json").choices, 1);
+        // The free bound is never below the count, and steps aside for images and `n`.
+        let quick = quick_shape(body).unwrap();
+        assert!(quick.prompt_tokens >= prompt && quick.choices == 1);
+        assert_eq!(quick_shape(image), None);
+        assert_eq!(quick_shape(many), None);
     }
 }

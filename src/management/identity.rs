@@ -3,6 +3,7 @@
 //! a model (names, wildcards, access groups).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use filters::identity::{KeyIdentity, Limits, Scope, ScopeKind};
 use serde_json::{Map, Value};
@@ -76,16 +77,16 @@ pub fn build(
     let key_limits = limits_of(key);
     let mut scopes = vec![Scope {
         kind: ScopeKind::Key,
-        id: key.id.clone(),
-        limits: key_limits.clone(),
+        id: key.id.as_str().into(),
+        limits: Arc::new(key_limits.clone()),
     }];
     if let Some(t) = team {
         let limits = limits_of(t);
         if !limits.is_empty() {
             scopes.push(Scope {
                 kind: ScopeKind::Team,
-                id: t.id.clone(),
-                limits,
+                id: t.id.as_str().into(),
+                limits: Arc::new(limits),
             });
         }
     }
@@ -99,8 +100,8 @@ pub fn build(
         if !limits.is_empty() {
             scopes.push(Scope {
                 kind: ScopeKind::User,
-                id: u.id.clone(),
-                limits,
+                id: u.id.as_str().into(),
+                limits: Arc::new(limits),
             });
         }
     }
@@ -135,6 +136,17 @@ pub fn build(
             }
         }
     }
+    let model_limits: HashMap<String, Scope> = model_limits
+        .into_iter()
+        .map(|(model, limits)| {
+            let scope = Scope {
+                kind: ScopeKind::KeyModel,
+                id: format!("{}:{model}", key.id).into(),
+                limits: Arc::new(limits),
+            };
+            (model, scope)
+        })
+        .collect();
     let aliases = match key.data.get("aliases") {
         Some(Value::Object(m)) => m
             .iter()
@@ -143,8 +155,30 @@ pub fn build(
         _ => HashMap::new(),
     };
     let is_admin = user.is_some_and(|u| str_field(&u.data, "user_role") == Some("proxy_admin"));
-    Ok(KeyIdentity {
-        token: key.id.clone(),
+    let limit_headers = [
+        (
+            "x-litellm-key-max-budget",
+            key_limits.max_budget.map(|v| v.to_string()),
+        ),
+        (
+            "x-litellm-key-rpm-limit",
+            key_limits.rpm_limit.map(|v| v.to_string()),
+        ),
+        (
+            "x-litellm-key-tpm-limit",
+            key_limits.tpm_limit.map(|v| v.to_string()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        Some((
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_str(&value?).ok()?,
+        ))
+    })
+    .collect();
+    let mut identity = KeyIdentity {
+        token: key.id.as_str().into(),
         key_alias: key.alias.clone(),
         user_id: key.user_id.clone(),
         team_id: key.team_id.clone(),
@@ -161,7 +195,11 @@ pub fn build(
         model_limits,
         key_limits,
         metadata: key.data.get("metadata").map(Value::to_string),
-    })
+        log_metadata: String::new(),
+        limit_headers,
+    };
+    identity.log_metadata = super::spend::metadata_json(Some(&identity));
+    Ok(identity)
 }
 
 /// Whether `allowed` (a key's or team's `models`) lets a caller use `model` of `group`.
@@ -249,12 +287,13 @@ mod tests {
             }),
         );
         let id = build(&key, None, None).unwrap();
-        let g = &id.model_limits["gpt-4o"];
+        let g = &id.model_limits["gpt-4o"].limits;
         assert_eq!(
             (g.max_budget, g.budget_duration.as_deref(), g.rpm_limit),
             (Some(0.1), Some("1d"), Some(3))
         );
-        assert_eq!(id.model_limits["claude"].tpm_limit, Some(1000));
+        assert_eq!(id.model_limits["claude"].limits.tpm_limit, Some(1000));
+        assert_eq!(&*id.model_limits["claude"].id, "k:claude");
         assert_eq!(id.alias_for("cheap"), Some("gpt-4o-mini"));
     }
 

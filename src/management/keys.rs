@@ -35,7 +35,7 @@ pub struct KeyCache {
     /// Hashes no key has (so a flood of bad keys does not reach the database); a new key
     /// drops its hash through the change feed.
     unknown: Cache<String, ()>,
-    end_users: Cache<String, Option<Limits>>,
+    end_users: Cache<String, Option<Arc<Limits>>>,
     /// The last identity of every key dropped from `keys` because something changed: served
     /// only while the database cannot be asked (`allow_requests_on_db_unavailable`).
     last_known: Cache<String, Arc<KeyIdentity>>,
@@ -119,11 +119,11 @@ impl KeyCache {
         }
     }
 
-    pub fn end_user(&self, id: &str) -> Option<Option<Limits>> {
+    pub fn end_user(&self, id: &str) -> Option<Option<Arc<Limits>>> {
         self.end_users.get(id)
     }
 
-    pub fn put_end_user(&self, id: &str, limits: Option<Limits>) {
+    pub fn put_end_user(&self, id: &str, limits: Option<Arc<Limits>>) {
         self.end_users.insert(id.to_string(), limits);
     }
 }

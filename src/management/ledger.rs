@@ -12,6 +12,7 @@
 //! (several instances sharing one Redis), see `redis_ledger.rs`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use filters::identity::{Limits, ScopeKind};
 use parking_lot::Mutex;
@@ -19,13 +20,22 @@ use parking_lot::Mutex;
 use super::clock::{Span, parse_span};
 
 /// One owner's counters key.
-pub type AccountKey = (ScopeKind, String);
+pub type AccountKey = (ScopeKind, Arc<str>);
 
 /// What one owner asks of a request.
 #[derive(Debug, Clone)]
 pub struct Check {
     pub key: AccountKey,
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
+}
+
+impl Check {
+    pub fn of(scope: &filters::identity::Scope) -> Check {
+        Check {
+            key: (scope.kind, scope.id.clone()),
+            limits: scope.limits.clone(),
+        }
+    }
 }
 
 /// A request let through: what it holds on every owner until settled.
@@ -114,7 +124,7 @@ fn span_of(limits: &Limits) -> Option<Span> {
 /// The in-process ledger.
 #[derive(Debug, Default)]
 pub struct LocalLedger {
-    accounts: Mutex<HashMap<AccountKey, Account>>,
+    accounts: Mutex<HashMap<AccountKey, Account, ahash::RandomState>>,
 }
 
 impl LocalLedger {
@@ -223,7 +233,7 @@ pub fn refuse_if_over(
     {
         return Err(Refusal::Budget {
             kind,
-            id: id.clone(),
+            id: id.to_string(),
             spend,
             max_budget: max,
         });
@@ -234,7 +244,7 @@ pub fn refuse_if_over(
     {
         return Err(Refusal::Rate {
             kind,
-            id: id.clone(),
+            id: id.to_string(),
             what: "parallel_requests",
             limit: p,
             retry_after_ms: 1000,
@@ -245,7 +255,7 @@ pub fn refuse_if_over(
     {
         return Err(Refusal::Rate {
             kind,
-            id: id.clone(),
+            id: id.to_string(),
             what: "requests",
             limit: rpm,
             retry_after_ms: next_minute,
@@ -256,7 +266,7 @@ pub fn refuse_if_over(
     {
         return Err(Refusal::Rate {
             kind,
-            id: id.clone(),
+            id: id.to_string(),
             what: "tokens",
             limit: tpm,
             retry_after_ms: next_minute,
@@ -272,7 +282,7 @@ mod tests {
     fn check(kind: ScopeKind, id: &str, limits: Limits) -> Check {
         Check {
             key: (kind, id.into()),
-            limits,
+            limits: Arc::new(limits),
         }
     }
 
@@ -301,7 +311,7 @@ mod tests {
         for h in &held {
             ledger.settle(h, 0.1, 10, 0);
         }
-        let (spend, reserved) = ledger.spend_of(&(ScopeKind::Key, "k".into())).unwrap();
+        let (spend, reserved) = ledger.spend_of(&(ScopeKind::Key, Arc::from("k"))).unwrap();
         assert!((spend - 0.3).abs() < 1e-9 && reserved.abs() < 1e-9);
         assert!(ledger.admit(&checks, 0.3, 0).is_ok());
         assert!(ledger.admit(&checks, 0.3, 0).is_ok());
@@ -325,7 +335,7 @@ mod tests {
             }
         ));
         // The refused request reserved nothing on the key.
-        let (_, reserved) = ledger.spend_of(&(ScopeKind::Key, "k".into())).unwrap();
+        let (_, reserved) = ledger.spend_of(&(ScopeKind::Key, Arc::from("k"))).unwrap();
         assert!((reserved - 0.4).abs() < 1e-9);
     }
 
@@ -343,7 +353,7 @@ mod tests {
         assert!(ledger.admit(&checks, 0.1, 29_999).is_err());
         let hold = ledger.admit(&checks, 0.1, 30_000).unwrap();
         ledger.settle(&hold, 0.1, 0, 30_000);
-        let (spend, _) = ledger.spend_of(&(ScopeKind::Key, "k".into())).unwrap();
+        let (spend, _) = ledger.spend_of(&(ScopeKind::Key, Arc::from("k"))).unwrap();
         assert!((spend - 0.1).abs() < 1e-9);
         // Next window ends at 60 s: an injected clock far ahead resets again.
         let hold = ledger.admit(&checks, 0.1, 125_000).unwrap();

@@ -79,7 +79,7 @@ pub struct Admission {
     pub key: Option<Arc<KeyIdentity>>,
     pub end_user: Option<String>,
     /// Response headers from the key's limits (`x-litellm-key-spend`, `x-ratelimit-*`).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub started_ms: i64,
     /// Prompt tokens counted for the reservation.
     pub prompt_tokens: u64,
@@ -304,7 +304,7 @@ impl Management {
         let gone = matches!(current, Ok(None));
         let blocked = matches!(&current, Ok(Some(o)) if identity::bool_field(&o.data, "blocked"));
         if gone {
-            self.local.forget(&(scope, id.to_string()));
+            self.local.forget(&(scope, id.into()));
         }
         if gone || blocked {
             match kind {
@@ -318,7 +318,12 @@ impl Management {
     async fn write_spend_forever(self: Arc<Self>) {
         let every = self.settings.batch_write_interval;
         loop {
-            tokio::time::sleep(every).await;
+            // Every proxy_batch_write_at, or sooner when many rows are queued (a busy gateway
+            // then writes smaller batches instead of holding seconds of rows in memory).
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.spend.full.notified() => {}
+            }
             self.flush_spend().await;
         }
     }
@@ -430,46 +435,27 @@ impl Management {
         admission.end_user = end_user.map(str::to_string);
         let mut checks: Vec<Check> = Vec::new();
         if let Some(k) = key {
-            for s in &k.scopes {
-                if !s.limits.is_empty() {
-                    checks.push(Check {
-                        key: (s.kind, s.id.clone()),
-                        limits: s.limits.clone(),
-                    });
-                }
-            }
+            checks.extend(
+                k.scopes
+                    .iter()
+                    .filter(|s| !s.limits.is_empty())
+                    .map(Check::of),
+            );
             // Per-model limits by the name the client sent, else by the model group.
-            let per_model = k
+            if let Some(scope) = k
                 .model_limits
-                .get_key_value(requested_model)
-                .or_else(|| k.model_limits.get_key_value(group));
-            if let Some((name, l)) = per_model {
-                checks.push(Check {
-                    key: (ScopeKind::KeyModel, format!("{}:{name}", k.token)),
-                    limits: l.clone(),
-                });
+                .get(requested_model)
+                .or_else(|| k.model_limits.get(group))
+            {
+                checks.push(Check::of(scope));
             }
-            if let Some(v) = k.key_limits.max_budget {
-                admission
-                    .headers
-                    .push(("x-litellm-key-max-budget", v.to_string()));
-            }
-            if let Some(v) = k.key_limits.rpm_limit {
-                admission
-                    .headers
-                    .push(("x-litellm-key-rpm-limit", v.to_string()));
-            }
-            if let Some(v) = k.key_limits.tpm_limit {
-                admission
-                    .headers
-                    .push(("x-litellm-key-tpm-limit", v.to_string()));
-            }
+            admission.headers.extend(k.limit_headers.iter().cloned());
         }
         if let Some(user) = end_user
             && let Some(limits) = self.end_user_limits(user).await?
         {
             checks.push(Check {
-                key: (ScopeKind::EndUser, user.to_string()),
+                key: (ScopeKind::EndUser, user.into()),
                 limits,
             });
         }
@@ -478,31 +464,47 @@ impl Management {
         }
         if self.settings.disable_reset_budget {
             for c in &mut checks {
-                c.limits.budget_duration = None;
+                Arc::make_mut(&mut c.limits).budget_duration = None;
             }
         }
         let key_first = checks.first().is_some_and(|c| c.key.0 == ScopeKind::Key);
         let budgeted = checks.iter().any(|c| c.limits.max_budget.is_some());
-        let estimate = if budgeted {
-            let shape = cost::request_shape(body);
-            admission.prompt_tokens = shape.prompt_tokens;
-            let output = cost::output_bound(max_tokens, price, embedding) * shape.choices;
-            cost::worst_case(shape.prompt_tokens, output, price)
-        } else {
-            0.0
+        // First a bound that costs nothing: every token is at least one byte, so the body's
+        // length bounds its prompt tokens. Only when that bound is refused (the owner is near
+        // its budget) are the tokens counted, and the request tried again with the count.
+        let output_bound = cost::output_bound(max_tokens, price, embedding);
+        let (mut shape, mut counted) = match budgeted.then(|| cost::quick_shape(body)) {
+            None => (cost::RequestShape::NONE, true),
+            Some(Some(quick)) => (quick, false),
+            Some(None) => (cost::request_shape(body), true),
         };
-        let result = match &self.redis {
-            Some(r) => {
-                match tokio::time::timeout(REDIS_TIMEOUT, r.admit(&checks, estimate, now)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "timed out",
-                    ))),
+        let result = loop {
+            let estimate = if budgeted {
+                cost::worst_case(shape.prompt_tokens, output_bound * shape.choices, price)
+            } else {
+                0.0
+            };
+            let result = match &self.redis {
+                Some(r) => {
+                    match tokio::time::timeout(REDIS_TIMEOUT, r.admit(&checks, estimate, now)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(redis::RedisError::from((
+                            redis::ErrorKind::IoError,
+                            "timed out",
+                        ))),
+                    }
                 }
+                None => Ok(self.local.admit(&checks, estimate, now)),
+            };
+            if !counted && matches!(result, Ok(Err(Refusal::Budget { .. }))) {
+                shape = cost::request_shape(body);
+                counted = true;
+                continue;
             }
-            None => Ok(self.local.admit(&checks, estimate, now)),
+            break result;
         };
+        admission.prompt_tokens = shape.prompt_tokens;
         let hold = match result {
             Ok(Ok(hold)) => hold,
             Ok(Err(refusal)) => return Err(refusal_error(&refusal, requested_model)),
@@ -516,29 +518,27 @@ impl Management {
             }
         };
         if key_first && let Some(spend) = hold.key_spend {
-            admission
-                .headers
-                .push(("x-litellm-key-spend", spend.to_string()));
+            admission.headers.push(header("x-litellm-key-spend", spend));
         }
         if let Some(n) = hold.remaining_requests {
             admission
                 .headers
-                .push(("x-ratelimit-remaining-requests", n.to_string()));
+                .push(header("x-ratelimit-remaining-requests", n));
         }
         if let Some(n) = hold.rpm_limit {
             admission
                 .headers
-                .push(("x-ratelimit-limit-requests", n.to_string()));
+                .push(header("x-ratelimit-limit-requests", n));
         }
         if let Some(n) = hold.remaining_tokens {
             admission
                 .headers
-                .push(("x-ratelimit-remaining-tokens", n.to_string()));
+                .push(header("x-ratelimit-remaining-tokens", n));
         }
         if let Some(n) = hold.tpm_limit {
             admission
                 .headers
-                .push(("x-ratelimit-limit-tokens", n.to_string()));
+                .push(header("x-ratelimit-limit-tokens", n));
         }
         admission.hold = Some(hold);
         admission.owner = Some(self.clone());
@@ -584,7 +584,7 @@ impl Management {
             self.spend.log(store::SpendLog {
                 request_id: o.request_id.to_string(),
                 call_type: o.call_type.to_string(),
-                api_key: key.map_or_else(|| self.master_key_hash.clone(), |k| k.token.clone()),
+                api_key: key.map_or_else(|| self.master_key_hash.clone(), |k| k.token.to_string()),
                 spend: cost,
                 total_tokens: usage.total_tokens as i64,
                 prompt_tokens: usage.prompt_tokens as i64,
@@ -600,7 +600,7 @@ impl Management {
                 user_id: key.and_then(|k| k.user_id.clone()),
                 team_id: key.and_then(|k| k.team_id.clone()),
                 end_user: admission.end_user.clone(),
-                metadata: spend::metadata_json(key),
+                metadata: key.map_or_else(|| "{}".to_string(), |k| k.log_metadata.clone()),
                 cache_hit: "False".into(),
                 request_tags: "[]".into(),
                 requester_ip_address: o.client_ip.to_string(),
@@ -628,7 +628,7 @@ impl Management {
     }
 
     /// The budget of an end user (the request's `user`), from the cache or the database.
-    async fn end_user_limits(self: &Arc<Self>, id: &str) -> Result<Option<Limits>, ApiError> {
+    async fn end_user_limits(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Limits>>, ApiError> {
         if let Some(cached) = self.keys.end_user(id) {
             return Ok(cached);
         }
@@ -641,13 +641,13 @@ impl Management {
                 let limits = o.as_ref().and_then(|o| {
                     if identity::bool_field(&o.data, "blocked") {
                         // Blocked customers get max_budget 0.
-                        return Some(Limits {
+                        return Some(Arc::new(Limits {
                             max_budget: Some(0.0),
                             ..Limits::default()
-                        });
+                        }));
                     }
                     let l = identity::limits_of(o);
-                    (!l.is_empty()).then_some(l)
+                    (!l.is_empty()).then(|| Arc::new(l))
                 });
                 self.keys.put_end_user(id, limits.clone());
                 Ok(limits)
@@ -661,7 +661,7 @@ impl Management {
     pub async fn live_spend(&self, kind: ScopeKind, id: &str) -> Option<f64> {
         match &self.redis {
             Some(r) => r.spend_of(kind, id).await,
-            None => self.local.spend_of(&(kind, id.to_string())).map(|(s, _)| s),
+            None => self.local.spend_of(&(kind, id.into())).map(|(s, _)| s),
         }
     }
 
@@ -671,9 +671,18 @@ impl Management {
             Some(r) => r.set_spend(scope_of(kind), id, spend, reset_at).await,
             None => self
                 .local
-                .set_spend(&(scope_of(kind), id.to_string()), spend, reset_at),
+                .set_spend(&(scope_of(kind), id.into()), spend, reset_at),
         }
     }
+}
+
+/// A response header from a number.
+fn header(name: &'static str, value: impl ToString) -> (http::HeaderName, http::HeaderValue) {
+    let value = value.to_string();
+    (
+        http::HeaderName::from_static(name),
+        http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("0")),
+    )
 }
 
 fn scope_of(kind: Kind) -> ScopeKind {

@@ -171,14 +171,14 @@ impl RedisLedger {
             return Ok(Err(if what == "budget" {
                 Refusal::Budget {
                     kind: c.key.0,
-                    id: c.key.1.clone(),
+                    id: c.key.1.to_string(),
                     spend: out.get(2).and_then(|s| s.parse().ok()).unwrap_or(0.0),
                     max_budget: limit.parse().unwrap_or(0.0),
                 }
             } else {
                 Refusal::Rate {
                     kind: c.key.0,
-                    id: c.key.1.clone(),
+                    id: c.key.1.to_string(),
                     what: match what.as_str() {
                         "parallel_requests" => "parallel_requests",
                         "tokens" => "tokens",

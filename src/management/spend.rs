@@ -29,23 +29,30 @@ impl Batch {
 
 #[derive(Debug, Default)]
 struct Pending {
-    deltas: HashMap<(Kind, String), f64>,
+    /// Per kind, per id: looked up by `&str`, so adding to a known owner allocates nothing.
+    deltas: HashMap<Kind, HashMap<String, f64>>,
     logs: VecDeque<SpendLog>,
 }
+
+/// Queued rows that make the writer go before its interval is up.
+const EARLY_WRITE_ROWS: usize = 5_000;
 
 /// The queue (filled from the `logging` phase).
 #[derive(Debug, Default)]
 pub struct SpendQueue {
     pending: Mutex<Pending>,
+    /// Woken when [`EARLY_WRITE_ROWS`] rows are queued.
+    pub full: tokio::sync::Notify,
 }
 
 impl SpendQueue {
     pub fn add(&self, kind: Kind, id: &str, cost: f64) {
         let mut p = self.pending.lock();
-        match p.deltas.get_mut(&(kind, id.to_string())) {
+        let of_kind = p.deltas.entry(kind).or_default();
+        match of_kind.get_mut(id) {
             Some(d) => *d += cost,
             None => {
-                p.deltas.insert((kind, id.to_string()), cost);
+                of_kind.insert(id.to_string(), cost);
             }
         }
     }
@@ -57,6 +64,9 @@ impl SpendQueue {
             tracing::error!("spend-log queue full (database down?): dropping the oldest row");
         }
         p.logs.push_back(row);
+        if p.logs.len() == EARLY_WRITE_ROWS {
+            self.full.notify_one();
+        }
     }
 
     /// Everything queued so far.
@@ -64,7 +74,7 @@ impl SpendQueue {
         let mut p = self.pending.lock();
         let deltas = std::mem::take(&mut p.deltas)
             .into_iter()
-            .map(|((k, id), d)| (k, id, d))
+            .flat_map(|(k, ids)| ids.into_iter().map(move |(id, d)| (k, id, d)))
             .collect();
         Batch {
             deltas,
@@ -76,7 +86,7 @@ impl SpendQueue {
     pub fn put_back(&self, batch: Batch) {
         let mut p = self.pending.lock();
         for (k, id, d) in batch.deltas {
-            *p.deltas.entry((k, id)).or_insert(0.0) += d;
+            *p.deltas.entry(k).or_default().entry(id).or_insert(0.0) += d;
         }
         let newer = std::mem::take(&mut p.logs);
         p.logs = batch.logs.into();

@@ -410,7 +410,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for chunk in logs.chunks(200) {
+        // 200 rows per INSERT. On SQLite the placeholders are anonymous `?`: sqlx asks SQLite
+        // for every parameter's name, a linear search through the statement's named
+        // parameters, which made `$N` placeholders cost quadratically in the row count.
+        let rows_per_insert = 200;
+        let anonymous = self.backend == Backend::Sqlite;
+        for chunk in logs.chunks(rows_per_insert) {
             let mut sql = String::from(
                 "INSERT INTO sluice_spend_logs (request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, start_time, end_time, completion_start_time, model, model_id, model_group, custom_llm_provider, api_base, user_id, team_id, end_user, metadata, cache_hit, request_tags, requester_ip_address, status) VALUES ",
             );
@@ -423,7 +428,11 @@ impl Store {
                     if c > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", i * 23 + c + 1));
+                    if anonymous {
+                        sql.push('?');
+                    } else {
+                        sql.push_str(&format!("${}", i * 23 + c + 1));
+                    }
                 }
                 sql.push(')');
             }

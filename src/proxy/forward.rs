@@ -664,7 +664,7 @@ impl Exchange<'_> {
         }
         if let Some(a) = &ctx.record.admission {
             for (name, value) in &a.headers {
-                resp.set(HeaderName::from_static(name), value);
+                resp.set_value(name.clone(), value.clone());
             }
         }
         resp
