@@ -656,6 +656,23 @@ async fn two_instances_never_overspend_a_budget() {
         "{statuses:?}"
     );
 
+    // Keys read from the database are shared through Redis (hashed, never the raw key).
+    let mut redis_conn = redis::Client::open(test_redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cached: Option<String> = redis::cmd("GET")
+        .arg(format!("sluice:key:{token}"))
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let cached = cached.expect("the key is cached in Redis");
+    assert!(
+        cached.contains(&token) && !cached.contains(&key),
+        "{cached}"
+    );
+
     // A block on one instance takes effect on the other within a second.
     let (_, _, k) = admin.post_json("/key/generate", &json!({})).await;
     let other = k["key"].as_str().unwrap().to_string();
@@ -884,14 +901,17 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
         "  database_url: {}\n  database_connection_timeout: 2\n",
         through(&relay)
     );
-    let tolerant = Gateway::start(&config(
+    let redis = format!("  redis_url: {}\n", test_redis_url());
+    let tolerant_config = config(
         &mock,
         &database,
         "  allow_requests_on_db_unavailable: true\n",
-        "",
-    ))
-    .await;
-    let strict = Gateway::start(&config(&mock, &database, "", "")).await;
+        &redis,
+    );
+    let tolerant = Gateway::start(&tolerant_config).await;
+    let strict = Gateway::start(&config(&mock, &database, "", &redis)).await;
+    // An instance that never sees the key before the outage: it finds it in Redis.
+    let fresh = Gateway::start(&tolerant_config).await;
 
     let (_, _, k) = tolerant
         .client()
@@ -932,6 +952,11 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
         .await;
     assert_eq!(s, 503, "{b}");
     assert_eq!(b["error"]["type"], "no_db_connection");
+    // A key any instance read is shared through Redis: usable on an instance that never saw it.
+    let (s, _, b) = as_key(&fresh, &key)
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(s, 200, "{b}");
     // The strict instance refuses clearly.
     let (s, _, b) = as_key(&strict, &key)
         .post_json("/v1/chat/completions", &chat())
@@ -953,11 +978,11 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
         .await;
         assert!(up.is_some(), "readiness never recovered");
     }
-    // Spend incurred during the outage is written once the database is back: 3 calls.
+    // Spend incurred during the outage is written once the database is back: 4 calls.
     let admin = tolerant.client();
     let spend = eventually(Duration::from_secs(8), || async {
         let s = key_spend(&admin, &key).await;
-        ((s - 3.0 * COST).abs() < 1e-9).then_some(s)
+        ((s - 4.0 * COST).abs() < 1e-9).then_some(s)
     })
     .await;
     assert!(

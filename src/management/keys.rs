@@ -13,6 +13,7 @@ use filters::identity::{KeyIdentity, Limits};
 use moka::sync::Cache;
 
 use super::identity::{Unusable, build};
+use super::redis_ledger::CachedKey;
 use super::store::Kind;
 use super::{Management, clock, no_db_error};
 
@@ -177,6 +178,13 @@ impl KeyResolver for StoreKeys {
         let lookup = token.clone();
         let loaded = m
             .run(move |m| async move {
+                // Another instance may have read this key already (Redis, when configured).
+                let seq = m.newest_change.load(Ordering::SeqCst);
+                if let Some(r) = m.redis()
+                    && let Some(e) = r.cached_key(&lookup).await
+                {
+                    return Ok(Some(build(&e.key, e.team.as_ref(), e.user.as_ref())));
+                }
                 let Some(key) = m.store.get(Kind::Key, &lookup).await? else {
                     return Ok(None);
                 };
@@ -188,7 +196,19 @@ impl KeyResolver for StoreKeys {
                     Some(u) => m.store.get(Kind::User, u).await?,
                     None => None,
                 };
-                Ok::<_, super::store::StoreError>(Some(build(&key, team.as_ref(), user.as_ref())))
+                let built = build(&key, team.as_ref(), user.as_ref());
+                if let Some(r) = m.redis() {
+                    let entry = CachedKey {
+                        seq,
+                        team_id: key.team_id.clone(),
+                        user_id: key.user_id.clone(),
+                        key,
+                        team,
+                        user,
+                    };
+                    r.cache_key(&lookup, &entry).await;
+                }
+                Ok::<_, super::store::StoreError>(Some(built))
             })
             .await;
         match loaded {

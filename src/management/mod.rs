@@ -57,6 +57,8 @@ pub struct Management {
     redis: Option<RedisLedger>,
     pub spend: SpendQueue,
     db_up: AtomicBool,
+    /// The newest change-feed number this instance has applied (versions Redis key entries).
+    pub newest_change: std::sync::atomic::AtomicI64,
     /// Redis settles not finished yet (shutdown waits for them).
     pending_settles: AtomicUsize,
     /// One spend write at a time (the periodic writer, budget resets, shutdown): a batch
@@ -196,6 +198,7 @@ impl Management {
             spend: SpendQueue::default(),
             db_up: AtomicBool::new(db_up),
             pending_settles: AtomicUsize::new(0),
+            newest_change: std::sync::atomic::AtomicI64::new(0),
             writing: tokio::sync::Mutex::new(()),
             access_groups,
             model_names: config.router.public_model_names(),
@@ -218,6 +221,11 @@ impl Management {
         T: Send + 'static,
     {
         self.runtime.spawn(f(self.clone())).await.ok()
+    }
+
+    /// Redis, when configured (budgets, rate limits, the shared key cache).
+    pub fn redis(&self) -> Option<&RedisLedger> {
+        self.redis.as_ref()
     }
 
     pub fn db_up(&self) -> bool {
@@ -264,6 +272,7 @@ impl Management {
                 Err(_) => tokio::time::sleep(CHANGE_POLL).await,
             }
         };
+        self.newest_change.store(newest, Ordering::SeqCst);
         let mut seen = std::collections::BTreeSet::new();
         loop {
             tokio::time::sleep(CHANGE_POLL).await;
@@ -279,10 +288,16 @@ impl Management {
                     continue;
                 }
                 newest = newest.max(seq);
+                if let Some(r) = &self.redis
+                    && matches!(kind.as_str(), "key" | "team" | "user")
+                {
+                    r.bump_version(&kind, &id, seq).await;
+                }
                 if let Some(kind) = Kind::parse(&kind) {
                     self.invalidate(kind, &id).await;
                 }
             }
+            self.newest_change.store(newest, Ordering::SeqCst);
             seen = seen.split_off(&(newest - CHANGE_LOOKBACK));
         }
     }

@@ -1,4 +1,6 @@
-//! The ledger shared by several instances: one Redis hash per owner (spend, reserved, budget
+//! What several instances share through Redis: the ledger, and a second-level cache of keys.
+//!
+//! The ledger: one Redis hash per owner (spend, reserved, budget
 //! window, in-flight count, this minute's requests and tokens), checked and reserved by one Lua
 //! script, so the check-then-reserve of all owners of a request is atomic across instances
 //! (Redis runs a script without interleaving). Same semantics as [`super::ledger::LocalLedger`].
@@ -97,12 +99,63 @@ end
 return 1
 "#;
 
+/// A cached key entry: the stored key, team and user objects as read from the database, and
+/// the newest change-feed number the reading instance had applied before it read them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CachedKey {
+    pub seq: i64,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub key: super::store::Object,
+    pub team: Option<super::store::Object>,
+    pub user: Option<super::store::Object>,
+}
+
+/// Cached keys live this long (LiteLLM's cache TTL).
+const KEY_CACHE_TTL_SECS: u64 = 60;
+/// A version outlives every entry it can make stale.
+const VERSION_TTL_SECS: u64 = 2 * KEY_CACHE_TTL_SECS;
+
+/// A cached key, unless the key, its team or its user changed after the entry was read: every
+/// instance records the change-feed number of each change it applies as that object's
+/// version, and an entry read before that number is stale. (A lagging instance can only write
+/// entries that look older than they are, never newer.) ARGV: version-key prefix, token.
+const CACHED_KEY: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local ok, e = pcall(cjson.decode, v)
+if not ok then return false end
+local seq = tonumber(e['seq']) or 0
+local function newer(kind, id)
+  if id == nil or id == cjson.null then return false end
+  local x = tonumber(redis.call('GET', ARGV[1] .. kind .. ':' .. id))
+  return x ~= nil and x > seq
+end
+if newer('key', ARGV[2]) or newer('team', e['team_id']) or newer('user', e['user_id']) then
+  return false
+end
+return v
+"#;
+
+/// Raises an object's version (never lowers it). ARGV: seq, ttl.
+const BUMP_VERSION: &str = r#"
+local x = tonumber(redis.call('GET', KEYS[1]))
+if x == nil or x < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"#;
+
+const VERSION_PREFIX: &str = "sluice:ver:";
+
 #[derive(Clone)]
 pub struct RedisLedger {
     conn: ConnectionManager,
     admit: Script,
     settle: Script,
     reset: Script,
+    cached_key: Script,
+    bump_version: Script,
 }
 
 fn account_key(kind: ScopeKind, id: &str) -> String {
@@ -133,6 +186,8 @@ impl RedisLedger {
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             reset: Script::new(RESET),
+            cached_key: Script::new(CACHED_KEY),
+            bump_version: Script::new(BUMP_VERSION),
         })
     }
 
@@ -274,6 +329,47 @@ impl RedisLedger {
             .await
             .ok()?;
         v?.parse().ok()
+    }
+
+    /// The key's cached objects, when Redis has a current entry.
+    pub async fn cached_key(&self, token: &str) -> Option<CachedKey> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = self
+            .cached_key
+            .key(format!("sluice:key:{token}"))
+            .arg(VERSION_PREFIX)
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await
+            .ok()?;
+        serde_json::from_str(&v?).ok()
+    }
+
+    /// Shares a key read from the database with the other instances.
+    pub async fn cache_key(&self, token: &str, entry: &CachedKey) {
+        let Ok(json) = serde_json::to_string(entry) else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("sluice:key:{token}"))
+            .arg(json)
+            .arg("EX")
+            .arg(KEY_CACHE_TTL_SECS)
+            .query_async(&mut conn)
+            .await;
+    }
+
+    /// Records that `kind`/`id` changed at change-feed number `seq`.
+    pub async fn bump_version(&self, kind: &str, id: &str, seq: i64) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = self
+            .bump_version
+            .key(format!("{VERSION_PREFIX}{kind}:{id}"))
+            .arg(seq)
+            .arg(VERSION_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await;
     }
 
     /// Drops an owner's counters (deleted objects).

@@ -50,7 +50,7 @@ impl Kind {
 }
 
 /// One stored object.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Object {
     pub id: String,
     pub alias: Option<String>,
