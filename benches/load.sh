@@ -21,6 +21,9 @@ HARNESS_CPUS=${HARNESS_CPUS:-1}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
+# One spend-log row per request into the embedded SQLite store, as by default; false sets
+# general_settings.disable_spend_logs (spend counters stay).
+SLUICE_SPEND_LOGS=${SLUICE_SPEND_LOGS:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
 TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-anthropic sluice-vkey"}
 STREAMING=${STREAMING:-1}
@@ -123,6 +126,7 @@ litellm_settings:
   callbacks: ["prometheus"]
 general_settings:
   master_key: $KEY
+  disable_spend_logs: $([ "$SLUICE_SPEND_LOGS" = true ] && echo false || echo true)
 sluice_settings:
   threads: $PROXY_THREADS
   access_log: $SLUICE_ACCESS_LOG
