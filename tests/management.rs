@@ -467,6 +467,17 @@ async fn budgets_and_rate_limits_are_enforced() {
         "{body}"
     );
 
+    // Tokens per minute: the first call's usage uses the allowance up.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"tpm_limit": 5}))
+        .await;
+    let user = as_key(&gw, k["key"].as_str().unwrap());
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    let (s, h, b) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(h.contains_key("retry-after"));
+    assert!(error_message(&b, 429).contains("Limit type: tokens"), "{b}");
+
     // Team budget caps all its keys together.
     let (_, _, t) = admin
         .post_json("/team/new", &json!({"max_budget": 0.1}))
