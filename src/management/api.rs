@@ -514,29 +514,47 @@ async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     if b.contains_key("user_id") {
         o.user_id = string_of(&b, "user_id");
     }
-    if b.contains_key("key_alias") && str_field(&b, "key").is_some() {
-        o.alias = string_of(&b, "key_alias");
-    }
-    for (k, v) in &b {
-        if !matches!(k.as_str(), "key" | "spend" | "budget_duration") {
+    // `key_alias` names the key when no `key` is sent; with one, it renames.
+    let rename = str_field(&b, "key").is_some().then_some("key_alias");
+    write_update(m, Kind::Key, &mut o, &b, &["key"], rename).await?;
+    Ok((StatusCode::OK, render(Kind::Key, &o)))
+}
+
+/// Merges an update body into a stored object and writes it: every field but those in `keep`
+/// replaces the stored one (`budget_duration` through [`apply_windows`]); `alias_field`, when
+/// sent, renames; `spend`, when sent, sets the spend (and the ledger's).
+async fn write_update(
+    m: &Arc<Management>,
+    kind: Kind,
+    o: &mut Object,
+    b: &Map<String, Value>,
+    keep: &[&str],
+    alias_field: Option<&str>,
+) -> Result<(), ApiError> {
+    for (k, v) in b {
+        if !keep.contains(&k.as_str()) && !matches!(k.as_str(), "spend" | "budget_duration") {
             o.data.insert(k.clone(), v.clone());
         }
     }
-    apply_windows(&mut o, &b);
+    if let Some(f) = alias_field
+        && b.contains_key(f)
+    {
+        o.alias = string_of(b, f);
+    }
+    apply_windows(o, b);
     o.updated_at = now_ms();
-    let set_spend = f64_field(&b, "spend");
-    if let Some(s) = set_spend {
-        o.spend = s;
+    let set_spend = f64_field(b, "spend");
+    if let Some(spend) = set_spend {
+        o.spend = spend;
     }
     m.store
-        .update(Kind::Key, &o, set_spend.is_some())
+        .update(kind, o, set_spend.is_some())
         .await
         .map_err(db_error)?;
-    if let Some(s) = set_spend {
-        m.spend_was_set(Kind::Key, &o.id, s, o.budget_reset_at)
-            .await;
+    if let Some(spend) = set_spend {
+        m.spend_was_set(kind, &o.id, spend, o.budget_reset_at).await;
     }
-    Ok((StatusCode::OK, render(Kind::Key, &o)))
+    Ok(())
 }
 
 fn caller_key(caller: &Caller) -> Option<&Arc<KeyIdentity>> {
@@ -751,28 +769,7 @@ async fn team_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .await
         .map_err(db_error)?
         .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
-    for (k, v) in &b {
-        if !matches!(k.as_str(), "team_id" | "spend" | "budget_duration") {
-            o.data.insert(k.clone(), v.clone());
-        }
-    }
-    if b.contains_key("team_alias") {
-        o.alias = string_of(&b, "team_alias");
-    }
-    apply_windows(&mut o, &b);
-    o.updated_at = now_ms();
-    let set_spend = f64_field(&b, "spend");
-    if let Some(s) = set_spend {
-        o.spend = s;
-    }
-    m.store
-        .update(Kind::Team, &o, set_spend.is_some())
-        .await
-        .map_err(db_error)?;
-    if let Some(s) = set_spend {
-        m.spend_was_set(Kind::Team, &o.id, s, o.budget_reset_at)
-            .await;
-    }
+    write_update(m, Kind::Team, &mut o, &b, &["team_id"], Some("team_alias")).await?;
     Ok((
         StatusCode::OK,
         json!({"team_id": o.id, "data": render(Kind::Team, &o)}),
@@ -1139,31 +1136,15 @@ async fn user_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .await
         .map_err(db_error)?
         .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
-    for (k, v) in &b {
-        if !matches!(
-            k.as_str(),
-            "user_id" | "spend" | "password" | "budget_duration"
-        ) {
-            o.data.insert(k.clone(), v.clone());
-        }
-    }
-    if b.contains_key("user_email") {
-        o.alias = string_of(&b, "user_email");
-    }
-    apply_windows(&mut o, &b);
-    o.updated_at = now_ms();
-    let set_spend = f64_field(&b, "spend");
-    if let Some(s) = set_spend {
-        o.spend = s;
-    }
-    m.store
-        .update(Kind::User, &o, set_spend.is_some())
-        .await
-        .map_err(db_error)?;
-    if let Some(s) = set_spend {
-        m.spend_was_set(Kind::User, &o.id, s, o.budget_reset_at)
-            .await;
-    }
+    write_update(
+        m,
+        Kind::User,
+        &mut o,
+        &b,
+        &["user_id", "password"],
+        Some("user_email"),
+    )
+    .await?;
     Ok((StatusCode::OK, render(Kind::User, &o)))
 }
 
@@ -1260,20 +1241,7 @@ async fn customer_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         .await
         .map_err(db_error)?
         .ok_or_else(|| bad(format!("End User Id={id} does not exist in db")))?;
-    for (k, v) in &b {
-        if !matches!(k.as_str(), "user_id" | "spend" | "budget_duration") {
-            o.data.insert(k.clone(), v.clone());
-        }
-    }
-    if b.contains_key("alias") {
-        o.alias = string_of(&b, "alias");
-    }
-    apply_windows(&mut o, &b);
-    o.updated_at = now_ms();
-    m.store
-        .update(Kind::EndUser, &o, false)
-        .await
-        .map_err(db_error)?;
+    write_update(m, Kind::EndUser, &mut o, &b, &["user_id"], Some("alias")).await?;
     Ok((StatusCode::OK, render(Kind::EndUser, &o)))
 }
 
