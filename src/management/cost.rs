@@ -95,8 +95,15 @@ impl RequestShape {
 /// bound (images, counted at a fixed size whatever their URL's length) or several completions
 /// (`n`, `best_of`): those are parsed and counted.
 pub fn quick_shape(body: &[u8]) -> Option<RequestShape> {
-    let finder = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
-    if finder(b"image") || finder(b"\"n\"") || finder(b"best_of") {
+    static NEEDLES: OnceLock<[memchr::memmem::Finder<'static>; 3]> = OnceLock::new();
+    let needles = NEEDLES.get_or_init(|| {
+        [
+            memchr::memmem::Finder::new(b"image"),
+            memchr::memmem::Finder::new(b"\"n\""),
+            memchr::memmem::Finder::new(b"best_of"),
+        ]
+    });
+    if needles.iter().any(|f| f.find(body).is_some()) {
         return None;
     }
     Some(RequestShape {

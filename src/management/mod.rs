@@ -467,7 +467,7 @@ impl Management {
             admission.headers.extend(k.limit_headers.iter().cloned());
         }
         if let Some(user) = end_user
-            && let Some(limits) = self.end_user_limits(user).await?
+            && let Some(limits) = Box::pin(self.end_user_limits(user)).await?
         {
             checks.push(Check {
                 key: (ScopeKind::EndUser, user.into()),
@@ -501,8 +501,10 @@ impl Management {
             };
             let result = match &self.redis {
                 Some(r) => {
-                    match tokio::time::timeout(REDIS_TIMEOUT, r.admit(&checks, estimate, now)).await
-                    {
+                    // Boxed: the Redis call's future is large, and inline it would grow every
+                    // request's future also when Redis is not configured.
+                    let call = Box::pin(r.admit(&checks, estimate, now));
+                    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
                         Ok(r) => r,
                         Err(_) => Err(redis::RedisError::from((
                             redis::ErrorKind::IoError,
@@ -533,7 +535,9 @@ impl Management {
             }
         };
         if key_first && let Some(spend) = hold.key_spend {
-            admission.headers.push(header("x-litellm-key-spend", spend));
+            admission
+                .headers
+                .push(float_header("x-litellm-key-spend", spend));
         }
         if let Some(n) = hold.remaining_requests {
             admission
@@ -692,12 +696,21 @@ impl Management {
 }
 
 /// A response header from a number.
-fn header(name: &'static str, value: impl ToString) -> (http::HeaderName, http::HeaderValue) {
-    let value = value.to_string();
+fn header<V>(name: &'static str, value: V) -> (http::HeaderName, http::HeaderValue)
+where
+    http::HeaderValue: From<V>,
+{
     (
         http::HeaderName::from_static(name),
-        http::HeaderValue::from_str(&value).unwrap_or(http::HeaderValue::from_static("0")),
+        http::HeaderValue::from(value),
     )
+}
+
+/// A response header from a float (LiteLLM's spend headers).
+fn float_header(name: &'static str, value: f64) -> (http::HeaderName, http::HeaderValue) {
+    let value = http::HeaderValue::from_str(&value.to_string())
+        .unwrap_or(http::HeaderValue::from_static("0"));
+    (http::HeaderName::from_static(name), value)
 }
 
 fn scope_of(kind: Kind) -> ScopeKind {

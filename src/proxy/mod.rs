@@ -303,8 +303,8 @@ async fn admit(
         .first()
         .and_then(|d| app.config.deployment(d.index).price.as_ref());
     let embedding = ctx.cx.endpoint() == Endpoint::Embeddings;
-    let admission = m
-        .admit(
+    let admission = forward::boxed(|| {
+        m.admit(
             key,
             view.user.as_deref(),
             (&plan.requested_model, &plan.group),
@@ -313,7 +313,8 @@ async fn admit(
             view.max_tokens,
             embedding,
         )
-        .await?;
+    })
+    .await?;
     ctx.record.admission = Some(admission);
     Ok(())
 }
