@@ -88,9 +88,8 @@ pub struct KeyIdentity {
     pub model_limits: HashMap<String, Scope>,
     /// The key's own `max_budget`, `tpm_limit`, `rpm_limit` (for LiteLLM's response headers).
     pub key_limits: Limits,
-    /// The key's free-form `metadata` (copied into spend logs).
-    pub metadata: Option<String>,
-    /// The spend-log `metadata` of this key's requests, rendered once.
+    /// The spend-log `metadata` of this key's requests (its fields and free-form `metadata`),
+    /// rendered once.
     pub log_metadata: String,
     /// `x-litellm-key-max-budget`, `-rpm-limit`, `-tpm-limit`, rendered once.
     pub limit_headers: Vec<(http::HeaderName, http::HeaderValue)>,

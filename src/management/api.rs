@@ -376,23 +376,22 @@ fn abbreviated(raw: &str) -> String {
     format!("sk-...{tail}")
 }
 
-fn random_key() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = fastrand::Rng::with_seed(
-        u64::from_le_bytes(
-            uuid::Uuid::new_v4().as_bytes()[..8]
-                .try_into()
-                .unwrap_or([7; 8]),
-        ) ^ now_ms() as u64,
-    );
-    let mut s = String::from("sk-");
-    // 22 characters of a 64-letter alphabet: 132 bits, LiteLLM's token_urlsafe(16) length.
-    let seed = uuid::Uuid::new_v4();
-    for (i, b) in seed.as_bytes().iter().cycle().take(22).enumerate() {
-        let r = (*b as usize ^ rng.usize(..64) ^ i) % 64;
-        s.push(ALPHABET[r] as char);
-    }
-    s
+/// A new key: `sk-` and 16 bytes from the operating system's CSPRNG, URL-safe base64 (22
+/// characters), the shape of LiteLLM's `secrets.token_urlsafe(16)`.
+fn random_key() -> Result<String, ApiError> {
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            format!("no random source for a new key: {e}"),
+        )
+    })?;
+    Ok(format!(
+        "sk-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 fn string_of(b: &Map<String, Value>, f: &str) -> Option<String> {
@@ -401,6 +400,25 @@ fn string_of(b: &Map<String, Value>, f: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A team by id; 404 when there is none.
+async fn team_or_404(m: &Management, id: &str) -> Result<Object, ApiError> {
+    m.store
+        .get(Kind::Team, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))
+}
+
+/// A user by id; 404 when there is none.
+async fn user_or_404(m: &Management, id: &str) -> Result<Object, ApiError> {
+    m.store
+        .get(Kind::User, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))
+}
+
+/// A team a request names by id; 400 when there is none (key generate and update).
 async fn load_team(m: &Management, id: &str) -> Result<Object, ApiError> {
     m.store
         .get(Kind::Team, id)
@@ -418,7 +436,7 @@ async fn key_generate(m: &Arc<Management>, mut b: Map<String, Value>, caller: &C
                 "key must start with 'sk-' and be at least 8 characters",
             ));
         }
-        Some(Value::Null) | None => random_key(),
+        Some(Value::Null) | None => random_key()?,
         Some(_) => return Err(bad("key must be a string")),
     };
     let team = match string_of(&b, "team_id") {
@@ -679,7 +697,7 @@ async fn key_regenerate(
     let raw = match b.get("new_key").and_then(Value::as_str) {
         Some(k) if k.starts_with("sk-") => k.to_string(),
         Some(_) => return Err(bad("new_key must start with 'sk-'")),
-        None => random_key(),
+        None => random_key()?,
     };
     let mut o = old.clone();
     o.id = filters::auth::hash_key_hex(&raw);
@@ -763,12 +781,7 @@ async fn team_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
 async fn team_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
     let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
-    let mut o = m
-        .store
-        .get(Kind::Team, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let mut o = team_or_404(m, &id).await?;
     write_update(m, Kind::Team, &mut o, &b, &["team_id"], Some("team_alias")).await?;
     Ok((
         StatusCode::OK,
@@ -801,12 +814,7 @@ async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
             caller_key(c.caller).and_then(|k| k.team_id.clone())
         )));
     }
-    let o = m
-        .store
-        .get(Kind::Team, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let o = team_or_404(m, &id).await?;
     let keys = keys_of(m, Some(&id), None).await?;
     Ok((
         StatusCode::OK,
@@ -842,6 +850,24 @@ async fn team_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
     Ok((StatusCode::OK, Value::Array(out)))
 }
 
+/// Deletes every key of a team or a user (their keys go with them, as in LiteLLM).
+async fn delete_keys_of(
+    m: &Management,
+    team: Option<&String>,
+    user: Option<&String>,
+) -> Result<(), ApiError> {
+    let q = ListQuery {
+        team_id: team.cloned(),
+        user_id: user.cloned(),
+        limit: 100_000,
+        ..ListQuery::default()
+    };
+    let (keys, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
+    let tokens: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+    m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+    Ok(())
+}
+
 async fn team_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     let ids = list_of(&b, "team_ids");
     if ids.is_empty() {
@@ -858,14 +884,7 @@ async fn team_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         }
     }
     for id in &ids {
-        let q = ListQuery {
-            team_id: Some(id.clone()),
-            limit: 100_000,
-            ..ListQuery::default()
-        };
-        let (keys, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
-        let tokens: Vec<String> = keys.into_iter().map(|k| k.id).collect();
-        m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+        delete_keys_of(m, Some(id), None).await?;
     }
     let deleted = m.store.delete(Kind::Team, &ids).await.map_err(db_error)?;
     Ok((StatusCode::OK, json!({"deleted_teams": deleted})))
@@ -874,12 +893,7 @@ async fn team_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
 async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
     let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
-    let mut team = m
-        .store
-        .get(Kind::Team, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let mut team = team_or_404(m, &id).await?;
     let new: Vec<Value> = match b.get("member") {
         Some(Value::Array(a)) => a.clone(),
         Some(v @ Value::Object(_)) => vec![v.clone()],
@@ -962,12 +976,7 @@ async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answe
     if user_id.is_none() && email.is_none() {
         return Err(bad("user_id or user_email is required"));
     }
-    let mut team = m
-        .store
-        .get(Kind::Team, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("Team not found, passed team_id={id}")))?;
+    let mut team = team_or_404(m, &id).await?;
     let members = members_of(&team);
     let is_it = |x: &Value| {
         (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
@@ -1093,12 +1102,7 @@ async fn user_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
             caller_key(c.caller).and_then(|k| k.user_id.clone())
         )));
     }
-    let o = m
-        .store
-        .get(Kind::User, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
+    let o = user_or_404(m, &id).await?;
     let keys = keys_of(m, None, Some(&id)).await?;
     let mut teams = Vec::new();
     for t in list_of(&o.data, "teams") {
@@ -1130,12 +1134,7 @@ async fn user_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     {
         return Err(bad(format!("user_role must be one of {USER_ROLES:?}")));
     }
-    let mut o = m
-        .store
-        .get(Kind::User, &id)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found(format!("User not found, passed user_id={id}")))?;
+    let mut o = user_or_404(m, &id).await?;
     write_update(
         m,
         Kind::User,
@@ -1154,14 +1153,7 @@ async fn user_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         return Err(bad("user_ids is required"));
     }
     for id in &ids {
-        let q = ListQuery {
-            user_id: Some(id.clone()),
-            limit: 100_000,
-            ..ListQuery::default()
-        };
-        let (keys, _) = m.store.list(Kind::Key, &q).await.map_err(db_error)?;
-        let tokens: Vec<String> = keys.into_iter().map(|k| k.id).collect();
-        m.store.delete(Kind::Key, &tokens).await.map_err(db_error)?;
+        delete_keys_of(m, None, Some(id)).await?;
     }
     let deleted = m.store.delete(Kind::User, &ids).await.map_err(db_error)?;
     if deleted.is_empty() {
@@ -1379,7 +1371,7 @@ async fn spend_logs(m: &Arc<Management>, query: Option<&str>) -> Answer {
 }
 
 async fn global_spend(m: &Arc<Management>) -> Answer {
-    let spend = m.store.total_spend(None, None).await.map_err(db_error)?;
+    let spend = m.store.total_spend().await.map_err(db_error)?;
     Ok((StatusCode::OK, json!({"spend": spend, "max_budget": null})))
 }
 
@@ -1474,9 +1466,9 @@ mod tests {
 
     #[test]
     fn keys_are_hashed_and_abbreviated() {
-        let raw = random_key();
+        let raw = random_key().unwrap();
         assert!(raw.starts_with("sk-") && raw.len() == 25, "{raw}");
-        assert_ne!(random_key(), raw);
+        assert_ne!(random_key().unwrap(), raw);
         assert_eq!(token_of(&raw), filters::auth::hash_key_hex(&raw));
         assert_eq!(token_of(&token_of(&raw)), token_of(&raw));
         assert_eq!(abbreviated("sk-abcdefgh"), "sk-...efgh");

@@ -194,11 +194,10 @@ pub fn build(
         scopes,
         model_limits,
         key_limits,
-        metadata: key.data.get("metadata").map(Value::to_string),
         log_metadata: String::new(),
         limit_headers,
     };
-    identity.log_metadata = super::spend::metadata_json(Some(&identity));
+    identity.log_metadata = super::spend::metadata_json(&identity, key.data.get("metadata"));
     Ok(identity)
 }
 

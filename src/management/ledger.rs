@@ -55,6 +55,31 @@ pub struct Hold {
     pub key_spend: Option<f64>,
 }
 
+impl Hold {
+    /// Adds an owner to the hold; the first owner with an rpm (tpm) limit gives the
+    /// `x-ratelimit-*` figures, from its counts after this request.
+    pub fn take(&mut self, c: &Check, requests: u64, tokens: u64) {
+        if self.remaining_requests.is_none()
+            && let Some(rpm) = c.limits.rpm_limit
+        {
+            self.rpm_limit = Some(rpm);
+            self.remaining_requests = Some(rpm.saturating_sub(requests));
+        }
+        if self.remaining_tokens.is_none()
+            && let Some(tpm) = c.limits.tpm_limit
+        {
+            self.tpm_limit = Some(tpm);
+            self.remaining_tokens = Some(tpm.saturating_sub(tokens));
+        }
+        self.accounts.push(c.key.clone());
+    }
+}
+
+/// Milliseconds until the next rate-limit minute starts.
+pub fn until_next_minute(now_ms: i64) -> i64 {
+    (now_ms.div_euclid(60_000) + 1) * 60_000 - now_ms
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
@@ -163,19 +188,7 @@ impl LocalLedger {
             a.reserved += estimate;
             a.in_flight += 1;
             a.requests += 1;
-            if hold.remaining_requests.is_none()
-                && let Some(rpm) = c.limits.rpm_limit
-            {
-                hold.rpm_limit = Some(rpm);
-                hold.remaining_requests = Some(rpm.saturating_sub(a.requests));
-            }
-            if hold.remaining_tokens.is_none()
-                && let Some(tpm) = c.limits.tpm_limit
-            {
-                hold.tpm_limit = Some(tpm);
-                hold.remaining_tokens = Some(tpm.saturating_sub(a.tokens));
-            }
-            hold.accounts.push(c.key.clone());
+            hold.take(c, a.requests, a.tokens);
         }
         Ok(hold)
     }
@@ -238,7 +251,7 @@ pub fn refuse_if_over(
             max_budget: max,
         });
     }
-    let next_minute = (now_ms.div_euclid(60_000) + 1) * 60_000 - now_ms;
+    let next_minute = until_next_minute(now_ms);
     if let Some(p) = l.max_parallel_requests
         && in_flight >= p
     {

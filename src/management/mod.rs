@@ -305,12 +305,8 @@ impl Management {
     /// Drops cached state about an object.
     pub async fn invalidate(&self, kind: Kind, id: &str) {
         self.keys.invalidate(kind, id);
-        let scope = match kind {
-            Kind::Key => ScopeKind::Key,
-            Kind::Team => ScopeKind::Team,
-            Kind::User => ScopeKind::User,
-            Kind::EndUser => ScopeKind::EndUser,
-            Kind::Budget => return,
+        let Some(scope) = scope_of(kind) else {
+            return;
         };
         // Budget windows roll over in the ledger by themselves and admins' spend changes are
         // pushed by the admin API. A deleted owner's counters go; a deleted or blocked key or
@@ -319,7 +315,10 @@ impl Management {
         let gone = matches!(current, Ok(None));
         let blocked = matches!(&current, Ok(Some(o)) if identity::bool_field(&o.data, "blocked"));
         if gone {
-            self.local.forget(&(scope, id.into()));
+            match &self.redis {
+                Some(r) => r.forget(scope, id).await,
+                None => self.local.forget(&(scope, id.into())),
+            }
         }
         if gone || blocked {
             match kind {
@@ -415,8 +414,8 @@ impl Management {
                 if let Err(e) = self.store.reset_budget(kind, &o.id, old, next).await {
                     tracing::warn!("budget reset of {} {} failed: {e}", kind.as_str(), o.id);
                 }
-                if let Some(r) = &self.redis {
-                    r.reset_window(scope_of(kind), &o.id, next).await;
+                if let (Some(r), Some(scope)) = (&self.redis, scope_of(kind)) {
+                    r.reset_window(scope, &o.id, next).await;
                 }
             }
         }
@@ -539,25 +538,15 @@ impl Management {
                 .headers
                 .push(float_header("x-litellm-key-spend", spend));
         }
-        if let Some(n) = hold.remaining_requests {
-            admission
-                .headers
-                .push(header("x-ratelimit-remaining-requests", n));
-        }
-        if let Some(n) = hold.rpm_limit {
-            admission
-                .headers
-                .push(header("x-ratelimit-limit-requests", n));
-        }
-        if let Some(n) = hold.remaining_tokens {
-            admission
-                .headers
-                .push(header("x-ratelimit-remaining-tokens", n));
-        }
-        if let Some(n) = hold.tpm_limit {
-            admission
-                .headers
-                .push(header("x-ratelimit-limit-tokens", n));
+        for (name, value) in [
+            ("x-ratelimit-remaining-requests", hold.remaining_requests),
+            ("x-ratelimit-limit-requests", hold.rpm_limit),
+            ("x-ratelimit-remaining-tokens", hold.remaining_tokens),
+            ("x-ratelimit-limit-tokens", hold.tpm_limit),
+        ] {
+            if let Some(n) = value {
+                admission.headers.push(header(name, n));
+            }
         }
         admission.hold = Some(hold);
         admission.owner = Some(self.clone());
@@ -676,21 +665,14 @@ impl Management {
         }
     }
 
-    /// Current spend of an owner as the ledger sees it (spend + nothing reserved).
-    pub async fn live_spend(&self, kind: ScopeKind, id: &str) -> Option<f64> {
-        match &self.redis {
-            Some(r) => r.spend_of(kind, id).await,
-            None => self.local.spend_of(&(kind, id.into())).map(|(s, _)| s),
-        }
-    }
-
     /// An admin set an owner's spend (`/key/update` with `spend`, `/global/spend/reset`).
     pub async fn spend_was_set(&self, kind: Kind, id: &str, spend: f64, reset_at: Option<i64>) {
+        let Some(scope) = scope_of(kind) else {
+            return;
+        };
         match &self.redis {
-            Some(r) => r.set_spend(scope_of(kind), id, spend, reset_at).await,
-            None => self
-                .local
-                .set_spend(&(scope_of(kind), id.into()), spend, reset_at),
+            Some(r) => r.set_spend(scope, id, spend, reset_at).await,
+            None => self.local.set_spend(&(scope, id.into()), spend, reset_at),
         }
     }
 }
@@ -713,12 +695,14 @@ fn float_header(name: &'static str, value: f64) -> (http::HeaderName, http::Head
     (http::HeaderName::from_static(name), value)
 }
 
-fn scope_of(kind: Kind) -> ScopeKind {
+/// The ledger account kind of a stored object (budgets are templates, not owners).
+fn scope_of(kind: Kind) -> Option<ScopeKind> {
     match kind {
-        Kind::Key => ScopeKind::Key,
-        Kind::Team => ScopeKind::Team,
-        Kind::User => ScopeKind::User,
-        Kind::EndUser | Kind::Budget => ScopeKind::EndUser,
+        Kind::Key => Some(ScopeKind::Key),
+        Kind::Team => Some(ScopeKind::Team),
+        Kind::User => Some(ScopeKind::User),
+        Kind::EndUser => Some(ScopeKind::EndUser),
+        Kind::Budget => None,
     }
 }
 

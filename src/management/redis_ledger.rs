@@ -222,7 +222,7 @@ impl RedisLedger {
             let i: usize = out.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
             let c = &checks[i.saturating_sub(1).min(checks.len() - 1)];
             let limit = out.get(3).cloned().unwrap_or_default();
-            let next_minute = (now_ms.div_euclid(60_000) + 1) * 60_000 - now_ms;
+            let next_minute = super::ledger::until_next_minute(now_ms);
             return Ok(Err(if what == "budget" {
                 Refusal::Budget {
                     kind: c.key.0,
@@ -260,19 +260,7 @@ impl RedisLedger {
             }
             let requests: u64 = field(1).parse().unwrap_or(0);
             let tokens: u64 = field(2).parse().unwrap_or(0);
-            if hold.remaining_requests.is_none()
-                && let Some(rpm) = c.limits.rpm_limit
-            {
-                hold.rpm_limit = Some(rpm);
-                hold.remaining_requests = Some(rpm.saturating_sub(requests));
-            }
-            if hold.remaining_tokens.is_none()
-                && let Some(tpm) = c.limits.tpm_limit
-            {
-                hold.tpm_limit = Some(tpm);
-                hold.remaining_tokens = Some(tpm.saturating_sub(tokens));
-            }
-            hold.accounts.push(c.key.clone());
+            hold.take(c, requests, tokens);
         }
         Ok(Ok(hold))
     }
@@ -318,17 +306,6 @@ impl RedisLedger {
             cmd.arg("window_end").arg(w);
         }
         let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
-    }
-
-    pub async fn spend_of(&self, kind: ScopeKind, id: &str) -> Option<f64> {
-        let mut conn = self.conn.clone();
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(account_key(kind, id))
-            .arg("spend")
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        v?.parse().ok()
     }
 
     /// The key's cached objects, when Redis has a current entry.

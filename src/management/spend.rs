@@ -95,19 +95,12 @@ impl SpendQueue {
             p.logs.pop_front();
         }
     }
-
-    pub fn queued_logs(&self) -> usize {
-        self.pending.lock().logs.len()
-    }
 }
 
 /// The spend-log `metadata` column: the caller's key fields, as LiteLLM's `user_api_key_*`.
 /// Only the fields the key has, and not its hash (the row's `api_key` column holds it): a
 /// shorter row is a cheaper insert, once per request.
-pub fn metadata_json(key: Option<&KeyIdentity>) -> String {
-    let Some(k) = key else {
-        return "{}".into();
-    };
+pub fn metadata_json(k: &KeyIdentity, key_metadata: Option<&Value>) -> String {
     let mut m = serde_json::Map::new();
     for (name, value) in [
         ("user_api_key_alias", &k.key_alias),
@@ -120,11 +113,8 @@ pub fn metadata_json(key: Option<&KeyIdentity>) -> String {
             m.insert(name.into(), Value::String(v.clone()));
         }
     }
-    if let Some(meta) = &k.metadata
-        && let Ok(v) = serde_json::from_str::<Value>(meta)
-        && v.as_object().is_some_and(|o| !o.is_empty())
-    {
-        m.insert("user_api_key_metadata".into(), v);
+    if let Some(v) = key_metadata.filter(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
+        m.insert("user_api_key_metadata".into(), v.clone());
     }
     Value::Object(m).to_string()
 }

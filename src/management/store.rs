@@ -129,6 +129,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// The nullable text filters of [`Store::list`].
+const TEXT_2_TO_4: &[(u8, &str)] = &[(2, "text"), (3, "text"), (4, "text")];
+
 const OBJECT_COLUMNS: &str =
     "id, alias, user_id, team_id, spend, budget_reset_at, created_at, updated_at, data";
 
@@ -208,16 +211,9 @@ impl Store {
         row.map(|r| object_of(&r)).transpose()
     }
 
-    /// Inserts a new object; `Conflict` when its id or alias is taken.
+    /// Inserts a new object; `Conflict` when its id or alias is taken (the unique indexes
+    /// decide, atomically).
     pub async fn insert(&self, kind: Kind, o: &Object) -> Result<()> {
-        if self.get(kind, &o.id).await?.is_some() {
-            return Err(StoreError::Conflict("id"));
-        }
-        if let Some(alias) = &o.alias
-            && self.get_by_alias(kind, alias).await?.is_some()
-        {
-            return Err(StoreError::Conflict("alias"));
-        }
         let data = Value::Object(o.data.clone()).to_string();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -250,12 +246,6 @@ impl Store {
 
     /// Rewrites an object's columns and data (spend too when `with_spend`).
     pub async fn update(&self, kind: Kind, o: &Object, with_spend: bool) -> Result<()> {
-        if let Some(alias) = &o.alias
-            && let Some(other) = self.get_by_alias(kind, alias).await?
-            && other.id != o.id
-        {
-            return Err(StoreError::Conflict("alias"));
-        }
         let data = Value::Object(o.data.clone()).to_string();
         let mut tx = self.pool.begin().await?;
         let sql = if with_spend {
@@ -341,7 +331,7 @@ impl Store {
         let (user, team, alias) = (q.user_id.clone(), q.team_id.clone(), q.alias.clone());
         let total: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM sluice_objects WHERE {}",
-            self.typed(filter)
+            self.typed(filter, TEXT_2_TO_4)
         ))
         .bind(kind.as_str())
         .bind(user.clone())
@@ -352,7 +342,7 @@ impl Store {
         .try_get("n")?;
         let rows = sqlx::query(&format!(
             "SELECT {OBJECT_COLUMNS} FROM sluice_objects WHERE {} ORDER BY created_at DESC, id LIMIT $5 OFFSET $6",
-            self.typed(filter)
+            self.typed(filter, TEXT_2_TO_4)
         ))
         .bind(kind.as_str())
         .bind(user)
@@ -366,15 +356,16 @@ impl Store {
         Ok((objects, total))
     }
 
-    /// Postgres cannot infer the type of a parameter only compared with NULL; cast them.
-    fn typed(&self, sql: &str) -> String {
-        match self.backend {
-            Backend::Postgres => sql
-                .replace("$2 IS NULL", "$2::text IS NULL")
-                .replace("$3 IS NULL", "$3::text IS NULL")
-                .replace("$4 IS NULL", "$4::text IS NULL"),
-            Backend::Sqlite => sql.to_string(),
+    /// PostgreSQL cannot infer the type of a parameter that is only compared with NULL: cast
+    /// each `$n IS NULL` of `params` to its type there.
+    fn typed(&self, sql: &str, params: &[(u8, &str)]) -> String {
+        let mut sql = sql.to_string();
+        if self.backend == Backend::Postgres {
+            for (n, ty) in params {
+                sql = sql.replace(&format!("${n} IS NULL"), &format!("${n}::{ty} IS NULL"));
+            }
         }
+        sql
     }
 
     /// Sets an object's spend (admin reset) without touching the rest.
@@ -472,16 +463,17 @@ impl Store {
 
     pub async fn spend_logs(&self, q: &SpendQuery) -> Result<Vec<SpendLog>> {
         let filter = "($1 IS NULL OR request_id = $1) AND ($2 IS NULL OR api_key = $2) AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR team_id = $4) AND ($5 IS NULL OR start_time >= $5) AND ($6 IS NULL OR start_time < $6)";
-        let filter = match self.backend {
-            Backend::Postgres => filter
-                .replace("$1 IS NULL", "$1::text IS NULL")
-                .replace("$2 IS NULL", "$2::text IS NULL")
-                .replace("$3 IS NULL", "$3::text IS NULL")
-                .replace("$4 IS NULL", "$4::text IS NULL")
-                .replace("$5 IS NULL", "$5::bigint IS NULL")
-                .replace("$6 IS NULL", "$6::bigint IS NULL"),
-            Backend::Sqlite => filter.to_string(),
-        };
+        let filter = self.typed(
+            filter,
+            &[
+                (1, "text"),
+                (2, "text"),
+                (3, "text"),
+                (4, "text"),
+                (5, "bigint"),
+                (6, "bigint"),
+            ],
+        );
         let rows = sqlx::query(&format!(
             "SELECT * FROM sluice_spend_logs WHERE {filter} ORDER BY start_time DESC LIMIT $7"
         ))
@@ -497,19 +489,9 @@ impl Store {
         rows.iter().map(spend_log_of).collect()
     }
 
-    /// Total spend of all spend-log rows (optionally in a time range).
-    pub async fn total_spend(&self, start_ms: Option<i64>, end_ms: Option<i64>) -> Result<f64> {
-        let sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT COALESCE(SUM(spend), 0.0) AS s FROM sluice_spend_logs WHERE ($1::bigint IS NULL OR start_time >= $1) AND ($2::bigint IS NULL OR start_time < $2)"
-            }
-            Backend::Sqlite => {
-                "SELECT COALESCE(SUM(spend), 0.0) AS s FROM sluice_spend_logs WHERE ($1 IS NULL OR start_time >= $1) AND ($2 IS NULL OR start_time < $2)"
-            }
-        };
-        let row = sqlx::query(sql)
-            .bind(start_ms)
-            .bind(end_ms)
+    /// Total spend of all spend-log rows.
+    pub async fn total_spend(&self) -> Result<f64> {
+        let row = sqlx::query("SELECT COALESCE(SUM(spend), 0.0) AS s FROM sluice_spend_logs")
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<f64, _>("s")?)

@@ -30,6 +30,13 @@ pub struct RequestRecord {
     pub admission: Option<Admission>,
 }
 
+impl RequestRecord {
+    /// The status the client saw: 499 when no response was sent (the client went away).
+    pub fn client_status(&self) -> u16 {
+        if self.status == 0 { 499 } else { self.status }
+    }
+}
+
 /// Pingora's `CTX` for the gateway.
 pub struct Ctx {
     pub request_id: String,

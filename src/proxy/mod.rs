@@ -77,8 +77,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        settle(&self.app, session, ctx);
-        record(&self.app, session, ctx);
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        settle(&self.app, ctx, &client_ip);
+        record(&self.app, session, ctx, &client_ip);
     }
 }
 
@@ -213,20 +218,8 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
 
 /// An LLM call: read and check the body, route it, forward it.
 async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
-    let body = match body::read_bounded(session, app.config.max_request_body_bytes).await {
-        Ok(b) => b,
-        Err(body::BodyError::TooLarge(e)) => {
-            // The rest of the body is unread: the connection cannot be reused.
-            session.set_keepalive(None);
-            respond::error(session, ctx, &e).await;
-            return;
-        }
-        Err(body::BodyError::Client(why)) => {
-            tracing::debug!(request_id = %ctx.request_id, "reading the request body failed: {why}");
-            ctx.record.client_closed = true;
-            session.set_keepalive(None);
-            return;
-        }
+    let Some(body) = read_body(session, ctx, app.config.max_request_body_bytes).await else {
+        return;
     };
     let view = match RequestView::parse(&body) {
         Ok(v) => v,
@@ -259,6 +252,26 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
     }
     // Boxed to keep this future small (see `handle`).
     forward::boxed(|| forward::forward(app, session, ctx, body)).await;
+}
+
+/// Reads the request body up to `limit`; answers 413 above it. `None` when the request is
+/// over (answered, or the client went away).
+async fn read_body(session: &mut Session, ctx: &mut Ctx, limit: usize) -> Option<bytes::Bytes> {
+    match body::read_bounded(session, limit).await {
+        Ok(b) => Some(b),
+        Err(body::BodyError::TooLarge(e)) => {
+            // The rest of the body is unread: the connection cannot be reused.
+            session.set_keepalive(None);
+            respond::error(session, ctx, &e).await;
+            None
+        }
+        Err(body::BodyError::Client(why)) => {
+            tracing::debug!(request_id = %ctx.request_id, "reading the request body failed: {why}");
+            ctx.record.client_closed = true;
+            session.set_keepalive(None);
+            None
+        }
+    }
 }
 
 /// Model access, budgets and rate limits of the caller's key, team, user and end user; takes
@@ -331,18 +344,8 @@ async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
         respond::error(session, ctx, &e).await;
         return;
     };
-    let body = match body::read_bounded(session, 1024 * 1024).await {
-        Ok(b) => b,
-        Err(body::BodyError::TooLarge(e)) => {
-            session.set_keepalive(None);
-            respond::error(session, ctx, &e).await;
-            return;
-        }
-        Err(body::BodyError::Client(_)) => {
-            ctx.record.client_closed = true;
-            session.set_keepalive(None);
-            return;
-        }
+    let Some(body) = read_body(session, ctx, 1024 * 1024).await else {
+        return;
     };
     let head = session.req_header();
     let method = head.method.clone();
@@ -373,42 +376,30 @@ async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
 }
 
 /// Books the request's cost on its owners (ledger, spend queue, spend log), from `logging`.
-fn settle(app: &App, session: &Session, ctx: &mut Ctx) {
-    let (Some(m), Some(admission)) = (&app.management, ctx.record.admission.take()) else {
-        if let (Some(m), true) = (&app.management, ctx.cx.endpoint().is_llm()) {
-            // Master-key and open callers: spend log only (no owner to charge).
-            if ctx.record.deployment.is_some() {
-                let admission = crate::management::Admission::started_at(
-                    crate::management::clock::now_ms() - ctx.started.elapsed().as_millis() as i64,
-                );
-                settle_with(app, m, session, ctx, admission);
-            }
-        }
+fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) {
+    let Some(m) = &app.management else {
         return;
     };
-    settle_with(app, m, session, ctx, admission);
-}
-
-fn settle_with(
-    app: &App,
-    m: &std::sync::Arc<Management>,
-    session: &Session,
-    ctx: &Ctx,
-    admission: crate::management::Admission,
-) {
+    // A caller with nothing held (master key, open gateway) still gets its spend-log row
+    // when a deployment was chosen.
+    let admission = match ctx.record.admission.take() {
+        Some(a) => a,
+        None if ctx.cx.endpoint().is_llm() && ctx.record.deployment.is_some() => {
+            crate::management::Admission::started_at(
+                crate::management::clock::now_ms() - ctx.started.elapsed().as_millis() as i64,
+            )
+        }
+        None => return,
+    };
     let r = &ctx.record;
     let deployment = r.deployment.as_deref();
     let dc = deployment.map(|d| app.config.deployment(d.index));
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
     let first_token_ms = r
         .time_to_first_token
         .map(|t| admission.started_ms + t.as_millis() as i64);
-    let status = if r.status == 0 { 499 } else { r.status };
-    let status = r.failure.map_or(status, |(s, _)| s.max(status));
+    let status = r
+        .failure
+        .map_or(r.client_status(), |(s, _)| s.max(r.client_status()));
     // The provider was asked and may have billed more than the usage shows: the client went
     // away after the request was sent, or a successful answer broke off or lacked usage.
     let answered = r.status != 0 && r.status < 400;
@@ -427,7 +418,7 @@ fn settle_with(
             model_group: deployment.map_or("", |d| d.model_name.as_str()),
             provider: deployment.map_or("", |d| d.provider.as_str()),
             api_base: deployment.map_or("", |d| d.public_api_base()),
-            client_ip: &client_ip,
+            client_ip,
             first_token_ms,
             incomplete,
         },
@@ -459,9 +450,9 @@ async fn discard_body(session: &mut Session) {
 }
 
 /// Metrics and the access log line, from the `logging` phase.
-fn record(app: &App, session: &Session, ctx: &Ctx) {
+fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str) {
     let r = &ctx.record;
-    let status = if r.status == 0 { 499 } else { r.status };
+    let status = r.client_status();
     let total = ctx.started.elapsed();
     let head = session.req_header();
     let user_agent = head
@@ -469,11 +460,6 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
     let deployment = r.deployment.as_deref();
     let dc = deployment.map(|d| app.config.deployment(d.index));
     let litellm_model_name = dc.map_or("", |dc| dc.litellm_model_name.as_str());
@@ -487,7 +473,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
         api_key_alias: ctx.cx.caller.alias_label(),
         requested_model: r.requested_model.as_deref().unwrap_or(""),
         route: endpoint.route_label(),
-        client_ip: &client_ip,
+        client_ip,
         user_agent,
         model_id: deployment.map_or("", |d| d.id.as_str()),
         model: deployment.map_or("", |d| d.upstream_model.as_str()),
@@ -533,7 +519,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx) {
             completion_tokens,
             bytes: r.response_bytes,
             client_closed: r.client_closed,
-            client_ip: &client_ip,
+            client_ip,
         });
     }
 }
