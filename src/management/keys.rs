@@ -185,6 +185,13 @@ impl KeyResolver for StoreKeys {
                 {
                     return Ok(Some(build(&e.key, e.team.as_ref(), e.user.as_ref())));
                 }
+                // The entry's version: what this instance applied of the feed, or the newest
+                // change of the key, its team and its user when the feed has not caught up
+                // (a key used right after it was created or updated).
+                let seq = match m.redis() {
+                    Some(_) => seq.max(m.store.key_version(&lookup).await?),
+                    None => seq,
+                };
                 let Some(key) = m.store.get(Kind::Key, &lookup).await? else {
                     return Ok(None);
                 };

@@ -552,6 +552,23 @@ impl Store {
             .collect()
     }
 
+    /// The newest change number of a key, its team and its user, in one statement (one
+    /// snapshot). Read before the objects themselves, it numbers what they reflect at least:
+    /// changes to one object commit in their numbering order (each takes the object's row
+    /// first), so a read after this one sees every change up to it.
+    pub async fn key_version(&self, token: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) AS s FROM sluice_changes WHERE \
+             (kind = 'key' AND id = $1) OR \
+             (kind = 'team' AND id = (SELECT team_id FROM sluice_objects WHERE kind = 'key' AND id = $1)) OR \
+             (kind = 'user' AND id = (SELECT user_id FROM sluice_objects WHERE kind = 'key' AND id = $1))",
+        )
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("s")?)
+    }
+
     /// Drops change-feed rows older than `before_ms` (every instance has read them).
     pub async fn prune_changes(&self, before_ms: i64) -> Result<()> {
         sqlx::query("DELETE FROM sluice_changes WHERE at < $1")
