@@ -222,19 +222,21 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// `GET /health/readiness` body (LiteLLM's shape): `db` is "connected", "disconnected" (then
-/// the status is 503) or "Not connected" when no database is configured.
-pub fn readiness(config: &RuntimeConfig, db: Option<bool>) -> Bytes {
+/// `GET /health/readiness` body (LiteLLM's shape): `db` is "connected", "disconnected" (a
+/// database outage tolerated by `allow_requests_on_db_unavailable`; LiteLLM then reports
+/// `status` "disconnected" too) or "Not connected" (no key store); `cache` is "redis" when
+/// Redis is configured.
+pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) -> Bytes {
     let (status, db) = match db {
         None => ("healthy", "Not connected"),
         Some(true) => ("connected", "connected"),
-        Some(false) => ("unhealthy", "disconnected"),
+        Some(false) => ("disconnected", "disconnected"),
     };
     Bytes::from(
         serde_json::to_vec(&json!({
             "status": status,
             "db": db,
-            "cache": null,
+            "cache": cache,
             "litellm_version": env!("CARGO_PKG_VERSION"),
             "success_callbacks": config.success_callbacks,
             "gateway": "sluice",

@@ -946,15 +946,26 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     relay.cut();
-    for gw in [&tolerant, &strict] {
-        let down = eventually(Duration::from_secs(6), || async {
-            (readiness(gw).await == 503).then_some(())
-        })
-        .await;
-        assert!(down.is_some(), "readiness never reported the outage");
-    }
-    let (_, body) = tolerant.client().get_json("/health/readiness").await;
-    assert_eq!(body["db"], "disconnected", "{body}");
+    // The strict instance leaves the rotation (503, LiteLLM's body); the tolerant one stays
+    // ready and says the database is disconnected.
+    let down = eventually(Duration::from_secs(6), || async {
+        (readiness(&strict).await == 503).then_some(())
+    })
+    .await;
+    assert!(down.is_some(), "readiness never reported the outage");
+    let (_, body) = strict.client().get_json("/health/readiness").await;
+    assert_eq!(
+        body["detail"], "Service Unhealthy (DB not connected)",
+        "{body}"
+    );
+    let tolerant_body = eventually(Duration::from_secs(6), || async {
+        let (s, body) = tolerant.client().get_json("/health/readiness").await;
+        (s == 200 && body["db"] == "disconnected").then_some(body)
+    })
+    .await;
+    let tolerant_body = tolerant_body.expect("the tolerant instance left the rotation");
+    assert_eq!(tolerant_body["status"], "disconnected", "{tolerant_body}");
+    assert_eq!(tolerant_body["cache"], "redis", "{tolerant_body}");
 
     // Cached key keeps working on the tolerant instance; an unknown one cannot be checked.
     let (s, _, b) = as_key(&tolerant, &key)
@@ -987,7 +998,8 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
     relay.restore();
     for gw in [&tolerant, &strict] {
         let up = eventually(Duration::from_secs(8), || async {
-            (readiness(gw).await == 200).then_some(())
+            let (s, body) = gw.client().get_json("/health/readiness").await;
+            (s == 200 && body["db"] == "connected").then_some(())
         })
         .await;
         assert!(up.is_some(), "readiness never recovered");

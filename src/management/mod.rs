@@ -126,15 +126,12 @@ impl Drop for Admission {
 /// What [`Management::settle`] needs to know about a finished request.
 pub struct Outcome<'a> {
     pub request_id: &'a str,
-    pub call_type: &'a str,
+    pub call_type: &'static str,
     pub usage: Option<Usage>,
     pub price: Option<&'a ModelPrice>,
     pub status: u16,
-    pub model: &'a str,
-    pub model_id: &'a str,
-    pub model_group: &'a str,
-    pub provider: &'a str,
-    pub api_base: &'a str,
+    /// The deployment that answered (none when the request failed before one was chosen).
+    pub deployment: Option<&'a Arc<filters::route::Deployment>>,
     pub client_ip: &'a str,
     pub first_token_ms: Option<i64>,
     /// The provider may have billed more than the usage shows: the client went away after
@@ -349,7 +346,11 @@ impl Management {
         if batch.is_empty() {
             return true;
         }
-        match self.store.write_spend(&batch.deltas, &batch.logs).await {
+        match self
+            .store
+            .write_spend(&batch.deltas, &batch.logs, &self.master_key_hash)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(
@@ -589,30 +590,21 @@ impl Management {
         }
         if !self.settings.disable_spend_logs {
             let usage = o.usage.unwrap_or_default();
-            self.spend.log(store::SpendLog {
+            self.spend.log(spend::SpendEntry {
                 request_id: o.request_id.to_string(),
-                call_type: o.call_type.to_string(),
-                api_key: key.map_or_else(|| self.master_key_hash.clone(), |k| k.token.to_string()),
+                call_type: o.call_type,
+                key: admission.key.clone(),
+                deployment: o.deployment.cloned(),
                 spend: cost,
-                total_tokens: usage.total_tokens as i64,
-                prompt_tokens: usage.prompt_tokens as i64,
-                completion_tokens: usage.completion_tokens as i64,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.total_tokens,
                 start_time: admission.started_ms,
                 end_time: now,
                 completion_start_time: o.first_token_ms,
-                model: o.model.to_string(),
-                model_id: o.model_id.to_string(),
-                model_group: o.model_group.to_string(),
-                custom_llm_provider: o.provider.to_string(),
-                api_base: o.api_base.to_string(),
-                user_id: key.and_then(|k| k.user_id.clone()),
-                team_id: key.and_then(|k| k.team_id.clone()),
                 end_user: admission.end_user.clone(),
-                metadata: key.map_or_else(|| "{}".to_string(), |k| k.log_metadata.clone()),
-                cache_hit: "False".into(),
-                request_tags: "[]".into(),
                 requester_ip_address: o.client_ip.to_string(),
-                status: if o.status < 400 { "success" } else { "failure" }.into(),
+                success: o.status < 400,
             });
         }
         cost

@@ -3,22 +3,80 @@
 //! Each instance writes only its own increments, so two instances never count a request twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use filters::identity::KeyIdentity;
+use filters::route::Deployment;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::store::{Kind, SpendLog};
+use super::store::Kind;
 
 /// Spend-log rows kept while the database is down, beyond which the oldest are dropped (spend
 /// increments are never dropped: they are one number per owner).
 const MAX_QUEUED_LOGS: usize = 1_000_000;
 
+/// A spend-log row as the request queues it (`logging` phase): the request's own figures, and
+/// shared references to the key and the deployment, whose columns (hash, owners, metadata,
+/// model, provider, api_base) the writer reads from them. Queuing one costs the request two
+/// small allocations instead of a copy of every column (about a sixth of the request's CPU
+/// went into building, holding and freeing full rows at 20k requests per second).
+#[derive(Debug, Clone, Default)]
+pub struct SpendEntry {
+    pub request_id: String,
+    pub call_type: &'static str,
+    /// `None`: the master key (or no key at all).
+    pub key: Option<Arc<KeyIdentity>>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub spend: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub completion_start_time: Option<i64>,
+    pub end_user: Option<String>,
+    pub requester_ip_address: String,
+    pub success: bool,
+}
+
+impl SpendEntry {
+    pub fn user_id(&self) -> Option<&str> {
+        self.key.as_ref().and_then(|k| k.user_id.as_deref())
+    }
+
+    pub fn team_id(&self) -> Option<&str> {
+        self.key.as_ref().and_then(|k| k.team_id.as_deref())
+    }
+
+    pub fn metadata(&self) -> &str {
+        self.key.as_ref().map_or("{}", |k| k.log_metadata.as_str())
+    }
+
+    /// The deployment's `(model, model_id, model_group, custom_llm_provider, api_base)`.
+    pub fn deployment_columns(&self) -> [&str; 5] {
+        match &self.deployment {
+            Some(d) => [
+                d.upstream_model.as_str(),
+                d.id.as_str(),
+                d.model_name.as_str(),
+                d.provider.as_str(),
+                d.public_api_base(),
+            ],
+            None => [""; 5],
+        }
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.success { "success" } else { "failure" }
+    }
+}
+
 /// One batch to write.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub deltas: Vec<(Kind, String, f64)>,
-    pub logs: Vec<SpendLog>,
+    pub logs: Vec<SpendEntry>,
 }
 
 impl Batch {
@@ -31,7 +89,7 @@ impl Batch {
 struct Pending {
     /// Per kind, per id: looked up by `&str`, so adding to a known owner allocates nothing.
     deltas: HashMap<Kind, HashMap<String, f64>>,
-    logs: VecDeque<SpendLog>,
+    logs: VecDeque<SpendEntry>,
 }
 
 /// Queued rows that make the writer go before its interval is up.
@@ -57,7 +115,7 @@ impl SpendQueue {
         }
     }
 
-    pub fn log(&self, row: SpendLog) {
+    pub fn log(&self, row: SpendEntry) {
         let mut p = self.pending.lock();
         if p.logs.len() >= MAX_QUEUED_LOGS {
             p.logs.pop_front();
@@ -69,16 +127,19 @@ impl SpendQueue {
         }
     }
 
-    /// Everything queued so far.
+    /// Everything queued so far. The row queue starts again with the capacity the last batch
+    /// needed, so a busy gateway does not regrow it row by row after every write.
     pub fn take(&self) -> Batch {
         let mut p = self.pending.lock();
         let deltas = std::mem::take(&mut p.deltas)
             .into_iter()
             .flat_map(|(k, ids)| ids.into_iter().map(move |(id, d)| (k, id, d)))
             .collect();
+        let capacity = p.logs.len().min(EARLY_WRITE_ROWS);
+        let logs = std::mem::replace(&mut p.logs, VecDeque::with_capacity(capacity));
         Batch {
             deltas,
-            logs: std::mem::take(&mut p.logs).into(),
+            logs: logs.into(),
         }
     }
 
@@ -129,9 +190,9 @@ mod tests {
         q.add(Kind::Key, "k", 0.5);
         q.add(Kind::Key, "k", 0.25);
         q.add(Kind::Team, "t", 1.0);
-        q.log(SpendLog {
+        q.log(SpendEntry {
             request_id: "r1".into(),
-            ..SpendLog::default()
+            ..SpendEntry::default()
         });
         let batch = q.take();
         assert_eq!(batch.logs.len(), 1);
@@ -144,9 +205,9 @@ mod tests {
         assert_eq!(key, 0.75);
         assert!(q.take().is_empty());
         q.add(Kind::Key, "k", 1.0);
-        q.log(SpendLog {
+        q.log(SpendEntry {
             request_id: "r2".into(),
-            ..SpendLog::default()
+            ..SpendEntry::default()
         });
         q.put_back(batch);
         let again = q.take();

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
+use super::spend::SpendEntry;
+
 /// Which engine the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -386,7 +388,8 @@ impl Store {
     pub async fn write_spend(
         &self,
         deltas: &[(Kind, String, f64)],
-        logs: &[SpendLog],
+        logs: &[SpendEntry],
+        master_key_hash: &str,
     ) -> Result<()> {
         // Rows are updated in one order on every instance, so two instances' batches cannot
         // deadlock on each other's row locks.
@@ -430,30 +433,32 @@ impl Store {
             sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for l in chunk {
+                let [model, model_id, model_group, provider, api_base] = l.deployment_columns();
+                let api_key = l.key.as_ref().map_or(master_key_hash, |k| &*k.token);
                 q = q
-                    .bind(&l.request_id)
-                    .bind(&l.call_type)
-                    .bind(&l.api_key)
+                    .bind(l.request_id.as_str())
+                    .bind(l.call_type)
+                    .bind(api_key)
                     .bind(l.spend)
-                    .bind(l.total_tokens)
-                    .bind(l.prompt_tokens)
-                    .bind(l.completion_tokens)
+                    .bind(l.total_tokens as i64)
+                    .bind(l.prompt_tokens as i64)
+                    .bind(l.completion_tokens as i64)
                     .bind(l.start_time)
                     .bind(l.end_time)
                     .bind(l.completion_start_time)
-                    .bind(&l.model)
-                    .bind(&l.model_id)
-                    .bind(&l.model_group)
-                    .bind(&l.custom_llm_provider)
-                    .bind(&l.api_base)
-                    .bind(&l.user_id)
-                    .bind(&l.team_id)
-                    .bind(&l.end_user)
-                    .bind(&l.metadata)
-                    .bind(&l.cache_hit)
-                    .bind(&l.request_tags)
-                    .bind(&l.requester_ip_address)
-                    .bind(&l.status);
+                    .bind(model)
+                    .bind(model_id)
+                    .bind(model_group)
+                    .bind(provider)
+                    .bind(api_base)
+                    .bind(l.user_id())
+                    .bind(l.team_id())
+                    .bind(l.end_user.as_deref())
+                    .bind(l.metadata())
+                    .bind("False")
+                    .bind("[]")
+                    .bind(l.requester_ip_address.as_str())
+                    .bind(l.status());
             }
             q.execute(&mut *tx).await?;
         }

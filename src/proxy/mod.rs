@@ -166,17 +166,29 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 );
                 respond::send(session, ctx, 503, "application/json", &[], body).await
             } else {
-                let db = app.management.as_ref().map(|m| m.db_up());
-                let status = if db == Some(false) { 503 } else { 200 };
-                respond::send(
-                    session,
-                    ctx,
-                    status,
-                    "application/json",
-                    &[],
-                    admin::readiness(&app.config, db),
-                )
-                .await
+                let m = app.management.as_ref();
+                let db = m.map(|m| m.db_up());
+                let cache = m.and_then(|m| m.redis()).map(|_| "redis");
+                // As LiteLLM: a database outage makes the instance unready, unless the operator
+                // chose to keep serving cached keys through it (then it stays in rotation and
+                // says "disconnected").
+                let tolerated = m.is_some_and(|m| m.settings.allow_requests_on_db_unavailable);
+                if db == Some(false) && !tolerated {
+                    let body = bytes::Bytes::from_static(
+                        b"{\"detail\":\"Service Unhealthy (DB not connected)\"}",
+                    );
+                    respond::send(session, ctx, 503, "application/json", &[], body).await
+                } else {
+                    respond::send(
+                        session,
+                        ctx,
+                        200,
+                        "application/json",
+                        &[],
+                        admin::readiness(&app.config, db, cache),
+                    )
+                    .await
+                }
             }
         }
         Endpoint::Metrics => {
@@ -413,11 +425,7 @@ fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) {
             usage: r.usage,
             price: dc.and_then(|d| d.price.as_ref()),
             status,
-            model: deployment.map_or("", |d| d.upstream_model.as_str()),
-            model_id: deployment.map_or("", |d| d.id.as_str()),
-            model_group: deployment.map_or("", |d| d.model_name.as_str()),
-            provider: deployment.map_or("", |d| d.provider.as_str()),
-            api_base: deployment.map_or("", |d| d.public_api_base()),
+            deployment: r.deployment.as_ref(),
             client_ip,
             first_token_ms,
             incomplete,
