@@ -120,6 +120,11 @@ fn main() -> ExitCode {
     }
 
     sluice::logging::init(runtime.json_logs, runtime.verbose || cli.debug);
+    if sluice::management::clock::follow_test_clock() {
+        tracing::warn!(
+            "SLUICE_TEST_CLOCK_FILE is set: the gateway's clock follows that file (tests only)"
+        );
+    }
     for line in report.lines(false) {
         match line.strip_prefix("warning: ") {
             Some(w) => tracing::warn!("{w}"),

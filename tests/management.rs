@@ -1408,3 +1408,171 @@ fn sluice_time(v: &Value) -> i64 {
     let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).expect("ISO time");
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+#[tokio::test]
+async fn a_killed_instance_does_not_hold_budget_or_parallel_slots_for_ever() {
+    let fast = MockProvider::start(MockConfig::default()).await;
+    let hanging = MockProvider::start(MockConfig {
+        latency: Duration::from_secs(120),
+        ..MockConfig::default()
+    })
+    .await;
+    let redis = format!("  redis_url: {}\n", test_redis_url());
+    // A second group whose deployment never answers in time.
+    let cfg = config(&fast, &postgres(), "", &redis).replacen(
+        "model_list:\n",
+        &format!(
+            "model_list:\n  - model_name: slow\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}\n      api_key: sk-upstream\n      timeout: 300\n      output_cost_per_token: 0.01\n",
+            hanging.api_base()
+        ),
+        1,
+    );
+    let mut doomed = Gateway::start(&cfg).await;
+    let survivor = Gateway::start(&cfg).await;
+    // One key allows one request at a time; the other has a budget that a hanging request's
+    // reservation (8 tokens at 0.01) leaves too little of for another (5 tokens).
+    let mut keys = Vec::new();
+    for limits in [
+        json!({"max_parallel_requests": 1}),
+        json!({"max_budget": 0.1}),
+    ] {
+        let (status, _, k) = doomed.client().post_json("/key/generate", &limits).await;
+        assert_eq!(status, 200, "{k}");
+        keys.push(k["key"].as_str().unwrap().to_string());
+    }
+    let mut in_flight = Vec::new();
+    for key in &keys {
+        let held = as_key(&doomed, key);
+        in_flight.push(tokio::spawn(async move {
+            held.post_json(
+                "/v1/chat/completions",
+                &json!({"model": "slow", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await
+        }));
+    }
+    // The other instance sees the slot and the budget taken.
+    for (key, status, words) in [(&keys[0], 429, "parallel"), (&keys[1], 400, "budget")] {
+        let user = as_key(&survivor, key);
+        let refused = eventually(Duration::from_secs(5), || async {
+            let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+            (s == status).then_some(b)
+        })
+        .await
+        .unwrap_or_else(|| panic!("the hanging request never held the {words} of its key"));
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains(words),
+            "{refused}"
+        );
+    }
+    // The instance dies without settling (no SIGTERM drain).
+    doomed.signal(9);
+    assert!(doomed.wait_exit(Duration::from_secs(5)).await.is_some());
+    for t in in_flight {
+        let _ = t.await;
+    }
+    // Once its liveness has expired, its holds no longer count.
+    let started = Instant::now();
+    for key in &keys {
+        let user = as_key(&survivor, key);
+        let admitted = eventually(Duration::from_secs(25), || async {
+            let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+            (s == 200).then_some(())
+        })
+        .await;
+        assert!(
+            admitted.is_some(),
+            "the killed instance's hold was never released"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "released before the instance's liveness expired ({:?})",
+        started.elapsed()
+    );
+}
+
+/// Month windows (`1mo`) of a key budget and of a per-model budget (which only the ledger
+/// keeps), with the gateway's injectable clock moved on instead of waiting a month.
+async fn month_windows_roll_when_the_clock_passes_them(redis: &str) {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let clock = scratch_path("clock");
+    std::fs::write(&clock, "0").unwrap();
+    // SQLite (the default, one file per gateway): the feed's pruning follows the clock too,
+    // which must not touch the database other tests share.
+    let gw = Gateway::start_with(
+        &config(&mock, "", "", redis),
+        &[],
+        &[("SLUICE_TEST_CLOCK_FILE", clock.to_str().unwrap())],
+    )
+    .await;
+    let admin = gw.client();
+    let mut keys = Vec::new();
+    for limits in [
+        json!({"max_budget": COST, "budget_duration": "1mo"}),
+        json!({"model_max_budget": {"gpt-4o": {"budget_limit": COST, "time_period": "1mo"}}}),
+    ] {
+        let (status, _, k) = admin.post_json("/key/generate", &limits).await;
+        assert_eq!(status, 200, "{k}");
+        keys.push(k["key"].as_str().unwrap().to_string());
+    }
+    let (_, first) = admin.get_json(&format!("/key/info?key={}", keys[0])).await;
+    let first_reset = first["info"]["budget_reset_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for key in &keys {
+        let user = as_key(&gw, key);
+        assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+        let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains("udget"),
+            "{b}"
+        );
+    }
+    // Five days on: still the same window.
+    std::fs::write(&clock, (5 * 86_400_000i64).to_string()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for key in &keys {
+        let (s, _, b) = as_key(&gw, key)
+            .post_json("/v1/chat/completions", &chat())
+            .await;
+        assert_eq!(s, 400, "refused within the window: {b}");
+    }
+    // Thirty-two days on: every month window has ended.
+    std::fs::write(&clock, (32 * 86_400_000i64).to_string()).unwrap();
+    for key in &keys {
+        let user = as_key(&gw, key);
+        let again = eventually(Duration::from_secs(10), || async {
+            let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+            (s == 200).then_some(())
+        })
+        .await;
+        assert!(again.is_some(), "a 1mo budget never reset ({redis:?})");
+    }
+    // The stored window moved on by a calendar month.
+    let moved = eventually(Duration::from_secs(5), || async {
+        let (_, info) = admin.get_json(&format!("/key/info?key={}", keys[0])).await;
+        let reset = info["info"]["budget_reset_at"].as_str()?.to_string();
+        (reset != first_reset).then_some(reset)
+    })
+    .await
+    .expect("budget_reset_at never moved");
+    assert!(moved > first_reset, "{moved} after {first_reset}");
+}
+
+#[tokio::test]
+async fn month_windows_roll_in_process() {
+    month_windows_roll_when_the_clock_passes_them("").await;
+}
+
+#[tokio::test]
+async fn month_windows_roll_in_redis() {
+    month_windows_roll_when_the_clock_passes_them(&format!("  redis_url: {}\n", test_redis_url()))
+        .await;
+}

@@ -1,13 +1,49 @@
 //! Wall-clock time in Unix milliseconds, budget-window arithmetic (`budget_duration` strings as
 //! LiteLLM writes them) and ISO-8601 rendering for the admin API's timestamps.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Now, in Unix milliseconds.
+/// Milliseconds added to the system clock: 0, unless a test moves the gateway's time on (see
+/// [`follow_test_clock`]).
+static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Now, in Unix milliseconds: what budgets, rate-limit minutes, key expiry and spend-log times
+/// are measured with.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+        + OFFSET_MS.load(Ordering::Relaxed)
+}
+
+/// The injectable clock: with `SLUICE_TEST_CLOCK_FILE` set, the file's content (a number of
+/// milliseconds, re-read every 50 ms) is added to the time, so a test can move a running
+/// gateway a month on and watch budget windows roll without waiting for them. Returns whether
+/// it is on (the caller warns: a production gateway must never run with it).
+pub fn follow_test_clock() -> bool {
+    let Some(path) = std::env::var_os("SLUICE_TEST_CLOCK_FILE") else {
+        return false;
+    };
+    let read = move || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+    };
+    if let Some(offset) = read() {
+        OFFSET_MS.store(offset, Ordering::Relaxed);
+    }
+    std::thread::Builder::new()
+        .name("sluice-test-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                if let Some(offset) = read() {
+                    OFFSET_MS.store(offset, Ordering::Relaxed);
+                }
+            }
+        })
+        .is_ok()
 }
 
 /// Longest duration accepted (100 years): keeps window arithmetic and ISO dates in range.

@@ -238,6 +238,16 @@ impl Management {
         let me = self.clone();
         self.runtime
             .spawn(async move { me.reset_budgets_forever().await });
+        if let Some(r) = self.redis.clone() {
+            self.runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(redis_ledger::INSTANCE_HEARTBEAT).await;
+                    if let Err(e) = r.heartbeat().await {
+                        tracing::warn!("Redis heartbeat failed: {e}");
+                    }
+                }
+            });
+        }
         let me = self.clone();
         self.runtime.spawn(async move {
             loop {

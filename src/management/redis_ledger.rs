@@ -13,29 +13,59 @@ use super::clock::{Span, parse_span};
 use super::ledger::{Check, Hold, Refusal};
 
 /// Checks every owner, then reserves on all of them, or returns which check failed.
-/// ARGV: now, estimate, hold id, then per owner: max_budget, initial spend, window end from
-/// the database, window length in ms (0: none/months), max parallel, rpm, tpm ("" = none).
-/// The hold is recorded (for a day) so that its settle applies once.
+/// ARGV: now, estimate, hold id, this instance's id, then per owner: max_budget, initial
+/// spend, window end from the database, window length in ms (0: none, or months, whose end the
+/// caller computes), max parallel, rpm, tpm ("" = none). The hold is recorded (for a day) so
+/// that its settle applies once.
+///
+/// Reservations and in-flight counts are kept per instance (`r:<instance>`, `f:<instance>`
+/// fields of the owner's hash) and count only while that instance is alive (its
+/// `sluice:instance:<id>` key, refreshed every few seconds): the holds of an instance that was
+/// killed mid-request (SIGKILL, OOM, a lost node) are dropped by the next request on the same
+/// owner once its liveness key has expired, instead of holding budget and parallel-request
+/// slots for ever.
 const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[2])
 local hold = ARGV[3]
+local me = ARGV[4]
 local minute = math.floor(now / 60000)
+local live = {}
 local state = {}
 for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 7
+  local b = 4 + (i - 1) * 7
   local k = KEYS[i]
   local max, init, db_end, span = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local par, rpm, tpm = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   redis.call('HSETNX', k, 'spend', init)
   if db_end ~= '' then redis.call('HSETNX', k, 'window_end', db_end) end
-  local h = redis.call('HMGET', k, 'spend', 'reserved', 'window_end', 'inflight', 'minute', 'requests', 'tokens')
-  local spend = tonumber(h[1]) or 0
-  local reserved = tonumber(h[2]) or 0
-  local we = tonumber(h[3])
-  local inflight = tonumber(h[4]) or 0
-  local requests = tonumber(h[6]) or 0
-  local tokens = tonumber(h[7]) or 0
+  local h = redis.call('HGETALL', k)
+  local f = {}
+  local reserved, inflight = 0, 0
+  for j = 1, #h, 2 do
+    local name = h[j]
+    local what, inst = string.match(name, '^([rf]):(.+)$')
+    if what then
+      local alive = live[inst]
+      if alive == nil then
+        alive = inst == me or redis.call('EXISTS', 'sluice:instance:' .. inst) == 1
+        live[inst] = alive
+      end
+      if not alive then
+        redis.call('HDEL', k, name)
+      elseif what == 'r' then
+        reserved = reserved + (tonumber(h[j + 1]) or 0)
+      else
+        inflight = inflight + (tonumber(h[j + 1]) or 0)
+      end
+    else
+      f[name] = h[j + 1]
+    end
+  end
+  local spend = tonumber(f['spend']) or 0
+  local we = tonumber(f['window_end'])
+  local requests = tonumber(f['requests']) or 0
+  local tokens = tonumber(f['tokens']) or 0
   if db_end ~= '' and we and tonumber(db_end) > we then
     spend = 0; we = tonumber(db_end)
     redis.call('HSET', k, 'spend', 0, 'window_end', db_end)
@@ -44,7 +74,7 @@ for i = 1, #KEYS do
     spend = 0; we = we + (math.floor((now - we) / span) + 1) * span
     redis.call('HSET', k, 'spend', 0, 'window_end', string.format('%d', we))
   end
-  if tonumber(h[5]) ~= minute then
+  if tonumber(f['minute']) ~= minute then
     requests = 0; tokens = 0
     redis.call('HSET', k, 'minute', minute, 'requests', 0, 'tokens', 0)
   end
@@ -60,8 +90,8 @@ redis.call('SET', 'sluice:hold:' .. hold, 1, 'EX', 86400)
 local out = {'ok'}
 for i = 1, #KEYS do
   local k = KEYS[i]
-  redis.call('HINCRBYFLOAT', k, 'reserved', est)
-  redis.call('HINCRBY', k, 'inflight', 1)
+  redis.call('HINCRBYFLOAT', k, 'r:' .. me, est)
+  redis.call('HINCRBY', k, 'f:' .. me, 1)
   redis.call('HINCRBY', k, 'requests', 1)
   table.insert(out, tostring(state[i][1]))
   table.insert(out, tostring(state[i][2] + 1))
@@ -71,17 +101,20 @@ return out
 "#;
 
 /// Releases a hold and books the cost, once per hold. ARGV: now, reserved, cost, tokens,
-/// hold id.
+/// hold id, this instance's id. The instance's last hold on an owner takes its fields away
+/// (no rounding residue of the reservation sums is left behind).
 const SETTLE: &str = r#"
 if redis.call('DEL', 'sluice:hold:' .. ARGV[5]) == 0 then return 0 end
 local now = tonumber(ARGV[1])
 local minute = math.floor(now / 60000)
+local r, f = 'r:' .. ARGV[6], 'f:' .. ARGV[6]
 for i = 1, #KEYS do
   local k = KEYS[i]
-  local r = tonumber(redis.call('HINCRBYFLOAT', k, 'reserved', -tonumber(ARGV[2])))
-  if r < 0 then redis.call('HSET', k, 'reserved', 0) end
-  local f = redis.call('HINCRBY', k, 'inflight', -1)
-  if f < 0 then redis.call('HSET', k, 'inflight', 0) end
+  if redis.call('HINCRBY', k, f, -1) <= 0 then
+    redis.call('HDEL', k, r, f)
+  else
+    redis.call('HINCRBYFLOAT', k, r, -tonumber(ARGV[2]))
+  end
   redis.call('HINCRBYFLOAT', k, 'spend', ARGV[3])
   if tonumber(redis.call('HGET', k, 'minute')) == minute then
     redis.call('HINCRBY', k, 'tokens', ARGV[4])
@@ -148,9 +181,15 @@ return 1
 
 const VERSION_PREFIX: &str = "sluice:ver:";
 
+/// How long an instance counts as alive after its last heartbeat, and how often it beats.
+pub const INSTANCE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+pub const INSTANCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct RedisLedger {
     conn: ConnectionManager,
+    /// This process's id in the per-instance reservation fields.
+    instance: String,
     admit: Script,
     settle: Script,
     reset: Script,
@@ -181,14 +220,33 @@ impl RedisLedger {
         .await
         .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))?
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
-        Ok(RedisLedger {
+        let ledger = RedisLedger {
             conn,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
             reset: Script::new(RESET),
             cached_key: Script::new(CACHED_KEY),
             bump_version: Script::new(BUMP_VERSION),
-        })
+        };
+        // Alive before the first reservation, so no other instance drops it.
+        ledger
+            .heartbeat()
+            .await
+            .map_err(|e| anyhow::anyhow!("Redis is not usable: {e}"))?;
+        Ok(ledger)
+    }
+
+    /// Marks this instance alive for [`INSTANCE_TTL`].
+    pub async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(format!("sluice:instance:{}", self.instance))
+            .arg(1)
+            .arg("PX")
+            .arg(INSTANCE_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
     }
 
     pub async fn admit(
@@ -199,17 +257,26 @@ impl RedisLedger {
     ) -> redis::RedisResult<Result<Hold, Refusal>> {
         let hold_id = uuid::Uuid::new_v4().to_string();
         let mut inv = self.admit.prepare_invoke();
-        inv.arg(now_ms).arg(estimate).arg(&hold_id);
+        inv.arg(now_ms)
+            .arg(estimate)
+            .arg(&hold_id)
+            .arg(&self.instance);
         for c in checks {
             let l = &c.limits;
-            let span = match l.budget_duration.as_deref().map(parse_span) {
-                Some(Ok(Span::Millis(ms))) => ms,
-                _ => 0,
+            // Millisecond windows roll in the script; a month window's end is computed here
+            // (calendar months), and the script adopts it when it is newer than its own.
+            let (span, window_end) = match l.budget_duration.as_deref().map(parse_span) {
+                Some(Ok(Span::Millis(ms))) => (ms, l.budget_reset_at),
+                Some(Ok(months @ Span::Months(_))) => (
+                    0,
+                    l.budget_reset_at.map(|end| months.next_after(end, now_ms)),
+                ),
+                _ => (0, l.budget_reset_at),
             };
             inv.key(account_key(c.key.0, &c.key.1))
                 .arg(opt(l.max_budget))
                 .arg(l.spend)
-                .arg(opt(l.budget_reset_at))
+                .arg(opt(window_end))
                 .arg(span)
                 .arg(opt(l.max_parallel_requests))
                 .arg(opt(l.rpm_limit))
@@ -274,7 +341,8 @@ impl RedisLedger {
             .arg(hold.reserved)
             .arg(cost)
             .arg(tokens)
-            .arg(&hold.id);
+            .arg(&hold.id)
+            .arg(&self.instance);
         let mut conn = self.conn.clone();
         // Retried: a lost settle would leave the reservation and the in-flight slot taken.
         for attempt in 0..5 {
