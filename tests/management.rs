@@ -395,6 +395,28 @@ async fn lifecycle(database: &str) {
         .post_json("/key/delete", &json!({"keys": [key]}))
         .await;
     assert_eq!(status, 404);
+
+    // An end user nobody created is created by its first spend, as LiteLLM does.
+    let newcomer = unique("newcomer");
+    let mut req = chat();
+    req["user"] = json!(newcomer);
+    for _ in 0..2 {
+        assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
+    }
+    let spent = eventually(Duration::from_secs(5), || async {
+        let (s, info) = admin
+            .get_json(&format!("/customer/info?end_user_id={newcomer}"))
+            .await;
+        (s == 200).then_some(info)
+    })
+    .await
+    .expect("the end user's spend was not recorded");
+    assert_eq!(spent["user_id"], newcomer.as_str(), "{spent}");
+    assert!(
+        (spent["spend"].as_f64().unwrap() - 2.0 * COST).abs() < 1e-9,
+        "{spent}"
+    );
+    assert_eq!(spent["blocked"], false, "{spent}");
 }
 
 fn sha256_hex(s: &str) -> String {

@@ -396,7 +396,24 @@ impl Store {
         let mut ordered: Vec<&(Kind, String, f64)> = deltas.iter().collect();
         ordered.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         let mut tx = self.pool.begin().await?;
+        let now = super::clock::now_ms();
         for (kind, id, delta) in ordered {
+            if *kind == Kind::EndUser {
+                // As LiteLLM: an end user (the request's `user`) is created by its first spend,
+                // so `/customer/info` and `/customer/list` show what every caller spent.
+                sqlx::query(
+                    "INSERT INTO sluice_objects (kind, id, spend, created_at, updated_at, data) \
+                     VALUES ($1, $2, $3, $4, $4, '{\"blocked\":false}') \
+                     ON CONFLICT (kind, id) DO UPDATE SET spend = sluice_objects.spend + excluded.spend",
+                )
+                .bind(kind.as_str())
+                .bind(id.as_str())
+                .bind(*delta)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            }
             sqlx::query("UPDATE sluice_objects SET spend = spend + $3 WHERE kind = $1 AND id = $2")
                 .bind(kind.as_str())
                 .bind(id.as_str())
