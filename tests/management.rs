@@ -158,12 +158,60 @@ async fn lifecycle(database: &str) {
     let (status, headers, body) = user.post_json("/v1/chat/completions", &chat()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-litellm-key-max-budget"], "5");
+    assert_eq!(
+        headers["x-litellm-key-spend"], "0",
+        "spend before this call"
+    );
     let cost: f64 = headers["x-litellm-response-cost"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!((cost - COST).abs() < 1e-9, "{cost}");
+
+    // A key without limits still says what it spent.
+    let (_, _, plain) = admin.post_json("/key/generate", &json!({})).await;
+    let (status, h, body) = as_key(&gw, plain["key"].as_str().unwrap())
+        .post_json("/v1/chat/completions", &chat())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-litellm-key-spend"], "0", "{h:?}");
+
+    // Nor a user's, when the key is generated or updated.
+    let capped = unique("capped");
+    let (status, _, body) = admin
+        .post_json("/user/new", &json!({"user_id": capped, "max_budget": 2.0}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"user_id": capped, "max_budget": 3.0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, capped_key) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"user_id": capped, "max_budget": 1.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{capped_key}");
+    let (status, _, body) = admin
+        .post_json(
+            "/key/update",
+            &json!({"key": capped_key["key"], "max_budget": 3.0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_message(&body, 400).contains("user"), "{body}");
+    let (status, _, body) = admin
+        .post_json(
+            "/key/update",
+            &json!({"key": capped_key["key"], "max_budget": 1.5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     // Models outside the key's list are refused.
     let (status, _, body) = user

@@ -532,6 +532,13 @@ async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     if b.contains_key("user_id") {
         o.user_id = string_of(&b, "user_id");
     }
+    if let Some(u) = &o.user_id
+        && let Some(user) = m.store.get(Kind::User, u).await.map_err(db_error)?
+    {
+        let mut merged = o.data.clone();
+        merged.extend(b.clone());
+        check_within(&merged, &user, "user")?;
+    }
     // `key_alias` names the key when no `key` is sent; with one, it renames.
     let rename = str_field(&b, "key").is_some().then_some("key_alias");
     write_update(m, Kind::Key, &mut o, &b, &["key"], rename).await?;

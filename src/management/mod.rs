@@ -484,6 +484,16 @@ impl Management {
                 limits,
             });
         }
+        // A key without limits of its own has no ledger figure: its spend as last read (at
+        // most the key cache's lifetime old, as LiteLLM's cached key object).
+        let key_in_ledger = checks.first().is_some_and(|c| c.key.0 == ScopeKind::Key);
+        if let Some(k) = key
+            && !key_in_ledger
+        {
+            admission
+                .headers
+                .push(float_header("x-litellm-key-spend", k.key_limits.spend));
+        }
         if checks.is_empty() {
             return Ok(admission);
         }
@@ -492,7 +502,6 @@ impl Management {
                 Arc::make_mut(&mut c.limits).budget_duration = None;
             }
         }
-        let key_first = checks.first().is_some_and(|c| c.key.0 == ScopeKind::Key);
         let budgeted = checks.iter().any(|c| c.limits.max_budget.is_some());
         // First a bound that costs nothing: every token is at least one byte, so the body's
         // length bounds its prompt tokens. Only when that bound is refused (the owner is near
@@ -544,7 +553,7 @@ impl Management {
                 ));
             }
         };
-        if key_first && let Some(spend) = hold.key_spend {
+        if key_in_ledger && let Some(spend) = hold.key_spend {
             admission
                 .headers
                 .push(float_header("x-litellm-key-spend", spend));
