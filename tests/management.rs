@@ -1263,14 +1263,60 @@ async fn regenerate_unsupported_fields_and_unchanged_windows() {
     );
 
     // Restrictions Sluice does not enforce are refused, not silently ignored.
-    for body in [
-        json!({"allowed_routes": ["/embeddings"]}),
-        json!({"enforced_params": ["user"]}),
+    for (route, body) in [
+        ("/key/generate", json!({"allowed_routes": ["/embeddings"]})),
+        ("/key/generate", json!({"enforced_params": ["user"]})),
+        ("/key/generate", json!({"guardrails": ["pii"]})),
+        (
+            "/key/generate",
+            json!({"tpm_limit_type": "guaranteed_throughput"}),
+        ),
+        ("/team/new", json!({"model_rpm_limit": {"gpt-4o": 1}})),
+        (
+            "/team/new",
+            json!({"model_max_budget": {"gpt-4o": {"budget_limit": 1.0}}}),
+        ),
+        (
+            "/customer/new",
+            json!({"user_id": unique("c"), "allowed_model_region": "eu"}),
+        ),
     ] {
-        let (s, _, b) = admin.post_json("/key/generate", &body).await;
-        assert_eq!(s, 400, "{b}");
+        let (s, _, b) = admin.post_json(route, &body).await;
+        assert_eq!(s, 400, "{route} {body}: {b}");
         assert!(error_message(&b, 400).contains("not supported"), "{b}");
     }
+    // The default rate-limit behaviour may be named.
+    let (s, _, b) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"tpm_limit_type": "best_effort_throughput"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // A user's model list governs its own keys.
+    let narrow = unique("narrow");
+    let (s, _, b) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": narrow, "models": ["text-embedding"], "auto_create_key": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"user_id": narrow}))
+        .await;
+    let narrow_key = as_key(&gw, k["key"].as_str().unwrap());
+    let (s, _, b) = narrow_key.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(b["error"]["type"], "user_model_access_denied", "{b}");
+    let (s, _, b) = narrow_key
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "text-embedding", "input": "x"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
     // Absurd durations are refused, not wrapped around.
     let (s, _, b) = admin
         .post_json(

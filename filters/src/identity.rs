@@ -78,6 +78,8 @@ pub struct KeyIdentity {
     pub models: Vec<String>,
     /// Models the key's team may call (empty: all).
     pub team_models: Vec<String>,
+    /// Models the key's user may call, for keys without a team (empty: all).
+    pub user_models: Vec<String>,
     /// Key aliases: requested name -> model group.
     pub aliases: HashMap<String, String>,
     /// Unix milliseconds after which the key is refused.

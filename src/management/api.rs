@@ -229,15 +229,36 @@ fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
     }
     // Restrictions Sluice does not enforce yet are refused rather than stored and silently
     // ignored: a key meant to be limited must not come out unlimited.
-    for f in [
-        "allowed_routes",
-        "enforced_params",
-        "max_budget_in_team",
-        "budget_limits",
-    ] {
+    refuse(
+        b,
+        &[
+            "allowed_routes",
+            "enforced_params",
+            "max_budget_in_team",
+            "budget_limits",
+            "guardrails",
+        ],
+    )?;
+    // The default (best effort) is what Sluice does; reserved capacity is not.
+    if let Some(t) = str_field(b, "tpm_limit_type")
+        && t != "best_effort_throughput"
+    {
+        return Err(bad(format!(
+            "tpm_limit_type={t} is not supported by Sluice yet (only best_effort_throughput); nothing was created or changed"
+        ))
+        .with_param("tpm_limit_type"));
+    }
+    Ok(())
+}
+
+/// Refuses the fields of `fields` that are set (non-null, non-empty): restrictions Sluice
+/// does not enforce on this kind of object.
+fn refuse(b: &Map<String, Value>, fields: &[&str]) -> Result<(), ApiError> {
+    for &f in fields {
         let set = match b.get(f) {
             None | Some(Value::Null) => false,
             Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
             Some(_) => true,
         };
         if set {
@@ -249,6 +270,11 @@ fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// Per-model limits are enforced on keys only.
+const TEAM_UNENFORCED: &[&str] = &["model_max_budget", "model_rpm_limit", "model_tpm_limit"];
+/// Regional routing and default models of end users are not implemented.
+const CUSTOMER_UNENFORCED: &[&str] = &["allowed_model_region", "default_model"];
 
 /// A key's (or user's) budget and limits may not exceed its parent's.
 fn check_within(child: &Map<String, Value>, parent: &Object, what: &str) -> Result<(), ApiError> {
@@ -755,6 +781,7 @@ fn members_of(o: &Object) -> Vec<Value> {
 
 async fn team_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
+    refuse(&b, TEAM_UNENFORCED)?;
     let id = string_of(&b, "team_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut data = b.clone();
     data.remove("spend");
@@ -787,6 +814,7 @@ async fn team_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
 
 async fn team_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
+    refuse(&b, TEAM_UNENFORCED)?;
     let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
     let mut o = team_or_404(m, &id).await?;
     write_update(m, Kind::Team, &mut o, &b, &["team_id"], Some("team_alias")).await?;
@@ -1201,6 +1229,7 @@ async fn with_budget(
 
 async fn customer_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
+    refuse(&b, CUSTOMER_UNENFORCED)?;
     let id = string_of(&b, "user_id").ok_or_else(|| bad("user_id is required"))?;
     let b = with_budget(m, b).await?;
     let mut data = b.clone();
@@ -1232,6 +1261,7 @@ async fn customer_info(m: &Arc<Management>, query: Option<&str>) -> Answer {
 
 async fn customer_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
+    refuse(&b, CUSTOMER_UNENFORCED)?;
     let id = string_of(&b, "user_id").ok_or_else(|| bad("user_id is required"))?;
     let b = with_budget(m, b).await?;
     let mut o = m

@@ -189,6 +189,11 @@ pub fn build(
         team_models: team
             .map(|t| string_list(&t.data, "models"))
             .unwrap_or_default(),
+        // Like the user's budget, its model list governs its own keys, not its team keys.
+        user_models: match (team, user) {
+            (None, Some(u)) => string_list(&u.data, "models"),
+            _ => Vec::new(),
+        },
         aliases,
         expires_at: str_field(&key.data, "expires").and_then(super::clock::parse_iso),
         scopes,

@@ -299,18 +299,17 @@ async fn admit(
     };
     let key = ctx.cx.caller.key();
     if let Some(k) = key {
-        for (allowed, scope) in [(&k.models, "key"), (&k.team_models, "team")] {
+        for (allowed, scope, kind) in [
+            (&k.models, "key", "key_model_access_denied"),
+            (&k.team_models, "team", "team_model_access_denied"),
+            (&k.user_models, "user", "user_model_access_denied"),
+        ] {
             if !identity::allows(
                 allowed,
                 &plan.requested_model,
                 &plan.group,
                 &m.access_groups,
             ) {
-                let kind = if scope == "key" {
-                    "key_model_access_denied"
-                } else {
-                    "team_model_access_denied"
-                };
                 return Err(ApiError::unauthorized(format!(
                     "{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {}",
                     plan.requested_model
