@@ -19,6 +19,10 @@ pub struct Usage {
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic's and Bedrock's
+    /// `cache_creation_input_tokens`), priced at `cache_creation_input_token_cost`.
+    #[serde(default)]
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -51,14 +55,18 @@ impl Usage {
                 b"total_tokens" => ok &= count().map(|n| usage.total_tokens = n).is_some(),
                 b"prompt_tokens_details" if value.first() == Some(&b'{') => {
                     let mut cached = None;
+                    let mut written = None;
                     let inner_ok = crate::json_scan::for_each_member(value, |k, s| {
                         if k == b"cached_tokens" {
                             cached = parse_count(&value[s]);
+                        } else if k == b"cache_write_tokens" {
+                            written = parse_count(&value[s]);
                         }
                     });
                     ok &= inner_ok == Some(true);
                     usage.prompt_tokens_details = Some(PromptTokensDetails {
                         cached_tokens: cached,
+                        cache_write_tokens: written,
                     });
                 }
                 _ => {}

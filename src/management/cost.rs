@@ -24,14 +24,17 @@ pub fn cost_of(usage: &Usage, price: Option<&ModelPrice>) -> f64 {
     };
     let input = p.input_cost_per_token.unwrap_or(0.0);
     let output = p.output_cost_per_token.unwrap_or(0.0);
-    let cached = usage
-        .prompt_tokens_details
-        .and_then(|d| d.cached_tokens)
+    let details = usage.prompt_tokens_details.unwrap_or_default();
+    let cached = details.cached_tokens.unwrap_or(0).min(usage.prompt_tokens);
+    let written = details
+        .cache_write_tokens
         .unwrap_or(0)
-        .min(usage.prompt_tokens);
+        .min(usage.prompt_tokens - cached);
     let cached_price = p.cache_read_input_token_cost.unwrap_or(input);
-    (usage.prompt_tokens - cached) as f64 * input
+    let written_price = p.cache_creation_input_token_cost.unwrap_or(input);
+    (usage.prompt_tokens - cached - written) as f64 * input
         + cached as f64 * cached_price
+        + written as f64 * written_price
         + usage.completion_tokens as f64 * output
 }
 
@@ -223,9 +226,34 @@ mod tests {
             total_tokens: 11,
             prompt_tokens_details: Some(PromptTokensDetails {
                 cached_tokens: Some(4),
+                cache_write_tokens: None,
             }),
         };
         assert_eq!(cost_of(&usage, Some(&p)), 6.0 + 2.0 + 2.0);
+    }
+
+    #[test]
+    fn cache_writes_use_the_cache_creation_price() {
+        let p = ModelPrice {
+            cache_read_input_token_cost: Some(0.5),
+            cache_creation_input_token_cost: Some(1.25),
+            ..price(1.0, 2.0)
+        };
+        // Anthropic's 2 input + 4 written + 4 read tokens, as the translated usage says them.
+        let usage = Usage::parse(
+            br#"{"prompt_tokens":10,"completion_tokens":1,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":4,"cache_write_tokens":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cost_of(&usage, Some(&p)),
+            2.0 + 4.0 * 0.5 + 4.0 * 1.25 + 2.0
+        );
+        // Without a cache-creation price, written tokens cost the input price.
+        let plain = ModelPrice {
+            cache_read_input_token_cost: Some(0.5),
+            ..price(1.0, 2.0)
+        };
+        assert_eq!(cost_of(&usage, Some(&plain)), 2.0 + 2.0 + 4.0 + 2.0);
     }
 
     #[test]

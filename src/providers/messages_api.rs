@@ -312,26 +312,29 @@ pub fn usage_of_response(body: &[u8]) -> Option<Usage> {
 fn usage_from_anthropic(u: &Value, before: Option<Usage>) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64);
     let prev = before.unwrap_or_default();
-    let prev_cached = prev
-        .prompt_tokens_details
-        .and_then(|d| d.cached_tokens)
-        .unwrap_or(0);
+    let prev_details = prev.prompt_tokens_details.unwrap_or_default();
     let input = n("input_tokens");
-    let write = n("cache_creation_input_tokens").unwrap_or(0);
+    let write = n("cache_creation_input_tokens");
     let read = n("cache_read_input_tokens");
     let prompt = match input {
-        Some(i) => i.saturating_add(write).saturating_add(read.unwrap_or(0)),
+        Some(i) => i
+            .saturating_add(write.unwrap_or(0))
+            .saturating_add(read.unwrap_or(0)),
         None => prev.prompt_tokens,
     };
-    let cached = read.unwrap_or(prev_cached);
+    let cached = read.unwrap_or(prev_details.cached_tokens.unwrap_or(0));
+    let written = write.unwrap_or(prev_details.cache_write_tokens.unwrap_or(0));
     let completion = n("output_tokens").unwrap_or(prev.completion_tokens);
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt.saturating_add(completion),
-        prompt_tokens_details: (cached > 0).then_some(filters::usage::PromptTokensDetails {
-            cached_tokens: Some(cached),
-        }),
+        prompt_tokens_details: (cached > 0 || written > 0).then_some(
+            filters::usage::PromptTokensDetails {
+                cached_tokens: (cached > 0).then_some(cached),
+                cache_write_tokens: (written > 0).then_some(written),
+            },
+        ),
     }
 }
 

@@ -700,9 +700,12 @@ impl Tokens {
             prompt_tokens: self.prompt,
             completion_tokens: self.completion,
             total_tokens: self.total,
-            prompt_tokens_details: (self.cached > 0).then_some(PromptTokensDetails {
-                cached_tokens: Some(self.cached),
-            }),
+            prompt_tokens_details: (self.cached > 0 || self.cache_write > 0).then_some(
+                PromptTokensDetails {
+                    cached_tokens: (self.cached > 0).then_some(self.cached),
+                    cache_write_tokens: (self.cache_write > 0).then_some(self.cache_write),
+                },
+            ),
         }
     }
 
