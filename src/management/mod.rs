@@ -20,6 +20,7 @@ pub mod keys;
 pub mod ledger;
 pub mod redis_ledger;
 pub mod spend;
+pub mod sqlite_writer;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -356,9 +357,10 @@ impl Management {
         if batch.is_empty() {
             return true;
         }
+        let batch = Arc::new(batch);
         match self
             .store
-            .write_spend(&batch.deltas, &batch.logs, &self.master_key_hash)
+            .write_spend(batch.clone(), &self.master_key_hash)
             .await
         {
             Ok(()) => true,
@@ -367,7 +369,8 @@ impl Management {
                     rows = batch.logs.len(),
                     "writing spend failed, will retry: {e}"
                 );
-                self.spend.put_back(batch);
+                self.spend
+                    .put_back(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()));
                 false
             }
         }

@@ -73,7 +73,7 @@ impl SpendEntry {
 }
 
 /// One batch to write.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub deltas: Vec<(Kind, String, f64)>,
     pub logs: Vec<SpendEntry>,

@@ -9,7 +9,10 @@ use serde_json::{Map, Value};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
-use super::spend::SpendEntry;
+use std::sync::Arc;
+
+use super::spend::Batch;
+use super::sqlite_writer::SqliteSpendWriter;
 
 /// Which engine the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("stored object is corrupt: {0}")]
     Corrupt(String),
+    #[error("database error: {0}")]
+    Sqlite(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -142,6 +147,8 @@ const OBJECT_COLUMNS: &str =
 pub struct Store {
     pool: AnyPool,
     pub backend: Backend,
+    /// Spend batches of a SQLite file store go through rusqlite (see `sqlite_writer`).
+    spend_writer: Option<Arc<SqliteSpendWriter>>,
 }
 
 impl Store {
@@ -174,7 +181,15 @@ impl Store {
                 })
             });
         let pool = options.connect_lazy(url)?;
-        Ok(Store { pool, backend })
+        let spend_writer = match backend {
+            Backend::Sqlite => SqliteSpendWriter::for_url(url).map(Arc::new),
+            Backend::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            backend,
+            spend_writer,
+        })
     }
 
     /// Applies the migrations in `migrations/<engine>/`.
@@ -385,12 +400,19 @@ impl Store {
     }
 
     /// Writes one batch: spend increments and spend-log rows, in one transaction.
-    pub async fn write_spend(
-        &self,
-        deltas: &[(Kind, String, f64)],
-        logs: &[SpendEntry],
-        master_key_hash: &str,
-    ) -> Result<()> {
+    pub async fn write_spend(&self, batch: Arc<Batch>, master_key_hash: &str) -> Result<()> {
+        if let Some(writer) = &self.spend_writer {
+            let writer = writer.clone();
+            let master = master_key_hash.to_string();
+            let now = super::clock::now_ms();
+            return tokio::task::spawn_blocking(move || {
+                writer.write(&batch.deltas, &batch.logs, &master, now)
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("spend writer stopped: {e}")))?
+            .map_err(|e| StoreError::Sqlite(e.to_string()));
+        }
+        let (deltas, logs) = (&batch.deltas, &batch.logs);
         // Rows are updated in one order on every instance, so two instances' batches cannot
         // deadlock on each other's row locks.
         let mut ordered: Vec<&(Kind, String, f64)> = deltas.iter().collect();
