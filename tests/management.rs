@@ -1692,3 +1692,68 @@ async fn month_windows_roll_in_redis() {
     month_windows_roll_when_the_clock_passes_them(&format!("  redis_url: {}\n", test_redis_url()))
         .await;
 }
+
+#[tokio::test]
+async fn proxy_wide_budget_and_default_end_user_budget() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    // Room for two calls through virtual keys; end users without a budget get one call.
+    let cfg = format!(
+        "{}litellm_settings:\n  max_budget: {}\n  budget_duration: 30d\n  max_end_user_budget: {COST}\n",
+        config(&mock, "", "", ""),
+        2.0 * COST
+    );
+    let gw = Gateway::start(&cfg).await;
+    let admin = gw.client();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (_, _, k) = admin.post_json("/key/generate", &json!({})).await;
+        keys.push(as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    assert_eq!(
+        keys[0].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    assert_eq!(
+        keys[1].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    // Two keys of their own, no limits: the proxy's budget is what stops the third call.
+    let (s, _, b) = keys[0].post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["type"], "budget_exceeded", "{b}");
+    assert!(
+        error_message(&b, 400).contains("Budget has been exceeded!"),
+        "{b}"
+    );
+    // The master key is not held to it (as in LiteLLM), but its spend counts.
+    assert_eq!(
+        admin.post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    let global = eventually(Duration::from_secs(5), || async {
+        let (_, g) = admin.get_json("/global/spend").await;
+        ((g["spend"].as_f64()? - 3.0 * COST).abs() < 1e-9).then_some(g)
+    })
+    .await
+    .expect("/global/spend never counted the three calls");
+    assert_eq!(global["max_budget"], 2.0 * COST, "{global}");
+    // LiteLLM's bookkeeping user for it.
+    let (s, u) = admin
+        .get_json("/user/info?user_id=litellm-proxy-budget")
+        .await;
+    assert_eq!(s, 200, "{u}");
+    assert_eq!(u["user_info"]["max_budget"], 2.0 * COST, "{u}");
+    assert!(
+        (u["user_info"]["spend"].as_f64().unwrap() - 3.0 * COST).abs() < 1e-9,
+        "{u}"
+    );
+    assert!(u["user_info"]["budget_reset_at"].is_string(), "{u}");
+
+    // An end user with no budget of its own gets max_end_user_budget.
+    let mut req = chat();
+    req["user"] = json!(unique("enduser"));
+    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
+    let (s, _, b) = admin.post_json("/v1/chat/completions", &req).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(error_message(&b, 400).contains("End User="), "{b}");
+}

@@ -266,6 +266,9 @@ pub const LITELLM_SETTINGS: Section = Section {
         "failure_callback",
         "redact_user_api_key_info",
         "drop_params",
+        "max_budget",
+        "budget_duration",
+        "max_end_user_budget",
     ],
     accepted: &[
         "cache",
@@ -303,10 +306,7 @@ pub const LITELLM_SETTINGS: Section = Section {
         "disable_copilot_system_to_assistant",
         "num_retries",
         "allowed_fails",
-        "max_budget",
-        "budget_duration",
         "model_alias_map",
-        "max_end_user_budget",
         "public_model_groups",
         "return_response_headers",
         "redact_messages_in_exceptions",
@@ -579,5 +579,37 @@ mod docs_tests {
             missing.is_empty(),
             "keys missing from docs/configuration.md: {missing:?}"
         );
+    }
+
+    /// Its list of keys accepted but not acted on is exactly the code's, per section (a key
+    /// that becomes acted on must leave it).
+    #[test]
+    fn configuration_docs_list_exactly_the_accepted_keys() {
+        let docs = include_str!("../../docs/configuration.md");
+        for (label, section) in [
+            ("top level", &TOP_LEVEL),
+            ("model_list[]", &MODEL_ENTRY),
+            ("litellm_params", &LITELLM_PARAMS),
+            ("router_settings", &ROUTER_SETTINGS),
+            ("litellm_settings", &LITELLM_SETTINGS),
+            ("general_settings", &GENERAL_SETTINGS),
+        ] {
+            let prefix = format!("- **{label}**: ");
+            let line = docs
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no accepted-keys line for {label}"));
+            let mut listed: Vec<&str> = line[prefix.len()..]
+                .split(", ")
+                .map(|k| k.trim().trim_matches('`'))
+                .collect();
+            let mut code: Vec<&str> = section.accepted.to_vec();
+            listed.sort_unstable();
+            code.sort_unstable();
+            assert_eq!(
+                listed, code,
+                "accepted keys of {label} in docs/configuration.md"
+            );
+        }
     }
 }

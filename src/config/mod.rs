@@ -174,7 +174,21 @@ pub struct ManagementSettings {
     /// `disable_reset_budget`: spend is never reset when a window ends.
     pub disable_reset_budget: bool,
     pub redis_url: Option<String>,
+    /// `litellm_settings.max_budget` / `budget_duration`.
+    pub proxy_budget: Option<ProxyBudget>,
+    /// `litellm_settings.max_end_user_budget`.
+    pub max_end_user_budget: Option<f64>,
 }
+
+/// The proxy-wide budget (`litellm_settings.max_budget`, `budget_duration`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyBudget {
+    pub max_budget: f64,
+    pub budget_duration: Option<String>,
+}
+
+/// The user whose spend and budget are the proxy's (LiteLLM's `litellm_proxy_budget_name`).
+pub const PROXY_BUDGET_USER: &str = "litellm-proxy-budget";
 
 /// The validated configuration the gateway runs on.
 #[derive(Debug, Clone)]
@@ -532,7 +546,12 @@ impl Builder<'_> {
                 "no master key is set (nor LITELLM_MASTER_KEY): every route is open to anyone who can reach the port",
             );
         }
-        let management = self.management(&general, &router_settings, &sluice, master_key.is_some());
+        let mut management =
+            self.management(&general, &router_settings, &sluice, master_key.is_some());
+        let budgets = self.proxy_budgets(&litellm);
+        if let Some(m) = &mut management {
+            (m.proxy_budget, m.max_end_user_budget) = budgets;
+        }
 
         Some(RuntimeConfig {
             deployments,
@@ -548,6 +567,43 @@ impl Builder<'_> {
             server,
             management,
         })
+    }
+
+    /// `litellm_settings.max_budget` (+ `budget_duration`): the proxy-wide budget LiteLLM
+    /// keeps as the user `litellm-proxy-budget`; `max_end_user_budget`: the budget of every end
+    /// user without one of its own.
+    fn proxy_budgets(&mut self, litellm: &Entries<'_>) -> (Option<ProxyBudget>, Option<f64>) {
+        fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
+            entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        }
+        let duration = get(litellm, "budget_duration").and_then(|v| {
+            let path = "litellm_settings.budget_duration";
+            let text = self.string(v, path)?;
+            match crate::management::clock::parse_span(&text) {
+                Ok(_) => Some(text),
+                Err(e) => {
+                    self.report.error(path, e);
+                    None
+                }
+            }
+        });
+        // LiteLLM's default max_budget is 0.0, meaning none.
+        let proxy = get(litellm, "max_budget")
+            .and_then(|v| self.non_negative_f64(v, "litellm_settings.max_budget"))
+            .filter(|b| *b > 0.0)
+            .map(|max_budget| ProxyBudget {
+                max_budget,
+                budget_duration: duration.clone(),
+            });
+        if proxy.is_none() && duration.is_some() {
+            self.report.warn(
+                "litellm_settings.budget_duration",
+                "has no effect without litellm_settings.max_budget",
+            );
+        }
+        let end_user = get(litellm, "max_end_user_budget")
+            .and_then(|v| self.non_negative_f64(v, "litellm_settings.max_end_user_budget"));
+        (proxy, end_user)
     }
 
     fn management(
@@ -647,6 +703,8 @@ impl Builder<'_> {
             budget_reset_interval: Duration::from_secs(1),
             disable_reset_budget: disable_reset,
             redis_url,
+            proxy_budget: None,
+            max_end_user_budget: None,
         })
     }
 

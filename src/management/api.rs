@@ -307,6 +307,45 @@ fn new_object(id: String, data: Map<String, Value>) -> Object {
     }
 }
 
+/// Creates or updates the user `litellm-proxy-budget` that holds the proxy-wide budget
+/// (`litellm_settings.max_budget`, `budget_duration`), as LiteLLM does at start-up. Every
+/// request's spend is added to it; virtual keys are checked against it.
+pub async fn ensure_proxy_budget(
+    m: &Management,
+    budget: &crate::config::ProxyBudget,
+) -> Result<(), StoreError> {
+    let id = crate::config::PROXY_BUDGET_USER;
+    let mut wanted = Map::new();
+    wanted.insert("max_budget".into(), json!(budget.max_budget));
+    wanted.insert("budget_duration".into(), json!(budget.budget_duration));
+    match m.store.get(Kind::User, id).await? {
+        Some(mut o) => {
+            if f64_field(&o.data, "max_budget") == Some(budget.max_budget)
+                && str_field(&o.data, "budget_duration") == budget.budget_duration.as_deref()
+            {
+                return Ok(());
+            }
+            o.data.insert("max_budget".into(), json!(budget.max_budget));
+            apply_windows(&mut o, &wanted);
+            o.updated_at = now_ms();
+            m.store.update(Kind::User, &o, false).await
+        }
+        None => {
+            let data = json!({"user_role": "internal_user", "models": [], "teams": [], "max_budget": budget.max_budget});
+            let mut o = new_object(
+                id.to_string(),
+                data.as_object().cloned().unwrap_or_default(),
+            );
+            apply_windows(&mut o, &wanted);
+            match m.store.insert(Kind::User, &o).await {
+                // Another instance created it first.
+                Err(StoreError::Conflict(_)) => Ok(()),
+                other => other,
+            }
+        }
+    }
+}
+
 /// Applies `budget_duration` (and `duration` for keys) from `data` onto the object.
 fn apply_windows(o: &mut Object, changed: &Map<String, Value>) {
     let now = now_ms();
@@ -1407,9 +1446,16 @@ async fn spend_logs(m: &Arc<Management>, query: Option<&str>) -> Answer {
     Ok((StatusCode::OK, Value::Array(out)))
 }
 
+/// `GET /global/spend`: as LiteLLM, the spend-log total of the last 30 days (its
+/// `MonthlyGlobalSpend` view) and the proxy budget (`litellm_settings.max_budget`).
 async fn global_spend(m: &Arc<Management>) -> Answer {
-    let spend = m.store.total_spend().await.map_err(db_error)?;
-    Ok((StatusCode::OK, json!({"spend": spend, "max_budget": null})))
+    let since = now_ms() - 30 * 86_400_000;
+    let spend = m.store.total_spend(since).await.map_err(db_error)?;
+    let max_budget = m.settings.proxy_budget.as_ref().map(|b| b.max_budget);
+    Ok((
+        StatusCode::OK,
+        json!({"spend": spend, "max_budget": max_budget}),
+    ))
 }
 
 /// One group of a day in the spend report: name, total, per-model rows.

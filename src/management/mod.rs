@@ -31,6 +31,7 @@ use std::time::Duration;
 use filters::identity::{KeyIdentity, Limits, ScopeKind};
 use filters::{ApiError, Usage};
 
+use crate::config::PROXY_BUDGET_USER;
 use crate::config::{ManagementSettings, RuntimeConfig};
 use crate::pricing::ModelPrice;
 use keys::KeyCache;
@@ -60,6 +61,8 @@ pub struct Management {
     db_up: AtomicBool,
     /// The newest change-feed number this instance has applied (versions Redis key entries).
     pub newest_change: std::sync::atomic::AtomicI64,
+    /// The proxy-wide budget's limits (the user `litellm-proxy-budget`), once read.
+    proxy_limits: parking_lot::RwLock<Option<Arc<Limits>>>,
     /// Redis settles not finished yet (shutdown waits for them).
     pending_settles: AtomicUsize,
     /// One spend write at a time (the periodic writer, budget resets, shutdown): a batch
@@ -197,6 +200,7 @@ impl Management {
             db_up: AtomicBool::new(db_up),
             pending_settles: AtomicUsize::new(0),
             newest_change: std::sync::atomic::AtomicI64::new(0),
+            proxy_limits: parking_lot::RwLock::new(None),
             writing: tokio::sync::Mutex::new(()),
             access_groups,
             model_names: config.router.public_model_names(),
@@ -239,6 +243,16 @@ impl Management {
         let me = self.clone();
         self.runtime
             .spawn(async move { me.reset_budgets_forever().await });
+        if let Some(budget) = self.settings.proxy_budget.clone() {
+            let me = self.clone();
+            self.runtime.spawn(async move {
+                while let Err(e) = api::ensure_proxy_budget(&me, &budget).await {
+                    tracing::warn!("the proxy budget could not be stored yet: {e}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                *me.proxy_limits.write() = None;
+            });
+        }
         if let Some(r) = self.redis.clone() {
             self.runtime.spawn(async move {
                 loop {
@@ -313,6 +327,9 @@ impl Management {
     /// Drops cached state about an object.
     pub async fn invalidate(&self, kind: Kind, id: &str) {
         self.keys.invalidate(kind, id);
+        if kind == Kind::User && id == PROXY_BUDGET_USER {
+            *self.proxy_limits.write() = None;
+        }
         let Some(scope) = scope_of(kind) else {
             return;
         };
@@ -487,6 +504,16 @@ impl Management {
                 limits,
             });
         }
+        // The proxy-wide budget caps virtual keys (the master key is exempt, as in LiteLLM).
+        if key.is_some()
+            && self.settings.proxy_budget.is_some()
+            && let Some(limits) = Box::pin(self.proxy_budget_limits()).await?
+        {
+            checks.push(Check {
+                key: (ScopeKind::User, PROXY_BUDGET_USER.into()),
+                limits,
+            });
+        }
         // A key without limits of its own has no ledger figure: its spend as last read (at
         // most the key cache's lifetime old, as LiteLLM's cached key object).
         let key_in_ledger = checks.first().is_some_and(|c| c.key.0 == ScopeKind::Key);
@@ -609,6 +636,9 @@ impl Management {
             if let Some(e) = &admission.end_user {
                 self.spend.add(Kind::EndUser, e, cost);
             }
+            if self.settings.proxy_budget.is_some() {
+                self.spend.add(Kind::User, PROXY_BUDGET_USER, cost);
+            }
         }
         if !self.settings.disable_spend_logs {
             let usage = o.usage.unwrap_or_default();
@@ -668,12 +698,50 @@ impl Management {
                             ..Limits::default()
                         }));
                     }
-                    let l = identity::limits_of(o);
+                    let mut l = identity::limits_of(o);
+                    if l.max_budget.is_none() {
+                        l.max_budget = self.settings.max_end_user_budget;
+                    }
                     (!l.is_empty()).then(|| Arc::new(l))
                 });
+                // An end user without a row yet gets the default budget
+                // (`max_end_user_budget`), counted from zero.
+                let limits = match (&o, self.settings.max_end_user_budget) {
+                    (None, Some(max)) => Some(Arc::new(Limits {
+                        max_budget: Some(max),
+                        ..Limits::default()
+                    })),
+                    _ => limits,
+                };
                 self.keys.put_end_user(id, limits.clone());
                 Ok(limits)
             }
+            _ if self.settings.allow_requests_on_db_unavailable => Ok(None),
+            _ => Err(no_db_error()),
+        }
+    }
+
+    /// The proxy-wide budget's limits, from the cache or the database.
+    async fn proxy_budget_limits(self: &Arc<Self>) -> Result<Option<Arc<Limits>>, ApiError> {
+        if let Some(cached) = self.proxy_limits.read().clone() {
+            return Ok(Some(cached));
+        }
+        let loaded = self
+            .run(|m| async move { m.store.get(Kind::User, PROXY_BUDGET_USER).await })
+            .await;
+        match loaded {
+            Some(Ok(Some(o))) => {
+                let limits = Arc::new(identity::limits_of(&o));
+                *self.proxy_limits.write() = Some(limits.clone());
+                Ok(Some(limits))
+            }
+            // Not stored yet (the start-up task retries): the configured budget from zero.
+            Some(Ok(None)) => Ok(self.settings.proxy_budget.as_ref().map(|b| {
+                Arc::new(Limits {
+                    max_budget: Some(b.max_budget),
+                    ..Limits::default()
+                })
+            })),
             _ if self.settings.allow_requests_on_db_unavailable => Ok(None),
             _ => Err(no_db_error()),
         }
@@ -744,6 +812,10 @@ pub fn refusal_error(r: &Refusal, model: &str) -> ApiError {
                 ),
                 ScopeKind::Team => format!(
                     "Budget has been exceeded! Team={id} Current cost: {spend}, Max budget: {max_budget}"
+                ),
+                // The proxy-wide budget: LiteLLM raises a plain BudgetExceededError.
+                ScopeKind::User if id == PROXY_BUDGET_USER => format!(
+                    "Budget has been exceeded! Current cost: {spend}, Max budget: {max_budget}"
                 ),
                 ScopeKind::User => {
                     format!(

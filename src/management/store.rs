@@ -534,10 +534,14 @@ impl Store {
     }
 
     /// Total spend of all spend-log rows.
-    pub async fn total_spend(&self) -> Result<f64> {
-        let row = sqlx::query("SELECT COALESCE(SUM(spend), 0.0) AS s FROM sluice_spend_logs")
-            .fetch_one(&self.pool)
-            .await?;
+    /// Total spend of the spend-log rows started at or after `since_ms`.
+    pub async fn total_spend(&self, since_ms: i64) -> Result<f64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(spend), 0.0) AS s FROM sluice_spend_logs WHERE start_time >= $1",
+        )
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get::<f64, _>("s")?)
     }
 
