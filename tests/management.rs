@@ -1567,6 +1567,15 @@ async fn a_killed_instance_does_not_hold_budget_or_parallel_slots_for_ever() {
             .await
         }));
     }
+    // Both are admitted and waiting on the provider (admission comes before forwarding).
+    let waiting = eventually(Duration::from_secs(10), || async {
+        (hanging.calls() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "the hanging requests never reached the provider"
+    );
     // The other instance sees the slot and the budget taken.
     for (key, status, words) in [(&keys[0], 429, "parallel"), (&keys[1], 400, "budget")] {
         let user = as_key(&survivor, key);
