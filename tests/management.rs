@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -299,7 +300,7 @@ async fn lifecycle(database: &str) {
     let (status, body) = admin.get_json("/key/info?key=sk-nope-nope").await;
     assert_eq!(status, 404, "{body}");
 
-    // A non-admin key sees only itself and cannot manage.
+    // A non-admin key sees only itself and cannot widen anything (roles are tested below).
     let (status, body) = user.get_json("/key/info").await;
     assert_eq!(status, 200, "{body}");
     let (_, _, other) = admin.post_json("/key/generate", &json!({})).await;
@@ -309,11 +310,13 @@ async fn lifecycle(database: &str) {
     let (status, _, body) = user
         .post_json("/key/generate", &json!({"max_budget": 1000}))
         .await;
-    assert_eq!(status, 401, "{body}");
-    let (status, _, _) = user
+    assert_eq!(status, 403, "more than the calling key has: {body}");
+    let (status, _, body) = user
         .post_json("/key/update", &json!({"key": key, "max_budget": 1000}))
         .await;
-    assert_eq!(status, 401);
+    assert_eq!(status, 403, "a team key, and not a team admin: {body}");
+    let (status, _, body) = user.post_json("/team/new", &json!({})).await;
+    assert_eq!(status, 401, "{body}");
 
     // Block and unblock take effect within a second.
     let (status, _, body) = admin.post_json("/key/block", &json!({"key": key})).await;
@@ -1765,4 +1768,265 @@ async fn proxy_wide_budget_and_default_end_user_budget() {
     let (s, _, b) = admin.post_json("/v1/chat/completions", &req).await;
     assert_eq!(s, 400, "{b}");
     assert!(error_message(&b, 400).contains("End User="), "{b}");
+}
+
+/// What keys that are not proxy admins may do, as LiteLLM's roles allow it: internal users
+/// manage their own personal keys, team admins their team's keys, members and name, viewers
+/// read; nothing mints an admin key or more than the caller has.
+#[tokio::test]
+async fn roles_internal_users_team_admins_and_viewers() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+    let team = unique("team");
+    let (s, _, b) = admin
+        .post_json(
+            "/team/new",
+            &json!({"team_id": team, "max_budget": 10.0, "tpm_limit": 1000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut users = HashMap::new();
+    for (name, role) in [
+        ("alice", "internal_user"),
+        ("bob", "internal_user"),
+        ("vera", "proxy_admin_viewer"),
+        ("ivy", "internal_user_viewer"),
+    ] {
+        let id = unique(name);
+        let (s, _, b) = admin
+            .post_json(
+                "/user/new",
+                &json!({"user_id": id, "user_role": role, "auto_create_key": false}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        users.insert(name, id);
+    }
+    for (name, role) in [("alice", "admin"), ("bob", "user")] {
+        let (s, _, b) = admin
+            .post_json(
+                "/team/member_add",
+                &json!({"team_id": team, "member": {"role": role, "user_id": users[name]}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let mut clients = HashMap::new();
+    for name in ["alice", "bob", "vera", "ivy"] {
+        let limits = if name == "alice" {
+            json!({"user_id": users[name], "max_budget": 1.0, "models": ["gpt-4o"]})
+        } else {
+            json!({"user_id": users[name]})
+        };
+        let (s, _, k) = admin.post_json("/key/generate", &limits).await;
+        assert_eq!(s, 200, "{k}");
+        clients.insert(name, as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    let (_, _, team_key) = admin
+        .post_json("/key/generate", &json!({"team_id": team}))
+        .await;
+    let team_key = team_key["key"].as_str().unwrap().to_string();
+    let alice = &clients["alice"];
+    let bob = &clients["bob"];
+
+    // An internal user creates personal keys for itself, never more than its own key has.
+    let (s, _, own) = alice.post_json("/key/generate", &json!({})).await;
+    assert_eq!(s, 200, "{own}");
+    assert_eq!(own["user_id"], users["alice"].as_str(), "{own}");
+    assert_eq!(own["max_budget"], 1.0, "inherited: {own}");
+    assert_eq!(own["models"], json!(["gpt-4o"]), "inherited: {own}");
+    let own_key = own["key"].as_str().unwrap().to_string();
+    for body in [
+        json!({"user_id": users["bob"]}),
+        json!({"max_budget": 5.0}),
+        json!({"models": ["text-embedding"]}),
+    ] {
+        let (s, _, b) = alice.post_json("/key/generate", &body).await;
+        assert_eq!(s, 403, "{body}: {b}");
+    }
+    // A team admin creates team keys within the team's limits; a member cannot.
+    let (s, _, b) = alice
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": team, "max_budget": 5.0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": team, "max_budget": 20.0}),
+        )
+        .await;
+    assert_eq!(s, 400, "over the team's budget: {b}");
+    let (s, _, b) = bob
+        .post_json("/key/generate", &json!({"team_id": team}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+
+    // Updates: names of one's own keys; limits and state only as a team admin.
+    let (s, _, b) = alice
+        .post_json(
+            "/key/update",
+            &json!({"key": own_key, "key_alias": unique("mine")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = alice
+        .post_json("/key/update", &json!({"key": own_key, "max_budget": 100.0}))
+        .await;
+    assert_eq!(s, 403, "widening its own key: {b}");
+    let (s, _, b) = bob
+        .post_json(
+            "/key/update",
+            &json!({"key": own_key, "key_alias": unique("x")}),
+        )
+        .await;
+    assert_eq!(s, 403, "someone else's key: {b}");
+    let (s, _, b) = alice
+        .post_json("/key/block", &json!({"key": own_key}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = alice
+        .post_json("/key/block", &json!({"key": team_key}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/key/update",
+            &json!({"key": team_key, "rpm_limit": 10, "blocked": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/key/update",
+            &json!({"key": team_key, "user_id": users["vera"]}),
+        )
+        .await;
+    assert_eq!(s, 403, "a team key moved to another user: {b}");
+
+    // The team: its name and members by its admins, its limits by proxy admins only.
+    let (s, _, b) = alice
+        .post_json(
+            "/team/update",
+            &json!({"team_id": team, "team_alias": unique("renamed")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/team/update",
+            &json!({"team_id": team, "max_budget": 1000.0}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = bob
+        .post_json(
+            "/team/update",
+            &json!({"team_id": team, "team_alias": unique("x")}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team, "member": {"role": "user", "user_id": unique("carol")}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = bob
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team, "member": {"role": "admin", "user_id": users["bob"]}}),
+        )
+        .await;
+    assert_eq!(s, 403, "a member making itself admin: {b}");
+    let (s, b) = bob.get_json(&format!("/team/info?team_id={team}")).await;
+    assert_eq!(s, 200, "members read their team: {b}");
+
+    // Lists: one's own keys; a team's keys for its admins.
+    let (s, list) = alice
+        .get_json("/key/list?return_full_object=true&size=100")
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let keys = list["keys"].as_array().unwrap();
+    assert!(keys.len() >= 2, "{list}");
+    assert!(
+        keys.iter().all(|k| k["user_id"] == users["alice"].as_str()),
+        "{list}"
+    );
+    let (s, _) = alice.get_json(&format!("/key/list?team_id={team}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = bob.get_json(&format!("/key/list?team_id={team}")).await;
+    assert_eq!(s, 403);
+
+    // Spend logs: one's own rows only.
+    assert_eq!(
+        clients["alice"]
+            .post_json("/v1/chat/completions", &chat())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(bob.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    let mine = eventually(Duration::from_secs(5), || async {
+        let (s, rows) = alice.get_json("/spend/logs").await;
+        assert_eq!(s, 200, "{rows}");
+        let rows = rows.as_array()?.clone();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("alice sees her spend");
+    assert!(
+        mine.iter().all(|r| r["user"] == users["alice"].as_str()),
+        "{mine:?}"
+    );
+
+    // Admin-only routes stay admin-only.
+    let (s, _, b) = alice
+        .post_json(
+            "/user/new",
+            &json!({"user_id": unique("u"), "user_role": "proxy_admin"}),
+        )
+        .await;
+    assert_eq!(s, 401, "{b}");
+    let (s, _, b) = alice.post_json("/team/new", &json!({})).await;
+    assert_eq!(s, 401, "{b}");
+
+    // Viewers read everything and change nothing.
+    let vera = &clients["vera"];
+    let (s, b) = vera.get_json("/key/list").await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["total_count"].as_i64().unwrap() >= 6, "{b}");
+    let (s, b) = vera.get_json(&format!("/key/info?key={own_key}")).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = vera
+        .get_json(&format!("/user/info?user_id={}", users["bob"]))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(vera.get_json("/spend/logs").await.0, 200);
+    assert_eq!(vera.get_json("/team/list").await.0, 200);
+    for c in [vera, &clients["ivy"]] {
+        let (s, _, b) = c.post_json("/key/generate", &json!({})).await;
+        assert_eq!(s, 401, "{b}");
+    }
+
+    // Deleting: one's own personal keys, not others'.
+    let (s, _, b) = alice
+        .post_json(
+            "/key/delete",
+            &json!({"keys": [clients_key(&clients, "bob")]}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = alice
+        .post_json("/key/delete", &json!({"keys": [own_key]}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+fn clients_key(clients: &HashMap<&str, Client>, name: &str) -> String {
+    clients[name].key.clone().unwrap()
 }

@@ -74,6 +74,8 @@ pub struct KeyIdentity {
     pub organization_id: Option<String>,
     /// The key's user is a proxy admin (`user_role: proxy_admin`).
     pub is_admin: bool,
+    /// The key's user's `user_role` (`proxy_admin_viewer`, `internal_user`, ...).
+    pub user_role: Option<String>,
     /// Models the key may call (empty: whatever its team allows).
     pub models: Vec<String>,
     /// Models the key's team may call (empty: all).

@@ -89,13 +89,26 @@ async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         _ => {}
     }
     if !c.caller.is_admin() {
-        return Err(admin_only(path));
+        if reads_everything(c.caller) && get && VIEWER_ROUTES.contains(&path) {
+            return admin_route(m, c, path, get, post).await;
+        }
+        return member_route(m, c, path, post).await;
     }
+    admin_route(m, c, path, get, post).await
+}
+
+async fn admin_route(
+    m: &Arc<Management>,
+    c: &Call<'_>,
+    path: &str,
+    get: bool,
+    post: bool,
+) -> Answer {
     let body = || parse_body(c.body);
     match (path, get, post) {
         ("/key/generate", _, true) => key_generate(m, body()?, c.caller).await,
         ("/key/update", _, true) => key_update(m, body()?).await,
-        ("/key/list", true, _) => key_list(m, c.query).await,
+        ("/key/list", true, _) => key_list(m, c.query, Owner::Any).await,
         ("/key/delete", _, true) => key_delete(m, body()?).await,
         ("/key/regenerate", _, true) => key_regenerate(m, None, body()?).await,
         ("/key/block", _, true) => key_block(m, body()?, true).await,
@@ -122,7 +135,7 @@ async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         ("/customer/list" | "/end_user/list", true, _) => customer_list(m).await,
         ("/budget/new", _, true) => budget_new(m, body()?).await,
         ("/budget/info", _, _) => budget_info(m, c).await,
-        ("/spend/logs", true, _) => spend_logs(m, c.query).await,
+        ("/spend/logs", true, _) => spend_logs(m, c.query, Owner::Any).await,
         ("/global/spend", true, _) => global_spend(m).await,
         ("/global/spend/report", true, _) => global_spend_report(m, c.query).await,
         _ => {
@@ -138,6 +151,289 @@ async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
                 c.method
             )))
         }
+    }
+}
+
+/// Read-only routes a `proxy_admin_viewer` may call about anything (LiteLLM's view-only admin).
+const VIEWER_ROUTES: &[&str] = &[
+    "/key/list",
+    "/team/list",
+    "/customer/info",
+    "/end_user/info",
+    "/customer/list",
+    "/end_user/list",
+    "/budget/info",
+    "/spend/logs",
+    "/global/spend",
+    "/global/spend/report",
+];
+
+/// Key fields the owner of a key (not a team admin) may change on it: naming and bookkeeping,
+/// never its limits, models, owners or state.
+const OWNER_KEY_FIELDS: &[&str] = &["key", "key_alias", "new_key", "metadata", "tags"];
+/// Team fields a team admin may change (members go through member_add / member_delete).
+const TEAM_ADMIN_TEAM_FIELDS: &[&str] = &["team_id", "team_alias", "metadata", "tags"];
+
+/// Whose objects a list or spend query may show.
+enum Owner {
+    Any,
+    User(String),
+    Team(String),
+}
+
+/// A `proxy_admin_viewer` key: reads every object, changes none.
+fn reads_everything(caller: &Caller) -> bool {
+    caller_key(caller).is_some_and(|k| k.user_role.as_deref() == Some("proxy_admin_viewer"))
+}
+
+/// `internal_user_viewer` and `proxy_admin_viewer` keys change nothing.
+fn read_only(k: &KeyIdentity) -> bool {
+    matches!(
+        k.user_role.as_deref(),
+        Some("proxy_admin_viewer" | "internal_user_viewer")
+    )
+}
+
+/// Whether the caller's user is an `admin` member of the team.
+async fn is_team_admin(m: &Management, k: &KeyIdentity, team_id: &str) -> Result<bool, ApiError> {
+    let Some(user) = k.user_id.as_deref() else {
+        return Ok(false);
+    };
+    let Some(team) = m.store.get(Kind::Team, team_id).await.map_err(db_error)? else {
+        return Ok(false);
+    };
+    Ok(members_of(&team).iter().any(|x| {
+        x.get("user_id").and_then(Value::as_str) == Some(user)
+            && x.get("role").and_then(Value::as_str) == Some("admin")
+    }))
+}
+
+/// Why a non-admin may touch a stored key.
+#[derive(PartialEq)]
+enum KeyRight {
+    /// An admin of the key's team: anything within the team's limits.
+    TeamAdmin,
+    /// A personal key of the caller's user: naming and deletion only.
+    Owner,
+}
+
+async fn key_right(m: &Management, k: &KeyIdentity, key: &Object) -> Result<KeyRight, ApiError> {
+    match &key.team_id {
+        Some(t) if is_team_admin(m, k, t).await? => Ok(KeyRight::TeamAdmin),
+        None if k.user_id.is_some() && key.user_id == k.user_id => Ok(KeyRight::Owner),
+        _ => Err(forbidden(
+            "Only proxy admins, the key's team admins and (for personal keys) the key's user can manage this key",
+        )),
+    }
+}
+
+fn only_fields(b: &Map<String, Value>, allowed: &[&str], who: &str) -> Result<(), ApiError> {
+    match b.keys().find(|f| !allowed.contains(&f.as_str())) {
+        Some(f) => Err(
+            forbidden(format!("{who} may not set {f}; only a proxy admin may"))
+                .with_param(f.as_str()),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Management routes for keys that are not proxy admins, as LiteLLM's roles allow: internal
+/// users manage their own personal keys (create, rename, delete) and see their own keys and
+/// spend; admins of a team manage the team's keys (within the team's limits), its members and
+/// its name. Nothing here can create an admin key or widen the caller's own limits: keys are
+/// created for the caller's own user or the team, limits are checked against the team's and the
+/// user's, and a key's owner cannot change its limits, models, owners or blocked state.
+async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool) -> Answer {
+    let Some(k) = caller_key(c.caller) else {
+        return Err(admin_only(path));
+    };
+    let writes = post && !read_only(k);
+    match path {
+        "/key/generate" if writes => {
+            let mut b = parse_body(c.body)?;
+            match string_of(&b, "team_id") {
+                Some(t) => {
+                    if !is_team_admin(m, k, &t).await? {
+                        return Err(forbidden(format!(
+                            "Only admins of team {t} can create its keys"
+                        )));
+                    }
+                    // Never for another user: a key takes its user's role.
+                    if string_of(&b, "user_id").is_some_and(|u| Some(&u) != k.user_id.as_ref()) {
+                        return Err(
+                            forbidden("user_id must be your own user").with_param("user_id")
+                        );
+                    }
+                }
+                None => {
+                    let Some(own) = k.user_id.clone() else {
+                        return Err(admin_only(path));
+                    };
+                    if string_of(&b, "user_id").is_some_and(|u| u != own) {
+                        return Err(
+                            forbidden("user_id must be your own user").with_param("user_id")
+                        );
+                    }
+                    b.insert("user_id".into(), json!(own));
+                    within_caller_key(&mut b, k)?;
+                }
+            }
+            key_generate(m, b, c.caller).await
+        }
+        "/key/update" | "/key/regenerate" | "/key/block" | "/key/unblock" if writes => {
+            let b = parse_body(c.body)?;
+            let target = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
+            let right = key_right(m, k, &target).await?;
+            if right == KeyRight::Owner {
+                if matches!(path, "/key/block" | "/key/unblock") {
+                    return Err(forbidden(
+                        "Only proxy admins and team admins can block or unblock keys",
+                    ));
+                }
+                only_fields(&b, OWNER_KEY_FIELDS, "The key's user")?;
+            } else if path == "/key/regenerate" {
+                // Regeneration copies fields without the team-limit checks of an update.
+                only_fields(&b, OWNER_KEY_FIELDS, "A team admin")?;
+            } else {
+                only_fields_not(&b, &["user_id", "team_id"], "A team admin")?;
+            }
+            match path {
+                "/key/update" => key_update(m, b).await,
+                "/key/regenerate" => key_regenerate(m, None, b).await,
+                _ => key_block(m, b, path == "/key/block").await,
+            }
+        }
+        "/key/delete" if writes => {
+            let b = parse_body(c.body)?;
+            for k_raw in list_of(&b, "keys") {
+                if let Some(o) = m
+                    .store
+                    .get(Kind::Key, &token_of(&k_raw))
+                    .await
+                    .map_err(db_error)?
+                {
+                    key_right(m, k, &o).await?;
+                }
+            }
+            for a in list_of(&b, "key_aliases") {
+                if let Some(o) = m
+                    .store
+                    .get_by_alias(Kind::Key, &a)
+                    .await
+                    .map_err(db_error)?
+                {
+                    key_right(m, k, &o).await?;
+                }
+            }
+            key_delete(m, b).await
+        }
+        "/key/list" if !post => {
+            let owner = match query_param(c.query, "team_id") {
+                Some(t) if is_team_admin(m, k, &t).await? => Owner::Team(t),
+                Some(t) => {
+                    return Err(forbidden(format!(
+                        "Only admins of team {t} can list its keys"
+                    )));
+                }
+                None => Owner::User(k.user_id.clone().ok_or_else(|| admin_only(path))?),
+            };
+            key_list(m, c.query, owner).await
+        }
+        "/spend/logs" if !post => {
+            let own = k.user_id.clone().ok_or_else(|| admin_only(path))?;
+            spend_logs(m, c.query, Owner::User(own)).await
+        }
+        "/team/update" | "/team/member_add" | "/team/member_delete" if writes => {
+            let b = parse_body(c.body)?;
+            let team = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
+            if !is_team_admin(m, k, &team).await? {
+                return Err(forbidden(format!(
+                    "Only proxy admins and admins of team {team} can change it"
+                )));
+            }
+            match path {
+                "/team/update" => {
+                    only_fields(&b, TEAM_ADMIN_TEAM_FIELDS, "A team admin")?;
+                    team_update(m, b).await
+                }
+                "/team/member_add" => team_member_add(m, b).await,
+                _ => team_member_delete(m, b).await,
+            }
+        }
+        _ => {
+            if let Some(id) = path
+                .strip_prefix("/key/")
+                .and_then(|p| p.strip_suffix("/regenerate"))
+                && writes
+            {
+                let b = parse_body(c.body)?;
+                let target = find_key(m, Some(id), None).await?;
+                key_right(m, k, &target).await?;
+                only_fields(&b, OWNER_KEY_FIELDS, "A non-admin key")?;
+                return key_regenerate(m, Some(id.to_string()), b).await;
+            }
+            Err(admin_only(path))
+        }
+    }
+}
+
+/// A personal key created by a key: never more than the creating key may do. Limits it has
+/// are inherited when not set and refused when set higher; its models likewise. (What all of
+/// a user's keys spend together is capped by the user's own `max_budget`.)
+fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), ApiError> {
+    let own = &k.key_limits;
+    let caps = [
+        ("max_budget", own.max_budget),
+        ("tpm_limit", own.tpm_limit.map(|v| v as f64)),
+        ("rpm_limit", own.rpm_limit.map(|v| v as f64)),
+        (
+            "max_parallel_requests",
+            own.max_parallel_requests.map(|v| v as f64),
+        ),
+    ];
+    for (field, cap) in caps {
+        let Some(cap) = cap else { continue };
+        match f64_field(b, field) {
+            Some(v) if v > cap => {
+                return Err(forbidden(format!(
+                    "{field}={v} is over your key's {field}={cap}; a key cannot create a key with more than it has"
+                ))
+                .with_param(field));
+            }
+            Some(_) => {}
+            None => {
+                let value = if field == "max_budget" {
+                    json!(cap)
+                } else {
+                    json!(cap as u64)
+                };
+                b.insert(field.into(), value);
+            }
+        }
+    }
+    if !k.models.is_empty() {
+        let asked = list_of(b, "models");
+        if let Some(extra) = asked.iter().find(|m| !k.models.contains(m)) {
+            return Err(forbidden(format!(
+                "model {extra} is not among your key's models {:?}",
+                k.models
+            ))
+            .with_param("models"));
+        }
+        if asked.is_empty() {
+            b.insert("models".into(), json!(k.models));
+        }
+    }
+    Ok(())
+}
+
+fn only_fields_not(b: &Map<String, Value>, refused: &[&str], who: &str) -> Result<(), ApiError> {
+    match b.keys().find(|f| refused.contains(&f.as_str())) {
+        Some(f) => Err(
+            forbidden(format!("{who} may not set {f}; only a proxy admin may"))
+                .with_param(f.as_str()),
+        ),
+        None => Ok(()),
     }
 }
 
@@ -658,7 +954,10 @@ async fn key_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         (None, Some(own)) => own.token.to_string(),
         (None, None) => return Err(bad("pass ?key=<key or hash>")),
     };
-    if !c.caller.is_admin() && caller_key(c.caller).is_none_or(|own| *own.token != *token) {
+    if !c.caller.is_admin()
+        && !reads_everything(c.caller)
+        && caller_key(c.caller).is_none_or(|own| *own.token != *token)
+    {
         return Err(forbidden(
             "You are not allowed to access this key's info. Your key can only view its own info.",
         ));
@@ -691,11 +990,16 @@ fn paging(query: Option<&str>) -> (i64, i64) {
     (page, size)
 }
 
-async fn key_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
+async fn key_list(m: &Arc<Management>, query: Option<&str>, owner: Owner) -> Answer {
     let (page, size) = paging(query);
+    let (user_id, team_id) = match owner {
+        Owner::Any => (query_param(query, "user_id"), query_param(query, "team_id")),
+        Owner::User(u) => (Some(u), None),
+        Owner::Team(t) => (query_param(query, "user_id"), Some(t)),
+    };
     let q = ListQuery {
-        user_id: query_param(query, "user_id"),
-        team_id: query_param(query, "team_id"),
+        user_id,
+        team_id,
         alias: query_param(query, "key_alias"),
         offset: (page - 1) * size,
         limit: size,
@@ -880,7 +1184,21 @@ async fn keys_of(
 
 async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     let id = query_param(c.query, "team_id").ok_or_else(|| bad("pass ?team_id="))?;
+    let member = match caller_key(c.caller) {
+        Some(k) if k.team_id.as_deref() != Some(&id) => match (
+            &k.user_id,
+            m.store.get(Kind::Team, &id).await.map_err(db_error)?,
+        ) {
+            (Some(u), Some(team)) => members_of(&team)
+                .iter()
+                .any(|x| x.get("user_id").and_then(Value::as_str) == Some(u)),
+            _ => false,
+        },
+        _ => false,
+    };
     if !c.caller.is_admin()
+        && !reads_everything(c.caller)
+        && !member
         && caller_key(c.caller).is_none_or(|k| k.team_id.as_deref() != Some(&id))
     {
         return Err(forbidden(format!(
@@ -1169,6 +1487,7 @@ async fn user_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         (None, None) => return Err(bad("pass ?user_id=")),
     };
     if !c.caller.is_admin()
+        && !reads_everything(c.caller)
         && caller_key(c.caller).is_none_or(|k| k.user_id.as_deref() != Some(&id))
     {
         return Err(forbidden(format!(
@@ -1401,13 +1720,18 @@ fn date_ms(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
     }
 }
 
-async fn spend_logs(m: &Arc<Management>, query: Option<&str>) -> Answer {
+async fn spend_logs(m: &Arc<Management>, query: Option<&str>, owner: Owner) -> Answer {
     let end = date_ms(query, "end_date")?.map(|e| e + 86_400_000);
+    let (user_id, team_id) = match owner {
+        Owner::Any => (query_param(query, "user_id"), query_param(query, "team_id")),
+        Owner::User(u) => (Some(u), query_param(query, "team_id")),
+        Owner::Team(t) => (query_param(query, "user_id"), Some(t)),
+    };
     let q = SpendQuery {
         request_id: query_param(query, "request_id"),
         api_key: query_param(query, "api_key").map(|k| token_of(&k)),
-        user_id: query_param(query, "user_id"),
-        team_id: query_param(query, "team_id"),
+        user_id,
+        team_id,
         start_ms: date_ms(query, "start_date")?,
         end_ms: end,
         limit: 10_000,

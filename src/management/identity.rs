@@ -185,6 +185,7 @@ pub fn build(
         team_alias: team.and_then(|t| t.alias.clone()),
         organization_id: str_field(&key.data, "organization_id").map(str::to_string),
         is_admin,
+        user_role: user.and_then(|u| str_field(&u.data, "user_role").map(str::to_string)),
         models: string_list(&key.data, "models"),
         team_models: team
             .map(|t| string_list(&t.data, "models"))
