@@ -246,6 +246,27 @@ async fn lifecycle(database: &str) {
         (info["user_info"]["spend"].as_f64().unwrap() - COST).abs() < 1e-9,
         "{info}"
     );
+    // LiteLLM's budget gauges agree with /key/info and /team/info (max_budget - spend).
+    let metrics = gw.metrics().await;
+    let gauge = |name: &str, labels: &str| -> f64 {
+        let prefix = format!("{name}{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let key_labels = format!("api_key_alias=\"{key_alias}\",hashed_api_key=\"{token}\"");
+    assert!(
+        (gauge("litellm_remaining_api_key_budget_metric", &key_labels) - (5.0 - COST)).abs() < 1e-9
+    );
+    assert_eq!(gauge("litellm_api_key_max_budget_metric", &key_labels), 5.0);
+    let team_labels = format!("team=\"{team_id}\",team_alias=\"{alias}\"");
+    assert!(
+        (gauge("litellm_remaining_team_budget_metric", &team_labels) - (10.0 - COST)).abs() < 1e-9
+    );
+    assert_eq!(gauge("litellm_team_max_budget_metric", &team_labels), 10.0);
     let (status, logs) = admin
         .get_json(&format!("/spend/logs?api_key={token}"))
         .await;

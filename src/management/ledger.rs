@@ -53,12 +53,18 @@ pub struct Hold {
     pub tpm_limit: Option<u64>,
     /// Spend of the first account (the key) before this request.
     pub key_spend: Option<f64>,
+    /// The owners with a budget, their limits and their spend before this request (the
+    /// budget gauges of `/metrics`).
+    pub budgets: Vec<(AccountKey, Arc<Limits>, f64)>,
 }
 
 impl Hold {
     /// Adds an owner to the hold; the first owner with an rpm (tpm) limit gives the
     /// `x-ratelimit-*` figures, from its counts after this request.
-    pub fn take(&mut self, c: &Check, requests: u64, tokens: u64) {
+    pub fn take(&mut self, c: &Check, requests: u64, tokens: u64, spend: f64) {
+        if c.limits.max_budget.is_some() {
+            self.budgets.push((c.key.clone(), c.limits.clone(), spend));
+        }
         if self.remaining_requests.is_none()
             && let Some(rpm) = c.limits.rpm_limit
         {
@@ -188,7 +194,7 @@ impl LocalLedger {
             a.reserved += estimate;
             a.in_flight += 1;
             a.requests += 1;
-            hold.take(c, a.requests, a.tokens);
+            hold.take(c, a.requests, a.tokens, a.spend);
         }
         Ok(hold)
     }

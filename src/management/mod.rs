@@ -15,6 +15,7 @@
 pub mod api;
 pub mod clock;
 pub mod cost;
+pub mod gauges;
 pub mod identity;
 pub mod keys;
 pub mod ledger;
@@ -61,6 +62,8 @@ pub struct Management {
     db_up: AtomicBool,
     /// The newest change-feed number this instance has applied (versions Redis key entries).
     pub newest_change: std::sync::atomic::AtomicI64,
+    /// LiteLLM's budget gauges, rendered into `/metrics`.
+    pub gauges: gauges::BudgetGauges,
     /// The proxy-wide budget's limits (the user `litellm-proxy-budget`), once read.
     proxy_limits: parking_lot::RwLock<Option<Arc<Limits>>>,
     /// Redis settles not finished yet (shutdown waits for them).
@@ -201,6 +204,7 @@ impl Management {
             pending_settles: AtomicUsize::new(0),
             newest_change: std::sync::atomic::AtomicI64::new(0),
             proxy_limits: parking_lot::RwLock::new(None),
+            gauges: gauges::BudgetGauges::default(),
             writing: tokio::sync::Mutex::new(()),
             access_groups,
             model_names: config.router.public_model_names(),
@@ -620,6 +624,10 @@ impl Management {
         let tokens = o.usage.map_or(0, |u| u.total_tokens);
         let now = clock::now_ms();
         if let Some(hold) = hold {
+            for (account, limits, spend) in &hold.budgets {
+                self.gauges
+                    .record(account, admission.key.as_ref(), limits, spend + cost);
+            }
             self.book(hold, cost, tokens, now);
         }
         let key = admission.key.as_deref();

@@ -327,7 +327,7 @@ impl RedisLedger {
             }
             let requests: u64 = field(1).parse().unwrap_or(0);
             let tokens: u64 = field(2).parse().unwrap_or(0);
-            hold.take(c, requests, tokens);
+            hold.take(c, requests, tokens, field(0).parse().unwrap_or(0.0));
         }
         Ok(Ok(hold))
     }

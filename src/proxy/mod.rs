@@ -192,7 +192,11 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             }
         }
         Endpoint::Metrics => {
-            let body = bytes::Bytes::from(app.metrics.render());
+            let mut text = app.metrics.render();
+            if let Some(m) = &app.management {
+                m.gauges.render(&mut text);
+            }
+            let body = bytes::Bytes::from(text);
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
         Endpoint::Models => {
