@@ -279,6 +279,35 @@ async fn lifecycle(database: &str) {
     assert_eq!(ok[0]["metadata"]["user_api_key_alias"], key_alias.as_str());
     assert!((ok[0]["spend"].as_f64().unwrap() - COST).abs() < 1e-9);
     let today = &ok[0]["startTime"].as_str().unwrap()[..10];
+    // With a date range, /spend/logs answers per day, as LiteLLM (with empty days to end_date).
+    let tomorrow = clock_day_after(today);
+    let (status, days) = admin
+        .get_json(&format!(
+            "/spend/logs?api_key={token}&start_date={today}&end_date={tomorrow}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{days}");
+    let days = days.as_array().unwrap();
+    assert_eq!(days.len(), 2, "{days:?}");
+    assert_eq!(days[0]["startTime"], today);
+    assert!(
+        (days[0]["spend"].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{days:?}"
+    );
+    assert!(
+        (days[0][&token].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{days:?}"
+    );
+    assert!(
+        (days[0]["models"]["gpt-4o-mini"].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{days:?}"
+    );
+    assert!(
+        (days[0]["users"][&user_id].as_f64().unwrap() - COST).abs() < 1e-9,
+        "{days:?}"
+    );
+    assert_eq!(days[1]["startTime"], tomorrow.as_str());
+    assert_eq!(days[1]["spend"], 0.0);
     let (status, report) = admin
         .get_json(&format!(
             "/global/spend/report?start_date={today}&end_date={today}&group_by=team"
@@ -489,6 +518,34 @@ async fn lifecycle(database: &str) {
         "{spent}"
     );
     assert_eq!(spent["blocked"], false, "{spent}");
+}
+
+/// The calendar day after a `YYYY-MM-DD` date.
+fn clock_day_after(day: &str) -> String {
+    let d = chrono_free_days(day) + 1;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let dd = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{dd:02}")
+}
+
+fn chrono_free_days(day: &str) -> i64 {
+    let y: i64 = day[..4].parse().unwrap();
+    let m: i64 = day[5..7].parse().unwrap();
+    let d: i64 = day[8..10].parse().unwrap();
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn sha256_hex(s: &str) -> String {

@@ -1702,6 +1702,64 @@ async fn budget_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     Ok((StatusCode::OK, Value::Array(out)))
 }
 
+/// `/spend/logs` with `start_date` and `end_date`: as LiteLLM, one entry per day from the first
+/// day with spend to `end_date`, `{"startTime": "YYYY-MM-DD", "spend", "<api key hash>": spend,
+/// "users": {user: spend}, "models": {model: spend}}` (days without spend after the first have
+/// `spend` 0).
+async fn spend_by_day(m: &Arc<Management>, q: &SpendQuery, _start: i64, end: i64) -> Answer {
+    let rows = m.store.spend_by_day(q).await.map_err(db_error)?;
+    let mut days: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
+    let add = |o: &mut Map<String, Value>, k: &str, v: f64| {
+        let now = o.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        o.insert(k.to_string(), json!(now + v));
+    };
+    for (day, api_key, user, model, spend) in rows {
+        let d = days.entry(day).or_insert_with(|| {
+            let mut o = Map::new();
+            o.insert("users".into(), json!({}));
+            o.insert("models".into(), json!({}));
+            o
+        });
+        add(d, "spend", spend);
+        add(d, &api_key, spend);
+        if let Some(Value::Object(users)) = d.get_mut("users") {
+            add(users, user.as_deref().unwrap_or("None"), spend);
+        }
+        if let Some(Value::Object(models)) = d.get_mut("models") {
+            add(models, &model, spend);
+        }
+    }
+    // The range's end is exclusive here (the day after end_date).
+    let last_day = (end - 1).div_euclid(86_400_000);
+    // At most ten years of empty days after the first with spend.
+    let last_day = days
+        .keys()
+        .next()
+        .map_or(last_day, |f| last_day.min(f + 3660));
+    if let Some(&first) = days.keys().next() {
+        for day in first..=last_day {
+            days.entry(day).or_insert_with(|| {
+                let mut o = Map::new();
+                o.insert("spend".into(), json!(0.0));
+                o.insert("users".into(), json!({}));
+                o.insert("models".into(), json!({}));
+                o
+            });
+        }
+    }
+    let out: Vec<Value> = days
+        .into_iter()
+        .map(|(day, mut o)| {
+            o.insert(
+                "startTime".into(),
+                json!(iso(day * 86_400_000)[..10].to_string()),
+            );
+            Value::Object(o)
+        })
+        .collect();
+    Ok((StatusCode::OK, Value::Array(out)))
+}
+
 fn date_ms(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
     match query_param(query, name) {
         None => Ok(None),
@@ -1736,6 +1794,9 @@ async fn spend_logs(m: &Arc<Management>, query: Option<&str>, owner: Owner) -> A
         end_ms: end,
         limit: 10_000,
     };
+    if let (Some(start), Some(end), None) = (q.start_ms, q.end_ms, &q.request_id) {
+        return spend_by_day(m, &q, start, end).await;
+    }
     let rows = m.store.spend_logs(&q).await.map_err(db_error)?;
     let out: Vec<Value> = rows
         .into_iter()

@@ -533,7 +533,38 @@ impl Store {
         rows.iter().map(spend_log_of).collect()
     }
 
-    /// Total spend of all spend-log rows.
+    /// Spend per day (Unix days), key, user and model, for `/spend/logs` with a date range.
+    pub async fn spend_by_day(
+        &self,
+        q: &SpendQuery,
+    ) -> Result<Vec<(i64, String, Option<String>, String, f64)>> {
+        let filter = "($1 IS NULL OR api_key = $1) AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR team_id = $3) AND start_time >= $4 AND start_time < $5";
+        let filter = self.typed(filter, &[(1, "text"), (2, "text"), (3, "text")]);
+        let rows = sqlx::query(&format!(
+            "SELECT start_time / 86400000 AS day, api_key, user_id, model, SUM(spend) AS spend \
+             FROM sluice_spend_logs WHERE {filter} GROUP BY start_time / 86400000, api_key, user_id, model \
+             ORDER BY day"
+        ))
+        .bind(q.api_key.clone())
+        .bind(q.user_id.clone())
+        .bind(q.team_id.clone())
+        .bind(q.start_ms.unwrap_or(0))
+        .bind(q.end_ms.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("day")?,
+                    r.try_get("api_key")?,
+                    r.try_get("user_id")?,
+                    r.try_get("model")?,
+                    r.try_get("spend")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Total spend of the spend-log rows started at or after `since_ms`.
     pub async fn total_spend(&self, since_ms: i64) -> Result<f64> {
         let row = sqlx::query(
