@@ -548,6 +548,19 @@ fn chrono_free_days(day: &str) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Rate-limit windows are calendar minutes: a check that needs two requests in one window
+/// starts with a few seconds of it left.
+async fn away_from_minute_boundary() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 60_000;
+    if ms > 55_000 {
+        tokio::time::sleep(Duration::from_millis(60_500 - ms as u64)).await;
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(s.as_bytes())
@@ -567,9 +580,19 @@ async fn admin_api_and_keys_on_postgres() {
 }
 
 #[tokio::test]
-async fn budgets_and_rate_limits_are_enforced() {
+async fn budgets_and_rate_limits_are_enforced_in_process() {
+    budgets_and_rate_limits_are_enforced("").await;
+}
+
+#[tokio::test]
+async fn budgets_and_rate_limits_are_enforced_in_redis() {
+    budgets_and_rate_limits_are_enforced(&format!("  redis_url: {}\n", test_redis_url())).await;
+}
+
+/// Every kind of limit, with the ledger in process or in Redis (`redis` is the router line).
+async fn budgets_and_rate_limits_are_enforced(redis: &str) {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let gw = Gateway::start(&config(&mock, "", "", redis)).await;
     let admin = gw.client();
 
     // Budget: 0.12 covers two calls at 0.05; the third would pass it.
@@ -590,6 +613,7 @@ async fn budgets_and_rate_limits_are_enforced() {
     );
 
     // Requests per minute, with LiteLLM's headers.
+    away_from_minute_boundary().await;
     let (_, _, k) = admin
         .post_json("/key/generate", &json!({"rpm_limit": 2}))
         .await;
@@ -619,6 +643,7 @@ async fn budgets_and_rate_limits_are_enforced() {
     );
 
     // Tokens per minute: the first call's usage uses the allowance up.
+    away_from_minute_boundary().await;
     let (_, _, k) = admin
         .post_json("/key/generate", &json!({"tpm_limit": 5}))
         .await;
@@ -656,6 +681,51 @@ async fn budgets_and_rate_limits_are_enforced() {
         "{b}"
     );
 
+    // A team's rate limit counts all its keys together.
+    away_from_minute_boundary().await;
+    let (_, _, t) = admin.post_json("/team/new", &json!({"rpm_limit": 1})).await;
+    let team_id = t["team_id"].as_str().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (_, _, k) = admin
+            .post_json("/key/generate", &json!({"team_id": team_id}))
+            .await;
+        keys.push(as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    assert_eq!(
+        keys[0].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    let (s, _, b) = keys[1].post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(error_message(&b, 429).contains("team"), "{b}");
+
+    // A user's budget caps its personal keys together.
+    let owner = unique("owner");
+    admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": owner, "max_budget": COST, "auto_create_key": false}),
+        )
+        .await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (_, _, k) = admin
+            .post_json("/key/generate", &json!({"user_id": owner}))
+            .await;
+        keys.push(as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    assert_eq!(
+        keys[0].post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    let (s, _, b) = keys[1].post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        error_message(&b, 400).contains(&format!("User={owner}")),
+        "{b}"
+    );
+
     // End users (the request's `user`) with their own budget, even under the master key.
     let end_user = unique("customer");
     let (s, _, b) = admin
@@ -681,7 +751,7 @@ async fn budgets_and_rate_limits_are_enforced() {
         ..MockConfig::default()
     })
     .await;
-    let gw2 = Gateway::start(&config(&slow, "", "", "")).await;
+    let gw2 = Gateway::start(&config(&slow, "", "", redis)).await;
     let (_, _, k) = gw2
         .client()
         .post_json("/key/generate", &json!({"max_parallel_requests": 1}))
@@ -793,6 +863,7 @@ async fn two_instances_never_overspend_a_budget() {
     );
 
     // Rate limits are counted across both instances too.
+    away_from_minute_boundary().await;
     let (_, _, k) = admin
         .post_json("/key/generate", &json!({"rpm_limit": 3}))
         .await;
@@ -866,9 +937,18 @@ async fn two_instances_never_overspend_a_budget() {
 }
 
 #[tokio::test]
-async fn per_model_limits_on_a_key() {
+async fn per_model_limits_on_a_key_in_process() {
+    per_model_limits_on_a_key("").await;
+}
+
+#[tokio::test]
+async fn per_model_limits_on_a_key_in_redis() {
+    per_model_limits_on_a_key(&format!("  redis_url: {}\n", test_redis_url())).await;
+}
+
+async fn per_model_limits_on_a_key(redis: &str) {
     let mock = MockProvider::start(MockConfig::default()).await;
-    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let gw = Gateway::start(&config(&mock, "", "", redis)).await;
     let admin = gw.client();
     let (s, _, k) = admin
         .post_json(
@@ -879,6 +959,7 @@ async fn per_model_limits_on_a_key() {
     assert_eq!(s, 200, "{k}");
     let user = as_key(&gw, k["key"].as_str().unwrap());
     let embed = json!({"model": "text-embedding", "input": "x"});
+    away_from_minute_boundary().await;
     assert_eq!(user.post_json("/v1/embeddings", &embed).await.0, 200);
     let (s, _, b) = user.post_json("/v1/embeddings", &embed).await;
     assert_eq!(s, 429, "{b}");

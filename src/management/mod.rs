@@ -125,7 +125,7 @@ impl Drop for Admission {
     fn drop(&mut self) {
         if let (Some(hold), Some(m)) = (self.hold.take(), self.owner.take()) {
             tracing::warn!("a request ended without being settled; releasing its hold");
-            m.book(hold, 0.0, 0, clock::now_ms());
+            let _ = m.book(hold, 0.0, 0, clock::now_ms());
         }
     }
 }
@@ -607,8 +607,14 @@ impl Management {
         Ok(admission)
     }
 
-    /// Books a finished request: ledger, spend increments, spend-log row. Returns its cost.
-    pub fn settle(self: &Arc<Self>, mut admission: Admission, o: &Outcome<'_>) -> f64 {
+    /// Books a finished request: ledger, spend increments, spend-log row. With Redis, returns
+    /// the running settle, which the caller awaits (bounded) before the connection takes its
+    /// next request: a client's next call then sees this one's tokens and spend, as in process.
+    pub fn settle(
+        self: &Arc<Self>,
+        mut admission: Admission,
+        o: &Outcome<'_>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let hold = admission.hold.take();
         admission.owner = None;
         let mut cost = o.usage.map_or(0.0, |u| cost::cost_of(&u, o.price));
@@ -623,12 +629,13 @@ impl Management {
         }
         let tokens = o.usage.map_or(0, |u| u.total_tokens);
         let now = clock::now_ms();
+        let mut booked = None;
         if let Some(hold) = hold {
             for (account, limits, spend) in &hold.budgets {
                 self.gauges
                     .record(account, admission.key.as_ref(), limits, spend + cost);
             }
-            self.book(hold, cost, tokens, now);
+            booked = self.book(hold, cost, tokens, now);
         }
         let key = admission.key.as_deref();
         if cost > 0.0 {
@@ -667,23 +674,32 @@ impl Management {
                 success: o.status < 400,
             });
         }
-        cost
+        booked
     }
 
     /// Releases a hold and books its cost in the ledger (Redis settles run on the management
     /// runtime and are counted, so shutdown can wait for them).
-    fn book(self: &Arc<Self>, hold: Hold, cost: f64, tokens: u64, now: i64) {
+    fn book(
+        self: &Arc<Self>,
+        hold: Hold,
+        cost: f64,
+        tokens: u64,
+        now: i64,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         match &self.redis {
             Some(r) => {
                 let r = r.clone();
                 let me = self.clone();
                 self.pending_settles.fetch_add(1, Ordering::SeqCst);
-                self.runtime.spawn(async move {
+                Some(self.runtime.spawn(async move {
                     r.settle(&hold, cost, tokens, now).await;
                     me.pending_settles.fetch_sub(1, Ordering::SeqCst);
-                });
+                }))
             }
-            None => self.local.settle(&hold, cost, tokens, now),
+            None => {
+                self.local.settle(&hold, cost, tokens, now);
+                None
+            }
         }
     }
 

@@ -82,8 +82,13 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        settle(&self.app, ctx, &client_ip);
+        let booked = settle(&self.app, ctx, &client_ip);
         record(&self.app, session, ctx, &client_ip);
+        if let Some(booked) = booked {
+            // Keep this connection's next request until the shared ledger has this one (a
+            // bounded wait: a slow Redis delays the connection, never loses the settle).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), booked).await;
+        }
     }
 }
 
@@ -391,9 +396,9 @@ async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
 }
 
 /// Books the request's cost on its owners (ledger, spend queue, spend log), from `logging`.
-fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) {
+fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) -> Option<tokio::task::JoinHandle<()>> {
     let Some(m) = &app.management else {
-        return;
+        return None;
     };
     // A caller with nothing held (master key, open gateway) still gets its spend-log row
     // when a deployment was chosen.
@@ -404,7 +409,7 @@ fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) {
                 crate::management::clock::now_ms() - ctx.started.elapsed().as_millis() as i64,
             )
         }
-        None => return,
+        None => return None,
     };
     let r = &ctx.record;
     let deployment = r.deployment.as_deref();
@@ -433,7 +438,7 @@ fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) {
             first_token_ms,
             incomplete,
         },
-    );
+    )
 }
 
 /// Reads and drops a small unread request body so the connection stays reusable; closes the
