@@ -1399,6 +1399,14 @@ async fn regenerate_unsupported_fields_and_unchanged_windows() {
         .await;
     assert_ne!(updated["budget_reset_at"], reset_at);
 
+    // A grace period for the old key is not supported: refused, nothing changes.
+    let (s, _, b) = admin
+        .post_json(
+            &format!("/key/{old}/regenerate"),
+            &json!({"grace_period": "24h"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
     // Regenerate: a new key with the old one's spend; the old one stops working.
     let (s, _, fresh) = admin
         .post_json(&format!("/key/{old}/regenerate"), &json!({}))
@@ -1971,6 +1979,32 @@ async fn roles_internal_users_team_admins_and_viewers() {
             .await;
         assert_eq!(s, 200, "{b}");
     }
+    // /user/new with `teams` makes the user a member, as LiteLLM.
+    let dave = unique("dave");
+    let (s, _, b) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": dave, "teams": [team], "auto_create_key": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["teams"], json!([team]), "{b}");
+    let (_, info) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert!(
+        info["team_info"]["members_with_roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mem| mem["user_id"] == dave.as_str() && mem["role"] == "user"),
+        "{info}"
+    );
+    let (s, _, b) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": unique("eve"), "teams": ["no-such-team"]}),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
     let mut clients = HashMap::new();
     for name in ["alice", "bob", "vera", "ivy"] {
         let limits = if name == "alice" {

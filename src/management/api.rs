@@ -1068,6 +1068,15 @@ async fn key_regenerate(
     b: Map<String, Value>,
 ) -> Answer {
     validate(&b)?;
+    // LiteLLM Enterprise keeps the old key valid for a grace period; Sluice retires it at once.
+    if b.get("grace_period")
+        .is_some_and(|v| !v.is_null() && v.as_str() != Some("") && v.as_str() != Some("0"))
+    {
+        return Err(bad(
+            "grace_period is not supported by Sluice yet (the old key stops working at once); nothing was changed",
+        )
+        .with_param("grace_period"));
+    }
     let key = path_key.or_else(|| string_of(&b, "key"));
     let old = find_key(m, key.as_deref(), str_field(&b, "key_alias")).await?;
     let raw = match b.get("new_key").and_then(Value::as_str) {
@@ -1436,7 +1445,39 @@ async fn user_new(m: &Arc<Management>, b: Map<String, Value>, caller: &Caller) -
         return Err(bad(format!("user_role must be one of {USER_ROLES:?}")));
     }
     let id = string_of(&b, "user_id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // `teams`: ids, or `{team_id, user_role}` objects; the user becomes a member of each.
+    let mut memberships = Vec::new();
+    match b.get("teams") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for t in items {
+                let (team, role) = match t {
+                    Value::String(team) => (team.clone(), "user".to_string()),
+                    Value::Object(o) => {
+                        if o.get("max_budget_in_team").is_some_and(|v| !v.is_null()) {
+                            return Err(bad(
+                                "max_budget_in_team is not supported by Sluice yet; nothing was created or changed",
+                            )
+                            .with_param("teams"));
+                        }
+                        let team = o
+                            .get("team_id")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| bad("teams[].team_id is required"))?;
+                        let role = o.get("user_role").and_then(Value::as_str).unwrap_or("user");
+                        (team.to_string(), role.to_string())
+                    }
+                    _ => return Err(bad("teams must be a list of team ids or objects")),
+                };
+                // Unknown teams are refused before anything is written.
+                team_or_404(m, &team).await?;
+                memberships.push((team, role));
+            }
+        }
+        Some(_) => return Err(bad("teams must be a list of team ids or objects")),
+    }
     let mut data = b.clone();
+    data.remove("teams");
     for f in [
         "spend",
         "auto_create_key",
@@ -1459,6 +1500,13 @@ async fn user_new(m: &Arc<Management>, b: Map<String, Value>, caller: &Caller) -
         StoreError::Conflict(_) => bad(format!("User with id={id} or this email already exists")),
         e => db_error(e),
     })?;
+    for (team, role) in memberships {
+        let mut add = Map::new();
+        add.insert("team_id".into(), json!(team));
+        add.insert("member".into(), json!({"role": role, "user_id": id}));
+        team_member_add(m, add).await?;
+    }
+    let o = user_or_404(m, &id).await?;
     let mut out = render(Kind::User, &o);
     if b.get("auto_create_key").and_then(Value::as_bool) != Some(false) {
         let mut kb = Map::new();
