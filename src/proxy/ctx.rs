@@ -45,16 +45,3 @@ pub struct Ctx {
     pub record: RequestRecord,
     pub(crate) _in_flight: InFlight,
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "Ctx {} RequestCx {} RequestRecord {} Admission {}",
-            std::mem::size_of::<super::Ctx>(),
-            std::mem::size_of::<filters::RequestCx>(),
-            std::mem::size_of::<super::RequestRecord>(),
-            std::mem::size_of::<crate::management::Admission>()
-        );
-    }
-}
