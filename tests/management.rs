@@ -809,6 +809,7 @@ async fn two_instances_never_overspend_a_budget() {
     let cfg = config(&mock, &postgres(), "", &redis);
     let a = Gateway::start(&cfg).await;
     let b = Gateway::start(&cfg).await;
+    assert!(!a.logs().contains("PostgreSQL without Redis"));
     // A budget that covers exactly 50 calls.
     let (status, _, k) = a
         .client()
@@ -1508,6 +1509,12 @@ async fn budgets_customers_deletes_and_paging() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&config(&mock, &postgres(), "", "")).await;
     let admin = gw.client();
+    // A shared database without Redis is said to enforce limits per instance.
+    assert!(
+        gw.logs().contains("PostgreSQL without Redis"),
+        "{}",
+        gw.logs()
+    );
 
     // Budgets: budget_reset_at = now + duration.
     let budget_id = unique("budget");

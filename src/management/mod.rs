@@ -212,6 +212,13 @@ impl Management {
             settings,
             runtime,
         });
+        if mgmt.store.backend == store::Backend::Postgres && mgmt.redis.is_none() {
+            // A shared database suggests several instances; without Redis each enforces budgets
+            // and rate limits on what it sees alone.
+            tracing::warn!(
+                "PostgreSQL without Redis: budgets, rate limits and parallel-request limits are enforced per instance; with several instances set router_settings.redis_url (or REDIS_HOST) so they are enforced together"
+            );
+        }
         if !db_up {
             tracing::warn!("the management database is not reachable; retrying in the background");
         }
