@@ -402,15 +402,10 @@ impl Store {
     /// Writes one batch: spend increments and spend-log rows, in one transaction.
     pub async fn write_spend(&self, batch: Arc<Batch>, master_key_hash: &str) -> Result<()> {
         if let Some(writer) = &self.spend_writer {
-            let writer = writer.clone();
-            let master = master_key_hash.to_string();
-            let now = super::clock::now_ms();
-            return tokio::task::spawn_blocking(move || {
-                writer.write(&batch.deltas, &batch.logs, &master, now)
-            })
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("spend writer stopped: {e}")))?
-            .map_err(|e| StoreError::Sqlite(e.to_string()));
+            return writer
+                .write(batch, master_key_hash, super::clock::now_ms())
+                .await
+                .map_err(StoreError::Sqlite);
         }
         let (deltas, logs) = (&batch.deltas, &batch.logs);
         // Rows are updated in one order on every instance, so two instances' batches cannot
