@@ -647,7 +647,13 @@ impl Exchange<'_> {
         content_type: &str,
         upstream: &ResponseHeader,
     ) -> ResponseHead {
-        let mut resp = ResponseHead::new(status, upstream.headers.len() + 10);
+        // Room for every header the response gets (the map regrows and rehashes otherwise):
+        // the upstream's, ours, the key's and the duration and cost headers added later.
+        let keyed = ctx.record.admission.as_ref().map_or(0, |a| a.headers.len());
+        let mut resp = ResponseHead::new(
+            status,
+            upstream.headers.len() + self.fixed_headers.len() + keyed + 8,
+        );
         resp.set(CONTENT_TYPE, content_type);
         for (name, value) in upstream.headers.iter() {
             if HOP_BY_HOP.contains(&name.as_str()) {
