@@ -1895,23 +1895,25 @@ async fn proxy_wide_budget_and_default_end_user_budget() {
         let (_, _, k) = admin.post_json("/key/generate", &json!({})).await;
         keys.push(as_key(&gw, k["key"].as_str().unwrap()));
     }
+    // The master key's spend counts toward the proxy's budget (it is not held to it).
+    assert_eq!(
+        admin.post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
     assert_eq!(
         keys[0].post_json("/v1/chat/completions", &chat()).await.0,
         200
     );
-    assert_eq!(
-        keys[1].post_json("/v1/chat/completions", &chat()).await.0,
-        200
-    );
-    // Two keys of their own, no limits: the proxy's budget is what stops the third call.
-    let (s, _, b) = keys[0].post_json("/v1/chat/completions", &chat()).await;
+    // Two keys of their own, no limits: the proxy's budget, spent by the master key and the
+    // first key together, is what stops the second key.
+    let (s, _, b) = keys[1].post_json("/v1/chat/completions", &chat()).await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["type"], "budget_exceeded", "{b}");
     assert!(
         error_message(&b, 400).contains("Budget has been exceeded!"),
         "{b}"
     );
-    // The master key is not held to it (as in LiteLLM), but its spend counts.
+    // The master key itself is not held to it, as in LiteLLM.
     assert_eq!(
         admin.post_json("/v1/chat/completions", &chat()).await.0,
         200
@@ -2092,11 +2094,20 @@ async fn roles_internal_users_team_admins_and_viewers() {
         .post_json("/key/block", &json!({"key": team_key}))
         .await;
     assert_eq!(s, 200, "{b}");
+    // Only a proxy admin lifts a block (nothing records who set it).
+    for (route, body) in [
+        ("/key/unblock", json!({"key": team_key})),
+        ("/key/update", json!({"key": team_key, "blocked": false})),
+    ] {
+        let (s, _, b) = alice.post_json(route, &body).await;
+        assert_eq!(s, 403, "{route}: {b}");
+    }
+    let (s, _, b) = admin
+        .post_json("/key/unblock", &json!({"key": team_key}))
+        .await;
+    assert_eq!(s, 200, "{b}");
     let (s, _, b) = alice
-        .post_json(
-            "/key/update",
-            &json!({"key": team_key, "rpm_limit": 10, "blocked": false}),
-        )
+        .post_json("/key/update", &json!({"key": team_key, "rpm_limit": 10}))
         .await;
     assert_eq!(s, 200, "{b}");
     let (s, _, b) = alice
@@ -2106,6 +2117,90 @@ async fn roles_internal_users_team_admins_and_viewers() {
         )
         .await;
     assert_eq!(s, 403, "a team key moved to another user: {b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/key/update",
+            &json!({"key": team_key, "aliases": {"gpt-4o": "text-embedding"}}),
+        )
+        .await;
+    assert_eq!(s, 403, "aliases route around model lists: {b}");
+    // A team key of another user: a team admin may not regenerate it (the new key would act as
+    // that user), nor touch it at all when that user is privileged.
+    let (_, _, bobs_team_key) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": team, "user_id": users["bob"]}),
+        )
+        .await;
+    let bobs_team_key = bobs_team_key["key"].as_str().unwrap().to_string();
+    let (s, _, b) = alice
+        .post_json("/key/regenerate", &json!({"key": bobs_team_key}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = alice
+        .post_json(&format!("/key/{bobs_team_key}/regenerate"), &json!({}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (s, _, b) = alice
+        .post_json(
+            "/key/update",
+            &json!({"key": bobs_team_key, "rpm_limit": 5}),
+        )
+        .await;
+    assert_eq!(s, 200, "a member's team key, within the team: {b}");
+    let root = unique("root");
+    admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": root, "user_role": "proxy_admin", "auto_create_key": false}),
+        )
+        .await;
+    let (_, _, roots_team_key) = admin
+        .post_json("/key/generate", &json!({"team_id": team, "user_id": root}))
+        .await;
+    let roots_team_key = roots_team_key["key"].as_str().unwrap().to_string();
+    for (route, body) in [
+        (
+            "/key/update",
+            json!({"key": roots_team_key, "rpm_limit": 1}),
+        ),
+        ("/key/regenerate", json!({"key": roots_team_key})),
+        ("/key/block", json!({"key": roots_team_key})),
+        ("/key/delete", json!({"keys": [roots_team_key]})),
+    ] {
+        let (s, _, b) = alice.post_json(route, &body).await;
+        assert_eq!(s, 403, "a proxy admin's key via {route}: {b}");
+    }
+    let (s, _, b) = alice
+        .post_json(
+            "/key/generate",
+            &json!({"aliases": {"gpt-4o": "text-embedding"}}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+
+    // A key's own window and expiry bind the keys it creates.
+    let (_, _, timed) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"user_id": users["bob"], "max_budget": 2.0, "budget_duration": "1d", "duration": "1h"}),
+        )
+        .await;
+    let timed_key = as_key(&gw, timed["key"].as_str().unwrap());
+    let (s, _, made) = timed_key.post_json("/key/generate", &json!({})).await;
+    assert_eq!(s, 200, "{made}");
+    assert_eq!(made["budget_duration"], "1d", "{made}");
+    assert!(
+        made["expires"].as_str().unwrap() <= timed["expires"].as_str().unwrap(),
+        "{made} outlives {timed}"
+    );
+    for body in [
+        json!({"duration": "30d"}),
+        json!({"budget_duration": "30d"}),
+    ] {
+        let (s, _, b) = timed_key.post_json("/key/generate", &body).await;
+        assert_eq!(s, 403, "{body}: {b}");
+    }
 
     // The team: its name and members by its admins, its limits by proxy admins only.
     let (s, _, b) = alice
@@ -2145,6 +2240,17 @@ async fn roles_internal_users_team_admins_and_viewers() {
     assert_eq!(s, 403, "a member making itself admin: {b}");
     let (s, b) = bob.get_json(&format!("/team/info?team_id={team}")).await;
     assert_eq!(s, 200, "members read their team: {b}");
+    let seen = b["keys"].as_array().unwrap();
+    assert!(!seen.is_empty(), "{b}");
+    assert!(
+        seen.iter().all(|k| k["user_id"] == users["bob"].as_str()),
+        "a member sees only its own keys of the team: {b}"
+    );
+    let (_, b) = alice.get_json(&format!("/team/info?team_id={team}")).await;
+    assert!(
+        b["keys"].as_array().unwrap().len() > seen.len(),
+        "the team admin sees every key: {b}"
+    );
 
     // Lists: one's own keys; a team's keys for its admins.
     let (s, list) = alice

@@ -217,13 +217,44 @@ enum KeyRight {
     Owner,
 }
 
-async fn key_right(m: &Management, k: &KeyIdentity, key: &Object) -> Result<KeyRight, ApiError> {
-    match &key.team_id {
-        Some(t) if is_team_admin(m, k, t).await? => Ok(KeyRight::TeamAdmin),
-        None if k.user_id.is_some() && key.user_id == k.user_id => Ok(KeyRight::Owner),
-        _ => Err(forbidden(
+/// Roles whose keys only a proxy admin may manage: a team admin taking over such a key (by
+/// regenerating it, say) would hold an admin's key.
+const PRIVILEGED_ROLES: &[&str] = &["proxy_admin", "proxy_admin_viewer", "org_admin"];
+
+async fn key_right(
+    m: &Management,
+    k: &KeyIdentity,
+    key: &Object,
+    regenerate: bool,
+) -> Result<KeyRight, ApiError> {
+    let refused = || {
+        forbidden(
             "Only proxy admins, the key's team admins and (for personal keys) the key's user can manage this key",
-        )),
+        )
+    };
+    let own = k.user_id.is_some() && key.user_id == k.user_id;
+    match &key.team_id {
+        Some(t) if is_team_admin(m, k, t).await? => {
+            // A team key of another user: a team admin may change or delete it, unless its user
+            // is privileged, and may never regenerate it (the new key would act as that user).
+            if let Some(user) = key.user_id.as_deref().filter(|_| !own) {
+                if regenerate {
+                    return Err(refused());
+                }
+                let role = m
+                    .store
+                    .get(Kind::User, user)
+                    .await
+                    .map_err(db_error)?
+                    .and_then(|u| str_field(&u.data, "user_role").map(str::to_string));
+                if role.is_some_and(|r| PRIVILEGED_ROLES.contains(&r.as_str())) {
+                    return Err(refused());
+                }
+            }
+            Ok(KeyRight::TeamAdmin)
+        }
+        None if own => Ok(KeyRight::Owner),
+        _ => Err(refused()),
     }
 }
 
@@ -251,6 +282,8 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
     match path {
         "/key/generate" if writes => {
             let mut b = parse_body(c.body)?;
+            // Aliases route a permitted name to another model: a proxy admin's to set.
+            only_fields_not(&b, &["aliases"], "A non-admin key")?;
             match string_of(&b, "team_id") {
                 Some(t) => {
                     if !is_team_admin(m, k, &t).await? {
@@ -283,11 +316,15 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
         "/key/update" | "/key/regenerate" | "/key/block" | "/key/unblock" if writes => {
             let b = parse_body(c.body)?;
             let target = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
-            let right = key_right(m, k, &target).await?;
+            let right = key_right(m, k, &target, path == "/key/regenerate").await?;
+            // Only a proxy admin lifts a block: nothing records who set it.
+            if path == "/key/unblock" || b.get("blocked").is_some_and(|v| v != &json!(true)) {
+                return Err(forbidden("Only a proxy admin can unblock a key"));
+            }
             if right == KeyRight::Owner {
-                if matches!(path, "/key/block" | "/key/unblock") {
+                if path == "/key/block" {
                     return Err(forbidden(
-                        "Only proxy admins and team admins can block or unblock keys",
+                        "Only proxy admins and team admins can block keys",
                     ));
                 }
                 only_fields(&b, OWNER_KEY_FIELDS, "The key's user")?;
@@ -295,7 +332,9 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
                 // Regeneration copies fields without the team-limit checks of an update.
                 only_fields(&b, OWNER_KEY_FIELDS, "A team admin")?;
             } else {
-                only_fields_not(&b, &["user_id", "team_id"], "A team admin")?;
+                // Owners, and aliases (which route a permitted name to another model), stay as
+                // a proxy admin set them.
+                only_fields_not(&b, &["user_id", "team_id", "aliases"], "A team admin")?;
             }
             match path {
                 "/key/update" => key_update(m, b).await,
@@ -312,7 +351,7 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
                     .await
                     .map_err(db_error)?
                 {
-                    key_right(m, k, &o).await?;
+                    key_right(m, k, &o, false).await?;
                 }
             }
             for a in list_of(&b, "key_aliases") {
@@ -322,7 +361,7 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
                     .await
                     .map_err(db_error)?
                 {
-                    key_right(m, k, &o).await?;
+                    key_right(m, k, &o, false).await?;
                 }
             }
             key_delete(m, b).await
@@ -368,7 +407,7 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
             {
                 let b = parse_body(c.body)?;
                 let target = find_key(m, Some(id), None).await?;
-                key_right(m, k, &target).await?;
+                key_right(m, k, &target, true).await?;
                 only_fields(&b, OWNER_KEY_FIELDS, "A non-admin key")?;
                 return key_regenerate(m, Some(id.to_string()), b).await;
             }
@@ -377,13 +416,61 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
     }
 }
 
-/// A personal key created by a key: never more than the creating key may do. Limits it has
-/// are inherited when not set and refused when set higher; its models likewise. (What all of
-/// a user's keys spend together is capped by the user's own `max_budget`.)
+/// A personal key created by a key: never more than the creating key may do. Its budget is at
+/// most what the creating key has left, in the same window; its rate limits, models and expiry
+/// are the creating key's or narrower (inherited when not set). A key with per-model limits
+/// creates none. (What all of a user's keys spend together is capped by the user's own
+/// `max_budget`.)
 fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), ApiError> {
     let own = &k.key_limits;
+    if !k.model_limits.is_empty() {
+        return Err(forbidden(
+            "a key with per-model limits cannot create keys; ask a proxy admin",
+        ));
+    }
+    if let Some(window) = &own.budget_duration {
+        match str_field(b, "budget_duration") {
+            Some(asked) if asked != window => {
+                return Err(
+                    forbidden(format!("budget_duration must be your key's ({window})"))
+                        .with_param("budget_duration"),
+                );
+            }
+            Some(_) => {}
+            None => {
+                b.insert("budget_duration".into(), json!(window));
+            }
+        }
+    }
+    if let Some(expires) = k.expires_at {
+        let now = now_ms();
+        let asked = match b.get("duration") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|d| parse_span(d).ok())
+                    .map(|span| span.after(now))
+                    .ok_or_else(|| bad("duration must be a string such as \"30d\""))?,
+            ),
+        };
+        match asked {
+            Some(end) if end > expires => {
+                return Err(
+                    forbidden("duration must end before your key expires").with_param("duration")
+                );
+            }
+            Some(_) => {}
+            None => {
+                let left_s = ((expires - now) / 1000).max(1);
+                b.insert("duration".into(), json!(format!("{left_s}s")));
+            }
+        }
+    }
     let caps = [
-        ("max_budget", own.max_budget),
+        (
+            "max_budget",
+            own.max_budget.map(|max| (max - own.spend).max(0.0)),
+        ),
         ("tpm_limit", own.tpm_limit.map(|v| v as f64)),
         ("rpm_limit", own.rpm_limit.map(|v| v as f64)),
         (
@@ -396,7 +483,7 @@ fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), 
         match f64_field(b, field) {
             Some(v) if v > cap => {
                 return Err(forbidden(format!(
-                    "{field}={v} is over your key's {field}={cap}; a key cannot create a key with more than it has"
+                    "{field}={v} is over what your key has ({cap}); a key cannot create a key with more than it has"
                 ))
                 .with_param(field));
             }
@@ -1216,7 +1303,18 @@ async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         )));
     }
     let o = team_or_404(m, &id).await?;
-    let keys = keys_of(m, Some(&id), None).await?;
+    let mut keys = keys_of(m, Some(&id), None).await?;
+    // Members who do not administer the team see their own keys and the calling key only.
+    if let Some(k) = caller_key(c.caller)
+        && !c.caller.is_admin()
+        && !reads_everything(c.caller)
+        && !is_team_admin(m, k, &id).await?
+    {
+        keys.retain(|key| {
+            key["token"].as_str() == Some(&*k.token)
+                || (k.user_id.is_some() && key["user_id"].as_str() == k.user_id.as_deref())
+        });
+    }
     Ok((
         StatusCode::OK,
         json!({"team_id": id, "team_info": render(Kind::Team, &o), "keys": keys, "team_memberships": []}),

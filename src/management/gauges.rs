@@ -65,6 +65,11 @@ impl BudgetGauges {
         self.owners.lock().insert(account.clone(), seen);
     }
 
+    /// Drops a deleted owner's gauges.
+    pub fn forget(&self, kind: ScopeKind, id: &str) {
+        self.owners.lock().remove(&(kind, Arc::<str>::from(id)));
+    }
+
     /// Appends the gauges in Prometheus' text format.
     pub fn render(&self, out: &mut Vec<u8>) {
         let now = clock::now_ms();
@@ -187,5 +192,9 @@ mod tests {
         assert!((1.9..=2.0).contains(&hours), "{hours}");
         assert!(!text.contains("api_key"), "no key was recorded: {text}");
         assert!(!text.contains("end_user"), "{text}");
+        g.forget(ScopeKind::Team, "t\"1");
+        let mut out = Vec::new();
+        g.render(&mut out);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     }
 }

@@ -185,12 +185,12 @@ impl KeyResolver for StoreKeys {
                 {
                     return Ok(Some(build(&e.key, e.team.as_ref(), e.user.as_ref())));
                 }
-                // The entry's version: what this instance applied of the feed, or the newest
-                // change of the key, its team and its user when the feed has not caught up
-                // (a key used right after it was created or updated).
-                let seq = match m.redis() {
-                    Some(_) => seq.max(m.store.key_version(&lookup).await?),
-                    None => seq,
+                // The entry's versions: what this instance applied of the feed, or, per object,
+                // the newest change of the key, its team and its user when the feed has not
+                // caught up (a key used right after it was created or updated).
+                let versions = match m.redis() {
+                    Some(_) => m.store.key_versions(&lookup).await?.map(|v| v.max(seq)),
+                    None => [seq; 3],
                 };
                 let Some(key) = m.store.get(Kind::Key, &lookup).await? else {
                     return Ok(None);
@@ -207,6 +207,9 @@ impl KeyResolver for StoreKeys {
                 if let Some(r) = m.redis() {
                     let entry = CachedKey {
                         seq,
+                        key_seq: versions[0],
+                        team_seq: versions[1],
+                        user_seq: versions[2],
                         team_id: key.team_id.clone(),
                         user_id: key.user_id.clone(),
                         key,

@@ -351,6 +351,7 @@ impl Management {
         let gone = matches!(current, Ok(None));
         let blocked = matches!(&current, Ok(Some(o)) if identity::bool_field(&o.data, "blocked"));
         if gone {
+            self.gauges.forget(scope, id);
             match &self.redis {
                 Some(r) => r.forget(scope, id).await,
                 None => self.local.forget(&(scope, id.into())),
@@ -515,11 +516,20 @@ impl Management {
                 limits,
             });
         }
-        // The proxy-wide budget caps virtual keys (the master key is exempt, as in LiteLLM).
-        if key.is_some()
-            && self.settings.proxy_budget.is_some()
+        // The proxy-wide budget caps virtual keys. The master key is exempt, as in LiteLLM, but
+        // its spend is booked on the same account (without a check), so the ledger and the
+        // stored spend agree.
+        if self.settings.proxy_budget.is_some()
             && let Some(limits) = Box::pin(self.proxy_budget_limits()).await?
         {
+            let limits = if key.is_some() {
+                limits
+            } else {
+                Arc::new(Limits {
+                    max_budget: None,
+                    ..(*limits).clone()
+                })
+            };
             checks.push(Check {
                 key: (ScopeKind::User, PROXY_BUDGET_USER.into()),
                 limits,

@@ -137,6 +137,14 @@ return 1
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct CachedKey {
     pub seq: i64,
+    /// Versions of the key, its team and its user this entry reflects (older entries have
+    /// only `seq`).
+    #[serde(default)]
+    pub key_seq: i64,
+    #[serde(default)]
+    pub team_seq: i64,
+    #[serde(default)]
+    pub user_seq: i64,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
     pub key: super::store::Object,
@@ -159,12 +167,13 @@ if not v then return false end
 local ok, e = pcall(cjson.decode, v)
 if not ok then return false end
 local seq = tonumber(e['seq']) or 0
-local function newer(kind, id)
+local function newer(kind, id, own)
   if id == nil or id == cjson.null then return false end
   local x = tonumber(redis.call('GET', ARGV[1] .. kind .. ':' .. id))
-  return x ~= nil and x > seq
+  return x ~= nil and x > math.max(seq, tonumber(own) or 0)
 end
-if newer('key', ARGV[2]) or newer('team', e['team_id']) or newer('user', e['user_id']) then
+if newer('key', ARGV[2], e['key_seq']) or newer('team', e['team_id'], e['team_seq'])
+  or newer('user', e['user_id'], e['user_seq']) then
   return false
 end
 return v

@@ -73,12 +73,17 @@ impl SqliteSpendWriter {
             now_ms,
             done,
         };
-        self.queue()?
-            .send(job)
-            .map_err(|_| "the spend writer thread stopped".to_string())?;
+        let stopped = || {
+            // Started again by the next batch (this one is put back by the caller).
+            *self.jobs.lock() = None;
+            "the spend writer thread stopped".to_string()
+        };
+        if self.queue()?.send(job).is_err() {
+            return Err(stopped());
+        }
         match result.await {
             Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("the spend writer thread stopped".into()),
+            Err(_) => Err(stopped()),
         }
     }
 

@@ -626,21 +626,28 @@ impl Store {
             .collect()
     }
 
-    /// The newest change number of a key, its team and its user, in one statement (one
-    /// snapshot). Read before the objects themselves, it numbers what they reflect at least:
-    /// changes to one object commit in their numbering order (each takes the object's row
-    /// first), so a read after this one sees every change up to it.
-    pub async fn key_version(&self, token: &str) -> Result<i64> {
+    /// The newest change numbers of a key, of its team and of its user, in one statement (one
+    /// snapshot). Read before the objects themselves, each numbers what its object reflects at
+    /// least: changes to one object commit in their numbering order (each takes the object's row
+    /// first), so a read after this one sees every change of that object up to its number.
+    /// (Across objects there is no such order, hence one number per object.)
+    pub async fn key_versions(&self, token: &str) -> Result<[i64; 3]> {
         let row = sqlx::query(
-            "SELECT COALESCE(MAX(seq), 0) AS s FROM sluice_changes WHERE \
-             (kind = 'key' AND id = $1) OR \
-             (kind = 'team' AND id = (SELECT team_id FROM sluice_objects WHERE kind = 'key' AND id = $1)) OR \
-             (kind = 'user' AND id = (SELECT user_id FROM sluice_objects WHERE kind = 'key' AND id = $1))",
+            "SELECT \
+             COALESCE((SELECT MAX(seq) FROM sluice_changes WHERE kind = 'key' AND id = $1), 0) AS k, \
+             COALESCE((SELECT MAX(seq) FROM sluice_changes WHERE kind = 'team' AND id = \
+                (SELECT team_id FROM sluice_objects WHERE kind = 'key' AND id = $1)), 0) AS t, \
+             COALESCE((SELECT MAX(seq) FROM sluice_changes WHERE kind = 'user' AND id = \
+                (SELECT user_id FROM sluice_objects WHERE kind = 'key' AND id = $1)), 0) AS u",
         )
         .bind(token)
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<i64, _>("s")?)
+        Ok([
+            row.try_get::<i64, _>("k")?,
+            row.try_get::<i64, _>("t")?,
+            row.try_get::<i64, _>("u")?,
+        ])
     }
 
     /// Drops change-feed rows older than `before_ms` (every instance has read them).

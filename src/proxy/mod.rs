@@ -328,7 +328,9 @@ async fn admit(
             }
         }
     }
-    if key.is_none() && view.user.is_none() {
+    // The master key has nothing to check, unless the request names an end user or the proxy
+    // has a budget (whose spend the master key's requests count toward).
+    if key.is_none() && view.user.is_none() && m.settings.proxy_budget.is_none() {
         return Ok(());
     }
     let price = plan
