@@ -114,6 +114,15 @@ fn push_u64(out: &mut String, n: u64) {
     push_padded(out, n, 1);
 }
 
+/// A duration in milliseconds (three decimals) as a header value, without the `fmt`
+/// machinery (`x-litellm-response-duration-ms` and `-overhead-duration-ms` on every response).
+pub fn millis_header(d: Duration) -> http::HeaderValue {
+    let mut text = String::with_capacity(16);
+    push_millis(&mut text, Some(d));
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("-1"))
+}
+
 fn push_millis(out: &mut String, d: Option<Duration>) {
     match d {
         Some(d) => {
@@ -279,6 +288,11 @@ mod tests {
             Millis(Some(Duration::from_micros(12_345_678))).to_string(),
             "12345.678"
         );
+        assert_eq!(
+            millis_header(Duration::from_micros(12_345_678)),
+            "12345.678"
+        );
+        assert_eq!(millis_header(Duration::from_micros(7)), "0.007");
     }
 
     #[test]

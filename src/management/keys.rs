@@ -32,7 +32,9 @@ enum Cached {
 
 /// Resolved keys and end-user budgets.
 pub struct KeyCache {
-    keys: Cache<String, Cached>,
+    /// By key hash, hashed with aHash (randomly keyed): SipHash over the 64-character token
+    /// was most of a lookup.
+    keys: Cache<String, Cached, ahash::RandomState>,
     /// Hashes no key has (so a flood of bad keys does not reach the database); a new key
     /// drops its hash through the change feed.
     unknown: Cache<String, ()>,
@@ -56,7 +58,7 @@ impl KeyCache {
             keys: Cache::builder()
                 .max_capacity(MAX_KEYS)
                 .time_to_live(KEY_TTL)
-                .build(),
+                .build_with_hasher(ahash::RandomState::new()),
             unknown: Cache::builder()
                 .max_capacity(MAX_KEYS)
                 .time_to_live(Duration::from_secs(60))

@@ -30,7 +30,7 @@ use pingora::{Error, ErrorType};
 use super::ctx::Ctx;
 use super::headers::*;
 use super::respond;
-use crate::access_log::Millis;
+use crate::access_log::millis_header;
 use crate::app::App;
 use crate::config::DeploymentConfig;
 use crate::providers::Wire;
@@ -500,13 +500,10 @@ impl Exchange<'_> {
         }
         let total = ctx.started.elapsed();
         let upstream = ctx.record.upstream_elapsed.unwrap_or_default();
-        resp.set(
-            X_LITELLM_RESPONSE_DURATION_MS,
-            &Millis(Some(total)).to_string(),
-        );
-        resp.set(
+        resp.set_value(X_LITELLM_RESPONSE_DURATION_MS, millis_header(total));
+        resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,
-            &Millis(Some(total.saturating_sub(upstream))).to_string(),
+            millis_header(total.saturating_sub(upstream)),
         );
         self.write_complete(session, ctx, resp.finish(), body).await;
     }
@@ -524,12 +521,9 @@ impl Exchange<'_> {
         let mut resp = self.client_header(ctx, status, "text/event-stream", head);
         resp.set_static(TRANSFER_ENCODING, "chunked");
         resp.set_static(CACHE_CONTROL, "no-cache");
-        resp.set(
+        resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,
-            &Millis(Some(
-                ctx.started.elapsed().saturating_sub(started.elapsed()),
-            ))
-            .to_string(),
+            millis_header(ctx.started.elapsed().saturating_sub(started.elapsed())),
         );
         let resp = resp.finish();
         ctx.record.status = status;
