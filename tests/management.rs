@@ -14,36 +14,9 @@ use support::*;
 /// input is free, so every chat call costs exactly 0.05.
 const COST: f64 = 0.05;
 
+/// The management tests' config (support::priced_config): `gpt-4o` costs 0.05 per call.
 fn config(mock: &MockProvider, database: &str, extra_general: &str, router: &str) -> String {
-    format!(
-        r#"
-model_list:
-  - model_name: gpt-4o
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: {base}
-      api_key: sk-upstream
-      input_cost_per_token: 0
-      output_cost_per_token: 0.01
-  - model_name: text-embedding
-    litellm_params:
-      model: openai/text-embedding-3-small
-      api_base: {base}
-      api_key: sk-upstream
-    model_info:
-      mode: embedding
-general_settings:
-  master_key: {MASTER_KEY}
-  proxy_batch_write_at: 0.2
-{database}{extra_general}
-router_settings:
-  routing_strategy: simple-shuffle
-{router}
-sluice_settings:
-  threads: 2
-"#,
-        base = mock.api_base()
-    )
+    priced_config(mock, database, extra_general, router)
 }
 
 fn postgres() -> String {

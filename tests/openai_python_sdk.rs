@@ -14,22 +14,7 @@ async fn the_official_openai_python_sdk_works_against_sluice() {
         .unwrap();
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_sdk_check.py");
-    let base = gw.url("");
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(&base)
-        .arg(MASTER_KEY)
-        .output()
-        .await
-        .expect("run the SDK script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
-        gw.logs()
-    );
+    let stdout = run_script(&python, "openai_sdk_check.py", &gw).await;
     assert!(stdout.contains("checks passed"), "{stdout}");
     // Five successful model calls and the one that got a 429 reached the provider; the auth and
     // routing errors did not.
@@ -45,43 +30,30 @@ async fn a_litellm_key_management_script_runs_unchanged() {
         .await
         .unwrap();
     let mock = MockProvider::start(MockConfig::default()).await;
-    // Five completion tokens at 0.01: 0.05 per call.
-    let config = format!(
-        r#"
-model_list:
-  - model_name: gpt-4o
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: {base}
-      api_key: sk-upstream
-      input_cost_per_token: 0
-      output_cost_per_token: 0.01
-  - model_name: text-embedding
-    litellm_params:
-      model: openai/text-embedding-3-small
-      api_base: {base}
-      api_key: sk-upstream
-general_settings:
-  master_key: {MASTER_KEY}
-  proxy_batch_write_at: 0.2
-"#,
-        base = mock.api_base()
-    );
-    let gw = Gateway::start(&config).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/key_management_check.py");
-    let output = tokio::process::Command::new(&python)
-        .arg(&script)
+    let gw = Gateway::start(&priced_config(&mock, "", "", "")).await;
+    let stdout = run_script(&python, "key_management_check.py", &gw).await;
+    assert!(stdout.contains("key management checks passed"), "{stdout}");
+}
+
+/// Runs `tests/sdk/<script>` against the gateway with the master key; its stdout, once it
+/// succeeded (else the test fails with its output and the gateway's log).
+async fn run_script(python: &Path, script: &str, gw: &Gateway) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let output = tokio::process::Command::new(python)
+        .arg(&path)
         .arg(gw.url(""))
         .arg(MASTER_KEY)
         .output()
         .await
-        .expect("run the key-management script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "key-management script failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
+        "{script} failed:\n{stdout}\n{stderr}\n--- gateway log ---\n{}",
         gw.logs()
     );
-    assert!(stdout.contains("key management checks passed"), "{stdout}");
+    stdout
 }

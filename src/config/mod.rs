@@ -283,6 +283,11 @@ struct Builder<'a> {
 /// A `key: value` of the section being walked.
 type Entries<'v> = Vec<(String, &'v Value)>;
 
+/// The value of `key` in a section's entries.
+fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
+    entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+}
+
 impl Builder<'_> {
     fn build(mut self, mut root: Value, overrides: &Overrides) -> Option<RuntimeConfig> {
         let Value::Mapping(_) = root else {
@@ -335,10 +340,6 @@ impl Builder<'_> {
             "sluice_settings",
             &keys::SLUICE_SETTINGS,
         );
-        fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
-            entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-        }
-
         // --- general_settings
         let master_key = match get(&general, "master_key") {
             Some(v) => self.string(v, "general_settings.master_key"),
@@ -573,9 +574,6 @@ impl Builder<'_> {
     /// keeps as the user `litellm-proxy-budget`; `max_end_user_budget`: the budget of every end
     /// user without one of its own.
     fn proxy_budgets(&mut self, litellm: &Entries<'_>) -> (Option<ProxyBudget>, Option<f64>) {
-        fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
-            entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-        }
         let duration = get(litellm, "budget_duration").and_then(|v| {
             let path = "litellm_settings.budget_duration";
             let text = self.string(v, path)?;
@@ -613,9 +611,6 @@ impl Builder<'_> {
         sluice: &Entries<'_>,
         has_master_key: bool,
     ) -> Option<ManagementSettings> {
-        fn get<'v>(entries: &Entries<'v>, key: &str) -> Option<&'v Value> {
-            entries.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-        }
         let env = self.env;
         let database_url = get(general, "database_url")
             .and_then(|v| self.string(v, "general_settings.database_url"))

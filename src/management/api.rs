@@ -194,18 +194,21 @@ fn read_only(k: &KeyIdentity) -> bool {
     )
 }
 
+/// The caller's user's role in the team (`admin` or `user`), when it is a member.
+fn member_role<'a>(team: &'a Object, k: &KeyIdentity) -> Option<&'a str> {
+    let user = k.user_id.as_deref()?;
+    team.data
+        .get("members_with_roles")?
+        .as_array()?
+        .iter()
+        .find(|x| x.get("user_id").and_then(Value::as_str) == Some(user))
+        .map(|x| x.get("role").and_then(Value::as_str).unwrap_or("user"))
+}
+
 /// Whether the caller's user is an `admin` member of the team.
 async fn is_team_admin(m: &Management, k: &KeyIdentity, team_id: &str) -> Result<bool, ApiError> {
-    let Some(user) = k.user_id.as_deref() else {
-        return Ok(false);
-    };
-    let Some(team) = m.store.get(Kind::Team, team_id).await.map_err(db_error)? else {
-        return Ok(false);
-    };
-    Ok(members_of(&team).iter().any(|x| {
-        x.get("user_id").and_then(Value::as_str) == Some(user)
-            && x.get("role").and_then(Value::as_str) == Some("admin")
-    }))
+    let team = m.store.get(Kind::Team, team_id).await.map_err(db_error)?;
+    Ok(team.is_some_and(|t| member_role(&t, k) == Some("admin")))
 }
 
 /// Why a non-admin may touch a stored key.
@@ -258,8 +261,19 @@ async fn key_right(
     }
 }
 
-fn only_fields(b: &Map<String, Value>, allowed: &[&str], who: &str) -> Result<(), ApiError> {
-    match b.keys().find(|f| !allowed.contains(&f.as_str())) {
+/// Which body fields a non-admin may send.
+enum Fields<'a> {
+    Only(&'a [&'a str]),
+    AllBut(&'a [&'a str]),
+}
+
+/// Refuses the first body field `fields` does not let `who` set.
+fn check_fields(b: &Map<String, Value>, fields: Fields<'_>, who: &str) -> Result<(), ApiError> {
+    let refused = b.keys().find(|f| match fields {
+        Fields::Only(allowed) => !allowed.contains(&f.as_str()),
+        Fields::AllBut(refused) => refused.contains(&f.as_str()),
+    });
+    match refused {
         Some(f) => Err(
             forbidden(format!("{who} may not set {f}; only a proxy admin may"))
                 .with_param(f.as_str()),
@@ -279,11 +293,20 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
         return Err(admin_only(path));
     };
     let writes = post && !read_only(k);
-    match path {
+    // `/key/{key}/regenerate` is `/key/regenerate` with the key in the path.
+    let path_key = path
+        .strip_prefix("/key/")
+        .and_then(|p| p.strip_suffix("/regenerate"));
+    let route = if path_key.is_some() {
+        "/key/regenerate"
+    } else {
+        path
+    };
+    match route {
         "/key/generate" if writes => {
             let mut b = parse_body(c.body)?;
             // Aliases route a permitted name to another model: a proxy admin's to set.
-            only_fields_not(&b, &["aliases"], "A non-admin key")?;
+            check_fields(&b, Fields::AllBut(&["aliases"]), "A non-admin key")?;
             match string_of(&b, "team_id") {
                 Some(t) => {
                     if !is_team_admin(m, k, &t).await? {
@@ -315,53 +338,56 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
         }
         "/key/update" | "/key/regenerate" | "/key/block" | "/key/unblock" if writes => {
             let b = parse_body(c.body)?;
-            let target = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
-            let right = key_right(m, k, &target, path == "/key/regenerate").await?;
+            let key = path_key.or_else(|| str_field(&b, "key"));
+            let target = find_key(m, key, str_field(&b, "key_alias")).await?;
+            let right = key_right(m, k, &target, route == "/key/regenerate").await?;
             // Only a proxy admin lifts a block: nothing records who set it.
-            if path == "/key/unblock" || b.get("blocked").is_some_and(|v| v != &json!(true)) {
+            if route == "/key/unblock" || b.get("blocked").is_some_and(|v| v != &json!(true)) {
                 return Err(forbidden("Only a proxy admin can unblock a key"));
             }
             if right == KeyRight::Owner {
-                if path == "/key/block" {
+                if route == "/key/block" {
                     return Err(forbidden(
                         "Only proxy admins and team admins can block keys",
                     ));
                 }
-                only_fields(&b, OWNER_KEY_FIELDS, "The key's user")?;
-            } else if path == "/key/regenerate" {
+                check_fields(&b, Fields::Only(OWNER_KEY_FIELDS), "The key's user")?;
+            } else if route == "/key/regenerate" {
                 // Regeneration copies fields without the team-limit checks of an update.
-                only_fields(&b, OWNER_KEY_FIELDS, "A team admin")?;
+                check_fields(&b, Fields::Only(OWNER_KEY_FIELDS), "A team admin")?;
             } else {
                 // Owners, and aliases (which route a permitted name to another model), stay as
                 // a proxy admin set them.
-                only_fields_not(&b, &["user_id", "team_id", "aliases"], "A team admin")?;
+                check_fields(
+                    &b,
+                    Fields::AllBut(&["user_id", "team_id", "aliases"]),
+                    "A team admin",
+                )?;
             }
-            match path {
+            match route {
                 "/key/update" => key_update(m, b).await,
-                "/key/regenerate" => key_regenerate(m, None, b).await,
-                _ => key_block(m, b, path == "/key/block").await,
+                "/key/regenerate" => key_regenerate(m, path_key.map(str::to_string), b).await,
+                _ => key_block(m, b, route == "/key/block").await,
             }
         }
         "/key/delete" if writes => {
             let b = parse_body(c.body)?;
-            for k_raw in list_of(&b, "keys") {
-                if let Some(o) = m
-                    .store
-                    .get(Kind::Key, &token_of(&k_raw))
-                    .await
-                    .map_err(db_error)?
-                {
-                    key_right(m, k, &o, false).await?;
-                }
-            }
-            for a in list_of(&b, "key_aliases") {
-                if let Some(o) = m
-                    .store
-                    .get_by_alias(Kind::Key, &a)
-                    .await
-                    .map_err(db_error)?
-                {
-                    key_right(m, k, &o, false).await?;
+            let named = list_of(&b, "keys")
+                .into_iter()
+                .map(|k| (Some(k), None))
+                .chain(
+                    list_of(&b, "key_aliases")
+                        .into_iter()
+                        .map(|a| (None, Some(a))),
+                );
+            for (key, alias) in named {
+                match find_key(m, key.as_deref(), alias.as_deref()).await {
+                    Ok(o) => {
+                        key_right(m, k, &o, false).await?;
+                    }
+                    // Unknown keys are key_delete's to report.
+                    Err(e) if e.status == StatusCode::NOT_FOUND => {}
+                    Err(e) => return Err(e),
                 }
             }
             key_delete(m, b).await
@@ -392,27 +418,14 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
             }
             match path {
                 "/team/update" => {
-                    only_fields(&b, TEAM_ADMIN_TEAM_FIELDS, "A team admin")?;
+                    check_fields(&b, Fields::Only(TEAM_ADMIN_TEAM_FIELDS), "A team admin")?;
                     team_update(m, b).await
                 }
                 "/team/member_add" => team_member_add(m, b).await,
                 _ => team_member_delete(m, b).await,
             }
         }
-        _ => {
-            if let Some(id) = path
-                .strip_prefix("/key/")
-                .and_then(|p| p.strip_suffix("/regenerate"))
-                && writes
-            {
-                let b = parse_body(c.body)?;
-                let target = find_key(m, Some(id), None).await?;
-                key_right(m, k, &target, true).await?;
-                only_fields(&b, OWNER_KEY_FIELDS, "A non-admin key")?;
-                return key_regenerate(m, Some(id.to_string()), b).await;
-            }
-            Err(admin_only(path))
-        }
+        _ => Err(admin_only(path)),
     }
 }
 
@@ -512,16 +525,6 @@ fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), 
         }
     }
     Ok(())
-}
-
-fn only_fields_not(b: &Map<String, Value>, refused: &[&str], who: &str) -> Result<(), ApiError> {
-    match b.keys().find(|f| refused.contains(&f.as_str())) {
-        Some(f) => Err(
-            forbidden(format!("{who} may not set {f}; only a proxy admin may"))
-                .with_param(f.as_str()),
-        ),
-        None => Ok(()),
-    }
 }
 
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -1280,36 +1283,26 @@ async fn keys_of(
 
 async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     let id = query_param(c.query, "team_id").ok_or_else(|| bad("pass ?team_id="))?;
-    let member = match caller_key(c.caller) {
-        Some(k) if k.team_id.as_deref() != Some(&id) => match (
-            &k.user_id,
-            m.store.get(Kind::Team, &id).await.map_err(db_error)?,
-        ) {
-            (Some(u), Some(team)) => members_of(&team)
-                .iter()
-                .any(|x| x.get("user_id").and_then(Value::as_str) == Some(u)),
-            _ => false,
-        },
-        _ => false,
+    let team = m.store.get(Kind::Team, &id).await.map_err(db_error)?;
+    let reads_all = c.caller.is_admin() || reads_everything(c.caller);
+    let key = caller_key(c.caller);
+    let role = match (key, &team) {
+        (Some(k), Some(t)) => member_role(t, k),
+        _ => None,
     };
-    if !c.caller.is_admin()
-        && !reads_everything(c.caller)
-        && !member
-        && caller_key(c.caller).is_none_or(|k| k.team_id.as_deref() != Some(&id))
-    {
+    let own_key = key.is_some_and(|k| k.team_id.as_deref() == Some(&id));
+    if !reads_all && role.is_none() && !own_key {
         return Err(forbidden(format!(
             "key not allowed to access this team's info. Key team_id={:?}, Requested team_id={id}",
-            caller_key(c.caller).and_then(|k| k.team_id.clone())
+            key.and_then(|k| k.team_id.clone())
         )));
     }
-    let o = team_or_404(m, &id).await?;
+    let Some(o) = &team else {
+        return Err(not_found(format!("Team not found, passed team_id={id}")));
+    };
     let mut keys = keys_of(m, Some(&id), None).await?;
     // Members who do not administer the team see their own keys and the calling key only.
-    if let Some(k) = caller_key(c.caller)
-        && !c.caller.is_admin()
-        && !reads_everything(c.caller)
-        && !is_team_admin(m, k, &id).await?
-    {
+    if let Some(k) = key.filter(|_| !reads_all && role != Some("admin")) {
         keys.retain(|key| {
             key["token"].as_str() == Some(&*k.token)
                 || (k.user_id.is_some() && key["user_id"].as_str() == k.user_id.as_deref())
@@ -1317,7 +1310,7 @@ async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     }
     Ok((
         StatusCode::OK,
-        json!({"team_id": id, "team_info": render(Kind::Team, &o), "keys": keys, "team_memberships": []}),
+        json!({"team_id": id, "team_info": render(Kind::Team, o), "keys": keys, "team_memberships": []}),
     ))
 }
 
@@ -1852,20 +1845,22 @@ async fn budget_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
 /// day with spend to `end_date`, `{"startTime": "YYYY-MM-DD", "spend", "<api key hash>": spend,
 /// "users": {user: spend}, "models": {model: spend}}` (days without spend after the first have
 /// `spend` 0).
-async fn spend_by_day(m: &Arc<Management>, q: &SpendQuery, _start: i64, end: i64) -> Answer {
+async fn spend_by_day(m: &Arc<Management>, q: &SpendQuery, end: i64) -> Answer {
     let rows = m.store.spend_by_day(q).await.map_err(db_error)?;
-    let mut days: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
+    let empty_day = || {
+        let mut o = Map::new();
+        o.insert("spend".into(), json!(0.0));
+        o.insert("users".into(), json!({}));
+        o.insert("models".into(), json!({}));
+        o
+    };
     let add = |o: &mut Map<String, Value>, k: &str, v: f64| {
         let now = o.get(k).and_then(Value::as_f64).unwrap_or(0.0);
         o.insert(k.to_string(), json!(now + v));
     };
+    let mut days: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
     for (day, api_key, user, model, spend) in rows {
-        let d = days.entry(day).or_insert_with(|| {
-            let mut o = Map::new();
-            o.insert("users".into(), json!({}));
-            o.insert("models".into(), json!({}));
-            o
-        });
+        let d = days.entry(day).or_insert_with(empty_day);
         add(d, "spend", spend);
         add(d, &api_key, spend);
         if let Some(Value::Object(users)) = d.get_mut("users") {
@@ -1875,22 +1870,12 @@ async fn spend_by_day(m: &Arc<Management>, q: &SpendQuery, _start: i64, end: i64
             add(models, &model, spend);
         }
     }
-    // The range's end is exclusive here (the day after end_date).
-    let last_day = (end - 1).div_euclid(86_400_000);
-    // At most ten years of empty days after the first with spend.
-    let last_day = days
-        .keys()
-        .next()
-        .map_or(last_day, |f| last_day.min(f + 3660));
+    // Empty days from the first with spend to end_date (the range's end is the day after it),
+    // at most ten years of them.
     if let Some(&first) = days.keys().next() {
+        let last_day = (end - 1).div_euclid(86_400_000).min(first + 3660);
         for day in first..=last_day {
-            days.entry(day).or_insert_with(|| {
-                let mut o = Map::new();
-                o.insert("spend".into(), json!(0.0));
-                o.insert("users".into(), json!({}));
-                o.insert("models".into(), json!({}));
-                o
-            });
+            days.entry(day).or_insert_with(empty_day);
         }
     }
     let out: Vec<Value> = days
@@ -1940,8 +1925,8 @@ async fn spend_logs(m: &Arc<Management>, query: Option<&str>, owner: Owner) -> A
         end_ms: end,
         limit: 10_000,
     };
-    if let (Some(start), Some(end), None) = (q.start_ms, q.end_ms, &q.request_id) {
-        return spend_by_day(m, &q, start, end).await;
+    if let (Some(_), Some(end), None) = (q.start_ms, q.end_ms, &q.request_id) {
+        return spend_by_day(m, &q, end).await;
     }
     let rows = m.store.spend_logs(&q).await.map_err(db_error)?;
     let out: Vec<Value> = rows

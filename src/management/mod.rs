@@ -65,7 +65,7 @@ pub struct Management {
     /// LiteLLM's budget gauges, rendered into `/metrics`.
     pub gauges: gauges::BudgetGauges,
     /// The proxy-wide budget's limits (the user `litellm-proxy-budget`), once read.
-    proxy_limits: parking_lot::RwLock<Option<Arc<Limits>>>,
+    proxy_limits: parking_lot::RwLock<Option<ProxyLimits>>,
     /// Redis settles not finished yet (shutdown waits for them).
     pending_settles: AtomicUsize,
     /// One spend write at a time (the periodic writer, budget resets, shutdown): a batch
@@ -144,6 +144,26 @@ pub struct Outcome<'a> {
     /// The provider may have billed more than the usage shows: the client went away after
     /// the request was sent, or the answer was cut short or came without usage.
     pub incomplete: bool,
+}
+
+/// The proxy-wide budget's limits, and the same without the budget for requests that only
+/// book spend on it (the master key's), both built once when the budget is read.
+#[derive(Clone)]
+struct ProxyLimits {
+    checked: Arc<Limits>,
+    booked_only: Arc<Limits>,
+}
+
+impl ProxyLimits {
+    fn of(limits: Limits) -> ProxyLimits {
+        ProxyLimits {
+            booked_only: Arc::new(Limits {
+                max_budget: None,
+                ..limits.clone()
+            }),
+            checked: Arc::new(limits),
+        }
+    }
 }
 
 impl Management {
@@ -522,17 +542,13 @@ impl Management {
         if self.settings.proxy_budget.is_some()
             && let Some(limits) = Box::pin(self.proxy_budget_limits()).await?
         {
-            let limits = if key.is_some() {
-                limits
-            } else {
-                Arc::new(Limits {
-                    max_budget: None,
-                    ..(*limits).clone()
-                })
-            };
             checks.push(Check {
                 key: (ScopeKind::User, PROXY_BUDGET_USER.into()),
-                limits,
+                limits: if key.is_some() {
+                    limits.checked
+                } else {
+                    limits.booked_only
+                },
             });
         }
         // A key without limits of its own has no ledger figure: its spend as last read (at
@@ -731,28 +747,21 @@ impl Management {
             .await;
         match loaded {
             Some(Ok(o)) => {
-                let limits = o.as_ref().and_then(|o| {
-                    if identity::bool_field(&o.data, "blocked") {
-                        // Blocked customers get max_budget 0.
-                        return Some(Arc::new(Limits {
-                            max_budget: Some(0.0),
-                            ..Limits::default()
-                        }));
-                    }
-                    let mut l = identity::limits_of(o);
-                    if l.max_budget.is_none() {
-                        l.max_budget = self.settings.max_end_user_budget;
-                    }
-                    (!l.is_empty()).then(|| Arc::new(l))
-                });
-                // An end user without a row yet gets the default budget
-                // (`max_end_user_budget`), counted from zero.
-                let limits = match (&o, self.settings.max_end_user_budget) {
-                    (None, Some(max)) => Some(Arc::new(Limits {
-                        max_budget: Some(max),
+                let limits = match &o {
+                    // Blocked customers get max_budget 0.
+                    Some(o) if identity::bool_field(&o.data, "blocked") => Some(Arc::new(Limits {
+                        max_budget: Some(0.0),
                         ..Limits::default()
                     })),
-                    _ => limits,
+                    // Without a budget of its own (or a row yet: spend counted from zero), an
+                    // end user gets `max_end_user_budget`.
+                    _ => {
+                        let mut l = o.as_ref().map(identity::limits_of).unwrap_or_default();
+                        if l.max_budget.is_none() {
+                            l.max_budget = self.settings.max_end_user_budget;
+                        }
+                        (!l.is_empty()).then(|| Arc::new(l))
+                    }
                 };
                 self.keys.put_end_user(id, limits.clone());
                 Ok(limits)
@@ -763,7 +772,7 @@ impl Management {
     }
 
     /// The proxy-wide budget's limits, from the cache or the database.
-    async fn proxy_budget_limits(self: &Arc<Self>) -> Result<Option<Arc<Limits>>, ApiError> {
+    async fn proxy_budget_limits(self: &Arc<Self>) -> Result<Option<ProxyLimits>, ApiError> {
         if let Some(cached) = self.proxy_limits.read().clone() {
             return Ok(Some(cached));
         }
@@ -772,13 +781,13 @@ impl Management {
             .await;
         match loaded {
             Some(Ok(Some(o))) => {
-                let limits = Arc::new(identity::limits_of(&o));
+                let limits = ProxyLimits::of(identity::limits_of(&o));
                 *self.proxy_limits.write() = Some(limits.clone());
                 Ok(Some(limits))
             }
             // Not stored yet (the start-up task retries): the configured budget from zero.
             Some(Ok(None)) => Ok(self.settings.proxy_budget.as_ref().map(|b| {
-                Arc::new(Limits {
+                ProxyLimits::of(Limits {
                     max_budget: Some(b.max_budget),
                     ..Limits::default()
                 })

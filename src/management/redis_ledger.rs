@@ -9,14 +9,14 @@ use filters::identity::ScopeKind;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::clock::{Span, parse_span};
+use super::clock::parse_span;
 use super::ledger::{Check, Hold, Refusal};
 
 /// Checks every owner, then reserves on all of them, or returns which check failed.
 /// ARGV: now, estimate, hold id, this instance's id, then per owner: max_budget, initial
-/// spend, window end from the database, window length in ms (0: none, or months, whose end the
-/// caller computes), max parallel, rpm, tpm ("" = none). The hold is recorded (for a day) so
-/// that its settle applies once.
+/// spend, window end from the database, end of the window that contains now (computed by the
+/// caller, as the in-process ledger rolls windows), max parallel, rpm, tpm ("" = none). The
+/// hold is recorded (for a day) so that its settle applies once.
 ///
 /// Reservations and in-flight counts are kept per instance (`r:<instance>`, `f:<instance>`
 /// fields of the owner's hash) and count only while that instance is alive (its
@@ -35,7 +35,7 @@ local state = {}
 for i = 1, #KEYS do
   local b = 4 + (i - 1) * 7
   local k = KEYS[i]
-  local max, init, db_end, span = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local max, init, db_end, cur_end = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local par, rpm, tpm = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
   redis.call('HSETNX', k, 'spend', init)
   if db_end ~= '' then redis.call('HSETNX', k, 'window_end', db_end) end
@@ -70,9 +70,9 @@ for i = 1, #KEYS do
     spend = 0; we = tonumber(db_end)
     redis.call('HSET', k, 'spend', 0, 'window_end', db_end)
   end
-  if we and span > 0 and we <= now then
-    spend = 0; we = we + (math.floor((now - we) / span) + 1) * span
-    redis.call('HSET', k, 'spend', 0, 'window_end', string.format('%d', we))
+  if we and cur_end and we <= now and cur_end > we then
+    spend = 0; we = cur_end
+    redis.call('HSET', k, 'spend', 0, 'window_end', ARGV[b + 4])
   end
   if tonumber(f['minute']) ~= minute then
     requests = 0; tokens = 0
@@ -272,21 +272,20 @@ impl RedisLedger {
             .arg(&self.instance);
         for c in checks {
             let l = &c.limits;
-            // Millisecond windows roll in the script; a month window's end is computed here
-            // (calendar months), and the script adopts it when it is newer than its own.
-            let (span, window_end) = match l.budget_duration.as_deref().map(parse_span) {
-                Some(Ok(Span::Millis(ms))) => (ms, l.budget_reset_at),
-                Some(Ok(months @ Span::Months(_))) => (
-                    0,
-                    l.budget_reset_at.map(|end| months.next_after(end, now_ms)),
-                ),
-                _ => (0, l.budget_reset_at),
+            // The window that contains now, computed here for every kind of span (calendar
+            // months included); the script moves an ended window on to it.
+            let current_end = match (
+                l.budget_duration.as_deref().map(parse_span),
+                l.budget_reset_at,
+            ) {
+                (Some(Ok(span)), Some(end)) => Some(span.next_after(end, now_ms)),
+                _ => None,
             };
             inv.key(account_key(c.key.0, &c.key.1))
                 .arg(opt(l.max_budget))
                 .arg(l.spend)
-                .arg(opt(window_end))
-                .arg(span)
+                .arg(opt(l.budget_reset_at))
+                .arg(opt(current_end))
                 .arg(opt(l.max_parallel_requests))
                 .arg(opt(l.rpm_limit))
                 .arg(opt(l.tpm_limit));

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::spend::{Batch, SpendEntry};
-use super::store::Kind;
+use super::store::{ADD_SPEND_SQL, Kind, SPEND_LOG_COLUMNS, UPSERT_END_USER_SQL};
 
 /// One batch for the writer thread, and where its result goes.
 struct Job {
@@ -32,16 +32,14 @@ pub struct SqliteSpendWriter {
     jobs: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
 }
 
-const INSERT_LOG: &str = "INSERT INTO sluice_spend_logs (request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, start_time, end_time, completion_start_time, model, model_id, model_group, custom_llm_provider, api_base, user_id, team_id, end_user, metadata, cache_hit, request_tags, requester_ip_address, status) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, 'False', '[]', ?20, ?21) \
-     ON CONFLICT (request_id) DO NOTHING";
-
-/// As [`super::store::Store::write_spend`]: an end user is created by its first spend.
-const UPSERT_END_USER: &str = "INSERT INTO sluice_objects (kind, id, spend, created_at, updated_at, data) \
-     VALUES ('end_user', ?1, ?2, ?3, ?3, '{\"blocked\":false}') \
-     ON CONFLICT (kind, id) DO UPDATE SET spend = sluice_objects.spend + excluded.spend";
-
-const ADD_SPEND: &str = "UPDATE sluice_objects SET spend = spend + ?3 WHERE kind = ?1 AND id = ?2";
+/// One spend-log row; `cache_hit` and `request_tags` are constants of Sluice's rows.
+fn insert_log_sql() -> String {
+    format!(
+        "INSERT INTO sluice_spend_logs ({SPEND_LOG_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, 'False', '[]', ?20, ?21) \
+         ON CONFLICT (request_id) DO NOTHING"
+    )
+}
 
 impl SqliteSpendWriter {
     /// For a `sqlite:` URL naming a file (`sqlite://path?mode=rwc`, `sqlite:path`); `None` for
@@ -165,16 +163,16 @@ fn write_batch(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        let mut add = tx.prepare_cached(ADD_SPEND)?;
-        let mut upsert = tx.prepare_cached(UPSERT_END_USER)?;
+        let mut add = tx.prepare_cached(ADD_SPEND_SQL)?;
+        let mut upsert = tx.prepare_cached(UPSERT_END_USER_SQL)?;
         for (kind, id, delta) in deltas {
             if *kind == Kind::EndUser {
-                upsert.execute(params![id, delta, now_ms])?;
+                upsert.execute(params![kind.as_str(), id, delta, now_ms])?;
             } else {
-                add.execute(params![kind.as_str(), id, delta])?;
+                add.execute(params![delta, kind.as_str(), id])?;
             }
         }
-        let mut insert = tx.prepare_cached(INSERT_LOG)?;
+        let mut insert = tx.prepare_cached(&insert_log_sql())?;
         for l in logs {
             let [model, model_id, model_group, provider, api_base] = l.deployment_columns();
             let api_key = l.key.as_ref().map_or(master_key_hash, |k| &*k.token);

@@ -142,6 +142,21 @@ const TEXT_2_TO_4: &[(u8, &str)] = &[(2, "text"), (3, "text"), (4, "text")];
 const OBJECT_COLUMNS: &str =
     "id, alias, user_id, team_id, spend, budget_reset_at, created_at, updated_at, data";
 
+/// Adds to an owner's spend: `$1` delta, `$2` kind, `$3` id. (Shared with the SQLite spend
+/// writer: SQLite numbers `$N` parameters in order of appearance, so they appear in order.)
+pub(super) const ADD_SPEND_SQL: &str =
+    "UPDATE sluice_objects SET spend = spend + $1 WHERE kind = $2 AND id = $3";
+
+/// As LiteLLM, an end user (the request's `user`) is created by its first spend, so
+/// `/customer/info` and `/customer/list` show what every caller spent: `$1` kind, `$2` id,
+/// `$3` delta, `$4` now.
+pub(super) const UPSERT_END_USER_SQL: &str = "INSERT INTO sluice_objects (kind, id, spend, created_at, updated_at, data) \
+     VALUES ($1, $2, $3, $4, $4, '{\"blocked\":false}') \
+     ON CONFLICT (kind, id) DO UPDATE SET spend = sluice_objects.spend + excluded.spend";
+
+/// The columns of a spend-log insert, in the order both writers bind them.
+pub(super) const SPEND_LOG_COLUMNS: &str = "request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, start_time, end_time, completion_start_time, model, model_id, model_group, custom_llm_provider, api_base, user_id, team_id, end_user, metadata, cache_hit, request_tags, requester_ip_address, status";
+
 /// The pool and what it talks to.
 #[derive(Clone)]
 pub struct Store {
@@ -416,27 +431,21 @@ impl Store {
         let now = super::clock::now_ms();
         for (kind, id, delta) in ordered {
             if *kind == Kind::EndUser {
-                // As LiteLLM: an end user (the request's `user`) is created by its first spend,
-                // so `/customer/info` and `/customer/list` show what every caller spent.
-                sqlx::query(
-                    "INSERT INTO sluice_objects (kind, id, spend, created_at, updated_at, data) \
-                     VALUES ($1, $2, $3, $4, $4, '{\"blocked\":false}') \
-                     ON CONFLICT (kind, id) DO UPDATE SET spend = sluice_objects.spend + excluded.spend",
-                )
-                .bind(kind.as_str())
-                .bind(id.as_str())
-                .bind(*delta)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                continue;
+                sqlx::query(UPSERT_END_USER_SQL)
+                    .bind(kind.as_str())
+                    .bind(id.as_str())
+                    .bind(*delta)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(ADD_SPEND_SQL)
+                    .bind(*delta)
+                    .bind(kind.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
             }
-            sqlx::query("UPDATE sluice_objects SET spend = spend + $3 WHERE kind = $1 AND id = $2")
-                .bind(kind.as_str())
-                .bind(id.as_str())
-                .bind(*delta)
-                .execute(&mut *tx)
-                .await?;
         }
         // 200 rows per INSERT. On SQLite the placeholders are anonymous `?`: sqlx asks SQLite
         // for every parameter's name, a linear search through the statement's named
@@ -444,9 +453,7 @@ impl Store {
         let rows_per_insert = 200;
         let anonymous = self.backend == Backend::Sqlite;
         for chunk in logs.chunks(rows_per_insert) {
-            let mut sql = String::from(
-                "INSERT INTO sluice_spend_logs (request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, start_time, end_time, completion_start_time, model, model_id, model_group, custom_llm_provider, api_base, user_id, team_id, end_user, metadata, cache_hit, request_tags, requester_ip_address, status) VALUES ",
-            );
+            let mut sql = format!("INSERT INTO sluice_spend_logs ({SPEND_LOG_COLUMNS}) VALUES ");
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push(',');

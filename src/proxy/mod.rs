@@ -165,36 +165,23 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             .await
         }
         Endpoint::HealthReadiness => {
-            if app.is_draining() {
-                let body = bytes::Bytes::from_static(
-                    b"{\"detail\":\"Service Unhealthy (shutting down)\"}",
-                );
-                respond::send(session, ctx, 503, "application/json", &[], body).await
+            let m = app.management.as_ref();
+            let db = m.map(|m| m.db_up());
+            // As LiteLLM: a database outage makes the instance unready, unless the operator
+            // chose to keep serving cached keys through it (then it stays in rotation and says
+            // "disconnected").
+            let tolerated = m.is_some_and(|m| m.settings.allow_requests_on_db_unavailable);
+            let (status, body) = if app.is_draining() {
+                let body = b"{\"detail\":\"Service Unhealthy (shutting down)\"}";
+                (503, bytes::Bytes::from_static(body))
+            } else if db == Some(false) && !tolerated {
+                let body = b"{\"detail\":\"Service Unhealthy (DB not connected)\"}";
+                (503, bytes::Bytes::from_static(body))
             } else {
-                let m = app.management.as_ref();
-                let db = m.map(|m| m.db_up());
                 let cache = m.and_then(|m| m.redis()).map(|_| "redis");
-                // As LiteLLM: a database outage makes the instance unready, unless the operator
-                // chose to keep serving cached keys through it (then it stays in rotation and
-                // says "disconnected").
-                let tolerated = m.is_some_and(|m| m.settings.allow_requests_on_db_unavailable);
-                if db == Some(false) && !tolerated {
-                    let body = bytes::Bytes::from_static(
-                        b"{\"detail\":\"Service Unhealthy (DB not connected)\"}",
-                    );
-                    respond::send(session, ctx, 503, "application/json", &[], body).await
-                } else {
-                    respond::send(
-                        session,
-                        ctx,
-                        200,
-                        "application/json",
-                        &[],
-                        admin::readiness(&app.config, db, cache),
-                    )
-                    .await
-                }
-            }
+                (200, admin::readiness(&app.config, db, cache))
+            };
+            respond::send(session, ctx, status, "application/json", &[], body).await
         }
         Endpoint::Metrics => {
             let mut text = app.metrics.render();

@@ -105,13 +105,22 @@ raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=
 assert raw.parse().choices[0].message.content
 assert float(raw.headers["x-litellm-response-cost"]) == COST, raw.headers
 assert raw.headers["x-litellm-key-max-budget"] == str(COST), raw.headers
-try:
-    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-    raise AssertionError("the budget did not stop the second call")
-except openai.BadRequestError as e:
-    assert e.status_code == 400
-    assert "Budget has been exceeded" in e.message, e.message
-    assert e.body["type"] == "budget_exceeded", e.body
+
+
+def chat_error():
+    """None when a chat call with the key succeeds, else the SDK's error for it."""
+    try:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        return None
+    except openai.APIStatusError as e:
+        return e
+
+
+e = chat_error()
+assert isinstance(e, openai.BadRequestError), f"the budget did not stop the second call: {e!r}"
+assert e.status_code == 400
+assert "Budget has been exceeded" in e.message, e.message
+assert e.body["type"] == "budget_exceeded", e.body
 
 # Models outside the team's list are refused.
 try:
@@ -138,28 +147,9 @@ assert [round(r["spend"], 9) for r in logs if r["status"] == "success"] == [COST
 # Raising the budget lets the key call again; blocking and deleting stop it.
 ok(admin.post("/key/update", json={"key": key, "max_budget": 1.0}))
 
-
-def admitted():
-    try:
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-        return True
-    except openai.BadRequestError:
-        return False
-
-
-assert eventually(admitted, 3), "the raised budget did not apply"
+assert eventually(lambda: chat_error() is None, 3), "the raised budget did not apply"
 ok(admin.post("/key/block", json={"key": key}))
-
-
-def refused():
-    try:
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-        return False
-    except openai.AuthenticationError:
-        return True
-
-
-assert eventually(refused, 3), "a blocked key kept working"
+assert eventually(lambda: isinstance(chat_error(), openai.AuthenticationError), 3), "a blocked key kept working"
 assert ok(admin.post("/key/delete", json={"keys": [key]}))["deleted_keys"] == [key]
 missing = admin.get("/key/info", params={"key": key})
 assert missing.status_code == 404, missing.text

@@ -310,6 +310,47 @@ sluice_settings:
     )
 }
 
+/// A config with prices (`gpt-4o`: no input cost, 0.01 per output token, so the mock's five
+/// completion tokens cost 0.05 per call), an embeddings group, the master key and spend written
+/// every 0.2 s. `database`, `extra_general` and `router` are YAML lines added to
+/// `general_settings` and `router_settings`.
+pub fn priced_config(
+    mock: &MockProvider,
+    database: &str,
+    extra_general: &str,
+    router: &str,
+) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {base}
+      api_key: sk-upstream
+      input_cost_per_token: 0
+      output_cost_per_token: 0.01
+  - model_name: text-embedding
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_base: {base}
+      api_key: sk-upstream
+    model_info:
+      mode: embedding
+general_settings:
+  master_key: {MASTER_KEY}
+  proxy_batch_write_at: 0.2
+{database}{extra_general}
+router_settings:
+  routing_strategy: simple-shuffle
+{router}
+sluice_settings:
+  threads: 2
+"#,
+        base = mock.api_base()
+    )
+}
+
 /// Asserts the OpenAI error envelope and returns the message.
 pub fn error_message(body: &serde_json::Value, status: u16) -> String {
     let err = &body["error"];
