@@ -200,6 +200,7 @@ fn accounting(c: &mut Criterion) {
         bytes: 447,
         client_closed: false,
         client_ip: "127.0.0.1",
+        at: std::time::SystemTime::now(),
     };
     let mut line = String::with_capacity(512);
     c.bench_function("access_log/format_json_line", |b| {

@@ -25,9 +25,9 @@ SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 # general_settings.disable_spend_logs (spend counters stay).
 SLUICE_SPEND_LOGS=${SLUICE_SPEND_LOGS:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
-TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-anthropic sluice-vkey"}
+TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-no-spend-logs sluice-anthropic sluice-vkey"}
 STREAMING=${STREAMING:-1}
-MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083
+MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083 SLUICE_NO_LOGS_PORT=18084
 KEY=sk-bench-master-key
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -36,7 +36,7 @@ if ! need nginx || ! need taskset || ! need cmake; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light util-linux cmake >/dev/null
 fi
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use; stop whatever listens there first" >&2
     exit 1
@@ -134,8 +134,14 @@ sluice_settings:
 EOF
 SLUICE_DATABASE_PATH="$WORK/sluice.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice.yaml" --host 127.0.0.1 --port "$SLUICE_PORT" >"$WORK/sluice.log" 2>&1 &
 PIDS+=($!)
+# The same gateway without spend-log rows (the sluice-no-spend-logs target): issue 2's feature
+# set (master key, two deployments, metrics, access log), so the cost of one row per request
+# (issue 4) shows as the difference between the two.
+sed 's/^  disable_spend_logs: .*/  disable_spend_logs: true/' "$WORK/sluice.yaml" >"$WORK/sluice-no-spend-logs.yaml"
+SLUICE_DATABASE_PATH="$WORK/sluice-no-spend-logs.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice-no-spend-logs.yaml" --host 127.0.0.1 --port "$SLUICE_NO_LOGS_PORT" >"$WORK/sluice-no-spend-logs.log" 2>&1 &
+PIDS+=($!)
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT; do wait_port "$p"; done
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT; do wait_port "$p"; done
 # taskset execs its command, so $! above is the server's own pid.
 declare -A PID_OF=(
   [pingora]=${PIDS[1]}
@@ -143,6 +149,7 @@ declare -A PID_OF=(
   [sluice]=${PIDS[3]}
   [sluice-anthropic]=${PIDS[3]}
   [sluice-vkey]=${PIDS[3]}
+  [sluice-no-spend-logs]=${PIDS[4]}
 )
 # A virtual key with a budget and rate limits (the sluice-vkey target): every request is looked
 # up in the key cache, its worst case reserved and settled, its spend logged.
@@ -207,6 +214,7 @@ declare -A URL=(
   [sluice]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
   [sluice-anthropic]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
   [sluice-vkey]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
+  [sluice-no-spend-logs]="http://127.0.0.1:$SLUICE_NO_LOGS_PORT/v1/chat/completions"
 )
 # Targets are interleaved within each round, and the order rotates from round to round, so a
 # noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the

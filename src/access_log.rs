@@ -46,6 +46,8 @@ pub struct AccessEntry<'a> {
     pub bytes: u64,
     pub client_closed: bool,
     pub client_ip: &'a str,
+    /// When the request finished (the line's timestamp).
+    pub at: SystemTime,
 }
 
 thread_local! {
@@ -72,11 +74,11 @@ pub fn write(entry: &AccessEntry<'_>) {
 
 /// Appends the current UTC time as RFC 3339 with microseconds. The date and time to the second
 /// are formatted once per second per thread.
-fn push_timestamp(out: &mut String) {
+fn push_timestamp(out: &mut String, at: SystemTime) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now()
+    let now = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     SECOND.with(|cell| {
@@ -107,10 +109,11 @@ fn push_padded(out: &mut String, mut n: u64, width: usize) {
         }
     }
     let start = i.min(digits.len() - width.min(20));
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    // ASCII digits: one append instead of a char-by-char UTF-8 encode.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
-fn push_u64(out: &mut String, n: u64) {
+pub(crate) fn push_u64(out: &mut String, n: u64) {
     push_padded(out, n, 1);
 }
 
@@ -141,7 +144,7 @@ fn push_bool(out: &mut String, b: bool) {
 
 /// `2026-01-01T00:00:00.000000Z  INFO sluice::access: access request_id=... status=200 ...`
 pub fn format_text(out: &mut String, e: &AccessEntry<'_>) {
-    push_timestamp(out);
+    push_timestamp(out, e.at);
     out.push_str("  INFO sluice::access: access");
     for (k, v) in [
         ("request_id", e.request_id),
@@ -189,7 +192,7 @@ fn push_pair(out: &mut String, key: &str, value: &str) {
 /// The same fields as tracing's flattened JSON events.
 pub fn format_json(out: &mut String, e: &AccessEntry<'_>) {
     out.push_str("{\"timestamp\":\"");
-    push_timestamp(out);
+    push_timestamp(out, e.at);
     out.push_str("\",\"level\":\"INFO\",\"message\":\"access\"");
     for (k, v) in [
         ("request_id", e.request_id),
@@ -269,6 +272,7 @@ mod tests {
             bytes: 99,
             client_closed: false,
             client_ip: "127.0.0.1",
+            at: SystemTime::now(),
         }
     }
 
@@ -307,7 +311,7 @@ mod tests {
         push_u64(&mut s, 18_446_744_073_709_551_615);
         assert_eq!(s, "12003.004 0.007 0 18446744073709551615");
         let mut t = String::new();
-        push_timestamp(&mut t);
+        push_timestamp(&mut t, SystemTime::now());
         assert_eq!(t.len(), "2026-11-22T01:04:29.263926Z".len(), "{t}");
         assert!(humantime::parse_rfc3339(&t).is_ok(), "{t}");
     }

@@ -477,14 +477,20 @@ async fn lifecycle(database: &str) {
     for _ in 0..2 {
         assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
     }
-    let spent = eventually(Duration::from_secs(5), || async {
-        let (s, info) = admin
+    // The two requests may land in different spend batches: wait for both.
+    let customer_info = || async {
+        admin
             .get_json(&format!("/customer/info?end_user_id={newcomer}"))
-            .await;
-        (s == 200).then_some(info)
+            .await
+    };
+    let both_booked = eventually(Duration::from_secs(5), || async {
+        let (s, info) = customer_info().await;
+        (s == 200 && info["spend"].as_f64() >= Some(2.0 * COST - 1e-9)).then_some(())
     })
-    .await
-    .expect("the end user's spend was not recorded");
+    .await;
+    let (status, spent) = customer_info().await;
+    assert_eq!(status, 200, "the end user was not created: {spent}");
+    assert!(both_booked.is_some(), "{spent}");
     assert_eq!(spent["user_id"], newcomer.as_str(), "{spent}");
     assert!(
         (spent["spend"].as_f64().unwrap() - 2.0 * COST).abs() < 1e-9,

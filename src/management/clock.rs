@@ -11,8 +11,12 @@ static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 /// Now, in Unix milliseconds: what budgets, rate-limit minutes, key expiry and spend-log times
 /// are measured with.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    ms_at(SystemTime::now())
+}
+
+/// `now_ms` of a time already read (the logging phase reads the clock once for everything).
+pub fn ms_at(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
         + OFFSET_MS.load(Ordering::Relaxed)
 }

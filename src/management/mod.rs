@@ -132,18 +132,20 @@ impl Drop for Admission {
 
 /// What [`Management::settle`] needs to know about a finished request.
 pub struct Outcome<'a> {
-    pub request_id: &'a str,
+    pub request_id: String,
     pub call_type: &'static str,
     pub usage: Option<Usage>,
     pub price: Option<&'a ModelPrice>,
     pub status: u16,
     /// The deployment that answered (none when the request failed before one was chosen).
     pub deployment: Option<&'a Arc<filters::route::Deployment>>,
-    pub client_ip: &'a str,
+    pub client_ip: String,
     pub first_token_ms: Option<i64>,
     /// The provider may have billed more than the usage shows: the client went away after
     /// the request was sent, or the answer was cut short or came without usage.
     pub incomplete: bool,
+    /// When the request finished, in [`clock::now_ms`] terms.
+    pub now_ms: i64,
 }
 
 /// The proxy-wide budget's limits, and the same without the budget for requests that only
@@ -646,7 +648,7 @@ impl Management {
     pub fn settle(
         self: &Arc<Self>,
         mut admission: Admission,
-        o: &Outcome<'_>,
+        o: Outcome<'_>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let hold = admission.hold.take();
         admission.owner = None;
@@ -661,7 +663,7 @@ impl Management {
             cost = cost.max(floor).max(prompt);
         }
         let tokens = o.usage.map_or(0, |u| u.total_tokens);
-        let now = clock::now_ms();
+        let now = o.now_ms;
         let mut booked = None;
         if let Some(hold) = hold {
             for (account, limits, spend) in &hold.budgets {
@@ -691,7 +693,7 @@ impl Management {
         if !self.settings.disable_spend_logs {
             let usage = o.usage.unwrap_or_default();
             self.spend.log(spend::SpendEntry {
-                request_id: o.request_id.to_string(),
+                request_id: o.request_id,
                 call_type: o.call_type,
                 key: admission.key.clone(),
                 deployment: o.deployment.cloned(),
@@ -703,7 +705,7 @@ impl Management {
                 end_time: now,
                 completion_start_time: o.first_token_ms,
                 end_user: admission.end_user.clone(),
-                requester_ip_address: o.client_ip.to_string(),
+                requester_ip_address: o.client_ip,
                 success: o.status < 400,
             });
         }

@@ -427,15 +427,15 @@ impl Exchange<'_> {
                 return;
             }
         };
-        ctx.record.upstream_elapsed = Some(started.elapsed());
+        let received = Instant::now();
+        ctx.record.upstream_elapsed = Some(received - started);
         let content_type = if self.wire.translates() {
-            "application/json".to_string()
+            "application/json"
         } else {
             head.headers
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/json")
-                .to_string()
         };
         let encoded = head.headers.contains_key(http::header::CONTENT_ENCODING);
         let body = if self.ingress == Ingress::Anthropic && self.wire == Wire::Anthropic {
@@ -492,14 +492,14 @@ impl Exchange<'_> {
             body
         };
         let status = head.status.as_u16();
-        let mut resp = self.client_header(ctx, status, &content_type, head);
+        let mut resp = self.client_header(ctx, status, content_type, head);
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Some(usage) = &ctx.record.usage {
             let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
             resp.set(X_LITELLM_RESPONSE_COST, &cost.to_string());
         }
-        let total = ctx.started.elapsed();
-        let upstream = ctx.record.upstream_elapsed.unwrap_or_default();
+        let total = received - ctx.started;
+        let upstream = received - started;
         resp.set_value(X_LITELLM_RESPONSE_DURATION_MS, millis_header(total));
         resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,

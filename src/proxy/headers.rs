@@ -5,7 +5,6 @@
 //! here on `http::response::Parts` with constant `HeaderName`s and converted once.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use filters::route::Deployment;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -106,7 +105,9 @@ pub fn request_head(
 const PREFIXED_CACHE_LIMIT: usize = 512;
 
 thread_local! {
-    static PREFIXED: RefCell<HashMap<HeaderName, HeaderName>> = RefCell::new(HashMap::new());
+    // aHash: SipHash over each upstream header name showed in per-request profiles.
+    static PREFIXED: RefCell<ahash::AHashMap<HeaderName, HeaderName>> =
+        RefCell::new(ahash::AHashMap::new());
 }
 
 /// `llm_provider-<name>`: LiteLLM passes every upstream header on under this prefix.

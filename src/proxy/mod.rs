@@ -58,7 +58,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        ctx.started = Instant::now();
+        // `ctx.started` is set by `new_ctx`, which Pingora calls once the request header is in.
         ctx.request_id = request_id(session);
         Ok(())
     }
@@ -80,16 +80,45 @@ impl ProxyHttp for Gateway {
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
+            .map(|a| ip_text(a.ip()))
             .unwrap_or_default();
-        let booked = settle(&self.app, ctx, &client_ip);
-        record(&self.app, session, ctx, &client_ip);
+        // The clock, read once for the metrics, the access log and the spend row.
+        let finished = Finished {
+            total: ctx.started.elapsed(),
+            at: std::time::SystemTime::now(),
+        };
+        record(&self.app, session, ctx, &client_ip, &finished);
+        // Last use of the request id and the address: the spend-log row takes them.
+        let booked = settle(&self.app, ctx, client_ip, &finished);
         if let Some(booked) = booked {
             // Keep this connection's next request until the shared ledger has this one (a
             // bounded wait: a slow Redis delays the connection, never loses the settle).
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), booked).await;
         }
     }
+}
+
+/// An address as text; IPv4 (the common case) without the fmt machinery, once per request.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                crate::access_log::push_u64(&mut text, u64::from(octet));
+            }
+            text
+        }
+        v6 => v6.to_string(),
+    }
+}
+
+/// When a request finished: its duration and the wall-clock time, read once in `logging`.
+struct Finished {
+    total: std::time::Duration,
+    at: std::time::SystemTime,
 }
 
 /// The client's `x-litellm-call-id` / `x-request-id` when it is a sane token, else a new UUID.
@@ -385,18 +414,22 @@ async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
 }
 
 /// Books the request's cost on its owners (ledger, spend queue, spend log), from `logging`.
-fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) -> Option<tokio::task::JoinHandle<()>> {
+fn settle(
+    app: &App,
+    ctx: &mut Ctx,
+    client_ip: String,
+    finished: &Finished,
+) -> Option<tokio::task::JoinHandle<()>> {
     let Some(m) = &app.management else {
         return None;
     };
+    let now_ms = crate::management::clock::ms_at(finished.at);
     // A caller with nothing held (master key, open gateway) still gets its spend-log row
     // when a deployment was chosen.
     let admission = match ctx.record.admission.take() {
         Some(a) => a,
         None if ctx.cx.endpoint().is_llm() && ctx.record.deployment.is_some() => {
-            crate::management::Admission::started_at(
-                crate::management::clock::now_ms() - ctx.started.elapsed().as_millis() as i64,
-            )
+            crate::management::Admission::started_at(now_ms - finished.total.as_millis() as i64)
         }
         None => return None,
     };
@@ -416,8 +449,8 @@ fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) -> Option<tokio::task::Join
         || (answered && (r.failure.is_some() || r.usage.is_none()));
     m.settle(
         admission,
-        &crate::management::Outcome {
-            request_id: &ctx.request_id,
+        crate::management::Outcome {
+            request_id: std::mem::take(&mut ctx.request_id),
             call_type: ctx.cx.endpoint().call_type(),
             usage: r.usage,
             price: dc.and_then(|d| d.price.as_ref()),
@@ -426,6 +459,7 @@ fn settle(app: &App, ctx: &mut Ctx, client_ip: &str) -> Option<tokio::task::Join
             client_ip,
             first_token_ms,
             incomplete,
+            now_ms,
         },
     )
 }
@@ -455,10 +489,10 @@ async fn discard_body(session: &mut Session) {
 }
 
 /// Metrics and the access log line, from the `logging` phase.
-fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str) {
+fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &Finished) {
     let r = &ctx.record;
     let status = r.client_status();
-    let total = ctx.started.elapsed();
+    let total = finished.total;
     let head = session.req_header();
     let user_agent = head
         .headers
@@ -525,6 +559,28 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str) {
             bytes: r.response_bytes,
             client_closed: r.client_closed,
             client_ip,
+            at: finished.at,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+
+    #[test]
+    fn addresses_read_as_std_formats_them() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.1.20.3",
+            "255.255.255.255",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(ip_text(ip), text);
+        }
     }
 }
