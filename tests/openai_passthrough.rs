@@ -250,8 +250,12 @@ sluice_settings:
 async fn large_bodies_are_forwarded_whole() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&basic_config(&mock)).await;
-    // A base64 image of ~5 MiB, far past Pingora's 64 KiB retry buffer.
-    let image = "A".repeat(5 * 1024 * 1024);
+    // A base64 image of ~5 MiB, far past Pingora's 64 KiB retry buffer, read in many chunks;
+    // not one repeated letter, so chunks put together in the wrong order would show.
+    const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let image: String = (0..5 * 1024 * 1024)
+        .map(|i: usize| char::from(BASE64[(i / 4096 + i * 7) % 64]))
+        .collect();
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this"},
         {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{image}")}}
@@ -267,10 +271,60 @@ async fn large_bodies_are_forwarded_whole() {
     assert_eq!(
         upstream.json()["messages"][0]["content"][1]["image_url"]["url"]
             .as_str()
-            .unwrap()
-            .len(),
-        image.len() + 22
+            .unwrap(),
+        format!("data:image/png;base64,{image}")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_bodies_are_put_together_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&basic_config(&mock)).await;
+    let text: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let body =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Uneven chunks, each written on its own, so the gateway reads them one by one.
+    for piece in body.as_bytes().chunks(3_001) {
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    // Read until the answer (or an error) is in; a gateway that answers nothing fails in 10 s.
+    let mut response = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !["\"usage\"", "\"error\""]
+            .iter()
+            .any(|end| String::from_utf8_lossy(&response).contains(end))
+        {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(answered.is_ok(), "no answer: {response}");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let upstream = mock.last_request().unwrap();
+    assert_eq!(upstream.json()["messages"][0]["content"], text.as_str());
+    assert_eq!(upstream.json()["model"], "gpt-4o-mini");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,16 +39,39 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
             .await
             .map_err(|e| BodyError::Client(e.to_string()))?;
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    // The usual body arrives in one chunk (often with the header): kept as it is, without a
+    // copy. Only a second chunk starts an accumulating buffer.
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
+                let so_far = match (&first, &more) {
+                    (_, Some(m)) => m.len(),
+                    (Some(f), None) => f.len(),
+                    (None, None) => 0,
+                };
+                if so_far + chunk.len() > limit {
                     return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
                 }
-                body.extend_from_slice(&chunk);
+                match (&mut more, first.take()) {
+                    (Some(m), _) => m.extend_from_slice(&chunk),
+                    (None, None) => first = Some(chunk),
+                    (None, Some(f)) => {
+                        let capacity = declared.unwrap_or(2 * (f.len() + chunk.len()));
+                        let mut m = BytesMut::with_capacity(capacity.min(limit));
+                        m.extend_from_slice(&f);
+                        m.extend_from_slice(&chunk);
+                        more = Some(m);
+                    }
+                }
             }
-            Ok(None) => return Ok(body.freeze()),
+            Ok(None) => {
+                return Ok(match (more, first) {
+                    (Some(m), _) => m.freeze(),
+                    (None, f) => f.unwrap_or_default(),
+                });
+            }
             Err(e) => return Err(BodyError::Client(e.to_string())),
         }
     }
