@@ -87,7 +87,9 @@ pub struct Admission {
     pub hold: Option<Hold>,
     pub key: Option<Arc<KeyIdentity>>,
     pub end_user: Option<String>,
-    /// Response headers from the key's limits (`x-litellm-key-spend`, `x-ratelimit-*`).
+    /// Response headers from this request's admission (`x-litellm-key-spend`,
+    /// `x-ratelimit-*`); the key's fixed ones (`x-litellm-key-max-budget`, ...) are read from
+    /// `key.limit_headers` when the response is built, not copied here per request.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub started_ms: i64,
     /// Prompt tokens counted for the reservation.
@@ -528,7 +530,6 @@ impl Management {
             {
                 checks.push(Check::of(scope));
             }
-            admission.headers.extend(k.limit_headers.iter().cloned());
         }
         if let Some(user) = end_user
             && let Some(limits) = Box::pin(self.end_user_limits(user)).await?

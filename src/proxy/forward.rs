@@ -643,7 +643,9 @@ impl Exchange<'_> {
     ) -> ResponseHead {
         // Room for every header the response gets (the map regrows and rehashes otherwise):
         // the upstream's, ours, the key's and the duration and cost headers added later.
-        let keyed = ctx.record.admission.as_ref().map_or(0, |a| a.headers.len());
+        let keyed = ctx.record.admission.as_ref().map_or(0, |a| {
+            a.headers.len() + a.key.as_ref().map_or(0, |k| k.limit_headers.len())
+        });
         let mut resp = ResponseHead::new(
             status,
             upstream.headers.len() + self.fixed_headers.len() + keyed + 8,
@@ -663,7 +665,8 @@ impl Exchange<'_> {
             resp.set_value(name.clone(), value.clone());
         }
         if let Some(a) = &ctx.record.admission {
-            for (name, value) in &a.headers {
+            let key_limits = a.key.iter().flat_map(|k| k.limit_headers.iter());
+            for (name, value) in key_limits.chain(&a.headers) {
                 resp.set_value(name.clone(), value.clone());
             }
         }
