@@ -80,12 +80,12 @@ if stream:
         print(f"| {target} | {r['ttfb_us']['p50']:.0f} | {r['ttfb_us']['p99']:.0f} | {'' if added is None else format(added, '.0f')} |")
 
 print("\nTargets (issue 2):")
+top = max(chat) if chat else None
 for target, what in [("sluice", "Sluice (spend logs on, the default)"),
                      ("sluice-no-spend-logs", "Sluice without spend logs (issue 2's feature set)")]:
     if 1 in chat and target in chat[1] and "direct" in chat[1]:
         added = chat[1][target]["latency_us"]["p50"] - chat[1]["direct"]["latency_us"]["p50"]
         print(f"- {what}: added p50 latency at concurrency 1: {added:.0f} µs (target < 150 µs): {'met' if added < 150 else 'NOT met'}")
-    top = max(chat) if chat else None
     if top and target in chat[top] and "pingora" in chat[top]:
         ratio = chat[top][target]["rps"] / chat[top]["pingora"]["rps"]
         print(f"- {what}: throughput at concurrency {top}: {ratio:.0%} of the minimal Pingora proxy (target >= 85%): {'met' if ratio >= 0.85 else 'NOT met'}")

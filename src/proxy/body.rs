@@ -40,38 +40,27 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
             .map_err(|e| BodyError::Client(e.to_string()))?;
     }
     // The usual body arrives in one chunk (often with the header): kept as it is, without a
-    // copy. Only a second chunk starts an accumulating buffer.
+    // copy. A second chunk moves it into `body`, which allocates nothing until then.
     let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
+    let mut body = BytesMut::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                let so_far = match (&first, &more) {
-                    (_, Some(m)) => m.len(),
-                    (Some(f), None) => f.len(),
-                    (None, None) => 0,
-                };
+                let so_far = first.as_ref().map_or(0, Bytes::len) + body.len();
                 if so_far + chunk.len() > limit {
                     return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
                 }
-                match (&mut more, first.take()) {
-                    (Some(m), _) => m.extend_from_slice(&chunk),
-                    (None, None) => first = Some(chunk),
-                    (None, Some(f)) => {
-                        let capacity = declared.unwrap_or(2 * (f.len() + chunk.len()));
-                        let mut m = BytesMut::with_capacity(capacity.min(limit));
-                        m.extend_from_slice(&f);
-                        m.extend_from_slice(&chunk);
-                        more = Some(m);
-                    }
+                if first.is_none() && body.is_empty() {
+                    first = Some(chunk);
+                    continue;
                 }
+                if let Some(f) = first.take() {
+                    body.reserve(declared.unwrap_or(2 * (f.len() + chunk.len())).min(limit));
+                    body.extend_from_slice(&f);
+                }
+                body.extend_from_slice(&chunk);
             }
-            Ok(None) => {
-                return Ok(match (more, first) {
-                    (Some(m), _) => m.freeze(),
-                    (None, f) => f.unwrap_or_default(),
-                });
-            }
+            Ok(None) => return Ok(first.unwrap_or_else(|| body.freeze())),
             Err(e) => return Err(BodyError::Client(e.to_string())),
         }
     }

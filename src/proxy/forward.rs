@@ -428,7 +428,8 @@ impl Exchange<'_> {
             }
         };
         let received = Instant::now();
-        ctx.record.upstream_elapsed = Some(received - started);
+        let upstream = received - started;
+        ctx.record.upstream_elapsed = Some(upstream);
         let content_type = if self.wire.translates() {
             "application/json"
         } else {
@@ -499,7 +500,6 @@ impl Exchange<'_> {
             resp.set(X_LITELLM_RESPONSE_COST, &cost.to_string());
         }
         let total = received - ctx.started;
-        let upstream = received - started;
         resp.set_value(X_LITELLM_RESPONSE_DURATION_MS, millis_header(total));
         resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,
@@ -521,9 +521,10 @@ impl Exchange<'_> {
         let mut resp = self.client_header(ctx, status, "text/event-stream", head);
         resp.set_static(TRANSFER_ENCODING, "chunked");
         resp.set_static(CACHE_CONTROL, "no-cache");
+        // Our time so far is everything before the upstream call started: no clock read needed.
         resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,
-            millis_header(ctx.started.elapsed().saturating_sub(started.elapsed())),
+            millis_header(started.saturating_duration_since(ctx.started)),
         );
         let resp = resp.finish();
         ctx.record.status = status;
