@@ -200,6 +200,64 @@ async fn unreachable_garbage_and_resetting_upstreams_are_502() {
     assert!(reset.connections() >= 1);
 }
 
+/// A pooled connection the provider dropped is found out when the next request is sent on it;
+/// the gateway sends that request again on a fresh connection, and every request reaches the
+/// provider whole: head and body written together, `Host`, `Content-Length` and the rewritten
+/// model as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_provider_dropped_is_retried_on_a_fresh_one() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let answer = r#"{"id":"chatcmpl-raw","object":"chat.completion","created":1,"model":"broken","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+        answer.len()
+    );
+    let raw = RawServer::start(RawBehavior::OnePerConnection(bytes::Bytes::from(reply))).await;
+    let gw = Gateway::start(&config_with(&raw.api_base(), &mock, "")).await;
+    for content in ["first", "second"] {
+        let (status, _, body) = gw
+            .client()
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": "broken", "messages": [{"role": "user", "content": content}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{content}: {body}");
+        assert_eq!(body["choices"][0]["message"]["content"], "hi");
+    }
+    // The second request went out on the pooled connection, which the provider closed on
+    // reading it, then again on a new connection.
+    assert_eq!(raw.connections(), 2);
+    let requests = raw.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    for (request, content) in requests.iter().zip(["first", "second", "second"]) {
+        let text = String::from_utf8(request.clone()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "POST /v1/chat/completions HTTP/1.1", "{head}");
+        let header = |name: &str| {
+            lines[1..]
+                .iter()
+                .filter_map(|l| l.split_once(": "))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(header("host"), [raw.addr.to_string()], "{head}");
+        assert_eq!(header("content-length"), [body.len().to_string()], "{head}");
+        assert_eq!(header("content-type"), ["application/json"], "{head}");
+        assert_eq!(header("user-agent").len(), 1, "{head}");
+        assert!(header("user-agent")[0].starts_with("sluice/"), "{head}");
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            sent["model"], "broken",
+            "the deployment's model, prefix stripped"
+        );
+        assert_eq!(sent["messages"][0]["content"], content);
+    }
+    still_serving(&gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_upstream_times_out_with_504() {
     let mock = MockProvider::start(MockConfig::default()).await;

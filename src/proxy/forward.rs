@@ -13,6 +13,7 @@
 //! select on the downstream socket) and the upstream connection is closed, which stops the
 //! generation and the token spend.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,13 @@ use filters::route::RoutePlan;
 use http::header::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
 use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tokio::io::AsyncWriteExt;
 
 use super::ctx::Ctx;
 use super::headers::*;
@@ -274,53 +278,108 @@ impl Exchange<'_> {
             };
             let mut attempt = 0;
             loop {
-                let (mut up, reused) = self
+                let (up, reused) = self
                     .connector
                     .get_http_session(&*self.peer)
                     .await
                     .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
-                up.set_write_timeout(Some(self.dc.deployment.timeout));
-                up.set_read_timeout(Some(header_timeout));
-                let result = match self.write_request(&mut up).await {
-                    Ok(()) => {
-                        tokio::select! {
+                let result = match self.write_request(up).await {
+                    Ok(mut up) => {
+                        up.set_read_timeout(Some(header_timeout));
+                        let read = tokio::select! {
                             biased;
                             r = up.read_response_header() => r.map_err(Some),
                             _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
+                        };
+                        match read {
+                            Ok(()) => return Ok(up),
+                            Err(e) => {
+                                up.shutdown().await;
+                                e
+                            }
                         }
                     }
-                    Err(e) => Err(Some(e)),
+                    // The connection is closed already.
+                    Err(e) => Some(e),
                 };
-                match result {
-                    Ok(()) => return Ok(up),
-                    Err(None) => {
-                        up.shutdown().await;
-                        return Err(Failure::ClientGone);
-                    }
-                    Err(Some(e)) => {
-                        up.shutdown().await;
-                        if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
-                            attempt += 1;
-                            continue;
-                        }
-                        if e.etype() == &ErrorType::ReadTimedout {
-                            return Err(Failure::Api(ApiError::gateway_timeout(format!(
-                                "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
-                                self.dc.deployment.id,
-                                &*self.plan.group,
-                                header_timeout.as_secs_f64()
-                            ))));
-                        }
-                        return Err(Failure::Api(
-                            self.upstream_error(&e, "sending the request to"),
-                        ));
-                    }
+                let Some(e) = result else {
+                    return Err(Failure::ClientGone);
+                };
+                if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
+                    attempt += 1;
+                    continue;
                 }
+                if e.etype() == &ErrorType::ReadTimedout {
+                    return Err(Failure::Api(ApiError::gateway_timeout(format!(
+                        "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
+                        self.dc.deployment.id,
+                        &*self.plan.group,
+                        header_timeout.as_secs_f64()
+                    ))));
+                }
+                return Err(Failure::Api(
+                    self.upstream_error(&e, "sending the request to"),
+                ));
             }
         })
     }
 
-    async fn write_request(&self, up: &mut HttpSession) -> pingora::Result<()> {
+    /// Sends the request on `up`. Over HTTP/1.1 the head and the body go out in one vectored
+    /// write (see [`request_wire_head`]) and a fresh session reads the response; other
+    /// protocols take Pingora's calls. On error the connection is closed.
+    async fn write_request(&self, up: HttpSession) -> pingora::Result<HttpSession> {
+        let timeout = self.dc.deployment.timeout;
+        let mut up = match up {
+            HttpSession::H1(h1) => {
+                let Some(head) = request_wire_head(
+                    &self.request.method,
+                    &self.request.target,
+                    &self.upstream.host_header,
+                    &self.request.headers,
+                    self.request.body.len(),
+                    USER_AGENT,
+                ) else {
+                    return invalid_target();
+                };
+                let mut stream = h1.into_inner();
+                match tokio::time::timeout(
+                    timeout,
+                    write_head_and_body(&mut stream, &head, &self.request.body),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Error::e_because(
+                            ErrorType::WriteError,
+                            "while writing the request",
+                            e,
+                        );
+                    }
+                    Err(_) => {
+                        return Error::e_explain(
+                            ErrorType::WriteTimedout,
+                            "while writing the request",
+                        );
+                    }
+                }
+                HttpSession::H1(Http1Session::new_with_options(stream, &*self.peer))
+            }
+            mut up => {
+                up.set_write_timeout(Some(timeout));
+                if let Err(e) = self.write_request_with_pingora(&mut up).await {
+                    up.shutdown().await;
+                    return Err(e);
+                }
+                up
+            }
+        };
+        up.set_write_timeout(Some(timeout));
+        Ok(up)
+    }
+
+    /// The request through Pingora's client calls (HTTP/2).
+    async fn write_request_with_pingora(&self, up: &mut HttpSession) -> pingora::Result<()> {
         let mut headers = self.request.headers.clone();
         if let Ok(host) = HeaderValue::from_str(&self.upstream.host_header) {
             headers.insert(http::header::HOST, host);
@@ -335,10 +394,7 @@ impl Exchange<'_> {
         );
         let Some(head) = request_head(self.request.method.clone(), &self.request.target, headers)
         else {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                "upstream request target is not a valid URI",
-            );
+            return invalid_target();
         };
         up.write_request_header(Box::new(head)).await?;
         up.write_request_body(self.request.body.clone(), true)
@@ -749,6 +805,27 @@ impl Exchange<'_> {
             up.shutdown().await;
         }
     }
+}
+
+fn invalid_target<T>() -> pingora::Result<T> {
+    Error::e_explain(
+        ErrorType::InvalidHTTPHeader,
+        "upstream request target or host is not valid in an HTTP/1.1 request",
+    )
+}
+
+/// Writes `head` and `body` with as few writes as the socket takes (one, normally) and flushes.
+async fn write_head_and_body(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    let mut rest = &mut parts[..];
+    while !rest.is_empty() {
+        let n = stream.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    stream.flush().await
 }
 
 /// Reads a whole response body (bounded), watching for the client to leave.

@@ -88,6 +88,56 @@ impl ResponseHead {
     }
 }
 
+/// The HTTP/1.1 head of an upstream request, ready for the wire: the request line, `Host`, the
+/// request's own headers, `Content-Length` and `User-Agent` (the three set here replace any the
+/// request carries). Written with the body in one call, so the request leaves in one segment:
+/// Pingora's client flushes the head on its own, a second `sendto` (and a second wake-up of the
+/// provider) per request. `None` when the target or host holds a byte HTTP/1.1 forbids there.
+pub fn request_wire_head(
+    method: &http::Method,
+    target: &str,
+    host: &str,
+    headers: &HeaderMap,
+    body_len: usize,
+    user_agent: &str,
+) -> Option<Vec<u8>> {
+    // A request target is visible ASCII (RFC 9112 section 3.2); so is a host.
+    let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !visible(target) || !visible(host) {
+        return None;
+    }
+    let mut head = Vec::with_capacity(256 + target.len() + 64 * headers.len());
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if matches!(
+            *name,
+            http::header::HOST | http::header::CONTENT_LENGTH | http::header::USER_AGENT
+        ) {
+            continue;
+        }
+        let name = if *name == CONTENT_TYPE {
+            "Content-Type"
+        } else {
+            name.as_str()
+        };
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"Content-Length: ");
+    head.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+    head.extend_from_slice(b"\r\nUser-Agent: ");
+    head.extend_from_slice(user_agent.as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+    Some(head)
+}
+
 /// An upstream request header: method, target, and the given headers.
 pub fn request_head(
     method: http::Method,
@@ -152,5 +202,59 @@ mod tests {
             provider_prefixed(&HeaderName::from_static("x-ratelimit-remaining")).unwrap(),
             "llm_provider-x-ratelimit-remaining"
         );
+    }
+
+    #[test]
+    fn upstream_request_head_is_one_block_with_host_length_and_agent_set_here() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-up"),
+        );
+        // Set by the gateway: a deployment's own values never reach the wire twice.
+        headers.insert(http::header::HOST, HeaderValue::from_static("evil"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        headers.insert(http::header::USER_AGENT, HeaderValue::from_static("x"));
+        headers.append("x-extra", HeaderValue::from_static("a"));
+        headers.append("x-extra", HeaderValue::from_static("b"));
+        let head = request_wire_head(
+            &http::Method::POST,
+            "/openai/deployments/d/chat/completions?api-version=2024-06-01",
+            "example.openai.azure.com",
+            &headers,
+            42,
+            "sluice/test",
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /openai/deployments/d/chat/completions?api-version=2024-06-01 HTTP/1.1\r\n\
+             Host: example.openai.azure.com\r\n\
+             Content-Type: application/json\r\n\
+             authorization: Bearer sk-up\r\n\
+             x-extra: a\r\n\
+             x-extra: b\r\n\
+             Content-Length: 42\r\n\
+             User-Agent: sluice/test\r\n\r\n"
+        );
+        // A target or host that would split the request line or a header is refused.
+        for (target, host) in [
+            ("/v1/a b", "h"),
+            ("/v1/a\r\nx: y", "h"),
+            ("", "h"),
+            ("/v1/\u{e9}", "h"),
+            ("/v1", "h\r\nx: y"),
+        ] {
+            let head = request_wire_head(
+                &http::Method::POST,
+                target,
+                host,
+                &headers,
+                0,
+                "sluice/test",
+            );
+            assert!(head.is_none(), "{target:?} {host:?}");
+        }
     }
 }

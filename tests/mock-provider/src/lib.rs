@@ -795,6 +795,7 @@ impl futures_core::Stream for ReceiverStream {
 pub struct RawServer {
     pub addr: SocketAddr,
     accepted: Arc<AtomicU64>,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// What a [`RawServer`] does with each connection.
@@ -806,6 +807,35 @@ pub enum RawBehavior {
     Close,
     /// Read the request and never answer (a hung upstream).
     Hang,
+    /// Answer the first request on a connection with these bytes and keep it open; read the
+    /// next one and close without answering: a kept-alive connection the provider dropped
+    /// while it sat in the gateway's pool. Every request is read whole (head and
+    /// `content-length` body) and kept, see [`RawServer::requests`].
+    OnePerConnection(Bytes),
+}
+
+/// Reads one HTTP/1.1 request (head and `content-length` body); `None` at EOF or on a read
+/// error.
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
+                return Some(request);
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 impl RawServer {
@@ -816,6 +846,8 @@ impl RawServer {
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let counter = accepted.clone();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let received = requests.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
@@ -823,7 +855,21 @@ impl RawServer {
                 };
                 counter.fetch_add(1, Ordering::SeqCst);
                 let behavior = behavior.clone();
+                let received = received.clone();
                 tokio::spawn(async move {
+                    if let RawBehavior::OnePerConnection(answer) = &behavior {
+                        let Some(first) = read_request(&mut stream).await else {
+                            return;
+                        };
+                        received.lock().push(first);
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(second) = read_request(&mut stream).await {
+                            received.lock().push(second);
+                        }
+                        return;
+                    }
                     let mut buf = vec![0u8; 64 * 1024];
                     let _ = stream.read(&mut buf).await;
                     match behavior {
@@ -835,11 +881,21 @@ impl RawServer {
                         RawBehavior::Hang => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
+                        RawBehavior::OnePerConnection(_) => {}
                     }
                 });
             }
         });
-        RawServer { addr, accepted }
+        RawServer {
+            addr,
+            accepted,
+            requests,
+        }
+    }
+
+    /// The requests read whole so far, raw (kept by [`RawBehavior::OnePerConnection`]).
+    pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().clone()
     }
 
     pub fn api_base(&self) -> String {
