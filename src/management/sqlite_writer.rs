@@ -41,12 +41,18 @@ const ROWS_PER_INSERT: usize = 32;
 /// Parameters bound per row (`cache_hit` and `request_tags` are constants of Sluice's rows).
 const PARAMS_PER_ROW: usize = 21;
 
-/// An insert of `rows` spend-log rows.
+/// An insert of `rows` spend-log rows; a row whose request id is in the table already is
+/// skipped (a batch written again after an error).
+///
+/// `OR IGNORE` rather than `ON CONFLICT (request_id) DO NOTHING`: the two skip the same rows
+/// here (every `NOT NULL` column is bound from a Rust value that cannot be null, so the only
+/// constraint a row can break is the key), but a statement that may abort halfway makes SQLite
+/// copy each page it first touches to a statement journal, a temporary file: 0.7 `pwrite`s per
+/// row more (strace, load benchmark at c64) and 3% more instructions.
 fn insert_log_sql(rows: usize) -> String {
     let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'False', '[]', ?, ?)";
     format!(
-        "INSERT INTO sluice_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {} \
-         ON CONFLICT (request_id) DO NOTHING",
+        "INSERT OR IGNORE INTO sluice_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
         vec![one; rows].join(", ")
     )
 }
