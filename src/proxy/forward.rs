@@ -324,82 +324,40 @@ impl Exchange<'_> {
         })
     }
 
-    /// Sends the request on `up`. Over HTTP/1.1 the head and the body go out in one vectored
-    /// write (see [`request_wire_head`]) and a fresh session reads the response; other
-    /// protocols take Pingora's calls. On error the connection is closed.
+    /// Sends the request on `up`: the head and the body in one vectored write (see
+    /// [`request_wire_head`]), then a fresh session on the same stream reads the response.
+    /// Deployments' peers offer only HTTP/1.1 (`upstream.rs`), so the connector never hands out
+    /// another kind of session. On error the connection is closed.
     async fn write_request(&self, up: HttpSession) -> pingora::Result<HttpSession> {
-        let timeout = self.dc.deployment.timeout;
-        let mut up = match up {
-            HttpSession::H1(h1) => {
-                let Some(head) = request_wire_head(
-                    &self.request.method,
-                    &self.request.target,
-                    &self.upstream.host_header,
-                    &self.request.headers,
-                    self.request.body.len(),
-                    USER_AGENT,
-                ) else {
-                    return invalid_target();
-                };
-                let mut stream = h1.into_inner();
-                match tokio::time::timeout(
-                    timeout,
-                    write_head_and_body(&mut stream, &head, &self.request.body),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        return Error::e_because(
-                            ErrorType::WriteError,
-                            "while writing the request",
-                            e,
-                        );
-                    }
-                    Err(_) => {
-                        return Error::e_explain(
-                            ErrorType::WriteTimedout,
-                            "while writing the request",
-                        );
-                    }
-                }
-                HttpSession::H1(Http1Session::new_with_options(stream, &*self.peer))
-            }
-            mut up => {
-                up.set_write_timeout(Some(timeout));
-                if let Err(e) = self.write_request_with_pingora(&mut up).await {
-                    up.shutdown().await;
-                    return Err(e);
-                }
-                up
-            }
+        let HttpSession::H1(h1) = up else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the upstream session is not HTTP/1.1",
+            );
         };
-        up.set_write_timeout(Some(timeout));
-        Ok(up)
-    }
-
-    /// The request through Pingora's client calls (HTTP/2).
-    async fn write_request_with_pingora(&self, up: &mut HttpSession) -> pingora::Result<()> {
-        let mut headers = self.request.headers.clone();
-        if let Ok(host) = HeaderValue::from_str(&self.upstream.host_header) {
-            headers.insert(http::header::HOST, host);
+        let Some(head) = request_wire_head(
+            &self.request.method,
+            &self.request.target,
+            &self.upstream.host_header,
+            &self.request.headers,
+            self.request.body.len(),
+            USER_AGENT,
+        ) else {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream request target or host is not valid in an HTTP/1.1 request",
+            );
+        };
+        let mut stream = h1.into_inner();
+        let write = write_head_and_body(&mut stream, &head, &self.request.body);
+        match tokio::time::timeout(self.dc.deployment.timeout, write).await {
+            Ok(Ok(())) => Ok(HttpSession::H1(Http1Session::new_with_options(
+                stream,
+                &*self.peer,
+            ))),
+            Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "while writing the request", e),
+            Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
         }
-        headers.insert(
-            http::header::CONTENT_LENGTH,
-            HeaderValue::from(self.request.body.len()),
-        );
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(USER_AGENT),
-        );
-        let Some(head) = request_head(self.request.method.clone(), &self.request.target, headers)
-        else {
-            return invalid_target();
-        };
-        up.write_request_header(Box::new(head)).await?;
-        up.write_request_body(self.request.body.clone(), true)
-            .await?;
-        up.finish_request_body().await
     }
 
     /// An upstream 4xx/5xx: its status and body go to the client (wrapped in an OpenAI error
@@ -805,13 +763,6 @@ impl Exchange<'_> {
             up.shutdown().await;
         }
     }
-}
-
-fn invalid_target<T>() -> pingora::Result<T> {
-    Error::e_explain(
-        ErrorType::InvalidHTTPHeader,
-        "upstream request target or host is not valid in an HTTP/1.1 request",
-    )
 }
 
 /// Writes `head` and `body` with as few writes as the socket takes (one, normally) and flushes.

@@ -1,4 +1,5 @@
-//! Response and upstream request headers built on `http`'s maps with pre-parsed names.
+//! Response headers built on `http`'s maps with pre-parsed names, and the upstream request head
+//! serialized straight to the wire (`request_wire_head`).
 //!
 //! Pingora's `insert_header` re-parses the name (and allocates for custom names) on every call;
 //! with a dozen `x-litellm-*` headers per response that showed up in profiles. Headers are built
@@ -8,7 +9,7 @@ use std::cell::RefCell;
 
 use filters::route::Deployment;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 
 pub const CONTENT_TYPE: HeaderName = http::header::CONTENT_TYPE;
 pub const CONTENT_LENGTH: HeaderName = http::header::CONTENT_LENGTH;
@@ -138,19 +139,6 @@ pub fn request_wire_head(
     Some(head)
 }
 
-/// An upstream request header: method, target, and the given headers.
-pub fn request_head(
-    method: http::Method,
-    target: &str,
-    headers: HeaderMap,
-) -> Option<RequestHeader> {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = target.parse().ok()?;
-    parts.headers = headers;
-    Some(parts.into())
-}
-
 /// Upstream header names seen so far, with their `llm_provider-` forms (per thread, bounded).
 const PREFIXED_CACHE_LIMIT: usize = 512;
 
@@ -191,13 +179,6 @@ mod tests {
         assert_eq!(resp.status.as_u16(), 201);
         assert_eq!(resp.headers["x-request-id"], "abc");
         assert!(!resp.headers.contains_key("x-litellm-model-id"));
-        let req = request_head(
-            http::Method::POST,
-            "/v1/chat/completions?x=1",
-            HeaderMap::new(),
-        )
-        .unwrap();
-        assert_eq!(req.uri.path(), "/v1/chat/completions");
         assert_eq!(
             provider_prefixed(&HeaderName::from_static("x-ratelimit-remaining")).unwrap(),
             "llm_provider-x-ratelimit-remaining"
