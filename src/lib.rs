@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod decimal;
 pub mod logging;
 pub mod management;
 pub mod metrics;

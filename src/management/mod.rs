@@ -825,9 +825,10 @@ where
 
 /// A response header from a float (LiteLLM's spend headers).
 fn float_header(name: &'static str, value: f64) -> (http::HeaderName, http::HeaderValue) {
-    let value = http::HeaderValue::from_str(&value.to_string())
-        .unwrap_or(http::HeaderValue::from_static("0"));
-    (http::HeaderName::from_static(name), value)
+    (
+        http::HeaderName::from_static(name),
+        crate::decimal::header_value(value),
+    )
 }
 
 /// The ledger account kind of a stored object (budgets are templates, not owners).

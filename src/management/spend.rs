@@ -88,7 +88,8 @@ impl Batch {
 #[derive(Debug, Default)]
 struct Pending {
     /// Per kind, per id: looked up by `&str`, so adding to a known owner allocates nothing.
-    deltas: HashMap<Kind, HashMap<String, f64>>,
+    /// aHash (randomly keyed): SipHash over a 64-character key hash was most of an `add`.
+    deltas: HashMap<Kind, HashMap<String, f64, ahash::RandomState>, ahash::RandomState>,
     logs: VecDeque<SpendEntry>,
 }
 

@@ -511,7 +511,7 @@ impl Exchange<'_> {
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Some(usage) = &ctx.record.usage {
             let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
-            resp.set(X_LITELLM_RESPONSE_COST, &cost.to_string());
+            resp.set_value(X_LITELLM_RESPONSE_COST, crate::decimal::header_value(cost));
         }
         let total = received - ctx.started;
         resp.set_value(X_LITELLM_RESPONSE_DURATION_MS, millis_header(total));
