@@ -260,6 +260,15 @@ fn budgets(c: &mut Criterion) {
     g.bench_function("cost_of", |b| {
         b.iter(|| cost::cost_of(black_box(&usage), price.as_ref()))
     });
+    // The cost and spend headers: the shortest digits from zmij, laid out as Display would,
+    // against the Display formatting they replaced.
+    let spend = 0.000_123_456_7_f64;
+    g.bench_function("float_header/zmij", |b| {
+        b.iter(|| sluice::decimal::header_value(black_box(spend)))
+    });
+    g.bench_function("float_header/display", |b| {
+        b.iter(|| http::HeaderValue::from_str(&black_box(spend).to_string()))
+    });
     g.finish();
 }
 
