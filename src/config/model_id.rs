@@ -23,8 +23,7 @@ pub fn litellm_model_id(model_name: &str, litellm_params: &serde_yaml::Mapping) 
             other => text.push_str(&python_str(other)),
         }
     }
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    filters::auth::lower_hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// Python's `str(value)` for YAML scalars and lists.
