@@ -225,24 +225,28 @@ fn hex(b: u8) -> Option<u8> {
 /// `GET /health/readiness` body (LiteLLM's shape): `db` is "connected", "disconnected" (a
 /// database outage tolerated by `allow_requests_on_db_unavailable`; LiteLLM then reports
 /// `status` "disconnected" too) or "Not connected" (no key store); `cache` is "redis" when
-/// Redis is configured.
+/// Redis is configured; `last_updated` (ISO time) is there when a database is.
 pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) -> Bytes {
     let (status, db) = match db {
         None => ("healthy", "Not connected"),
         Some(true) => ("connected", "connected"),
         Some(false) => ("disconnected", "disconnected"),
     };
-    Bytes::from(
-        serde_json::to_vec(&json!({
-            "status": status,
-            "db": db,
-            "cache": cache,
-            "litellm_version": env!("CARGO_PKG_VERSION"),
-            "success_callbacks": config.success_callbacks,
-            "gateway": "sluice",
-        }))
-        .unwrap_or_default(),
-    )
+    let mut body = json!({
+        "status": status,
+        "db": db,
+        "cache": cache,
+        "litellm_version": env!("CARGO_PKG_VERSION"),
+        "success_callbacks": config.success_callbacks,
+        "gateway": "sluice",
+    });
+    // With a database LiteLLM adds when the state was read; Sluice reads it live.
+    if status != "healthy" {
+        body["last_updated"] = json!(crate::management::clock::iso(
+            crate::management::clock::now_ms()
+        ));
+    }
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// `GET /health/liveness` body: the JSON string LiteLLM returns.

@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// LiteLLM's `LATENCY_BUCKETS` (seconds).
@@ -125,6 +125,17 @@ const DEPLOYMENT_FAILURE_LABELS: &[&str] = &[
     "user_agent",
 ];
 
+/// `litellm_spend_metric`'s labels, as LiteLLM's docs list them.
+const SPEND_LABELS: &[&str] = &[
+    "end_user",
+    "hashed_api_key",
+    "api_key_alias",
+    "model",
+    "team",
+    "team_alias",
+    "user",
+];
+
 /// Every metric Sluice exports, registered in one registry.
 pub struct Metrics {
     /// Distinguishes instances in the per-thread handle cache.
@@ -142,11 +153,21 @@ pub struct Metrics {
     pub deployment_success: IntCounterVec,
     pub deployment_failure: IntCounterVec,
     pub deployment_total: IntCounterVec,
+    /// USD, from each response's usage and the deployment's prices.
+    pub spend: CounterVec,
     pub in_flight: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn float_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
     registry
         .register(Box::new(c.clone()))
         .expect("metric names are unique");
@@ -250,6 +271,12 @@ impl Metrics {
                 "Requests per deployment",
                 DEPLOYMENT_LABELS,
             ),
+            spend: float_counter(
+                &registry,
+                "litellm_spend_metric_total",
+                "Spend (USD) from each response's usage and the deployment's prices",
+                SPEND_LABELS,
+            ),
             in_flight,
             registry,
         }
@@ -278,6 +305,11 @@ pub struct RequestLabels<'a> {
     pub end_user: &'a str,
     pub hashed_api_key: &'a str,
     pub api_key_alias: &'a str,
+    /// The key's team id and alias, and its user's id and email (empty for the master key).
+    pub team: &'a str,
+    pub team_alias: &'a str,
+    pub user: &'a str,
+    pub user_email: &'a str,
     pub requested_model: &'a str,
     pub route: &'a str,
     pub client_ip: &'a str,
@@ -306,6 +338,8 @@ pub struct RequestOutcome {
     pub ttft_seconds: Option<f64>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The response's cost (USD) from its usage; 0 when unknown.
+    pub spend: f64,
     /// Whether the response came from a deployment (deployment metrics apply).
     pub reached_deployment: bool,
 }
@@ -321,6 +355,7 @@ struct Handles {
     deployment_total: Option<IntCounter>,
     deployment_outcome: Option<IntCounter>,
     tokens: Option<[IntCounter; 3]>,
+    spend: Option<Counter>,
 }
 
 /// Label combinations cached per thread before the cache is emptied (bounds memory when labels
@@ -359,6 +394,10 @@ impl Metrics {
                 l.end_user,
                 l.hashed_api_key,
                 l.api_key_alias,
+                l.team,
+                l.team_alias,
+                l.user,
+                l.user_email,
                 l.requested_model,
                 l.route,
                 l.client_ip,
@@ -410,6 +449,11 @@ impl Metrics {
             output.inc_by(o.completion_tokens);
             total.inc_by(o.prompt_tokens + o.completion_tokens);
         }
+        if let Some(c) = &handles.spend
+            && o.spend > 0.0
+        {
+            c.inc_by(o.spend);
+        }
     }
 
     fn handles(&self, l: &RequestLabels<'_>, o: &RequestOutcome) -> Handles {
@@ -419,11 +463,11 @@ impl Metrics {
             l.hashed_api_key,
             l.api_key_alias,
             l.requested_model,
-            "",
-            "",
-            "",
+            l.team,
+            l.team_alias,
+            l.user,
             status,
-            "",
+            l.user_email,
             l.route,
             l.client_ip,
             l.user_agent,
@@ -435,10 +479,10 @@ impl Metrics {
                 l.hashed_api_key,
                 l.api_key_alias,
                 l.requested_model,
-                "",
-                "",
-                "",
-                "",
+                l.team,
+                l.team_alias,
+                l.user,
+                l.user_email,
                 status_text(failed_status),
                 class,
                 l.route,
@@ -452,9 +496,9 @@ impl Metrics {
             l.hashed_api_key,
             l.api_key_alias,
             l.requested_model,
-            "",
-            "",
-            "",
+            l.team,
+            l.team_alias,
+            l.user,
             l.model,
             l.model_id,
         ]);
@@ -468,6 +512,7 @@ impl Metrics {
             deployment_total: None,
             deployment_outcome: None,
             tokens: None,
+            spend: None,
         };
         if !o.reached_deployment {
             return handles;
@@ -476,11 +521,11 @@ impl Metrics {
             l.model,
             l.hashed_api_key,
             l.api_key_alias,
-            "",
-            "",
+            l.team,
+            l.team_alias,
             l.requested_model,
             l.end_user,
-            "",
+            l.user,
             l.model_id,
         ];
         handles.api_latency = Some(self.api_latency.with_label_values(&api));
@@ -504,8 +549,8 @@ impl Metrics {
             l.api_provider,
             l.hashed_api_key,
             l.api_key_alias,
-            "",
-            "",
+            l.team,
+            l.team_alias,
             l.client_ip,
             l.user_agent,
         ];
@@ -522,8 +567,8 @@ impl Metrics {
                 class,
                 l.hashed_api_key,
                 l.api_key_alias,
-                "",
-                "",
+                l.team,
+                l.team_alias,
                 l.client_ip,
                 l.user_agent,
             ]),
@@ -533,10 +578,10 @@ impl Metrics {
             l.hashed_api_key,
             l.api_key_alias,
             l.model,
-            "",
-            "",
-            "",
-            "",
+            l.team,
+            l.team_alias,
+            l.user,
+            l.user_email,
             l.requested_model,
             l.model_id,
         ];
@@ -545,6 +590,15 @@ impl Metrics {
             self.output_tokens.with_label_values(&tokens),
             self.total_tokens.with_label_values(&tokens),
         ]);
+        handles.spend = Some(self.spend.with_label_values(&[
+            l.end_user,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.model,
+            l.team,
+            l.team_alias,
+            l.user,
+        ]));
         handles
     }
 }

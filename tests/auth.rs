@@ -20,6 +20,8 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
         ("x-api-key", MASTER_KEY.to_string()),
         ("api-key", MASTER_KEY.to_string()),
         ("x-litellm-api-key", MASTER_KEY.to_string()),
+        ("x-goog-api-key", MASTER_KEY.to_string()),
+        ("ocp-apim-subscription-key", MASTER_KEY.to_string()),
     ] {
         let resp = http
             .post(gw.url("/v1/chat/completions"))
@@ -30,7 +32,7 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
             .unwrap();
         assert_eq!(resp.status(), 200, "{header}");
     }
-    assert_eq!(mock.calls(), 4);
+    assert_eq!(mock.calls(), 6);
 
     for path in ["/v1/models", "/model/info", "/model_group/info"] {
         let resp = http.get(gw.url(path)).send().await.unwrap();
@@ -60,6 +62,10 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
     assert_eq!(resp.status(), 401);
     let text = resp.text().await.unwrap();
     assert!(text.contains("Invalid proxy server token passed"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["type"], "token_not_found_in_db", "{body}");
+    assert_eq!(body["error"]["param"], "key", "{body}");
+    assert_eq!(body["error"]["code"], "401", "{body}");
     assert!(
         !text.contains("sk-wrong-key-abcdef"),
         "the key is never echoed"
@@ -76,7 +82,7 @@ async fn model_routes_need_the_master_key_in_any_litellm_header() {
     assert!(resp.text().await.unwrap().contains("Malformed API Key"));
     assert_eq!(
         mock.calls(),
-        4,
+        6,
         "rejected requests never reach the provider"
     );
 

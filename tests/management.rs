@@ -240,6 +240,44 @@ async fn lifecycle(database: &str) {
         (gauge("litellm_remaining_team_budget_metric", &team_labels) - (10.0 - COST)).abs() < 1e-9
     );
     assert_eq!(gauge("litellm_team_max_budget_metric", &team_labels), 10.0);
+    // The per-request series carry the key's team and user, and the spend counter its cost.
+    let series = |name: &str| -> Vec<(&str, f64)> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| l.contains(&format!("hashed_api_key=\"{token}\"")))
+            .map(|l| {
+                let (labels, value) = l.rsplit_once(' ').unwrap();
+                (labels, value.parse().unwrap())
+            })
+            .collect()
+    };
+    let owners = [
+        format!("team=\"{team_id}\""),
+        format!("team_alias=\"{alias}\""),
+        format!("user=\"{user_id}\""),
+    ];
+    for name in [
+        "litellm_proxy_total_requests_metric_total",
+        "litellm_total_tokens_metric_total",
+        "litellm_spend_metric_total",
+    ] {
+        let found = series(name);
+        assert!(!found.is_empty(), "no {name} for the key in\n{metrics}");
+        for (labels, _) in &found {
+            for owner in &owners {
+                assert!(labels.contains(owner.as_str()), "{owner} missing: {labels}");
+            }
+        }
+    }
+    let spend: f64 = series("litellm_spend_metric_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        (spend - COST).abs() < 1e-9,
+        "litellm_spend_metric_total {spend}"
+    );
     let (status, logs) = admin
         .get_json(&format!("/spend/logs?api_key={token}"))
         .await;
@@ -777,6 +815,61 @@ async fn budget_window_resets_on_schedule() {
     assert!(spend.is_some());
 }
 
+/// A new `budget_duration` moves the window's end and keeps what was spent, as LiteLLM keeps
+/// the spend column: a longer window must not hand out a second budget, and a shorter one ends
+/// (and resets) when it says.
+async fn new_budget_duration_keeps_spend(router: &str) {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", router)).await;
+    let admin = gw.client();
+    let (_, _, k) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"max_budget": 2.0 * COST, "budget_duration": "1h"}),
+        )
+        .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    for _ in 0..2 {
+        assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    }
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 400);
+
+    let (status, _, updated) = admin
+        .post_json(
+            "/key/update",
+            &json!({"key": key, "budget_duration": "30d"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    // Give every cache time to see the update, then the key is still over its budget.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _, body) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(status, 400, "a longer window granted a new budget: {body}");
+    assert!((key_spend(&admin, &key).await - 2.0 * COST).abs() < 1e-9);
+
+    let (status, _, updated) = admin
+        .post_json("/key/update", &json!({"key": key, "budget_duration": "2s"}))
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    let again = eventually(Duration::from_secs(6), || async {
+        let (s, _, _) = user.post_json("/v1/chat/completions", &chat()).await;
+        (s == 200).then_some(())
+    })
+    .await;
+    assert!(again.is_some(), "the shorter window never ended");
+}
+
+#[tokio::test]
+async fn new_budget_duration_keeps_spend_in_process() {
+    new_budget_duration_keeps_spend("").await;
+}
+
+#[tokio::test]
+async fn new_budget_duration_keeps_spend_with_redis() {
+    new_budget_duration_keeps_spend(&format!("  redis_url: {}\n", test_redis_url())).await;
+}
+
 #[tokio::test]
 async fn two_instances_never_overspend_a_budget() {
     let mock = MockProvider::start(MockConfig {
@@ -951,6 +1044,17 @@ async fn per_model_limits_on_a_key(redis: &str) {
         error_message(&b, 400).contains("exceeded budget for model=gpt-4o"),
         "{b}"
     );
+    // Regenerating the key does not start its per-model budget again.
+    let (s, _, again) = admin
+        .post_json("/key/regenerate", &json!({"key": k["key"]}))
+        .await;
+    assert_eq!(s, 200, "{again}");
+    let regenerated = as_key(&gw, again["key"].as_str().unwrap());
+    let (s, _, b) = regenerated.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(
+        s, 400,
+        "a regenerated key's per-model budget restarted: {b}"
+    );
 }
 
 #[tokio::test]
@@ -1033,6 +1137,9 @@ async fn migrate_command_and_readiness_report_the_database() {
     let (status, body) = gw.client().get_json("/health/readiness").await;
     assert_eq!(status, 200);
     assert_eq!(body["db"], "connected", "{body}");
+    assert_eq!(body["status"], "connected", "{body}");
+    let updated = body["last_updated"].as_str().expect("last_updated");
+    assert!(updated.starts_with("20") && updated.contains('T'), "{body}");
     let (status, _, body) = gw.client().post_json("/key/generate", &json!({})).await;
     assert_eq!(status, 200, "{body}");
 }
@@ -2314,4 +2421,189 @@ async fn roles_internal_users_team_admins_and_viewers() {
 
 fn clients_key(clients: &HashMap<&str, Client>, name: &str) -> String {
     clients[name].key.clone().unwrap()
+}
+
+/// LiteLLM's `key_type` decides which routes a key calls; `budget_id` gives a key a stored
+/// budget's limits; a team key creating a personal key passes its team's models and limits on.
+#[tokio::test]
+async fn key_types_budget_ids_and_keys_made_by_team_keys() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+
+    let mut typed = HashMap::new();
+    for t in ["llm_api", "management", "read_only", "default"] {
+        let (s, _, k) = admin
+            .post_json("/key/generate", &json!({"key_type": t}))
+            .await;
+        assert_eq!(s, 200, "{k}");
+        assert_eq!(k["key_type"], t, "{k}");
+        typed.insert(t, as_key(&gw, k["key"].as_str().unwrap()));
+    }
+    for (t, llm, read, write) in [
+        ("llm_api", 200, 401, false),
+        ("management", 401, 200, true),
+        ("read_only", 401, 200, false),
+        ("default", 200, 200, true),
+    ] {
+        let k = &typed[t];
+        let (s, _, b) = k.post_json("/v1/chat/completions", &chat()).await;
+        assert_eq!(s, llm, "{t} on a chat route: {b}");
+        if s == 401 {
+            assert!(error_message(&b, 401).contains("key_type"), "{b}");
+        }
+        let (s, b) = k.get_json("/key/info").await;
+        assert_eq!(s, read, "{t} reading its own key: {b}");
+        // A key without a user may not create keys either way (401), but its type decides
+        // which refusal it gets.
+        let (s, _, b) = k.post_json("/key/generate", &json!({})).await;
+        assert_eq!(s, 401, "{t} creating a key: {b}");
+        assert_eq!(
+            error_message(&b, 401).contains("key_type"),
+            !write,
+            "{t} creating a key: {b}"
+        );
+    }
+    let (s, _, b) = admin
+        .post_json("/key/generate", &json!({"key_type": "superuser"}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["param"], "key_type", "{b}");
+
+    // budget_id: the key takes the stored budget's limits.
+    let budget = unique("budget");
+    let (s, _, b) = admin
+        .post_json(
+            "/budget/new",
+            &json!({"budget_id": budget, "max_budget": COST, "rpm_limit": 100}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, k) = admin
+        .post_json("/key/generate", &json!({"budget_id": budget}))
+        .await;
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(k["max_budget"], COST, "{k}");
+    assert_eq!(k["rpm_limit"], 100, "{k}");
+    let budgeted = as_key(&gw, k["key"].as_str().unwrap());
+    assert_eq!(
+        budgeted.post_json("/v1/chat/completions", &chat()).await.0,
+        200
+    );
+    let (s, _, b) = budgeted.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 400, "over the linked budget: {b}");
+    let (s, _, b) = admin
+        .post_json("/key/generate", &json!({"budget_id": unique("none")}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+
+    // A member's team key: the personal keys it creates stay within the team.
+    let team = unique("team");
+    let (s, _, b) = admin
+        .post_json(
+            "/team/new",
+            &json!({"team_id": team, "models": ["gpt-4o"], "max_budget": 0.5, "rpm_limit": 7}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let bob = unique("bob");
+    let (s, _, b) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": bob, "user_role": "internal_user", "auto_create_key": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    admin
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team, "member": {"role": "user", "user_id": bob}}),
+        )
+        .await;
+    let (s, _, k) = admin
+        .post_json("/key/generate", &json!({"team_id": team, "user_id": bob}))
+        .await;
+    assert_eq!(s, 200, "{k}");
+    let bobs_team_key = as_key(&gw, k["key"].as_str().unwrap());
+    let (s, _, own) = bobs_team_key.post_json("/key/generate", &json!({})).await;
+    assert_eq!(s, 200, "{own}");
+    assert_eq!(own["team_id"], Value::Null, "a personal key: {own}");
+    assert_eq!(own["models"], json!(["gpt-4o"]), "the team's models: {own}");
+    assert_eq!(own["max_budget"], 0.5, "the team's budget: {own}");
+    assert_eq!(own["rpm_limit"], 7, "the team's rpm: {own}");
+    let personal = as_key(&gw, own["key"].as_str().unwrap());
+    let (s, _, b) = personal
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "text-embedding", "input": "x"}),
+        )
+        .await;
+    assert_eq!(s, 401, "outside the team's models: {b}");
+    for (body, param) in [
+        (json!({"models": ["text-embedding"]}), "models"),
+        (json!({"max_budget": 5.0}), "max_budget"),
+        (json!({"rpm_limit": 100}), "rpm_limit"),
+    ] {
+        let (s, _, b) = bobs_team_key.post_json("/key/generate", &body).await;
+        assert_eq!(s, 403, "{body}: {b}");
+        assert_eq!(b["error"]["param"], param, "{b}");
+    }
+
+    // Members by email are the users with that email; a deleted user leaves its teams.
+    let carol = unique("carol");
+    let email = format!("{carol}@example.com");
+    let (s, _, b) = admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": carol, "user_email": email, "auto_create_key": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let members = |info: &Value| -> Vec<String> {
+        info["team_info"]["members_with_roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["user_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let teams_of = |info: &Value| info["user_info"]["teams"].clone();
+    let (s, _, b) = admin
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team, "member": {"role": "admin", "user_email": email}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, info) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert!(members(&info).contains(&carol), "{info}");
+    let (_, info) = admin.get_json(&format!("/user/info?user_id={carol}")).await;
+    assert_eq!(teams_of(&info), json!([team]), "{info}");
+    let (s, _, b) = admin
+        .post_json(
+            "/team/member_delete",
+            &json!({"team_id": team, "user_email": email}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, info) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert!(!members(&info).contains(&carol), "{info}");
+    let (_, info) = admin.get_json(&format!("/user/info?user_id={carol}")).await;
+    assert_eq!(teams_of(&info), json!([]), "{info}");
+    let (s, _, b) = admin
+        .post_json(
+            "/team/member_add",
+            &json!({"team_id": team, "member": {"role": "admin", "user_id": carol}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = admin
+        .post_json("/user/delete", &json!({"user_ids": [carol]}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, info) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert!(
+        !members(&info).contains(&carol),
+        "a deleted user stays a member: {info}"
+    );
 }

@@ -59,7 +59,8 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 }
 
 /// The key a client presented, from the first header that carries one, in LiteLLM's order:
-/// the configured custom header, `x-litellm-api-key`, `Authorization`, `api-key`, `x-api-key`.
+/// the configured custom header, `x-litellm-api-key`, `Authorization`, `api-key`, `x-api-key`
+/// (Anthropic's SDK), `x-goog-api-key` (Google's), `Ocp-Apim-Subscription-Key` (Azure APIM).
 pub fn presented_key<'h>(headers: &'h HeaderMap, custom: Option<&HeaderName>) -> PresentedKey<'h> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(value) = custom.and_then(|name| text(name.as_str())) {
@@ -75,7 +76,12 @@ pub fn presented_key<'h>(headers: &'h HeaderMap, custom: Option<&HeaderName>) ->
             None => PresentedKey::Malformed,
         };
     }
-    for name in ["api-key", "x-api-key"] {
+    for name in [
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "ocp-apim-subscription-key",
+    ] {
         if let Some(value) = text(name) {
             return key_or_missing(value.trim());
         }
@@ -151,7 +157,7 @@ impl MasterKeyAuth {
         } else if self.keys.is_some() {
             Ok(Decision::Lookup(key))
         } else {
-            Err(ApiError::unauthorized(INVALID_KEY_MESSAGE))
+            Err(ApiError::invalid_key(INVALID_KEY_MESSAGE))
         }
     }
 
@@ -161,7 +167,7 @@ impl MasterKeyAuth {
             Decision::Caller(c) => Ok(c),
             Decision::Lookup(key) => match &self.keys {
                 Some(keys) => keys.resolve(key).await.map(Caller::Key),
-                None => Err(ApiError::unauthorized(INVALID_KEY_MESSAGE)),
+                None => Err(ApiError::invalid_key(INVALID_KEY_MESSAGE)),
             },
         }
     }

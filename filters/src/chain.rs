@@ -50,6 +50,26 @@ impl Caller {
             _ => "None",
         }
     }
+    /// `team` and `team_alias` metric labels: the key's team.
+    pub fn team_labels(&self) -> (&str, &str) {
+        match self {
+            Caller::Key(k) => (
+                k.team_id.as_deref().unwrap_or(""),
+                k.team_alias.as_deref().unwrap_or(""),
+            ),
+            _ => ("", ""),
+        }
+    }
+    /// `user` and `user_email` metric labels: the key's user.
+    pub fn user_labels(&self) -> (&str, &str) {
+        match self {
+            Caller::Key(k) => (
+                k.user_id.as_deref().unwrap_or(""),
+                k.user_email.as_deref().unwrap_or(""),
+            ),
+            _ => ("", ""),
+        }
+    }
     /// The virtual key, when the caller is one.
     pub fn key(&self) -> Option<&Arc<KeyIdentity>> {
         match self {

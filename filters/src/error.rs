@@ -69,6 +69,12 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "auth_error", message).with_param("None")
     }
 
+    /// A key that is neither the master key nor a known virtual key: LiteLLM's
+    /// `token_not_found_in_db` (param `key`), 401.
+    pub fn invalid_key(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "token_not_found_in_db", message).with_param("key")
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found_error", message)
     }

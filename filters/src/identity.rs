@@ -28,6 +28,46 @@ impl ScopeKind {
     }
 }
 
+/// What routes a key may call (LiteLLM's `key_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// LLM routes and management routes (as its role allows).
+    #[default]
+    Default,
+    /// LLM routes only.
+    LlmApi,
+    /// Management routes only.
+    Management,
+    /// Management routes that read (GET), nothing else.
+    ReadOnly,
+}
+
+impl KeyType {
+    /// The value LiteLLM stores, when it names a type.
+    pub fn parse(text: &str) -> Option<KeyType> {
+        match text {
+            "default" => Some(KeyType::Default),
+            "llm_api" => Some(KeyType::LlmApi),
+            "management" => Some(KeyType::Management),
+            "read_only" => Some(KeyType::ReadOnly),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Default => "default",
+            KeyType::LlmApi => "llm_api",
+            KeyType::Management => "management",
+            KeyType::ReadOnly => "read_only",
+        }
+    }
+
+    pub fn calls_llm_routes(self) -> bool {
+        matches!(self, KeyType::Default | KeyType::LlmApi)
+    }
+}
+
 /// The budget and limits of one owner.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Limits {
@@ -72,10 +112,14 @@ pub struct KeyIdentity {
     pub team_id: Option<String>,
     pub team_alias: Option<String>,
     pub organization_id: Option<String>,
+    /// Which routes the key may call.
+    pub key_type: KeyType,
     /// The key's user is a proxy admin (`user_role: proxy_admin`).
     pub is_admin: bool,
     /// The key's user's `user_role` (`proxy_admin_viewer`, `internal_user`, ...).
     pub user_role: Option<String>,
+    /// The key's user's `user_email` (the `user_email` metric label).
+    pub user_email: Option<String>,
     /// Models the key may call (empty: whatever its team allows).
     pub models: Vec<String>,
     /// Models the key's team may call (empty: all).

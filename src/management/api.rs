@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use filters::identity::KeyIdentity;
+use filters::identity::{KeyIdentity, KeyType, Limits, ScopeKind};
 use filters::{ApiError, Caller};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -81,6 +81,20 @@ async fn route(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     let path = c.path.trim_end_matches('/');
     let get = *c.method == Method::GET;
     let post = *c.method == Method::POST;
+    // LiteLLM's `key_type`: what the key may call, whatever its role.
+    if let Some(k) = caller_key(c.caller) {
+        let refused = match k.key_type {
+            KeyType::LlmApi => Some("LLM API routes"),
+            KeyType::ReadOnly if !get => Some("routes that read (GET)"),
+            _ => None,
+        };
+        if let Some(allowed) = refused {
+            return Err(ApiError::unauthorized(format!(
+                "This key's key_type is {}: it may call only {allowed}. Tried to call {path}",
+                k.key_type.as_str()
+            )));
+        }
+    }
     // Routes a non-admin key may call about itself.
     match (path, get) {
         ("/key/info", true) => return key_info(m, c).await,
@@ -431,21 +445,32 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
 
 /// A personal key created by a key: never more than the creating key may do. Its budget is at
 /// most what the creating key has left, in the same window; its rate limits, models and expiry
-/// are the creating key's or narrower (inherited when not set). A key with per-model limits
-/// creates none. (What all of a user's keys spend together is capped by the user's own
-/// `max_budget`.)
+/// are the creating key's or narrower (inherited when not set). A team key acts within its
+/// team, so the team's models, budget and rate limits bind what it creates in the same way:
+/// otherwise a personal key would be a way out of them. A key with per-model limits creates
+/// none. (What all of a user's keys spend together is capped by the user's own `max_budget`.)
 fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), ApiError> {
-    let own = &k.key_limits;
     if !k.model_limits.is_empty() {
         return Err(forbidden(
             "a key with per-model limits cannot create keys; ask a proxy admin",
         ));
     }
-    if let Some(window) = &own.budget_duration {
+    let team = k
+        .team_id
+        .as_ref()
+        .and_then(|_| k.scopes.iter().find(|s| s.kind == ScopeKind::Team))
+        .map(|s| &*s.limits);
+    let binding: Vec<(&Limits, &str)> = std::iter::once((&k.key_limits, "your key"))
+        .chain(team.map(|t| (t, "your key's team")))
+        .collect();
+    if let Some((window, whose)) = binding
+        .iter()
+        .find_map(|(l, whose)| Some((l.budget_duration.as_ref()?, *whose)))
+    {
         match str_field(b, "budget_duration") {
             Some(asked) if asked != window => {
                 return Err(
-                    forbidden(format!("budget_duration must be your key's ({window})"))
+                    forbidden(format!("budget_duration must be {whose}'s ({window})"))
                         .with_param("budget_duration"),
                 );
             }
@@ -479,24 +504,30 @@ fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), 
             }
         }
     }
-    let caps = [
-        (
-            "max_budget",
-            own.max_budget.map(|max| (max - own.spend).max(0.0)),
-        ),
-        ("tpm_limit", own.tpm_limit.map(|v| v as f64)),
-        ("rpm_limit", own.rpm_limit.map(|v| v as f64)),
-        (
-            "max_parallel_requests",
-            own.max_parallel_requests.map(|v| v as f64),
-        ),
+    type Cap = fn(&Limits) -> Option<f64>;
+    let caps: [(&str, Cap); 4] = [
+        ("max_budget", |l| {
+            l.max_budget.map(|max| (max - l.spend).max(0.0))
+        }),
+        ("tpm_limit", |l| l.tpm_limit.map(|v| v as f64)),
+        ("rpm_limit", |l| l.rpm_limit.map(|v| v as f64)),
+        ("max_parallel_requests", |l| {
+            l.max_parallel_requests.map(|v| v as f64)
+        }),
     ];
-    for (field, cap) in caps {
-        let Some(cap) = cap else { continue };
+    for (field, cap_of) in caps {
+        // The tightest of the key's and its team's.
+        let Some((cap, whose)) = binding
+            .iter()
+            .filter_map(|(l, whose)| Some((cap_of(l)?, *whose)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+        else {
+            continue;
+        };
         match f64_field(b, field) {
             Some(v) if v > cap => {
                 return Err(forbidden(format!(
-                    "{field}={v} is over what your key has ({cap}); a key cannot create a key with more than it has"
+                    "{field}={v} is over what {whose} has ({cap}); a key cannot create a key with more than it has"
                 ))
                 .with_param(field));
             }
@@ -511,17 +542,22 @@ fn within_caller_key(b: &mut Map<String, Value>, k: &KeyIdentity) -> Result<(), 
             }
         }
     }
-    if !k.models.is_empty() {
+    // The key's own models, or (a team key without its own list) its team's.
+    let models = if k.models.is_empty() && k.team_id.is_some() {
+        &k.team_models
+    } else {
+        &k.models
+    };
+    if !models.is_empty() {
         let asked = list_of(b, "models");
-        if let Some(extra) = asked.iter().find(|m| !k.models.contains(m)) {
+        if let Some(extra) = asked.iter().find(|m| !models.contains(m)) {
             return Err(forbidden(format!(
-                "model {extra} is not among your key's models {:?}",
-                k.models
+                "model {extra} is not among your key's models {models:?}"
             ))
             .with_param("models"));
         }
         if asked.is_empty() {
-            b.insert("models".into(), json!(k.models));
+            b.insert("models".into(), json!(models));
         }
     }
     Ok(())
@@ -626,13 +662,25 @@ fn validate(b: &Map<String, Value>) -> Result<(), ApiError> {
         ],
     )?;
     // The default (best effort) is what Sluice does; reserved capacity is not.
-    if let Some(t) = str_field(b, "tpm_limit_type")
-        && t != "best_effort_throughput"
-    {
-        return Err(bad(format!(
-            "tpm_limit_type={t} is not supported by Sluice yet (only best_effort_throughput); nothing was created or changed"
-        ))
-        .with_param("tpm_limit_type"));
+    for f in ["tpm_limit_type", "rpm_limit_type"] {
+        if let Some(t) = str_field(b, f)
+            && t != "best_effort_throughput"
+        {
+            return Err(bad(format!(
+                "{f}={t} is not supported by Sluice yet (only best_effort_throughput); nothing was created or changed"
+            ))
+            .with_param(f));
+        }
+    }
+    match b.get("key_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if KeyType::parse(t).is_some() => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "key_type={v} is not one of default, llm_api, management, read_only"
+            ))
+            .with_param("key_type"));
+        }
     }
     Ok(())
 }
@@ -784,6 +832,14 @@ fn render(kind: Kind, o: &Object) -> Value {
             v.insert("key_alias".into(), json!(o.alias));
             v.insert("user_id".into(), json!(o.user_id));
             v.insert("team_id".into(), json!(o.team_id));
+            // Fields LiteLLM's key object always has.
+            for (field, default) in [
+                ("key_type", json!("default")),
+                ("organization_id", Value::Null),
+                ("budget_id", Value::Null),
+            ] {
+                v.entry(field).or_insert(default);
+            }
         }
         Kind::Team => {
             v.insert("team_alias".into(), json!(o.alias));
@@ -878,8 +934,9 @@ async fn load_team(m: &Management, id: &str) -> Result<Object, ApiError> {
         .ok_or_else(|| bad(format!("Team not found, passed team_id={id}")))
 }
 
-async fn key_generate(m: &Arc<Management>, mut b: Map<String, Value>, caller: &Caller) -> Answer {
+async fn key_generate(m: &Arc<Management>, b: Map<String, Value>, caller: &Caller) -> Answer {
     validate(&b)?;
+    let mut b = with_budget(m, b).await?;
     let raw = match b.remove("key") {
         Some(Value::String(k)) if k.starts_with("sk-") && k.len() >= 8 => k,
         Some(Value::String(_)) => {
@@ -970,6 +1027,7 @@ async fn find_key(
 
 async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     validate(&b)?;
+    let b = with_budget(m, b).await?;
     let mut o = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
     if b.contains_key("team_id") {
         o.team_id = string_of(&b, "team_id");
@@ -1017,11 +1075,16 @@ async fn write_update(
     {
         o.alias = string_of(b, f);
     }
+    let window_before = o.budget_reset_at;
     apply_windows(o, b);
     o.updated_at = now_ms();
     let set_spend = f64_field(b, "spend");
     if let Some(spend) = set_spend {
         o.spend = spend;
+    } else if o.budget_reset_at != window_before {
+        // Before the database: an instance that reads the new `budget_reset_at` first would
+        // take it for the reset job's and zero the spend.
+        m.window_moved(kind, &o.id, o.budget_reset_at).await;
     }
     m.store
         .update(kind, o, set_spend.is_some())
@@ -1194,6 +1257,12 @@ async fn key_regenerate(
         .rekey(Kind::Key, &old.id, &o)
         .await
         .map_err(db_error)?;
+    let models: Vec<String> = ["model_max_budget", "model_rpm_limit", "model_tpm_limit"]
+        .iter()
+        .filter_map(|f| old.data.get(*f).and_then(Value::as_object))
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    m.key_renamed(&old.id, &o.id, &models).await;
     let mut out = render(Kind::Key, &o);
     if let Value::Object(v) = &mut out {
         v.insert("key".into(), json!(raw));
@@ -1409,6 +1478,16 @@ async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         if !matches!(role, "admin" | "user") {
             return Err(bad("member role must be \"admin\" or \"user\""));
         }
+        // A member named by email only is the existing user with that email, when there is one.
+        let user_id = match (user_id, &email) {
+            (None, Some(e)) => m
+                .store
+                .get_by_alias(Kind::User, e)
+                .await
+                .map_err(db_error)?
+                .map(|u| u.id),
+            (id, _) => id,
+        };
         let exists = members.iter().any(|x| {
             (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
                 || (email.is_some()
@@ -1469,6 +1548,16 @@ async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answe
         return Err(bad("user_id or user_email is required"));
     }
     let mut team = team_or_404(m, &id).await?;
+    // By email: also the member added by id whose user has that email.
+    let user_id = match (user_id, &email) {
+        (None, Some(e)) => m
+            .store
+            .get_by_alias(Kind::User, e)
+            .await
+            .map_err(db_error)?
+            .map(|u| u.id),
+        (id, _) => id,
+    };
     let members = members_of(&team);
     let is_it = |x: &Value| {
         (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
@@ -1686,6 +1775,13 @@ async fn user_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     }
     for id in &ids {
         delete_keys_of(m, None, Some(id)).await?;
+        // Out of its teams too, as LiteLLM: a user created again under this id must not come
+        // back as a member (or a team admin).
+        if let Some(user) = m.store.get(Kind::User, id).await.map_err(db_error)? {
+            for team in list_of(&user.data, "teams") {
+                drop_member(m, &team, id).await?;
+            }
+        }
     }
     let deleted = m.store.delete(Kind::User, &ids).await.map_err(db_error)?;
     if deleted.is_empty() {
@@ -1694,7 +1790,31 @@ async fn user_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     Ok((StatusCode::OK, json!({"deleted_users": deleted})))
 }
 
-/// Copies a stored budget's fields into a customer (LiteLLM links the two by `budget_id`).
+/// Removes a user from a team's `members_with_roles`, if it is there.
+async fn drop_member(m: &Management, team_id: &str, user_id: &str) -> Result<(), ApiError> {
+    let Some(mut team) = m.store.get(Kind::Team, team_id).await.map_err(db_error)? else {
+        return Ok(());
+    };
+    let members = members_of(&team);
+    let kept: Vec<Value> = members
+        .iter()
+        .filter(|x| x.get("user_id").and_then(Value::as_str) != Some(user_id))
+        .cloned()
+        .collect();
+    if kept.len() == members.len() {
+        return Ok(());
+    }
+    team.data
+        .insert("members_with_roles".into(), Value::Array(kept));
+    team.updated_at = now_ms();
+    m.store
+        .update(Kind::Team, &team, false)
+        .await
+        .map_err(db_error)
+}
+
+/// Copies a stored budget's fields (those the body does not set) into a key or customer:
+/// LiteLLM links them to a budget by `budget_id`.
 async fn with_budget(
     m: &Management,
     mut b: Map<String, Value>,

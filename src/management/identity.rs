@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use filters::identity::{KeyIdentity, Limits, Scope, ScopeKind};
+use filters::identity::{KeyIdentity, KeyType, Limits, Scope, ScopeKind};
 use serde_json::{Map, Value};
 
 use super::store::Object;
@@ -185,7 +185,15 @@ pub fn build(
         team_alias: team.and_then(|t| t.alias.clone()),
         organization_id: str_field(&key.data, "organization_id").map(str::to_string),
         is_admin,
+        // Validated when stored; an unknown value (written by something else) limits the key
+        // to reading rather than widening it.
+        key_type: match str_field(&key.data, "key_type") {
+            None => KeyType::Default,
+            Some(t) => KeyType::parse(t).unwrap_or(KeyType::ReadOnly),
+        },
         user_role: user.and_then(|u| str_field(&u.data, "user_role").map(str::to_string)),
+        // A user's email is its alias in the store (as `render` shows it).
+        user_email: user.and_then(|u| u.alias.clone()),
         models: string_list(&key.data, "models"),
         team_models: team
             .map(|t| string_list(&t.data, "models"))

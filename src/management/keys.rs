@@ -174,7 +174,7 @@ impl KeyResolver for StoreKeys {
             };
         }
         if m.keys.unknown.contains_key(&token) {
-            return Err(ApiError::unauthorized(INVALID_KEY_MESSAGE));
+            return Err(ApiError::invalid_key(INVALID_KEY_MESSAGE));
         }
         let generation = m.keys.generation.load(Ordering::SeqCst);
         let lookup = token.clone();
@@ -229,7 +229,7 @@ impl KeyResolver for StoreKeys {
                 if m.keys.generation.load(Ordering::SeqCst) == generation {
                     m.keys.unknown.insert(token.clone(), ());
                 }
-                Err(ApiError::unauthorized(INVALID_KEY_MESSAGE))
+                Err(ApiError::invalid_key(INVALID_KEY_MESSAGE))
             }
             Some(Ok(Some(Ok(id)))) => {
                 let id = Arc::new(id);

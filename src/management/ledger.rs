@@ -222,6 +222,25 @@ impl LocalLedger {
         }
     }
 
+    /// Moves an owner's budget window to end at `window_end` (a new `budget_duration`), keeping
+    /// its spend: the database keeps it too, and the window's end, not the change, resets it.
+    pub fn move_window(&self, key: &AccountKey, window_end: Option<i64>) {
+        if let Some(a) = self.accounts.lock().get_mut(key) {
+            a.window_end = window_end;
+        }
+    }
+
+    /// Moves an owner's account to a new id (a regenerated key's per-model accounts), unless
+    /// the new id has one already.
+    pub fn rename(&self, from: &AccountKey, to: AccountKey) {
+        let mut accounts = self.accounts.lock();
+        if !accounts.contains_key(&to)
+            && let Some(a) = accounts.remove(from)
+        {
+            accounts.insert(to, a);
+        }
+    }
+
     /// Forgets an owner (deleted).
     pub fn forget(&self, key: &AccountKey) {
         self.accounts.lock().remove(key);

@@ -810,6 +810,39 @@ impl Management {
             None => self.local.set_spend(&(scope, id.into()), spend, reset_at),
         }
     }
+
+    /// A key was regenerated: its per-model accounts (`model_max_budget` spend, which has no
+    /// database row, and this minute's per-model counts) follow it to the new token, so
+    /// regenerating a key does not start its per-model budgets again.
+    pub async fn key_renamed(&self, old_token: &str, new_token: &str, models: &[String]) {
+        for model in models {
+            let (from, to) = (
+                format!("{old_token}:{model}"),
+                format!("{new_token}:{model}"),
+            );
+            match &self.redis {
+                Some(r) => r.rename(ScopeKind::KeyModel, &from, &to).await,
+                None => self.local.rename(
+                    &(ScopeKind::KeyModel, from.into()),
+                    (ScopeKind::KeyModel, to.into()),
+                ),
+            }
+        }
+    }
+
+    /// An admin gave an owner a new `budget_duration`: its window now ends at `reset_at`, and
+    /// what it spent so far stays (as in the database, and as LiteLLM keeps it). Without this
+    /// the ledger would read a later `budget_reset_at` as the reset job's and start from zero,
+    /// or keep an earlier one's owner blocked until the old window's end.
+    pub async fn window_moved(&self, kind: Kind, id: &str, reset_at: Option<i64>) {
+        let Some(scope) = scope_of(kind) else {
+            return;
+        };
+        match &self.redis {
+            Some(r) => r.move_window(scope, id, reset_at).await,
+            None => self.local.move_window(&(scope, id.into()), reset_at),
+        }
+    }
 }
 
 /// A response header from a number.

@@ -384,6 +384,28 @@ impl RedisLedger {
         let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
     }
 
+    /// Moves an owner's budget window to end at `window_end`, keeping its spend (see
+    /// [`crate::management::ledger::LocalLedger::move_window`]).
+    pub async fn move_window(&self, kind: ScopeKind, id: &str, window_end: Option<i64>) {
+        let mut conn = self.conn.clone();
+        let key = account_key(kind, id);
+        let cmd = match window_end {
+            Some(w) => redis::cmd("HSET").arg(key).arg("window_end").arg(w).clone(),
+            None => redis::cmd("HDEL").arg(key).arg("window_end").clone(),
+        };
+        let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
+    }
+
+    /// Moves an owner's account to a new id, unless the new id has one already.
+    pub async fn rename(&self, kind: ScopeKind, from: &str, to: &str) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = redis::cmd("RENAMENX")
+            .arg(account_key(kind, from))
+            .arg(account_key(kind, to))
+            .query_async(&mut conn)
+            .await;
+    }
+
     /// The key's cached objects, when Redis has a current entry.
     pub async fn cached_key(&self, token: &str) -> Option<CachedKey> {
         let mut conn = self.conn.clone();

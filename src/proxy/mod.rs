@@ -324,6 +324,12 @@ async fn admit(
     };
     let key = ctx.cx.caller.key();
     if let Some(k) = key {
+        if !k.key_type.calls_llm_routes() {
+            return Err(ApiError::unauthorized(format!(
+                "This key's key_type is {}: it may not call LLM API routes",
+                k.key_type.as_str()
+            )));
+        }
         for (allowed, scope, kind) in [
             (&k.models, "key", "key_model_access_denied"),
             (&k.team_models, "team", "team_model_access_denied"),
@@ -506,10 +512,16 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         .usage
         .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
     let endpoint = ctx.cx.endpoint();
+    let (team, team_alias) = ctx.cx.caller.team_labels();
+    let (user, user_email) = ctx.cx.caller.user_labels();
     let labels = RequestLabels {
         end_user: "",
         hashed_api_key: ctx.cx.caller.key_label(),
         api_key_alias: ctx.cx.caller.alias_label(),
+        team,
+        team_alias,
+        user,
+        user_email,
         requested_model: r.requested_model.as_deref().unwrap_or(""),
         route: endpoint.route_label(),
         client_ip,
@@ -536,6 +548,9 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
                 ttft_seconds: r.time_to_first_token.map(|d| d.as_secs_f64()),
                 prompt_tokens,
                 completion_tokens,
+                spend: r.usage.as_ref().map_or(0.0, |u| {
+                    crate::management::cost::cost_of(u, dc.and_then(|d| d.price.as_ref()))
+                }),
                 reached_deployment: r.upstream_started.is_some(),
             },
         );
