@@ -1,6 +1,6 @@
 """Renders the load benchmark's JSON lines as the Markdown tables in docs/benchmarks.md.
 
-Usage: python3 benches/report.py results.jsonl PROXY_CPUS HARNESS_CPUS PROXY_THREADS [ROUNDS DURATION]
+Usage: python3 benches/report.py results.jsonl PROXY_CPUS HARNESS_CPUS PROXY_THREADS [ROUNDS DURATION IDLE]
 Each point is the median over the rounds of the run (requests/s, and each latency figure).
 """
 
@@ -12,6 +12,7 @@ from collections import defaultdict
 path, proxy_cpus, harness_cpus, threads = sys.argv[1:5]
 rounds = sys.argv[5] if len(sys.argv) > 5 else "1"
 duration = sys.argv[6] if len(sys.argv) > 6 else "?"
+idle = sys.argv[7] if len(sys.argv) > 7 else "not recorded"
 rows = [json.loads(line) for line in open(path) if line.strip()]
 groups = defaultdict(list)
 for r in rows:
@@ -45,7 +46,7 @@ TARGETS = ["direct", "pingora", "nginx", "sluice", "sluice-no-spend-logs", "slui
 
 print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
       f"mock provider and load generator on CPU {harness_cpus}. Each point: median of {rounds} "
-      f"rounds of {duration} s (targets interleaved within a round).\n")
+      f"rounds of {duration} s (targets interleaved within a round). Idle vCPUs: {idle}.\n")
 print("| concurrency | target | req/s (min-max) | p50 µs | p99 µs | added p50 µs | added p99 µs | req/s vs Pingora | req/s vs nginx | proxy CPU µs/req | CPU efficiency vs Pingora | errors |")
 print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in sorted(chat):
