@@ -44,28 +44,47 @@ const OPENAI_CHAT_PARAMS: &[&str] = &[
     "reasoning_effort",
 ];
 
+/// Which model a caller may see, by (name a client sends, model group): a virtual key sees the
+/// models its key, team and user may call, as LiteLLM lists them.
+pub type Visible<'a> = &'a dyn Fn(&str, &str) -> bool;
+
 /// Pre-rendered listings.
 pub struct Listings {
+    /// `/models` for callers who see everything.
     models: Bytes,
-    model_info: Vec<(String, Value)>,
+    /// `/models` entries: (name, its group, entry).
+    model_entries: Vec<(String, String, Value)>,
+    /// (deployment id, its group, entry).
+    model_info: Vec<(String, String, Value)>,
     model_groups: Vec<(String, Value)>,
 }
 
 impl Listings {
     pub fn new(config: &RuntimeConfig) -> Listings {
-        let data: Vec<Value> = config
+        let model_entries: Vec<(String, String, Value)> = config
             .router
             .public_model_names()
             .into_iter()
-            .map(|id| json!({"id": id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": "openai"}))
+            .map(|id| {
+                let group = config
+                    .router
+                    .resolve(&id)
+                    .map_or_else(|| id.clone(), |(g, _)| g.name.to_string());
+                let entry = json!({"id": id, "object": "model", "created": MODEL_CREATED_AT, "owned_by": "openai"});
+                (id, group, entry)
+            })
             .collect();
-        let models = Bytes::from(
-            serde_json::to_vec(&json!({"data": data, "object": "list"})).unwrap_or_default(),
-        );
+        let models = models_body(model_entries.iter().map(|(_, _, v)| v));
         let model_info = config
             .deployments
             .iter()
-            .map(|d| (d.deployment.id.clone(), model_info_entry(d)))
+            .map(|d| {
+                (
+                    d.deployment.id.clone(),
+                    d.deployment.model_name.clone(),
+                    model_info_entry(d),
+                )
+            })
             .collect();
         let model_groups = config
             .router
@@ -82,39 +101,57 @@ impl Listings {
             .collect();
         Listings {
             models,
+            model_entries,
             model_info,
             model_groups,
         }
     }
 
-    /// `GET /models`.
-    pub fn models(&self) -> Bytes {
-        self.models.clone()
+    /// `GET /models`: everything, or (`visible`) what the caller may call.
+    pub fn models(&self, visible: Option<Visible<'_>>) -> Bytes {
+        match visible {
+            None => self.models.clone(),
+            Some(visible) => models_body(
+                self.model_entries
+                    .iter()
+                    .filter(|(name, group, _)| visible(name, group))
+                    .map(|(_, _, v)| v),
+            ),
+        }
     }
 
     /// `GET /model/info[?litellm_model_id=]`.
-    pub fn model_info(&self, query: Option<&str>) -> Bytes {
+    pub fn model_info(&self, query: Option<&str>, visible: Option<Visible<'_>>) -> Bytes {
         let wanted = query_param(query, "litellm_model_id");
         let data: Vec<&Value> = self
             .model_info
             .iter()
-            .filter(|(id, _)| wanted.as_deref().is_none_or(|w| w == id))
-            .map(|(_, v)| v)
+            .filter(|(id, group, _)| {
+                wanted.as_deref().is_none_or(|w| w == id) && visible.is_none_or(|v| v(group, group))
+            })
+            .map(|(_, _, v)| v)
             .collect();
         Bytes::from(serde_json::to_vec(&json!({ "data": data })).unwrap_or_default())
     }
 
     /// `GET /model_group/info[?model_group=]`.
-    pub fn model_group_info(&self, query: Option<&str>) -> Bytes {
+    pub fn model_group_info(&self, query: Option<&str>, visible: Option<Visible<'_>>) -> Bytes {
         let wanted = query_param(query, "model_group");
         let data: Vec<&Value> = self
             .model_groups
             .iter()
-            .filter(|(name, _)| wanted.as_deref().is_none_or(|w| w == name))
+            .filter(|(name, _)| {
+                wanted.as_deref().is_none_or(|w| w == name) && visible.is_none_or(|v| v(name, name))
+            })
             .map(|(_, v)| v)
             .collect();
         Bytes::from(serde_json::to_vec(&json!({ "data": data })).unwrap_or_default())
     }
+}
+
+fn models_body<'a>(entries: impl Iterator<Item = &'a Value>) -> Bytes {
+    let data: Vec<&Value> = entries.collect();
+    Bytes::from(serde_json::to_vec(&json!({"data": data, "object": "list"})).unwrap_or_default())
 }
 
 fn model_info_entry(d: &DeploymentConfig) -> Value {

@@ -2387,6 +2387,44 @@ async fn roles_internal_users_team_admins_and_viewers() {
     let (s, _, b) = alice.post_json("/team/new", &json!({})).await;
     assert_eq!(s, 401, "{b}");
 
+    // /team/list for members: their teams; all keys for a team admin, one's own for a member.
+    let team_keys = |b: &Value| -> Vec<String> {
+        let listed = b.as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{b}");
+        assert_eq!(listed[0]["team_id"], team.as_str(), "{b}");
+        listed[0]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["user_id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (s, b) = alice.get_json("/team/list").await;
+    assert_eq!(s, 200, "{b}");
+    let of_alice = team_keys(&b);
+    assert!(of_alice.iter().any(|u| u != &users["alice"]), "{b}");
+    let (s, b) = bob.get_json("/team/list").await;
+    assert_eq!(s, 200, "{b}");
+    let of_bob = team_keys(&b);
+    assert!(
+        !of_bob.is_empty() && of_bob.iter().all(|u| u == &users["bob"]),
+        "{b}"
+    );
+    let (s, b) = clients["ivy"].get_json("/team/list").await;
+    assert_eq!((s, b.clone()), (200, json!([])), "{b}");
+
+    // /key/info: any key of one's own user, and the keys of a team one administers.
+    let (s, b) = alice.get_json(&format!("/key/info?key={own_key}")).await;
+    assert_eq!(s, 200, "another key of alice's: {b}");
+    let (s, b) = alice
+        .get_json(&format!("/key/info?key={bobs_team_key}"))
+        .await;
+    assert_eq!(s, 200, "a key of alice's team: {b}");
+    for key in [own_key.as_str(), "sk-no-such-key-1234"] {
+        let (s, b) = bob.get_json(&format!("/key/info?key={key}")).await;
+        assert_eq!(s, 403, "{key}: {b}");
+    }
+
     // Viewers read everything and change nothing.
     let vera = &clients["vera"];
     let (s, b) = vera.get_json("/key/list").await;
@@ -2539,6 +2577,32 @@ async fn key_types_budget_ids_and_keys_made_by_team_keys() {
         )
         .await;
     assert_eq!(s, 401, "outside the team's models: {b}");
+
+    // The listings show a key what it may call (a team key: its team's models); the master
+    // key sees everything.
+    let names = |body: &Value, field: &str| -> Vec<String> {
+        let mut v: Vec<String> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[field].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    for (who, expected) in [
+        (&admin, vec!["gpt-4o", "text-embedding"]),
+        (&bobs_team_key, vec!["gpt-4o"]),
+        (&personal, vec!["gpt-4o"]),
+    ] {
+        let (s, b) = who.get_json("/v1/models").await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(names(&b, "id"), expected, "{b}");
+        let (_, b) = who.get_json("/model/info").await;
+        assert_eq!(names(&b, "model_name"), expected, "{b}");
+        let (_, b) = who.get_json("/model_group/info").await;
+        assert_eq!(names(&b, "model_group"), expected, "{b}");
+    }
     for (body, param) in [
         (json!({"models": ["text-embedding"]}), "models"),
         (json!({"max_budget": 5.0}), "max_budget"),
@@ -2606,4 +2670,153 @@ async fn key_types_budget_ids_and_keys_made_by_team_keys() {
         !members(&info).contains(&carol),
         "a deleted user stays a member: {info}"
     );
+}
+
+/// The list, budget, member-role and spend-reset routes beyond issue 4's list, in LiteLLM's
+/// shapes.
+#[tokio::test]
+async fn user_list_budget_routes_member_update_and_spend_reset() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, "", "", "")).await;
+    let admin = gw.client();
+
+    let mut ids = Vec::new();
+    for role in ["internal_user", "internal_user", "proxy_admin_viewer"] {
+        let id = unique("listed");
+        let (s, _, b) = admin
+            .post_json(
+                "/user/new",
+                &json!({"user_id": id, "user_role": role, "auto_create_key": false}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        ids.push(id);
+    }
+    let two = format!("{},{}", ids[0], ids[1]);
+    let mut seen = Vec::new();
+    for page in [1, 2] {
+        let (s, b) = admin
+            .get_json(&format!(
+                "/user/list?user_ids={two}&page_size=1&page={page}"
+            ))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["total"], 2, "{b}");
+        assert_eq!(b["total_pages"], 2, "{b}");
+        assert_eq!(b["page"], page, "{b}");
+        let users = b["users"].as_array().unwrap();
+        assert_eq!(users.len(), 1, "{b}");
+        seen.push(users[0]["user_id"].as_str().unwrap().to_string());
+    }
+    seen.sort();
+    let mut want = vec![ids[0].clone(), ids[1].clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    let (_, b) = admin
+        .get_json(&format!(
+            "/user/list?user_ids={two},{}&role=proxy_admin_viewer",
+            ids[2]
+        ))
+        .await;
+    assert_eq!(b["total"], 1, "{b}");
+    assert_eq!(b["users"][0]["user_id"], ids[2].as_str(), "{b}");
+    let (s, b) = admin.get_json("/user/list?page_size=0").await;
+    assert_eq!(s, 400, "{b}");
+
+    // Budgets: update, list, delete.
+    let budget = unique("budget");
+    admin
+        .post_json(
+            "/budget/new",
+            &json!({"budget_id": budget, "max_budget": 1.0}),
+        )
+        .await;
+    let (s, _, b) = admin
+        .post_json(
+            "/budget/update",
+            &json!({"budget_id": budget, "max_budget": 2.0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["max_budget"], 2.0, "{b}");
+    let (s, b) = admin.get_json("/budget/list").await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["budget_id"] == budget.as_str() && x["max_budget"] == 2.0),
+        "{b}"
+    );
+    let (s, _, b) = admin
+        .post_json("/budget/delete", &json!({"id": budget}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["budget_id"], budget.as_str(), "{b}");
+    let (_, b) = admin
+        .get_json(&format!("/budget/info?budget_id={budget}"))
+        .await;
+    assert_eq!(b, json!([]), "{b}");
+    let (s, _, b) = admin
+        .post_json("/budget/delete", &json!({"id": budget}))
+        .await;
+    assert_eq!(s, 404, "{b}");
+
+    // A member's role.
+    let team = unique("team");
+    admin
+        .post_json(
+            "/team/new",
+            &json!({"team_id": team, "members_with_roles": [{"role": "user", "user_id": ids[0]}]}),
+        )
+        .await;
+    let (s, _, b) = admin
+        .post_json(
+            "/team/member_update",
+            &json!({"team_id": team, "user_id": ids[0], "role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["user_id"], ids[0].as_str(), "{b}");
+    let (_, info) = admin.get_json(&format!("/team/info?team_id={team}")).await;
+    assert_eq!(
+        info["team_info"]["members_with_roles"][0]["role"], "admin",
+        "{info}"
+    );
+    for body in [
+        json!({"team_id": team, "user_id": ids[1], "role": "admin"}),
+        json!({"team_id": team, "user_id": ids[0], "max_budget_in_team": 1.0}),
+        json!({"team_id": team, "user_id": ids[0], "role": "owner"}),
+    ] {
+        let (s, _, b) = admin.post_json("/team/member_update", &body).await;
+        assert_eq!(s, 400, "{body}: {b}");
+    }
+
+    // /global/spend/reset: the master key only; the key can spend again.
+    let (_, _, k) = admin
+        .post_json("/key/generate", &json!({"max_budget": COST}))
+        .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let user = as_key(&gw, &key);
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 200);
+    assert_eq!(user.post_json("/v1/chat/completions", &chat()).await.0, 400);
+    let root = unique("root");
+    admin
+        .post_json(
+            "/user/new",
+            &json!({"user_id": root, "user_role": "proxy_admin", "auto_create_key": false}),
+        )
+        .await;
+    let (_, _, rk) = admin
+        .post_json("/key/generate", &json!({"user_id": root}))
+        .await;
+    let root_key = as_key(&gw, rk["key"].as_str().unwrap());
+    let (s, _, b) = root_key.post_json("/global/spend/reset", &json!({})).await;
+    assert_eq!(s, 401, "a proxy admin's key is not the master key: {b}");
+    let (s, _, b) = admin.post_json("/global/spend/reset", &json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "success", "{b}");
+    assert_eq!(key_spend(&admin, &key).await, 0.0);
+    let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
+    assert_eq!(s, 200, "spend was reset: {b}");
 }

@@ -129,15 +129,17 @@ async fn admin_route(
         ("/key/unblock", _, true) => key_block(m, body()?, false).await,
         ("/team/new", _, true) => team_new(m, body()?).await,
         ("/team/update", _, true) => team_update(m, body()?).await,
-        ("/team/list", true, _) => team_list(m, c.query).await,
+        ("/team/list", true, _) => team_list(m, query_param(c.query, "user_id"), false).await,
         ("/team/delete", _, true) => team_delete(m, body()?).await,
         ("/team/member_add", _, true) => team_member_add(m, body()?).await,
         ("/team/member_delete", _, true) => team_member_delete(m, body()?).await,
+        ("/team/member_update", _, true) => team_member_update(m, body()?).await,
         ("/team/block", _, true) => object_block(m, Kind::Team, body()?, "team_id", true).await,
         ("/team/unblock", _, true) => object_block(m, Kind::Team, body()?, "team_id", false).await,
         ("/user/new", _, true) => user_new(m, body()?, c.caller).await,
         ("/user/update", _, true) => user_update(m, body()?).await,
         ("/user/delete", _, true) => user_delete(m, body()?).await,
+        ("/user/list", true, _) => user_list(m, c.query).await,
         ("/customer/new" | "/end_user/new", _, true) => customer_new(m, body()?).await,
         ("/customer/info" | "/end_user/info", true, _) => customer_info(m, c.query).await,
         ("/customer/update" | "/end_user/update", _, true) => customer_update(m, body()?).await,
@@ -149,6 +151,10 @@ async fn admin_route(
         ("/customer/list" | "/end_user/list", true, _) => customer_list(m).await,
         ("/budget/new", _, true) => budget_new(m, body()?).await,
         ("/budget/info", _, _) => budget_info(m, c).await,
+        ("/budget/list", true, _) => budget_list(m).await,
+        ("/budget/update", _, true) => budget_update(m, body()?).await,
+        ("/budget/delete", _, true) => budget_delete(m, body()?).await,
+        ("/global/spend/reset", _, true) => global_spend_reset(m, c.caller).await,
         ("/spend/logs", true, _) => spend_logs(m, c.query, Owner::Any).await,
         ("/global/spend", true, _) => global_spend(m).await,
         ("/global/spend/report", true, _) => global_spend_report(m, c.query).await,
@@ -172,6 +178,8 @@ async fn admin_route(
 const VIEWER_ROUTES: &[&str] = &[
     "/key/list",
     "/team/list",
+    "/user/list",
+    "/budget/list",
     "/customer/info",
     "/end_user/info",
     "/customer/list",
@@ -406,6 +414,11 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
             }
             key_delete(m, b).await
         }
+        // The teams the caller's user belongs to (LiteLLM's info route for internal users).
+        "/team/list" if !post => {
+            let own = k.user_id.clone().ok_or_else(|| admin_only(path))?;
+            team_list(m, Some(own), true).await
+        }
         "/key/list" if !post => {
             let owner = match query_param(c.query, "team_id") {
                 Some(t) if is_team_admin(m, k, &t).await? => Owner::Team(t),
@@ -422,7 +435,9 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
             let own = k.user_id.clone().ok_or_else(|| admin_only(path))?;
             spend_logs(m, c.query, Owner::User(own)).await
         }
-        "/team/update" | "/team/member_add" | "/team/member_delete" if writes => {
+        "/team/update" | "/team/member_add" | "/team/member_delete" | "/team/member_update"
+            if writes =>
+        {
             let b = parse_body(c.body)?;
             let team = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
             if !is_team_admin(m, k, &team).await? {
@@ -436,6 +451,7 @@ async fn member_route(m: &Arc<Management>, c: &Call<'_>, path: &str, post: bool)
                     team_update(m, b).await
                 }
                 "/team/member_add" => team_member_add(m, b).await,
+                "/team/member_update" => team_member_update(m, b).await,
                 _ => team_member_delete(m, b).await,
             }
         }
@@ -1107,20 +1123,32 @@ async fn key_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
         (None, Some(own)) => own.token.to_string(),
         (None, None) => return Err(bad("pass ?key=<key or hash>")),
     };
+    let refused = || {
+        forbidden(
+            "You are not allowed to access this key's info. Your key can only view its own info.",
+        )
+    };
+    let found = m.store.get(Kind::Key, &token).await.map_err(db_error)?;
+    let caller = caller_key(c.caller);
     if !c.caller.is_admin()
         && !reads_everything(c.caller)
-        && caller_key(c.caller).is_none_or(|own| *own.token != *token)
+        && caller.is_none_or(|own| *own.token != *token)
     {
-        return Err(forbidden(
-            "You are not allowed to access this key's info. Your key can only view its own info.",
-        ));
+        // Another key of the caller's own user, or a key of a team the caller administers;
+        // anything else (unknown keys included) is refused alike.
+        let (Some(own), Some(o)) = (caller, &found) else {
+            return Err(refused());
+        };
+        let same_user = own.user_id.is_some() && o.user_id == own.user_id;
+        let team_admin = match &o.team_id {
+            Some(t) if !same_user => is_team_admin(m, own, t).await?,
+            _ => false,
+        };
+        if !same_user && !team_admin {
+            return Err(refused());
+        }
     }
-    let o = m
-        .store
-        .get(Kind::Key, &token)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| not_found("Key not found in database"))?;
+    let o = found.ok_or_else(|| not_found("Key not found in database"))?;
     let mut info = render(Kind::Key, &o);
     if let Value::Object(v) = &mut info {
         v.remove("token");
@@ -1383,27 +1411,33 @@ async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
     ))
 }
 
-async fn team_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
+/// `/team/list[?user_id=]`: teams (of which `user` is a member), each with its keys. For a
+/// member's own call (`as_member`), a team it does not administer shows only its own keys, as
+/// `/team/info` does.
+async fn team_list(m: &Arc<Management>, user: Option<String>, as_member: bool) -> Answer {
     let q = ListQuery {
         limit: 10_000,
         ..ListQuery::default()
     };
     let (rows, _) = m.store.list(Kind::Team, &q).await.map_err(db_error)?;
-    let user = query_param(query, "user_id");
     let mut out = Vec::new();
     for o in &rows {
-        if let Some(u) = &user
-            && !members_of(o)
-                .iter()
-                .any(|mem| mem.get("user_id").and_then(Value::as_str) == Some(u))
-        {
+        let role = user.as_deref().and_then(|u| {
+            members_of(o).into_iter().find_map(|mem| {
+                (mem.get("user_id").and_then(Value::as_str) == Some(u))
+                    .then(|| mem.get("role").and_then(Value::as_str).map(str::to_string))
+            })
+        });
+        if user.is_some() && role.is_none() {
             continue;
         }
+        let only_own = as_member && role.flatten().as_deref() != Some("admin");
+        let keys_user = if only_own { user.as_deref() } else { None };
         let mut v = render(Kind::Team, o);
         if let Value::Object(obj) = &mut v {
             obj.insert(
                 "keys".into(),
-                Value::Array(keys_of(m, Some(&o.id), None).await?),
+                Value::Array(keys_of(m, Some(&o.id), keys_user).await?),
             );
         }
         out.push(v);
@@ -1538,6 +1572,65 @@ async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         v.insert("updated_team_memberships".into(), json!([]));
     }
     Ok((StatusCode::OK, out))
+}
+
+/// `/team/member_update {team_id, user_id|user_email, role}`: a member's role. Per-member
+/// budgets and limits (`max_budget_in_team`, `tpm_limit`, `rpm_limit`) are refused, as on
+/// `/team/member_add`.
+async fn team_member_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    refuse(&b, &["max_budget_in_team", "tpm_limit", "rpm_limit"])?;
+    let id = string_of(&b, "team_id").ok_or_else(|| bad("team_id is required"))?;
+    let email = string_of(&b, "user_email");
+    let mut team = team_or_404(m, &id).await?;
+    let members = members_of(&team);
+    let user_id = match (string_of(&b, "user_id"), &email) {
+        (Some(u), _) => u,
+        (None, Some(e)) => members
+            .iter()
+            .find(|x| x.get("user_email").and_then(Value::as_str) == Some(e))
+            .and_then(|x| x.get("user_id").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| bad(format!("User {e} is not a member of team {id}")))?,
+        (None, None) => return Err(bad("user_id or user_email is required")),
+    };
+    let role = match str_field(&b, "role") {
+        None => None,
+        Some(r @ ("admin" | "user")) => Some(r),
+        Some(_) => return Err(bad("role must be \"admin\" or \"user\"")),
+    };
+    let mut found = false;
+    let updated: Vec<Value> = members
+        .into_iter()
+        .map(|mut x| {
+            if x.get("user_id").and_then(Value::as_str) == Some(user_id.as_str()) {
+                found = true;
+                if let (Some(r), Value::Object(o)) = (role, &mut x) {
+                    o.insert("role".into(), json!(r));
+                }
+            }
+            x
+        })
+        .collect();
+    if !found {
+        return Err(bad(format!("User {user_id} is not a member of team {id}")));
+    }
+    team.data
+        .insert("members_with_roles".into(), Value::Array(updated));
+    team.updated_at = now_ms();
+    m.store
+        .update(Kind::Team, &team, false)
+        .await
+        .map_err(db_error)?;
+    Ok((
+        StatusCode::OK,
+        json!({
+            "team_id": id,
+            "user_id": user_id,
+            "user_email": email,
+            "max_budget_in_team": null,
+            "tpm_limit": null,
+            "rpm_limit": null,
+        }),
+    ))
 }
 
 async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
@@ -1942,6 +2035,128 @@ async fn budget_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     }
     m.store.insert(Kind::Budget, &o).await.map_err(db_error)?;
     Ok((StatusCode::OK, render(Kind::Budget, &o)))
+}
+
+async fn budget_list(m: &Arc<Management>) -> Answer {
+    let q = ListQuery {
+        limit: 10_000,
+        ..ListQuery::default()
+    };
+    let (rows, _) = m.store.list(Kind::Budget, &q).await.map_err(db_error)?;
+    Ok((
+        StatusCode::OK,
+        Value::Array(rows.iter().map(|o| render(Kind::Budget, o)).collect()),
+    ))
+}
+
+/// `/budget/update`: the budget's own row. Keys and customers took its fields when they were
+/// linked (`budget_id`), so they keep theirs, as LiteLLM's copies do.
+async fn budget_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    validate(&b)?;
+    let id = string_of(&b, "budget_id").ok_or_else(|| bad("budget_id is required"))?;
+    let mut o = m
+        .store
+        .get(Kind::Budget, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Budget not found, passed budget_id={id}")))?;
+    write_update(m, Kind::Budget, &mut o, &b, &["budget_id"], None).await?;
+    Ok((StatusCode::OK, render(Kind::Budget, &o)))
+}
+
+/// `/budget/delete {"id"}`: the deleted budget's row.
+async fn budget_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+    let id = string_of(&b, "id")
+        .or_else(|| string_of(&b, "budget_id"))
+        .ok_or_else(|| bad("id is required"))?;
+    let o = m
+        .store
+        .get(Kind::Budget, &id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| not_found(format!("Budget not found, passed id={id}")))?;
+    m.store
+        .delete(Kind::Budget, std::slice::from_ref(&id))
+        .await
+        .map_err(db_error)?;
+    Ok((StatusCode::OK, render(Kind::Budget, &o)))
+}
+
+/// `/global/spend/reset` (the master key only, as LiteLLM's `master_key_only_routes`): every
+/// key's and team's spend to 0, in the database and the ledger.
+async fn global_spend_reset(m: &Arc<Management>, caller: &Caller) -> Answer {
+    if !matches!(caller, Caller::MasterKey | Caller::Open) {
+        return Err(ApiError::unauthorized(
+            "Only the master key can call /global/spend/reset",
+        ));
+    }
+    // What is queued is written first, so the reset is not undone by a late batch.
+    m.flush_spend().await;
+    for kind in [Kind::Key, Kind::Team] {
+        let q = ListQuery {
+            limit: 1_000_000,
+            ..ListQuery::default()
+        };
+        let (rows, _) = m.store.list(kind, &q).await.map_err(db_error)?;
+        for mut o in rows {
+            o.spend = 0.0;
+            m.store.update(kind, &o, true).await.map_err(db_error)?;
+            m.spend_was_set(kind, &o.id, 0.0, o.budget_reset_at).await;
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({"message": "Spend for all API Keys and Teams reset successfully", "status": "success"}),
+    ))
+}
+
+/// `/user/list?page=&page_size=&user_ids=&role=`: LiteLLM's paged shape.
+async fn user_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
+    let number = |name: &str, default: i64, max: i64| -> Result<i64, ApiError> {
+        match query_param(query, name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| bad(format!("{name} must be a number from 1 to {max}"))),
+        }
+    };
+    let page = number("page", 1, i64::MAX / 1_000)?;
+    let page_size = number("page_size", 25, 100)?;
+    let ids: Option<Vec<String>> = query_param(query, "user_ids")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let role = query_param(query, "role");
+    let q = ListQuery {
+        limit: 1_000_000,
+        ..ListQuery::default()
+    };
+    let (rows, _) = m.store.list(Kind::User, &q).await.map_err(db_error)?;
+    let matching: Vec<&Object> = rows
+        .iter()
+        .filter(|o| ids.as_ref().is_none_or(|ids| ids.contains(&o.id)))
+        .filter(|o| {
+            role.as_deref()
+                .is_none_or(|r| str_field(&o.data, "user_role") == Some(r))
+        })
+        .collect();
+    let total = matching.len() as i64;
+    let users: Vec<Value> = matching
+        .into_iter()
+        .skip(((page - 1) * page_size) as usize)
+        .take(page_size as usize)
+        .map(|o| render(Kind::User, o))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({
+            "users": users,
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "total_pages": (total + page_size - 1) / page_size,
+        }),
+    ))
 }
 
 async fn budget_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {

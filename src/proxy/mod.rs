@@ -220,25 +220,33 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             let body = bytes::Bytes::from(text);
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
-        Endpoint::Models => {
-            respond::send(
-                session,
-                ctx,
-                200,
-                "application/json",
-                &[],
-                app.listings.models(),
-            )
-            .await
-        }
-        Endpoint::ModelInfo => {
-            let body = app.listings.model_info(session.req_header().uri.query());
-            respond::send(session, ctx, 200, "application/json", &[], body).await
-        }
-        Endpoint::ModelGroupInfo => {
-            let body = app
-                .listings
-                .model_group_info(session.req_header().uri.query());
+        Endpoint::Models | Endpoint::ModelInfo | Endpoint::ModelGroupInfo => {
+            // A virtual key with model lists sees what it may call; admins see everything.
+            let restricted = ctx.cx.caller.key().filter(|k| {
+                let unlisted =
+                    k.models.is_empty() && k.team_models.is_empty() && k.user_models.is_empty();
+                !k.is_admin && !unlisted
+            });
+            let no_groups = Default::default();
+            let groups = app
+                .management
+                .as_ref()
+                .map_or(&no_groups, |m| &m.access_groups);
+            let may_call = |name: &str, group: &str| {
+                restricted.is_none_or(|k| {
+                    [&k.models, &k.team_models, &k.user_models]
+                        .iter()
+                        .all(|allowed| identity::allows(allowed, name, group, groups))
+                })
+            };
+            let visible: Option<admin::Visible<'_>> =
+                restricted.is_some().then_some(&may_call as _);
+            let query = session.req_header().uri.query();
+            let body = match ctx.cx.endpoint() {
+                Endpoint::Models => app.listings.models(visible),
+                Endpoint::ModelInfo => app.listings.model_info(query, visible),
+                _ => app.listings.model_group_info(query, visible),
+            };
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
         Endpoint::Management => forward::boxed(|| management(app, session, ctx)).await,
