@@ -158,20 +158,22 @@ pub struct Metrics {
     pub in_flight: IntGauge,
 }
 
+/// Registers a metric and hands it back (the registry keeps a clone).
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+    registered(registry, c)
 }
 
 fn float_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
     let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+    registered(registry, c)
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -180,10 +182,7 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
         labels,
     )
     .expect("valid histogram definition");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("metric names are unique");
-    h
+    registered(registry, h)
 }
 
 impl Metrics {

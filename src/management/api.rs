@@ -148,10 +148,10 @@ async fn admin_route(
         ("/customer/unblock" | "/end_user/unblock", _, true) => {
             customer_block(m, body()?, false).await
         }
-        ("/customer/list" | "/end_user/list", true, _) => customer_list(m).await,
+        ("/customer/list" | "/end_user/list", true, _) => list_all(m, Kind::EndUser).await,
         ("/budget/new", _, true) => budget_new(m, body()?).await,
         ("/budget/info", _, _) => budget_info(m, c).await,
-        ("/budget/list", true, _) => budget_list(m).await,
+        ("/budget/list", true, _) => list_all(m, Kind::Budget).await,
         ("/budget/update", _, true) => budget_update(m, body()?).await,
         ("/budget/delete", _, true) => budget_delete(m, body()?).await,
         ("/global/spend/reset", _, true) => global_spend_reset(m, c.caller).await,
@@ -1415,11 +1415,7 @@ async fn team_info(m: &Arc<Management>, c: &Call<'_>) -> Answer {
 /// member's own call (`as_member`), a team it does not administer shows only its own keys, as
 /// `/team/info` does.
 async fn team_list(m: &Arc<Management>, user: Option<String>, as_member: bool) -> Answer {
-    let q = ListQuery {
-        limit: 10_000,
-        ..ListQuery::default()
-    };
-    let (rows, _) = m.store.list(Kind::Team, &q).await.map_err(db_error)?;
+    let rows = all_of(m, Kind::Team).await?;
     let mut out = Vec::new();
     for o in &rows {
         let role = user.as_deref().and_then(|u| {
@@ -2013,15 +2009,21 @@ async fn customer_block(m: &Arc<Management>, b: Map<String, Value>, blocked: boo
     Ok((StatusCode::OK, json!({"blocked_users": done})))
 }
 
-async fn customer_list(m: &Arc<Management>) -> Answer {
+/// Every stored object of a kind (the lists without paging).
+async fn all_of(m: &Management, kind: Kind) -> Result<Vec<Object>, ApiError> {
     let q = ListQuery {
-        limit: 10_000,
+        limit: 1_000_000,
         ..ListQuery::default()
     };
-    let (rows, _) = m.store.list(Kind::EndUser, &q).await.map_err(db_error)?;
+    Ok(m.store.list(kind, &q).await.map_err(db_error)?.0)
+}
+
+/// `/customer/list`, `/budget/list`: every object, rendered.
+async fn list_all(m: &Arc<Management>, kind: Kind) -> Answer {
+    let rows = all_of(m, kind).await?;
     Ok((
         StatusCode::OK,
-        Value::Array(rows.iter().map(|o| render(Kind::EndUser, o)).collect()),
+        Value::Array(rows.iter().map(|o| render(kind, o)).collect()),
     ))
 }
 
@@ -2035,18 +2037,6 @@ async fn budget_new(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
     }
     m.store.insert(Kind::Budget, &o).await.map_err(db_error)?;
     Ok((StatusCode::OK, render(Kind::Budget, &o)))
-}
-
-async fn budget_list(m: &Arc<Management>) -> Answer {
-    let q = ListQuery {
-        limit: 10_000,
-        ..ListQuery::default()
-    };
-    let (rows, _) = m.store.list(Kind::Budget, &q).await.map_err(db_error)?;
-    Ok((
-        StatusCode::OK,
-        Value::Array(rows.iter().map(|o| render(Kind::Budget, o)).collect()),
-    ))
 }
 
 /// `/budget/update`: the budget's own row. Keys and customers took its fields when they were
@@ -2093,12 +2083,7 @@ async fn global_spend_reset(m: &Arc<Management>, caller: &Caller) -> Answer {
     // What is queued is written first, so the reset is not undone by a late batch.
     m.flush_spend().await;
     for kind in [Kind::Key, Kind::Team] {
-        let q = ListQuery {
-            limit: 1_000_000,
-            ..ListQuery::default()
-        };
-        let (rows, _) = m.store.list(kind, &q).await.map_err(db_error)?;
-        for mut o in rows {
+        for mut o in all_of(m, kind).await? {
             o.spend = 0.0;
             m.store.update(kind, &o, true).await.map_err(db_error)?;
             m.spend_was_set(kind, &o.id, 0.0, o.budget_reset_at).await;
@@ -2127,11 +2112,7 @@ async fn user_list(m: &Arc<Management>, query: Option<&str>) -> Answer {
     let ids: Option<Vec<String>> = query_param(query, "user_ids")
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
     let role = query_param(query, "role");
-    let q = ListQuery {
-        limit: 1_000_000,
-        ..ListQuery::default()
-    };
-    let (rows, _) = m.store.list(Kind::User, &q).await.map_err(db_error)?;
+    let rows = all_of(m, Kind::User).await?;
     let matching: Vec<&Object> = rows
         .iter()
         .filter(|o| ids.as_ref().is_none_or(|ids| ids.contains(&o.id)))
