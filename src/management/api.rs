@@ -1509,15 +1509,7 @@ async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
             return Err(bad("member role must be \"admin\" or \"user\""));
         }
         // A member named by email only is the existing user with that email, when there is one.
-        let user_id = match (user_id, &email) {
-            (None, Some(e)) => m
-                .store
-                .get_by_alias(Kind::User, e)
-                .await
-                .map_err(db_error)?
-                .map(|u| u.id),
-            (id, _) => id,
-        };
+        let user_id = user_id_or_by_email(m, user_id, email.as_deref()).await?;
         let exists = members.iter().any(|x| {
             (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
                 || (email.is_some()
@@ -1638,15 +1630,7 @@ async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answe
     }
     let mut team = team_or_404(m, &id).await?;
     // By email: also the member added by id whose user has that email.
-    let user_id = match (user_id, &email) {
-        (None, Some(e)) => m
-            .store
-            .get_by_alias(Kind::User, e)
-            .await
-            .map_err(db_error)?
-            .map(|u| u.id),
-        (id, _) => id,
-    };
+    let user_id = user_id_or_by_email(m, user_id, email.as_deref()).await?;
     let members = members_of(&team);
     let is_it = |x: &Value| {
         (user_id.is_some() && x.get("user_id").and_then(Value::as_str) == user_id.as_deref())
@@ -1877,6 +1861,23 @@ async fn user_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         return Err(not_found(format!("Users not found: {ids:?}")));
     }
     Ok((StatusCode::OK, json!({"deleted_users": deleted})))
+}
+
+/// The user id given, or else the id of the stored user with the email given (if any).
+async fn user_id_or_by_email(
+    m: &Management,
+    user_id: Option<String>,
+    email: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match (user_id, email) {
+        (None, Some(e)) => Ok(m
+            .store
+            .get_by_alias(Kind::User, e)
+            .await
+            .map_err(db_error)?
+            .map(|u| u.id)),
+        (id, _) => Ok(id),
+    }
 }
 
 /// Removes a user from a team's `members_with_roles`, if it is there.
