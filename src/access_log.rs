@@ -96,21 +96,15 @@ fn push_timestamp(out: &mut String, at: SystemTime) {
     out.push('Z');
 }
 
-/// Appends a number in decimal, zero-padded to `width`, without the fmt machinery.
-fn push_padded(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Appends a number in decimal, zero-padded to `width`, without the fmt machinery (`itoa`
+/// writes two digits per step and hands back `&str`, so nothing is validated again).
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width.min(20) {
+        out.push('0');
     }
-    let start = i.min(digits.len() - width.min(20));
-    // ASCII digits: one append instead of a char-by-char UTF-8 encode.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    out.push_str(digits);
 }
 
 pub(crate) fn push_u64(out: &mut String, n: u64) {

@@ -15,6 +15,8 @@ use prometheus::{
     IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::access_log::push_u64;
+
 /// LiteLLM's `LATENCY_BUCKETS` (seconds).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
@@ -600,21 +602,6 @@ impl Metrics {
         ]));
         handles
     }
-}
-
-/// Appends a number in decimal without the fmt machinery.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// Status codes as static strings (no allocation per request).
