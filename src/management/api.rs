@@ -1547,13 +1547,7 @@ async fn team_member_add(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
         updated_users.push(render(Kind::User, &user));
         members.push(json!({"role": role, "user_id": uid, "user_email": email}));
     }
-    team.data
-        .insert("members_with_roles".into(), Value::Array(members));
-    team.updated_at = now_ms();
-    m.store
-        .update(Kind::Team, &team, false)
-        .await
-        .map_err(db_error)?;
+    save_members(m, &mut team, members).await?;
     let mut out = render(Kind::Team, &team);
     if let Value::Object(v) = &mut out {
         v.insert("updated_users".into(), Value::Array(updated_users));
@@ -1601,13 +1595,7 @@ async fn team_member_update(m: &Arc<Management>, b: Map<String, Value>) -> Answe
     if !found {
         return Err(bad(format!("User {user_id} is not a member of team {id}")));
     }
-    team.data
-        .insert("members_with_roles".into(), Value::Array(updated));
-    team.updated_at = now_ms();
-    m.store
-        .update(Kind::Team, &team, false)
-        .await
-        .map_err(db_error)?;
+    save_members(m, &mut team, updated).await?;
     Ok((
         StatusCode::OK,
         json!({
@@ -1640,13 +1628,7 @@ async fn team_member_delete(m: &Arc<Management>, b: Map<String, Value>) -> Answe
         return Err(bad(format!("User is not a member of team {id}")));
     }
     let kept: Vec<Value> = members.iter().filter(|x| !is_it(x)).cloned().collect();
-    team.data
-        .insert("members_with_roles".into(), Value::Array(kept));
-    team.updated_at = now_ms();
-    m.store
-        .update(Kind::Team, &team, false)
-        .await
-        .map_err(db_error)?;
+    save_members(m, &mut team, kept).await?;
     if let Some(uid) = &user_id
         && let Some(mut user) = m.store.get(Kind::User, uid).await.map_err(db_error)?
     {
@@ -1894,11 +1876,20 @@ async fn drop_member(m: &Management, team_id: &str, user_id: &str) -> Result<(),
     if kept.len() == members.len() {
         return Ok(());
     }
+    save_members(m, &mut team, kept).await
+}
+
+/// Stores a team's new `members_with_roles`.
+async fn save_members(
+    m: &Management,
+    team: &mut Object,
+    members: Vec<Value>,
+) -> Result<(), ApiError> {
     team.data
-        .insert("members_with_roles".into(), Value::Array(kept));
+        .insert("members_with_roles".into(), Value::Array(members));
     team.updated_at = now_ms();
     m.store
-        .update(Kind::Team, &team, false)
+        .update(Kind::Team, team, false)
         .await
         .map_err(db_error)
 }
