@@ -24,12 +24,22 @@ pub struct Gateway {
     config_path: PathBuf,
 }
 
-/// A free TCP port on 127.0.0.1 (released before the gateway binds it).
+/// A free TCP port on 127.0.0.1 (released before the gateway binds it), never one this test
+/// process handed out before: the kernel may give the same ephemeral port to two `bind(0)`s in
+/// a row, and two gateways of parallel tests on one port answer each other's health checks.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: parking_lot::Mutex<Vec<u16>> = parking_lot::const_mutex(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn scratch_file(name: &str) -> PathBuf {
@@ -108,7 +118,10 @@ impl Gateway {
             if let Some(status) = self.try_exit_status() {
                 return Err(format!("exited with {status}\n{}", self.logs()));
             }
-            if let Ok(r) = client.get(self.url("/health/liveliness")).send().await
+            // Up when this process says it listens and the port answers: the answer alone
+            // could come from another process on the port while this one is still starting.
+            if self.logs().contains("Sluice is listening")
+                && let Ok(r) = client.get(self.url("/health/liveliness")).send().await
                 && r.status() == 200
             {
                 return Ok(());
