@@ -264,21 +264,21 @@ fn hex(b: u8) -> Option<u8> {
 /// `status` "disconnected" too) or "Not connected" (no key store); `cache` is "redis" when
 /// Redis is configured; `last_updated` (ISO time) is there when a database is.
 pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) -> Bytes {
-    let (status, db) = match db {
+    let (status, db_text) = match db {
         None => ("healthy", "Not connected"),
         Some(true) => ("connected", "connected"),
         Some(false) => ("disconnected", "disconnected"),
     };
     let mut body = json!({
         "status": status,
-        "db": db,
+        "db": db_text,
         "cache": cache,
         "litellm_version": env!("CARGO_PKG_VERSION"),
         "success_callbacks": config.success_callbacks,
         "gateway": "sluice",
     });
     // With a database LiteLLM adds when the state was read; Sluice reads it live.
-    if status != "healthy" {
+    if db.is_some() {
         body["last_updated"] = json!(crate::management::clock::iso(
             crate::management::clock::now_ms()
         ));

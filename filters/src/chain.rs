@@ -50,24 +50,13 @@ impl Caller {
             _ => "None",
         }
     }
-    /// `team` and `team_alias` metric labels: the key's team.
-    pub fn team_labels(&self) -> (&str, &str) {
+    /// `team`, `team_alias`, `user` and `user_email` metric labels: the key's team and user
+    /// (empty for the master key).
+    pub fn owner_labels(&self) -> [&str; 4] {
         match self {
-            Caller::Key(k) => (
-                k.team_id.as_deref().unwrap_or(""),
-                k.team_alias.as_deref().unwrap_or(""),
-            ),
-            _ => ("", ""),
-        }
-    }
-    /// `user` and `user_email` metric labels: the key's user.
-    pub fn user_labels(&self) -> (&str, &str) {
-        match self {
-            Caller::Key(k) => (
-                k.user_id.as_deref().unwrap_or(""),
-                k.user_email.as_deref().unwrap_or(""),
-            ),
-            _ => ("", ""),
+            Caller::Key(k) => [&k.team_id, &k.team_alias, &k.user_id, &k.user_email]
+                .map(|v| v.as_deref().unwrap_or("")),
+            _ => [""; 4],
         }
     }
     /// The virtual key, when the caller is one.

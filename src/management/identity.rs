@@ -215,6 +215,25 @@ pub fn build(
     Ok(identity)
 }
 
+/// The first of a key's model lists (its own, its team's, its user's) that does not let it call
+/// `requested` of `group`, as (list, scope, LiteLLM's error type); `None` when all do. The one
+/// check for requests (a 401 naming the list) and for the model listings (what to show).
+pub fn model_denial<'k>(
+    k: &'k KeyIdentity,
+    requested: &str,
+    group: &str,
+    access_groups: &HashMap<String, HashSet<String>>,
+) -> Option<(&'k [String], &'static str, &'static str)> {
+    [
+        (&k.models, "key", "key_model_access_denied"),
+        (&k.team_models, "team", "team_model_access_denied"),
+        (&k.user_models, "user", "user_model_access_denied"),
+    ]
+    .into_iter()
+    .find(|(allowed, _, _)| !allows(allowed, requested, group, access_groups))
+    .map(|(allowed, scope, kind)| (allowed.as_slice(), scope, kind))
+}
+
 /// Whether `allowed` (a key's or team's `models`) lets a caller use `model` of `group`.
 /// Empty means no restriction; `all-proxy-models` / `*` allow everything; `openai/*`-style
 /// patterns match by prefix; access-group names allow their member groups.

@@ -137,6 +137,9 @@ pub struct Outcome<'a> {
     pub request_id: String,
     pub call_type: &'static str,
     pub usage: Option<Usage>,
+    /// What `usage` costs at `price` (computed once per request, by the caller).
+    pub usage_cost: f64,
+    /// The deployment's prices (the worst case of an incomplete request).
     pub price: Option<&'a ModelPrice>,
     pub status: u16,
     /// The deployment that answered (none when the request failed before one was chosen).
@@ -653,7 +656,7 @@ impl Management {
     ) -> Option<tokio::task::JoinHandle<()>> {
         let hold = admission.hold.take();
         admission.owner = None;
-        let mut cost = o.usage.map_or(0.0, |u| cost::cost_of(&u, o.price));
+        let mut cost = o.usage_cost;
         if o.incomplete {
             // Whatever the provider produced before the cut is billed, and the usage that
             // would tell is missing or partial: charge the reserved worst case (at least the

@@ -82,10 +82,20 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip_text(a.ip()))
             .unwrap_or_default();
-        // The clock, read once for the metrics, the access log and the spend row.
+        // The clock and the usage's cost, read once for the metrics, the access log and the
+        // spend row.
+        let price = ctx
+            .record
+            .deployment
+            .as_deref()
+            .and_then(|d| self.app.config.deployment(d.index).price.as_ref());
         let finished = Finished {
             total: ctx.started.elapsed(),
             at: std::time::SystemTime::now(),
+            cost: ctx
+                .record
+                .usage
+                .map_or(0.0, |u| crate::management::cost::cost_of(&u, price)),
         };
         record(&self.app, session, ctx, &client_ip, &finished);
         // Last use of the request id and the address: the spend-log row takes them.
@@ -115,10 +125,12 @@ fn ip_text(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// When a request finished: its duration and the wall-clock time, read once in `logging`.
+/// When a request finished: its duration, the wall-clock time and what its usage costs (USD,
+/// 0 without usage), read once in `logging`.
 struct Finished {
     total: std::time::Duration,
     at: std::time::SystemTime,
+    cost: f64,
 }
 
 /// The client's `x-litellm-call-id` / `x-request-id` when it is a sane token, else a new UUID.
@@ -233,11 +245,7 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 .as_ref()
                 .map_or(&no_groups, |m| &m.access_groups);
             let may_call = |name: &str, group: &str| {
-                restricted.is_none_or(|k| {
-                    [&k.models, &k.team_models, &k.user_models]
-                        .iter()
-                        .all(|allowed| identity::allows(allowed, name, group, groups))
-                })
+                restricted.is_none_or(|k| identity::model_denial(k, name, group, groups).is_none())
             };
             let visible: Option<admin::Visible<'_>> =
                 restricted.is_some().then_some(&may_call as _);
@@ -338,24 +346,15 @@ async fn admit(
                 k.key_type.as_str()
             )));
         }
-        for (allowed, scope, kind) in [
-            (&k.models, "key", "key_model_access_denied"),
-            (&k.team_models, "team", "team_model_access_denied"),
-            (&k.user_models, "user", "user_model_access_denied"),
-        ] {
-            if !identity::allows(
-                allowed,
-                &plan.requested_model,
-                &plan.group,
-                &m.access_groups,
-            ) {
-                return Err(ApiError::unauthorized(format!(
-                    "{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {}",
-                    plan.requested_model
-                ))
-                .with_kind(kind)
-                .with_param("model"));
-            }
+        if let Some((allowed, scope, kind)) =
+            identity::model_denial(k, &plan.requested_model, &plan.group, &m.access_groups)
+        {
+            return Err(ApiError::unauthorized(format!(
+                "{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {}",
+                plan.requested_model
+            ))
+            .with_kind(kind)
+            .with_param("model"));
         }
     }
     // The master key has nothing to check, unless the request names an end user or the proxy
@@ -467,6 +466,7 @@ fn settle(
             request_id: std::mem::take(&mut ctx.request_id),
             call_type: ctx.cx.endpoint().call_type(),
             usage: r.usage,
+            usage_cost: finished.cost,
             price: dc.and_then(|d| d.price.as_ref()),
             status,
             deployment: r.deployment.as_ref(),
@@ -520,8 +520,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         .usage
         .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
     let endpoint = ctx.cx.endpoint();
-    let (team, team_alias) = ctx.cx.caller.team_labels();
-    let (user, user_email) = ctx.cx.caller.user_labels();
+    let [team, team_alias, user, user_email] = ctx.cx.caller.owner_labels();
     let labels = RequestLabels {
         end_user: "",
         hashed_api_key: ctx.cx.caller.key_label(),
@@ -556,9 +555,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
                 ttft_seconds: r.time_to_first_token.map(|d| d.as_secs_f64()),
                 prompt_tokens,
                 completion_tokens,
-                spend: r.usage.as_ref().map_or(0.0, |u| {
-                    crate::management::cost::cost_of(u, dc.and_then(|d| d.price.as_ref()))
-                }),
+                spend: finished.cost,
                 reached_deployment: r.upstream_started.is_some(),
             },
         );
