@@ -62,26 +62,29 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 /// the configured custom header, `x-litellm-api-key`, `Authorization`, `api-key`, `x-api-key`
 /// (Anthropic's SDK), `x-goog-api-key` (Google's), `Ocp-Apim-Subscription-Key` (Azure APIM).
 pub fn presented_key<'h>(headers: &'h HeaderMap, custom: Option<&HeaderName>) -> PresentedKey<'h> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(value) = custom.and_then(|name| text(name.as_str())) {
+    // Looked up by parsed name: a `&str` name is parsed and checked again on every lookup.
+    const X_LITELLM_API_KEY: HeaderName = HeaderName::from_static("x-litellm-api-key");
+    const OTHER_KEY_HEADERS: [HeaderName; 4] = [
+        HeaderName::from_static("api-key"),
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static("x-goog-api-key"),
+        HeaderName::from_static("ocp-apim-subscription-key"),
+    ];
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(value) = custom.and_then(text) {
         return key_or_missing(strip_scheme(value).unwrap_or(value.trim()));
     }
-    if let Some(value) = text("x-litellm-api-key") {
+    if let Some(value) = text(&X_LITELLM_API_KEY) {
         return key_or_missing(strip_scheme(value).unwrap_or(value.trim()));
     }
-    if let Some(value) = text("authorization") {
+    if let Some(value) = text(&http::header::AUTHORIZATION) {
         return match strip_scheme(value) {
             Some(key) => key_or_missing(key),
             None if value.trim().is_empty() => PresentedKey::Missing,
             None => PresentedKey::Malformed,
         };
     }
-    for name in [
-        "api-key",
-        "x-api-key",
-        "x-goog-api-key",
-        "ocp-apim-subscription-key",
-    ] {
+    for name in &OTHER_KEY_HEADERS {
         if let Some(value) = text(name) {
             return key_or_missing(value.trim());
         }

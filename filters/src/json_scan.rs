@@ -226,6 +226,68 @@ mod tests {
         );
     }
 
+    /// A JSON value with strings (escapes, brackets and quotes in them), numbers and nesting.
+    fn random_value(rng: &mut fastrand::Rng, depth: usize) -> serde_json::Value {
+        use serde_json::Value;
+        let text = |rng: &mut fastrand::Rng| -> String {
+            let len = rng.usize(0..48);
+            (0..len)
+                .map(|_| match rng.u8(0..20) {
+                    0 => '"',
+                    1 => '\\',
+                    2 => '\n',
+                    3 => '{',
+                    4 => ']',
+                    5 => '\u{e9}',
+                    _ => rng.alphanumeric(),
+                })
+                .collect()
+        };
+        match rng.u8(0..if depth == 0 { 4 } else { 6 }) {
+            0 => Value::String(text(rng)),
+            // Exactly representable, so a re-parse compares equal.
+            1 => Value::from(f64::from(rng.i32(..)) / 64.0),
+            2 => Value::Bool(rng.bool()),
+            3 => Value::Null,
+            4 => Value::Array(
+                (0..rng.usize(0..32))
+                    .map(|_| random_value(rng, depth - 1))
+                    .collect(),
+            ),
+            _ => Value::Object(
+                (0..rng.usize(0..6))
+                    .map(|_| (text(rng), random_value(rng, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn every_member_span_is_the_value_serde_reads() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..2000 {
+            let mut doc = serde_json::Map::new();
+            for _ in 0..rng.usize(1..8) {
+                let key = format!("k{}", rng.u32(..));
+                doc.insert(key, random_value(&mut rng, 3));
+            }
+            let text = if round % 2 == 0 {
+                serde_json::to_vec(&doc).unwrap()
+            } else {
+                serde_json::to_vec_pretty(&doc).unwrap()
+            };
+            let mut seen = Vec::new();
+            let complete = for_each_member(&text, |key, span| {
+                let key = std::str::from_utf8(key).unwrap().to_string();
+                let value: serde_json::Value = serde_json::from_slice(&text[span]).unwrap();
+                seen.push((key, value));
+            });
+            assert_eq!(complete, Some(true), "{}", String::from_utf8_lossy(&text));
+            let expected: Vec<_> = doc.into_iter().collect();
+            assert_eq!(seen, expected);
+        }
+    }
+
     #[test]
     fn malformed_input_never_panics() {
         for doc in [

@@ -62,6 +62,14 @@ impl ResponseHead {
         }
     }
 
+    /// `x-request-id` and `x-litellm-call-id`, one value checked once for both.
+    pub fn set_request_id(&mut self, id: &str) {
+        if let Ok(v) = HeaderValue::from_str(id) {
+            self.parts.headers.insert(X_REQUEST_ID, v.clone());
+            self.parts.headers.insert(X_LITELLM_CALL_ID, v);
+        }
+    }
+
     pub fn set_value(&mut self, name: HeaderName, value: HeaderValue) {
         self.parts.headers.insert(name, value);
     }
@@ -172,12 +180,13 @@ mod tests {
     #[test]
     fn builds_pingora_headers() {
         let mut head = ResponseHead::new(201, 4);
-        head.set(X_REQUEST_ID, "abc");
+        head.set_request_id("abc");
         head.set(X_LITELLM_MODEL_ID, "bad\nvalue");
         head.set_static(CONTENT_TYPE, "application/json");
         let resp = head.finish();
         assert_eq!(resp.status.as_u16(), 201);
         assert_eq!(resp.headers["x-request-id"], "abc");
+        assert_eq!(resp.headers["x-litellm-call-id"], "abc");
         assert!(!resp.headers.contains_key("x-litellm-model-id"));
         assert_eq!(
             provider_prefixed(&HeaderName::from_static("x-ratelimit-remaining")).unwrap(),

@@ -136,7 +136,7 @@ struct Finished {
 /// The client's `x-litellm-call-id` / `x-request-id` when it is a sane token, else a new UUID.
 fn request_id(session: &Session) -> String {
     let headers = &session.req_header().headers;
-    for name in ["x-litellm-call-id", "x-request-id"] {
+    for name in [&headers::X_LITELLM_CALL_ID, &headers::X_REQUEST_ID] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
             && !v.is_empty()
             && v.len() <= 128

@@ -23,8 +23,7 @@ pub async fn send(
     let mut resp = ResponseHead::new(status, 4 + extra.len());
     resp.set(CONTENT_TYPE, content_type);
     resp.set_value(CONTENT_LENGTH, http::HeaderValue::from(body.len()));
-    resp.set(X_REQUEST_ID, &ctx.request_id);
-    resp.set(X_LITELLM_CALL_ID, &ctx.request_id);
+    resp.set_request_id(&ctx.request_id);
     for (name, value) in extra {
         resp.set(http::header::HeaderName::from_static(name), value);
     }
