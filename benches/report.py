@@ -99,6 +99,8 @@ for target, what in [("sluice", "Sluice (spend logs on, the default)"),
         print(f"- {what}: added p50 latency at concurrency 1: {added:.0f} µs (target < 150 µs): {'met' if added < 150 else 'NOT met'}")
     if top and target in chat[top] and "pingora" in chat[top]:
         ratio = paired(target, "pingora", top)
+        if ratio is None:
+            continue
         of_medians = chat[top][target]["rps"] / chat[top]["pingora"]["rps"]
         print(f"- {what}: throughput at concurrency {top}: {ratio:.0%} of the minimal Pingora proxy, median of the "
               f"per-round ratios (target >= 85%): {'met' if ratio >= 0.85 else 'NOT met'}; ratio of the medians {of_medians:.0%}")
@@ -115,6 +117,8 @@ def against_sluice(issue, target, what, goal):
     for c in sorted(chat):
         if "sluice" in chat[c] and target in chat[c]:
             ratio = paired(target, "sluice", c)
+            if ratio is None:
+                continue
             t, s_ = chat[c][target]["cpu_us"], chat[c]["sluice"]["cpu_us"]
             cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs" if t and s_ else ""
             verdict = "met" if ratio >= goal else "NOT met"

@@ -667,7 +667,7 @@ impl Exchange<'_> {
         let status = upstream.status;
         UpstreamHead {
             status,
-            client: self.client_header(ctx, status.as_u16(), upstream),
+            client: self.client_header(ctx, upstream),
             content_type: upstream.headers.get(CONTENT_TYPE).cloned(),
             encoded: upstream
                 .headers
@@ -682,14 +682,14 @@ impl Exchange<'_> {
 
     /// The response header for the client, all but its content type: status, the upstream's
     /// headers as `llm_provider-*` (as LiteLLM does), and the routing headers.
-    fn client_header(&self, ctx: &Ctx, status: u16, upstream: &ResponseHeader) -> ResponseHead {
+    fn client_header(&self, ctx: &Ctx, upstream: &ResponseHeader) -> ResponseHead {
         // Room for every header the response gets (the map regrows and rehashes otherwise):
         // the upstream's, ours, the key's and the duration and cost headers added later.
         let keyed = ctx.record.admission.as_ref().map_or(0, |a| {
             a.headers.len() + a.key.as_ref().map_or(0, |k| k.limit_headers.len())
         });
         let mut resp = ResponseHead::new(
-            status,
+            upstream.status.as_u16(),
             upstream.headers.len() + self.fixed_headers.len() + keyed + 8,
         );
         for (name, value) in upstream.headers.iter() {
