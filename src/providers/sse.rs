@@ -194,13 +194,24 @@ fn error_message(data: &[u8]) -> String {
 }
 
 /// Rewrites a complete (non-streamed) OpenAI JSON response: sets `model` to the requested name
-/// and returns the usage it reports. `Err` when the body is not a complete JSON object.
+/// and returns the usage it reports. `Err` when the body is not a JSON object (its two ends are
+/// walked; the middle only when they do not hold `model` and `usage`, see
+/// [`filters::json_scan::model_and_usage`]).
 pub fn rewrite_json_response(
     body: Bytes,
     quoted_model: &[u8],
 ) -> Result<(Bytes, Option<Usage>), Bytes> {
-    let Some(fields) = scan_top_level(&body).filter(|f| f.complete) else {
-        return Err(body);
+    // Both ends first (the middle, the generated text, is not walked); the whole document when
+    // they are not well-formed, which decides whether it is JSON at all.
+    let fields = match filters::json_scan::model_and_usage(&body) {
+        Some(found) => found,
+        None => match scan_top_level(&body).filter(|f| f.complete) {
+            Some(f) => filters::json_scan::ModelAndUsage {
+                model: f.model,
+                usage: f.usage,
+            },
+            None => return Err(body),
+        },
     };
     let usage = fields
         .usage
