@@ -17,6 +17,7 @@ pub mod error;
 pub mod identity;
 pub mod json_scan;
 pub mod request;
+mod request_fast;
 pub mod route;
 pub mod usage;
 

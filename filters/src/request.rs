@@ -3,7 +3,8 @@
 //! The gateway must forward the client's bytes unchanged except for the `model` value, so it
 //! never round-trips the JSON. This module validates the whole document once (serde_json, with
 //! every value it does not need skipped as `IgnoredAny`) and records where the top-level fields
-//! it acts on sit, so the forwarder can splice a new `model` in with one copy.
+//! it acts on sit, so the forwarder can splice a new `model` in with one copy. Bodies go through
+//! a faster validating pass first (`request_fast`); serde reads whatever that pass is unsure of.
 
 use std::fmt;
 use std::ops::Range;
@@ -43,6 +44,15 @@ impl RequestView {
                 "Request body is empty; expected a JSON object.",
             ));
         }
+        if let Some(view) = crate::request_fast::parse(body) {
+            return Ok(view);
+        }
+        Self::parse_with_serde(body)
+    }
+
+    /// The reference reading of `body`, and the one whose errors users see: serde_json validates
+    /// it with every value the view does not need skipped.
+    pub(crate) fn parse_with_serde(body: &[u8]) -> Result<RequestView, ApiError> {
         let mut de = serde_json::Deserializer::from_slice(body);
         let mut view = de
             .deserialize_any(ViewVisitor {

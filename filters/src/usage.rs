@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::request_fast::Parser;
+
 /// `usage` of a completion, embedding or final stream chunk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -41,44 +43,72 @@ impl Usage {
         Some(usage)
     }
 
+    /// The common shape, read with the strict reader of the request fast path: integer counts
+    /// (`null` as 0), `prompt_tokens_details` with integer counts. `None` (serde decides) on
+    /// anything else: escaped names, fractional or negative counts, malformed JSON.
     fn scan(json: &[u8]) -> Option<Usage> {
         let mut usage = Usage::default();
-        let mut ok = true;
-        let complete = crate::json_scan::for_each_member(json, |key, span| {
-            let value = &json[span];
-            let count = || parse_count(value);
+        let mut p = Parser::new(json);
+        for_each_member(&mut p, |p, key| {
             match key {
-                b"prompt_tokens" => ok &= count().map(|n| usage.prompt_tokens = n).is_some(),
-                b"completion_tokens" => {
-                    ok &= count().map(|n| usage.completion_tokens = n).is_some()
-                }
-                b"total_tokens" => ok &= count().map(|n| usage.total_tokens = n).is_some(),
-                b"prompt_tokens_details" if value.first() == Some(&b'{') => {
-                    let mut cached = None;
-                    let mut written = None;
-                    let inner_ok = crate::json_scan::for_each_member(value, |k, s| {
-                        if k == b"cached_tokens" {
-                            cached = parse_count(&value[s]);
-                        } else if k == b"cache_write_tokens" {
-                            written = parse_count(&value[s]);
+                b"prompt_tokens" => usage.prompt_tokens = p.optional_count()?.unwrap_or(0),
+                b"completion_tokens" => usage.completion_tokens = p.optional_count()?.unwrap_or(0),
+                b"total_tokens" => usage.total_tokens = p.optional_count()?.unwrap_or(0),
+                b"prompt_tokens_details" if p.peek()? == b'{' => {
+                    let mut details = PromptTokensDetails::default();
+                    for_each_member(p, |p, key| {
+                        // A detail that is not a count is left out, not a reason to fail.
+                        let value = p.value_span(2)?;
+                        match key {
+                            b"cached_tokens" => details.cached_tokens = parse_count(value),
+                            b"cache_write_tokens" => {
+                                details.cache_write_tokens = parse_count(value)
+                            }
+                            _ => {}
                         }
-                    });
-                    ok &= inner_ok == Some(true);
-                    usage.prompt_tokens_details = Some(PromptTokensDetails {
-                        cached_tokens: cached,
-                        cache_write_tokens: written,
-                    });
+                        Some(())
+                    })?;
+                    usage.prompt_tokens_details = Some(details);
                 }
-                _ => {}
+                _ => p.value(1)?,
             }
+            Some(())
         })?;
-        (complete && ok).then_some(usage)
+        p.at_end().then_some(usage)
     }
 
     pub fn cached_tokens(&self) -> u64 {
         self.prompt_tokens_details
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0)
+    }
+}
+
+/// Reads the object at the reader's position, calling `member(reader, name)` with the reader
+/// at each member's value (which `member` must consume).
+fn for_each_member<'a>(
+    p: &mut Parser<'a>,
+    mut member: impl FnMut(&mut Parser<'a>, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    p.ws();
+    p.expect(b'{')?;
+    p.ws();
+    if p.peek()? == b'}' {
+        p.next();
+        return Some(());
+    }
+    loop {
+        let key = p.plain_key()?;
+        p.ws();
+        p.expect(b':')?;
+        p.ws();
+        member(p, key)?;
+        p.ws();
+        match p.next()? {
+            b',' => p.ws(),
+            b'}' => return Some(()),
+            _ => return None,
+        }
     }
 }
 
@@ -137,5 +167,63 @@ mod tests {
             (u.prompt_tokens, u.completion_tokens, u.total_tokens),
             (1, 0, 1)
         );
+    }
+
+    /// Generated usage objects (counts, nulls, details, extra members of every kind, member
+    /// order and spacing varied) read to the values they were made from.
+    #[test]
+    fn the_fast_scan_reads_generated_usage() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for round in 0..2000 {
+            let mut expected = Usage::default();
+            let mut members: Vec<(String, serde_json::Value)> = Vec::new();
+            let count = |rng: &mut fastrand::Rng| -> (u64, serde_json::Value) {
+                if rng.u8(0..6) == 0 {
+                    (0, serde_json::Value::Null)
+                } else {
+                    let n = rng.u64(..u64::MAX / 2);
+                    (n, serde_json::json!(n))
+                }
+            };
+            let (n, v) = count(&mut rng);
+            expected.prompt_tokens = n;
+            members.push(("prompt_tokens".into(), v));
+            let (n, v) = count(&mut rng);
+            expected.completion_tokens = n;
+            members.push(("completion_tokens".into(), v));
+            if rng.bool() {
+                let (n, v) = count(&mut rng);
+                expected.total_tokens = n;
+                members.push(("total_tokens".into(), v));
+            }
+            if rng.bool() {
+                let (cached, v) = count(&mut rng);
+                expected.prompt_tokens_details = Some(PromptTokensDetails {
+                    cached_tokens: Some(cached),
+                    cache_write_tokens: None,
+                });
+                members.push((
+                    "prompt_tokens_details".into(),
+                    serde_json::json!({"audio_tokens": [1, {"x": "}"}], "cached_tokens": v}),
+                ));
+            }
+            members.push((
+                "completion_tokens_details".into(),
+                serde_json::json!({"reasoning_tokens": 3, "s": "a\"b\\", "f": -1.5e3}),
+            ));
+            rng.shuffle(&mut members);
+            let object: serde_json::Map<_, _> = members.into_iter().collect();
+            let json = if round % 2 == 0 {
+                serde_json::to_vec(&object).unwrap()
+            } else {
+                serde_json::to_vec_pretty(&object).unwrap()
+            };
+            assert_eq!(
+                Usage::scan(&json),
+                Some(expected),
+                "{}",
+                String::from_utf8_lossy(&json)
+            );
+        }
     }
 }
