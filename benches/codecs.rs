@@ -38,7 +38,7 @@ fn encode(c: &mut Criterion) {
     let body = Bytes::from(fixture("anthropic/a1_1_openai_request.json"));
     let view = RequestView::parse(&body).unwrap();
     let base = UpstreamUrl::parse("http://127.0.0.1:1/v1").unwrap();
-    let headers = http::HeaderMap::new();
+    let headers = std::sync::Arc::new(http::HeaderMap::new());
     let policy = ParamPolicy {
         drop_unsupported: true,
         always_drop: Vec::new(),
@@ -75,7 +75,8 @@ fn request() -> UpstreamRequest {
     UpstreamRequest {
         method: http::Method::POST,
         target: "/".into(),
-        headers: http::HeaderMap::new(),
+        headers: Default::default(),
+        accept: None,
         body: Bytes::new(),
         injected_usage: false,
         json_tool: false,
@@ -155,7 +156,7 @@ fn translated_request(c: &mut Criterion) {
     let body = Bytes::from_static(br#"{"model":"claude","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello, how are you today?"}]}"#);
     let view = RequestView::parse(&body).unwrap();
     let base = UpstreamUrl::parse("http://127.0.0.1:1").unwrap();
-    let headers = http::HeaderMap::new();
+    let headers = std::sync::Arc::new(http::HeaderMap::new());
     let target = Target::new(Wire::Anthropic, &base, "claude-sonnet-4-5", &headers);
     let policy = ParamPolicy::default();
     g.bench_function("encode", |b| {

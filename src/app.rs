@@ -27,7 +27,7 @@ pub struct App {
     /// Parsed `api_base` per deployment index (`None` when not routable).
     pub bases: Vec<Option<UpstreamUrl>>,
     /// Headers every upstream request of a deployment carries (auth, extra headers), per index.
-    pub upstream_headers: Vec<http::HeaderMap>,
+    pub upstream_headers: Vec<Arc<http::HeaderMap>>,
     /// The routing headers of every response a deployment serves (`x-litellm-model-id`, ...),
     /// built once: per index.
     pub response_headers: Vec<Vec<(http::HeaderName, http::HeaderValue)>>,
@@ -62,7 +62,7 @@ impl App {
         let upstream_headers = config
             .deployments
             .iter()
-            .map(crate::providers::deployment_headers)
+            .map(|d| Arc::new(crate::providers::deployment_headers(d)))
             .collect();
         let response_headers = config
             .deployments

@@ -181,10 +181,12 @@ pub fn sign_request(
     auth: Option<&AwsAuth>,
     now: SystemTime,
 ) -> Result<(), ApiError> {
-    request.headers.remove(http::header::AUTHORIZATION);
+    request.headers_mut().remove(http::header::AUTHORIZATION);
     let Some(auth) = auth else {
         return Ok(());
     };
+    // `headers_mut` above made the map this request's own, `Accept` included (it is signed).
+    let headers = std::sync::Arc::make_mut(&mut request.headers);
     sign(
         auth,
         SIGNING_NAME,
@@ -193,7 +195,7 @@ pub fn sign_request(
         &request.target,
         &request.body,
         now,
-        &mut request.headers,
+        headers,
     )
 }
 

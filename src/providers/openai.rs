@@ -8,6 +8,8 @@
 //! exactly as LiteLLM and the OpenAI SDK build it. Headers that never change for a deployment
 //! (auth, content type, extra headers) are built once at start-up by [`base_headers`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use filters::request::RequestView;
 use filters::route::Deployment;
@@ -23,8 +25,11 @@ pub struct UpstreamRequest {
     pub method: http::Method,
     /// Path and query.
     pub target: String,
-    /// Headers besides `Host` and `Content-Length`.
-    pub headers: HeaderMap,
+    /// Headers besides `Host`, `Content-Length` and `Accept`: the deployment's own map, shared
+    /// (a request copies it only to change it, see [`UpstreamRequest::headers_mut`]).
+    pub headers: Arc<HeaderMap>,
+    /// `Accept`, written after `headers` (replacing one there).
+    pub accept: Option<&'static str>,
     pub body: Bytes,
     /// The gateway added `stream_options.include_usage`; the client must not see the extra chunk.
     pub injected_usage: bool,
@@ -41,23 +46,38 @@ impl UpstreamRequest {
     /// given), with every translation flag off; codecs set the flags they need.
     pub fn post(
         target: String,
-        headers: &HeaderMap,
+        headers: &Arc<HeaderMap>,
         body: Bytes,
         accept: Option<&'static str>,
     ) -> UpstreamRequest {
-        let mut headers = headers.clone();
-        if let Some(accept) = accept {
-            headers.insert(ACCEPT, HeaderValue::from_static(accept));
-        }
         UpstreamRequest {
             method: http::Method::POST,
             target,
-            headers,
+            headers: Arc::clone(headers),
+            accept,
             body,
             injected_usage: false,
             json_tool: false,
             include_usage: false,
             embedding: None,
+        }
+    }
+
+    /// The headers to change, `Accept` among them: this request's own copy of the deployment's
+    /// map (cloning it per request cost about 1k instructions, callgrind).
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        let headers = Arc::make_mut(&mut self.headers);
+        if let Some(accept) = self.accept.take() {
+            headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        }
+        headers
+    }
+
+    /// A header as sent: `Accept` from [`UpstreamRequest::accept`], the rest from the map.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match self.accept {
+            Some(accept) if name.eq_ignore_ascii_case("accept") => Some(accept),
+            _ => self.headers.get(name).and_then(|v| v.to_str().ok()),
         }
     }
 }
@@ -77,7 +97,7 @@ pub struct Target<'a> {
     pub base: &'a UpstreamUrl,
     pub upstream_model: &'a str,
     /// From [`base_headers`].
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Arc<HeaderMap>,
     /// The model's output limit from the price table (Anthropic's mandatory `max_tokens`).
     pub max_output_tokens: Option<u64>,
     /// Azure's `api-version`.
@@ -91,7 +111,7 @@ impl<'a> Target<'a> {
         wire: Wire,
         base: &'a UpstreamUrl,
         upstream_model: &'a str,
-        headers: &'a HeaderMap,
+        headers: &'a Arc<HeaderMap>,
     ) -> Self {
         Target {
             wire,
@@ -190,7 +210,7 @@ mod tests {
         }
     }
 
-    fn target<'a>(base: &'a UpstreamUrl, wire: Wire, headers: &'a HeaderMap) -> Target<'a> {
+    fn target<'a>(base: &'a UpstreamUrl, wire: Wire, headers: &'a Arc<HeaderMap>) -> Target<'a> {
         Target::new(wire, base, "meta-llama/Llama-3.1-8B", headers)
     }
 
@@ -211,7 +231,7 @@ mod tests {
     #[test]
     fn builds_litellm_url_and_rewrites_model() {
         let base = UpstreamUrl::parse("http://vllm:8000/v1").unwrap();
-        let headers = base_headers(&deployment(Some("sk-up"), &[]), &[]);
+        let headers = Arc::new(base_headers(&deployment(Some("sk-up"), &[]), &[]));
         let body = Bytes::from_static(br#"{"model":"llama","messages":[]}"#);
         let view = RequestView::parse(&body).unwrap();
         let req = encode(
@@ -227,21 +247,38 @@ mod tests {
             &req.body[..],
             br#"{"model":"meta-llama/Llama-3.1-8B","messages":[]}"#
         );
-        assert_eq!(req.headers["authorization"], "Bearer sk-up");
-        assert_eq!(req.headers["accept"], "application/json");
+        assert_eq!(req.header("authorization"), Some("Bearer sk-up"));
+        assert_eq!(req.header("accept"), Some("application/json"));
         assert!(!req.injected_usage);
+        // The deployment's map is shared, not copied, until a request changes it.
+        assert!(Arc::ptr_eq(&req.headers, &headers));
+        let mut changed = encode(
+            Endpoint::ChatCompletions,
+            &target(&base, Wire::OpenAi, &headers),
+            &view,
+            &body,
+            true,
+        )
+        .unwrap();
+        changed
+            .headers_mut()
+            .insert("x-one", HeaderValue::from_static("1"));
+        assert!(!Arc::ptr_eq(&changed.headers, &headers));
+        assert!(!headers.contains_key("x-one"));
+        assert_eq!(changed.header("accept"), Some("application/json"));
+        assert_eq!(changed.accept, None, "folded into the request's own map");
     }
 
     #[test]
     fn streams_get_usage_injected_unless_the_client_chose() {
         let base = UpstreamUrl::parse("http://h/v1").unwrap();
-        let headers = HeaderMap::new();
+        let headers = Arc::new(HeaderMap::new());
         let body = Bytes::from_static(br#"{"model":"x","stream":true}"#);
         let view = RequestView::parse(&body).unwrap();
         let t = target(&base, Wire::OpenAi, &headers);
         let req = encode(Endpoint::ChatCompletions, &t, &view, &body, true).unwrap();
         assert!(req.injected_usage);
-        assert_eq!(req.headers["accept"], "text/event-stream");
+        assert_eq!(req.header("accept"), Some("text/event-stream"));
         let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         let req = encode(Endpoint::ChatCompletions, &t, &view, &body, false).unwrap();
@@ -251,7 +288,7 @@ mod tests {
     #[test]
     fn text_completion_deployments_only_serve_completions() {
         let base = UpstreamUrl::parse("https://api.openai.com/v1").unwrap();
-        let headers = HeaderMap::new();
+        let headers = Arc::new(HeaderMap::new());
         let body = Bytes::from_static(br#"{"model":"x","prompt":"hi"}"#);
         let view = RequestView::parse(&body).unwrap();
         let t = target(&base, Wire::OpenAiTextCompletion, &headers);

@@ -34,7 +34,8 @@ fn request() -> UpstreamRequest {
     UpstreamRequest {
         method: http::Method::POST,
         target: "/".into(),
-        headers: http::HeaderMap::new(),
+        headers: Default::default(),
+        accept: None,
         body: bytes::Bytes::new(),
         injected_usage: false,
         json_tool: false,

@@ -25,8 +25,8 @@ pub fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
-pub fn target_for(base: &str) -> (UpstreamUrl, http::HeaderMap) {
-    (UpstreamUrl::parse(base).unwrap(), http::HeaderMap::new())
+pub fn target_for(base: &str) -> (UpstreamUrl, std::sync::Arc<http::HeaderMap>) {
+    (UpstreamUrl::parse(base).unwrap(), Default::default())
 }
 
 /// Feeds `bytes` whole, split at every offset, and in 300 random chunkings; `decode` must give

@@ -198,7 +198,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         if let Some(beta) = session.req_header().headers.get("anthropic-beta")
             && !request.headers.contains_key("anthropic-beta")
         {
-            request.headers.insert("anthropic-beta", beta.clone());
+            request.headers_mut().insert("anthropic-beta", beta.clone());
         }
     }
     let exchange = Exchange {
@@ -352,6 +352,7 @@ impl Exchange<'_> {
             &self.request.target,
             &self.upstream.host_header,
             &self.request.headers,
+            self.request.accept,
             self.request.body.len(),
             USER_AGENT,
         ) else {

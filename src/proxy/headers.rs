@@ -107,6 +107,7 @@ pub fn request_wire_head(
     target: &str,
     host: &str,
     headers: &HeaderMap,
+    accept: Option<&str>,
     body_len: usize,
     user_agent: &str,
 ) -> Option<Vec<u8>> {
@@ -126,7 +127,8 @@ pub fn request_wire_head(
         if matches!(
             *name,
             http::header::HOST | http::header::CONTENT_LENGTH | http::header::USER_AGENT
-        ) {
+        ) || (accept.is_some() && *name == http::header::ACCEPT)
+        {
             continue;
         }
         let name = if *name == CONTENT_TYPE {
@@ -137,6 +139,11 @@ pub fn request_wire_head(
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(accept) = accept.filter(|a| a.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
+        head.extend_from_slice(b"accept: ");
+        head.extend_from_slice(accept.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"Content-Length: ");
@@ -206,6 +213,8 @@ mod tests {
         headers.insert(http::header::HOST, HeaderValue::from_static("evil"));
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert(http::header::USER_AGENT, HeaderValue::from_static("x"));
+        // The request's own `Accept` replaces the deployment's.
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
         headers.append("x-extra", HeaderValue::from_static("a"));
         headers.append("x-extra", HeaderValue::from_static("b"));
         let head = request_wire_head(
@@ -213,6 +222,7 @@ mod tests {
             "/openai/deployments/d/chat/completions?api-version=2024-06-01",
             "example.openai.azure.com",
             &headers,
+            Some("text/event-stream"),
             42,
             "sluice/test",
         )
@@ -225,6 +235,7 @@ mod tests {
              authorization: Bearer sk-up\r\n\
              x-extra: a\r\n\
              x-extra: b\r\n\
+             accept: text/event-stream\r\n\
              Content-Length: 42\r\n\
              User-Agent: sluice/test\r\n\r\n"
         );
@@ -241,6 +252,7 @@ mod tests {
                 target,
                 host,
                 &headers,
+                None,
                 0,
                 "sluice/test",
             );
