@@ -14,70 +14,64 @@ const MAX_DEPTH: u32 = 100;
 
 /// The view of `body`, or `None` when serde must decide.
 pub(crate) fn parse(body: &[u8]) -> Option<RequestView> {
-    let mut p = Parser { doc: body, i: 0 };
-    p.ws();
-    if p.peek()? != b'{' {
-        return None;
-    }
-    p.i += 1;
+    let mut p = Parser::new(body);
     let mut view = RequestView::default();
     let mut max_tokens = None;
     let mut max_completion_tokens = None;
-    p.ws();
-    if p.peek()? == b'}' {
-        p.i += 1;
-    } else {
-        loop {
-            let key = p.plain_key()?;
-            p.ws();
-            p.expect(b':')?;
-            p.ws();
-            let start = p.i;
-            match key {
-                b"model" => {
-                    if view.model_span.is_some() {
-                        return None;
-                    }
-                    view.model = match p.peek()? {
-                        b'"' => Some(p.plain_string()?.to_owned()),
-                        b'n' => p.literal(b"null").map(|()| None)?,
-                        _ => return None,
-                    };
-                    view.model_span = Some(start..p.i);
+    p.object(|p, key| {
+        let start = p.i;
+        match key.plain()? {
+            b"model" => {
+                if view.model_span.is_some() {
+                    return None;
                 }
-                b"stream" => view.stream = p.optional_bool()?.unwrap_or(false),
-                b"stream_options" => {
-                    view.has_stream_options = true;
-                    view.include_usage = match p.peek()? {
-                        b'n' => p.literal(b"null").map(|()| None)?,
-                        b'{' => p.stream_options()?,
-                        _ => return None,
-                    };
-                }
-                b"user" => {
-                    // Only a plain string here; serde reads anything else as a JSON value
-                    // (decoding escapes this pass does not judge).
-                    view.user = Some(p.plain_string()?.to_owned());
-                }
-                b"max_tokens" => max_tokens = p.optional_count()?,
-                b"max_completion_tokens" => max_completion_tokens = p.optional_count()?,
-                _ => p.value(1)?,
+                view.model = match p.peek()? {
+                    b'"' => Some(p.plain_string()?.to_owned()),
+                    b'n' => p.literal(b"null").map(|()| None)?,
+                    _ => return None,
+                };
+                view.model_span = Some(start..p.i);
             }
-            p.ws();
-            match p.next()? {
-                b',' => p.ws(),
-                b'}' => break,
-                _ => return None,
+            b"stream" => view.stream = p.optional_bool()?.unwrap_or(false),
+            b"stream_options" => {
+                view.has_stream_options = true;
+                view.include_usage = match p.peek()? {
+                    b'n' => p.literal(b"null").map(|()| None)?,
+                    b'{' => p.stream_options()?,
+                    _ => return None,
+                };
             }
+            b"user" => {
+                // Only a plain string here; serde reads anything else as a JSON value
+                // (decoding escapes this pass does not judge).
+                view.user = Some(p.plain_string()?.to_owned());
+            }
+            b"max_tokens" => max_tokens = p.optional_count()?,
+            b"max_completion_tokens" => max_completion_tokens = p.optional_count()?,
+            _ => p.value(1)?,
         }
-    }
-    p.ws();
-    if p.i != body.len() {
+        Some(())
+    })?;
+    if !p.at_end() {
         return None;
     }
     view.max_tokens = max_completion_tokens.or(max_tokens);
     view.object_end = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
     Some(view)
+}
+
+/// A member name as read: its bytes between the quotes, and whether it holds an escape.
+pub(crate) struct Key<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> Key<'a> {
+    /// The name when it has no escape (serde decodes escaped names; the fast paths leave those
+    /// documents to it). Valid UTF-8: [`Parser::string`] checks any name with non-ASCII bytes.
+    pub(crate) fn plain(&self) -> Option<&'a [u8]> {
+        (!self.escaped).then_some(self.raw)
+    }
 }
 
 /// A strict JSON reader over a byte slice (RFC 8259): every method checks what it consumes and
@@ -132,28 +126,7 @@ impl<'a> Parser<'a> {
                 if depth >= MAX_DEPTH {
                     return None;
                 }
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    if self.peek()? != b'"' {
-                        return None;
-                    }
-                    self.string()?;
-                    self.ws();
-                    self.expect(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => self.ws(),
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
+                self.object(|p, _| p.value(depth + 1))
             }
             b'[' => {
                 if depth >= MAX_DEPTH {
@@ -188,6 +161,37 @@ impl<'a> Parser<'a> {
         let start = self.i;
         self.value(depth)?;
         Some(&self.doc[start..self.i])
+    }
+
+    /// Reads the object at the reader's position, calling `member(reader, name)` with the reader
+    /// at each member's value, which `member` must consume.
+    pub(crate) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Parser<'a>, Key<'a>) -> Option<()>,
+    ) -> Option<()> {
+        self.ws();
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let (raw, escaped) = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            member(self, Key { raw, escaped })?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
     }
 
     /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
@@ -302,18 +306,6 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A member name without escapes (serde decodes escaped ones; they go to serde). Its bytes
-    /// are valid UTF-8 already ([`Parser::string`] checks any with non-ASCII bytes).
-    pub(crate) fn plain_key(&mut self) -> Option<&'a [u8]> {
-        if self.peek()? != b'"' {
-            return None;
-        }
-        match self.string()? {
-            (content, false) => Some(content),
-            _ => None,
-        }
-    }
-
     /// `true`, `false` or `null`.
     fn optional_bool(&mut self) -> Option<Option<bool>> {
         match self.peek()? {
@@ -340,35 +332,21 @@ impl<'a> Parser<'a> {
 
     /// `stream_options` as an object: its `include_usage` (`true`, `false`, `null`, or absent).
     fn stream_options(&mut self) -> Option<Option<bool>> {
-        self.expect(b'{')?;
-        self.ws();
         let mut include_usage = None;
         let mut seen = false;
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(None);
-        }
-        loop {
-            let key = self.plain_key()?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
-            if key == b"include_usage" {
+        self.object(|p, key| {
+            if key.plain()? == b"include_usage" {
                 if seen {
                     return None; // serde: duplicate field
                 }
                 seen = true;
-                include_usage = self.optional_bool()?;
+                include_usage = p.optional_bool()?;
+                Some(())
             } else {
-                self.value(2)?;
+                p.value(2)
             }
-            self.ws();
-            match self.next()? {
-                b',' => self.ws(),
-                b'}' => return Some(include_usage),
-                _ => return None,
-            }
-        }
+        })?;
+        Some(include_usage)
     }
 }
 

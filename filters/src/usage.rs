@@ -49,17 +49,17 @@ impl Usage {
     fn scan(json: &[u8]) -> Option<Usage> {
         let mut usage = Usage::default();
         let mut p = Parser::new(json);
-        for_each_member(&mut p, |p, key| {
-            match key {
+        p.object(|p, key| {
+            match key.plain()? {
                 b"prompt_tokens" => usage.prompt_tokens = p.optional_count()?.unwrap_or(0),
                 b"completion_tokens" => usage.completion_tokens = p.optional_count()?.unwrap_or(0),
                 b"total_tokens" => usage.total_tokens = p.optional_count()?.unwrap_or(0),
                 b"prompt_tokens_details" if p.peek()? == b'{' => {
                     let mut details = PromptTokensDetails::default();
-                    for_each_member(p, |p, key| {
+                    p.object(|p, key| {
                         // A detail that is not a count is left out, not a reason to fail.
                         let value = p.value_span(2)?;
-                        match key {
+                        match key.plain()? {
                             b"cached_tokens" => details.cached_tokens = parse_count(value),
                             b"cache_write_tokens" => {
                                 details.cache_write_tokens = parse_count(value)
@@ -81,34 +81,6 @@ impl Usage {
         self.prompt_tokens_details
             .and_then(|d| d.cached_tokens)
             .unwrap_or(0)
-    }
-}
-
-/// Reads the object at the reader's position, calling `member(reader, name)` with the reader
-/// at each member's value (which `member` must consume).
-fn for_each_member<'a>(
-    p: &mut Parser<'a>,
-    mut member: impl FnMut(&mut Parser<'a>, &'a [u8]) -> Option<()>,
-) -> Option<()> {
-    p.ws();
-    p.expect(b'{')?;
-    p.ws();
-    if p.peek()? == b'}' {
-        p.next();
-        return Some(());
-    }
-    loop {
-        let key = p.plain_key()?;
-        p.ws();
-        p.expect(b':')?;
-        p.ws();
-        member(p, key)?;
-        p.ws();
-        match p.next()? {
-            b',' => p.ws(),
-            b'}' => return Some(()),
-            _ => return None,
-        }
     }
 }
 

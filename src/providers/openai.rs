@@ -234,14 +234,17 @@ mod tests {
         let headers = Arc::new(base_headers(&deployment(Some("sk-up"), &[]), &[]));
         let body = Bytes::from_static(br#"{"model":"llama","messages":[]}"#);
         let view = RequestView::parse(&body).unwrap();
-        let req = encode(
-            Endpoint::ChatCompletions,
-            &target(&base, Wire::OpenAi, &headers),
-            &view,
-            &body,
-            true,
-        )
-        .unwrap();
+        let encode_chat = || {
+            encode(
+                Endpoint::ChatCompletions,
+                &target(&base, Wire::OpenAi, &headers),
+                &view,
+                &body,
+                true,
+            )
+            .unwrap()
+        };
+        let req = encode_chat();
         assert_eq!(req.target, "/v1/chat/completions");
         assert_eq!(
             &req.body[..],
@@ -252,14 +255,7 @@ mod tests {
         assert!(!req.injected_usage);
         // The deployment's map is shared, not copied, until a request changes it.
         assert!(Arc::ptr_eq(&req.headers, &headers));
-        let mut changed = encode(
-            Endpoint::ChatCompletions,
-            &target(&base, Wire::OpenAi, &headers),
-            &view,
-            &body,
-            true,
-        )
-        .unwrap();
+        let mut changed = encode_chat();
         changed
             .headers_mut()
             .insert("x-one", HeaderValue::from_static("1"));
