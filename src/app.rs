@@ -9,7 +9,7 @@ use filters::auth::MasterKeyAuth;
 use filters::route::RouteFilter;
 use filters::{Chain, Filter};
 use pingora::connectors::ConnectorOptions;
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 
 use crate::admin::Listings;
 use crate::config::RuntimeConfig;
@@ -31,8 +31,10 @@ pub struct App {
     /// The routing headers of every response a deployment serves (`x-litellm-model-id`, ...),
     /// built once: per index.
     pub response_headers: Vec<Vec<(http::HeaderName, http::HeaderValue)>>,
-    /// Pingora's pooled upstream connector (HTTP/1.1 keep-alive pool, TLS).
-    pub connector: Connector,
+    /// Pingora's transport connector: new TCP and TLS connections to deployments.
+    pub transport: TransportConnector,
+    /// Idle upstream connections kept alive between requests.
+    pub pool: crate::proxy::pool::UpstreamPool,
     pub metrics: Metrics,
     /// Pre-rendered `/models`, `/model/info`, `/model_group/info`.
     pub listings: Listings,
@@ -90,7 +92,11 @@ impl App {
             bases,
             upstream_headers,
             response_headers,
-            connector: Connector::new(Some(options)),
+            transport: TransportConnector::new(Some(options)),
+            pool: crate::proxy::pool::UpstreamPool::new(
+                config.server.upstream_keepalive_pool_size,
+                crate::proxy::forward::POOL_IDLE,
+            ),
             metrics: Metrics::new(),
             listings: Listings::new(&config),
             prices,

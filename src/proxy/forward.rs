@@ -21,18 +21,19 @@ use bytes::{Bytes, BytesMut};
 use filters::ApiError;
 use filters::route::RoutePlan;
 use http::header::{HeaderName, HeaderValue};
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
 use super::ctx::Ctx;
 use super::headers::*;
+use super::pool::UpstreamPool;
 use super::respond;
 use crate::access_log::millis_header;
 use crate::app::App;
@@ -52,7 +53,7 @@ const STALE_CONNECTION_RETRIES: usize = 2;
 /// Upstream error bodies are passed on up to this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 /// Idle time a released upstream connection may spend in the pool.
-const POOL_IDLE: Duration = Duration::from_secs(55);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(55);
 
 /// Response headers that describe one hop, never copied from upstream to client.
 const HOP_BY_HOP: &[&str] = &[
@@ -203,7 +204,9 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
     }
     let exchange = Exchange {
         fixed_headers: &app.response_headers[deployment.index],
-        connector: &app.connector,
+        transport: &app.transport,
+        pool: &app.pool,
+        pool_key: peer.reuse_hash(),
         peer,
         upstream,
         dc,
@@ -225,7 +228,10 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
 struct Exchange<'a> {
     /// The deployment's routing headers, from [`App::response_headers`].
     fixed_headers: &'a [(HeaderName, HeaderValue)],
-    connector: &'a Connector,
+    transport: &'a TransportConnector,
+    pool: &'a UpstreamPool,
+    /// The peer's key in the pool (`Peer::reuse_hash`).
+    pool_key: u64,
     peer: Arc<HttpPeer>,
     upstream: &'a Endpoint,
     dc: &'a DeploymentConfig,
@@ -290,12 +296,17 @@ impl Exchange<'_> {
             };
             let mut attempt = 0;
             loop {
-                let (up, reused) = self
-                    .connector
-                    .get_http_session(&*self.peer)
-                    .await
-                    .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
-                let result = match self.write_request(up).await {
+                let (stream, reused) = match self.pool.take(self.pool_key) {
+                    Some(stream) => (stream, true),
+                    None => {
+                        let stream =
+                            self.transport.new_stream(&*self.peer).await.map_err(|e| {
+                                Failure::Api(self.upstream_error(&e, "connecting to"))
+                            })?;
+                        (stream, false)
+                    }
+                };
+                let result = match self.write_request(stream).await {
                     Ok(mut up) => {
                         up.set_read_timeout(Some(header_timeout));
                         let read = tokio::select! {
@@ -336,17 +347,10 @@ impl Exchange<'_> {
         })
     }
 
-    /// Sends the request on `up`: the head and the body in one vectored write (see
-    /// [`request_wire_head`]), then a fresh session on the same stream reads the response.
-    /// Deployments' peers offer only HTTP/1.1 (`upstream.rs`), so the connector never hands out
-    /// another kind of session. On error the connection is closed.
-    async fn write_request(&self, up: HttpSession) -> pingora::Result<HttpSession> {
-        let HttpSession::H1(h1) = up else {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                "the upstream session is not HTTP/1.1",
-            );
-        };
+    /// Sends the request on `stream`: the head and the body in one vectored write (see
+    /// [`request_wire_head`]), then an HTTP/1.1 session on the same stream reads the response.
+    /// Deployments' peers offer only HTTP/1.1 (`upstream.rs`). On error the connection is closed.
+    async fn write_request(&self, mut stream: Stream) -> pingora::Result<HttpSession> {
         let Some(head) = request_wire_head(
             &self.request.method,
             &self.request.target,
@@ -361,7 +365,6 @@ impl Exchange<'_> {
                 "upstream request target or host is not valid in an HTTP/1.1 request",
             );
         };
-        let mut stream = h1.into_inner();
         let write = write_head_and_body(&mut stream, &head, &self.request.body);
         match tokio::time::timeout(self.dc.deployment.timeout, write).await {
             Ok(Ok(())) => Ok(HttpSession::H1(Http1Session::new_with_options(
@@ -780,13 +783,22 @@ impl Exchange<'_> {
         ))
     }
 
+    /// Puts the connection back in the pool when its response was read to the end and both
+    /// sides keep it alive; closes it otherwise.
     async fn release(&self, mut up: HttpSession) {
-        if up.response_done() {
-            self.connector
-                .release_http_session(up, &*self.peer, Some(POOL_IDLE))
-                .await;
-        } else {
+        if !up.response_done() {
             up.shutdown().await;
+            return;
+        }
+        match up {
+            HttpSession::H1(mut h1) => {
+                // Keep-alive as the upstream's response allows (HTTP version, `Connection`).
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.pool.put(self.pool_key, stream);
+                }
+            }
+            mut other => other.shutdown().await,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod body;
 pub mod ctx;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod respond;
 
 use std::sync::Arc;
