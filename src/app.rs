@@ -85,6 +85,8 @@ impl App {
         }
         let auth: Arc<dyn Filter> = Arc::new(auth);
         let route: Arc<dyn Filter> = Arc::new(RouteFilter::new(config.router.clone()));
+        // Connection options only: the transport's own keep-alive pool stays empty, the
+        // forwarder keeps idle connections in `pool`.
         let options = ConnectorOptions::new(config.server.upstream_keepalive_pool_size);
         App {
             chain: Chain::new(vec![auth, route]),
