@@ -97,7 +97,7 @@ impl App {
             transport: TransportConnector::new(Some(options)),
             pool: crate::proxy::pool::UpstreamPool::new(
                 config.server.upstream_keepalive_pool_size,
-                crate::proxy::forward::POOL_IDLE,
+                crate::upstream::POOL_IDLE_TIMEOUT,
             ),
             metrics: Metrics::new(),
             listings: Listings::new(&config),

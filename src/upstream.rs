@@ -17,7 +17,7 @@ use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 
 /// How long a pooled upstream connection may stay idle before it is closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 
 /// An `http(s)://host[:port][/path][?query]` base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,12 +92,20 @@ impl UpstreamUrl {
 }
 
 /// One upstream server and its current peer (`None` until its name resolves).
+/// An endpoint's peer at its current address, with the key of its connections in the
+/// forwarder's pool (`Peer::reuse_hash`: address, TLS settings, SNI), computed once per address.
+#[derive(Debug)]
+pub struct ResolvedPeer {
+    pub peer: HttpPeer,
+    pub pool_key: u64,
+}
+
 pub struct Endpoint {
     pub tls: bool,
     pub host: String,
     pub port: u16,
     pub host_header: String,
-    peer: ArcSwapOption<HttpPeer>,
+    peer: ArcSwapOption<ResolvedPeer>,
     last_error: parking_lot::Mutex<Option<String>>,
     connect_timeout: Duration,
 }
@@ -121,7 +129,7 @@ impl Endpoint {
     }
 
     /// The peer to connect to, or why there is none.
-    pub fn peer(&self) -> Result<Arc<HttpPeer>, String> {
+    pub fn peer(&self) -> Result<Arc<ResolvedPeer>, String> {
         self.peer.load_full().ok_or_else(|| {
             self.last_error
                 .lock()
@@ -132,7 +140,7 @@ impl Endpoint {
 
     fn set_addr(&self, addr: SocketAddr) {
         if let Some(current) = self.peer.load().as_ref()
-            && current.address().as_inet() == Some(&addr)
+            && current.peer.address().as_inet() == Some(&addr)
         {
             return;
         }
@@ -145,7 +153,9 @@ impl Endpoint {
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        self.peer.store(Some(Arc::new(peer)));
+        let pool_key = peer.reuse_hash();
+        self.peer
+            .store(Some(Arc::new(ResolvedPeer { peer, pool_key })));
     }
 
     fn is_literal(&self) -> bool {

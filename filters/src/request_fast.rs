@@ -316,18 +316,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A non-negative integer that fits `u64`, or `null`.
+    /// A non-negative integer of at most 19 digits, or `null`; `None` for anything else.
     pub(crate) fn optional_count(&mut self) -> Option<Option<u64>> {
         if self.peek()? == b'n' {
             return self.literal(b"null").map(|()| None);
         }
-        let start = self.i;
-        self.number()?;
-        let text = &self.doc[start..self.i];
-        if !text.iter().all(u8::is_ascii_digit) {
-            return None; // negative or fractional: serde's reading of those is its own
-        }
-        std::str::from_utf8(text).ok()?.parse().ok().map(Some)
+        // Negative, fractional or very long numbers: serde's reading of those is its own.
+        crate::usage::parse_count(self.value_span(1)?).map(Some)
     }
 
     /// `stream_options` as an object: its `include_usage` (`true`, `false`, `null`, or absent).

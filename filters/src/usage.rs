@@ -85,7 +85,7 @@ impl Usage {
 }
 
 /// A non-negative integer JSON value (`null` counts as 0).
-fn parse_count(value: &[u8]) -> Option<u64> {
+pub(crate) fn parse_count(value: &[u8]) -> Option<u64> {
     if value == b"null" {
         return Some(0);
     }

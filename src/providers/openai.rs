@@ -74,6 +74,7 @@ impl UpstreamRequest {
     }
 
     /// A header as sent: `Accept` from [`UpstreamRequest::accept`], the rest from the map.
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         match self.accept {
             Some(accept) if name.eq_ignore_ascii_case("accept") => Some(accept),

@@ -15,7 +15,7 @@
 
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use filters::ApiError;
@@ -27,7 +27,6 @@ use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
@@ -44,7 +43,7 @@ use crate::providers::messages_api;
 use crate::providers::openai::{Target, UpstreamRequest};
 use crate::providers::sse::{quote, rewrite_json_response};
 use crate::providers::translate::DecodeOptions;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, ResolvedPeer};
 
 const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 
@@ -52,8 +51,6 @@ const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 const STALE_CONNECTION_RETRIES: usize = 2;
 /// Upstream error bodies are passed on up to this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
-/// Idle time a released upstream connection may spend in the pool.
-pub(crate) const POOL_IDLE: Duration = Duration::from_secs(55);
 
 /// Response headers that describe one hop, never copied from upstream to client.
 const HOP_BY_HOP: &[&str] = &[
@@ -206,7 +203,6 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         fixed_headers: &app.response_headers[deployment.index],
         transport: &app.transport,
         pool: &app.pool,
-        pool_key: peer.reuse_hash(),
         peer,
         upstream,
         dc,
@@ -230,9 +226,7 @@ struct Exchange<'a> {
     fixed_headers: &'a [(HeaderName, HeaderValue)],
     transport: &'a TransportConnector,
     pool: &'a UpstreamPool,
-    /// The peer's key in the pool (`Peer::reuse_hash`).
-    pool_key: u64,
-    peer: Arc<HttpPeer>,
+    peer: Arc<ResolvedPeer>,
     upstream: &'a Endpoint,
     dc: &'a DeploymentConfig,
     plan: &'a RoutePlan,
@@ -296,13 +290,14 @@ impl Exchange<'_> {
             };
             let mut attempt = 0;
             loop {
-                let (stream, reused) = match self.pool.take(self.pool_key) {
+                let (stream, reused) = match self.pool.take(self.peer.pool_key) {
                     Some(stream) => (stream, true),
                     None => {
-                        let stream =
-                            self.transport.new_stream(&*self.peer).await.map_err(|e| {
-                                Failure::Api(self.upstream_error(&e, "connecting to"))
-                            })?;
+                        let stream = self
+                            .transport
+                            .new_stream(&self.peer.peer)
+                            .await
+                            .map_err(|e| Failure::Api(self.upstream_error(&e, "connecting to")))?;
                         (stream, false)
                     }
                 };
@@ -369,7 +364,7 @@ impl Exchange<'_> {
         match tokio::time::timeout(self.dc.deployment.timeout, write).await {
             Ok(Ok(())) => Ok(HttpSession::H1(Http1Session::new_with_options(
                 stream,
-                &*self.peer,
+                &self.peer.peer,
             ))),
             Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "while writing the request", e),
             Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
@@ -795,7 +790,7 @@ impl Exchange<'_> {
                 // Keep-alive as the upstream's response allows (HTTP version, `Connection`).
                 h1.respect_keepalive();
                 if let Some(stream) = h1.reuse().await {
-                    self.pool.put(self.pool_key, stream);
+                    self.pool.put(self.peer.pool_key, stream);
                 }
             }
             mut other => other.shutdown().await,

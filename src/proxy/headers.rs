@@ -107,7 +107,7 @@ pub fn request_wire_head(
     target: &str,
     host: &str,
     headers: &HeaderMap,
-    accept: Option<&str>,
+    accept: Option<&'static str>,
     body_len: usize,
     user_agent: &str,
 ) -> Option<Vec<u8>> {
@@ -141,7 +141,7 @@ pub fn request_wire_head(
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    if let Some(accept) = accept.filter(|a| a.bytes().all(|b| b.is_ascii_graphic() || b == b' ')) {
+    if let Some(accept) = accept {
         head.extend_from_slice(b"accept: ");
         head.extend_from_slice(accept.as_bytes());
         head.extend_from_slice(b"\r\n");

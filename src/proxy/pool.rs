@@ -68,7 +68,8 @@ impl UpstreamPool {
     }
 
     /// Idle connections kept for `peer`.
-    pub fn idle(&self, peer: u64) -> usize {
+    #[cfg(test)]
+    fn idle(&self, peer: u64) -> usize {
         self.idle.lock().get(&peer).map_or(0, Vec::len)
     }
 }
