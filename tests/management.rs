@@ -35,31 +35,6 @@ fn chat() -> Value {
     json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
 }
 
-fn as_key(gw: &Gateway, key: &str) -> Client {
-    Client {
-        key: Some(key.to_string()),
-        ..gw.client()
-    }
-}
-
-/// Polls `f` until it returns `Some`, for up to `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn key_spend(admin: &Client, key: &str) -> f64 {
     let (status, body) = admin.get_json(&format!("/key/info?key={key}")).await;
     assert_eq!(status, 200, "{body}");

@@ -48,8 +48,6 @@ pub const CHANGE_POLL: Duration = Duration::from_millis(250);
 const CHANGE_LOOKBACK: i64 = 1000;
 /// Longest `user` (end-user id) accepted: it becomes a cache key and a database value.
 pub const MAX_END_USER_LEN: usize = 256;
-/// How long a request waits for Redis before it is answered 503.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The management layer's shared state.
 pub struct Management {
@@ -292,14 +290,7 @@ impl Management {
             });
         }
         if let Some(r) = self.redis.clone() {
-            self.runtime.spawn(async move {
-                loop {
-                    tokio::time::sleep(redis_ledger::INSTANCE_HEARTBEAT).await;
-                    if let Err(e) = r.heartbeat().await {
-                        tracing::warn!("Redis heartbeat failed: {e}");
-                    }
-                }
-            });
+            self.runtime.spawn(async move { r.keep_alive().await });
         }
         let me = self.clone();
         self.runtime.spawn(async move {
@@ -592,18 +583,10 @@ impl Management {
                 0.0
             };
             let result = match &self.redis {
-                Some(r) => {
-                    // Boxed: the Redis call's future is large, and inline it would grow every
-                    // request's future also when Redis is not configured.
-                    let call = Box::pin(r.admit(&checks, estimate, now));
-                    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                        Ok(r) => r,
-                        Err(_) => Err(redis::RedisError::from((
-                            redis::ErrorKind::IoError,
-                            "timed out",
-                        ))),
-                    }
-                }
+                // Boxed: the Redis call's future is large, and inline it would grow every
+                // request's future also when Redis is not configured. Bounded by
+                // `redis_ledger::REDIS_TIMEOUT`, and answered at once during an outage.
+                Some(r) => Box::pin(r.admit(&checks, estimate, now)).await,
                 None => Ok(self.local.admit(&checks, estimate, now)),
             };
             if !counted && matches!(result, Ok(Err(Refusal::Budget { .. }))) {

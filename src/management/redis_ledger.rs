@@ -5,9 +5,14 @@
 //! script, so the check-then-reserve of all owners of a request is atomic across instances
 //! (Redis runs a script without interleaving). Same semantics as [`super::ledger::LocalLedger`].
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use filters::identity::ScopeKind;
-use redis::Script;
 use redis::aio::ConnectionManager;
+use redis::{RedisError, RedisResult, Script};
 
 use super::clock::parse_span;
 use super::ledger::{Check, Hold, Refusal};
@@ -191,12 +196,24 @@ return 1
 const VERSION_PREFIX: &str = "sluice:ver:";
 
 /// How long an instance counts as alive after its last heartbeat, and how often it beats.
-pub const INSTANCE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
-pub const INSTANCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const INSTANCE_TTL: Duration = Duration::from_secs(10);
+pub const INSTANCE_HEARTBEAT: Duration = Duration::from_secs(2);
+/// The longest any Redis call may take (connecting included) before it counts as failed: the
+/// most a request ever waits on Redis (documented in docs/operations.md).
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// While Redis is unreachable, how often the heartbeat asks whether it is back.
+const OUTAGE_PROBE: Duration = Duration::from_millis(250);
+/// How long a settle keeps trying through an outage before its hold is given up (a hold is
+/// only counted while its instance is alive, so a lost one ends with the instance).
+const SETTLE_PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Clone)]
 pub struct RedisLedger {
     conn: ConnectionManager,
+    /// Whether Redis answered the last call. While it is down, calls fail at once instead of
+    /// each waiting [`REDIS_TIMEOUT`]; the heartbeat ([`RedisLedger::keep_alive`]) finds out
+    /// when it is back.
+    up: Arc<AtomicBool>,
     /// This process's id in the per-instance reservation fields.
     instance: String,
     admit: Script,
@@ -218,12 +235,19 @@ impl RedisLedger {
     pub async fn connect(url: &str) -> anyhow::Result<RedisLedger> {
         let client =
             redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid Redis URL: {e}"))?;
+        // One connection attempt per reconnect, no backoff: redis-rs 0.32's default backoff
+        // starts at 1 s and multiplies by 100 (capped at 60 s), so after a restart commands
+        // waited on a reconnect sleeping up to a minute or two. Here a failed reconnect fails
+        // its callers at once, the outage gate answers the next ones, and the heartbeat's next
+        // call (every 250 ms while down) reconnects as soon as Redis accepts connections.
         let conn = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
+            Duration::from_secs(10),
             client.get_connection_manager_with_config(
                 redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(std::time::Duration::from_secs(2))
-                    .set_response_timeout(std::time::Duration::from_secs(2)),
+                    .set_number_of_retries(0)
+                    .set_max_delay(100)
+                    .set_connection_timeout(REDIS_TIMEOUT)
+                    .set_response_timeout(REDIS_TIMEOUT),
             ),
         )
         .await
@@ -231,6 +255,7 @@ impl RedisLedger {
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
         let ledger = RedisLedger {
             conn,
+            up: Arc::new(AtomicBool::new(true)),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
@@ -246,16 +271,72 @@ impl RedisLedger {
         Ok(ledger)
     }
 
-    /// Marks this instance alive for [`INSTANCE_TTL`].
-    pub async fn heartbeat(&self) -> redis::RedisResult<()> {
+    /// Marks this instance alive for [`INSTANCE_TTL`]. Not gated: it is also the probe that
+    /// finds Redis back after an outage.
+    pub async fn heartbeat(&self) -> RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(format!("sluice:instance:{}", self.instance))
+        let mut beat = redis::cmd("SET");
+        beat.arg(format!("sluice:instance:{}", self.instance))
             .arg(1)
             .arg("PX")
-            .arg(INSTANCE_TTL.as_millis() as u64)
-            .query_async(&mut conn)
-            .await
+            .arg(INSTANCE_TTL.as_millis() as u64);
+        match tokio::time::timeout(REDIS_TIMEOUT, beat.query_async(&mut conn)).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// Whether Redis answered the last call (false during an outage).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// The heartbeat, for ever: every [`INSTANCE_HEARTBEAT`] while Redis answers, every
+    /// [`OUTAGE_PROBE`] while it does not, opening the gate again with the first answer.
+    pub async fn keep_alive(&self) {
+        loop {
+            let up = self.is_up();
+            tokio::time::sleep(if up { INSTANCE_HEARTBEAT } else { OUTAGE_PROBE }).await;
+            match self.heartbeat().await {
+                Ok(()) => {
+                    if !self.up.swap(true, Ordering::AcqRel) {
+                        tracing::info!("Redis is reachable again");
+                    }
+                }
+                Err(e) if up && is_outage(&e) => self.mark_down(&e),
+                Err(e) if up => tracing::warn!("Redis heartbeat failed: {e}"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn mark_down(&self, e: &RedisError) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::error!(
+                "Redis is unreachable ({e}): requests that need it are answered 503 at once until it answers again"
+            );
+        }
+    }
+
+    /// Runs one Redis call: at once an error while Redis is known to be down, else the call
+    /// bounded by [`REDIS_TIMEOUT`]. A connection failure or timeout closes the gate.
+    async fn guarded<T>(&self, call: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        if !self.is_up() {
+            return Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis is unreachable",
+            )));
+        }
+        let result = match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out()),
+        };
+        if let Err(e) = &result
+            && is_outage(e)
+        {
+            self.mark_down(e);
+        }
+        result
     }
 
     pub async fn admit(
@@ -291,7 +372,7 @@ impl RedisLedger {
                 .arg(opt(l.tpm_limit));
         }
         let mut conn = self.conn.clone();
-        let out: Vec<String> = inv.invoke_async(&mut conn).await?;
+        let out: Vec<String> = self.guarded(inv.invoke_async(&mut conn)).await?;
         if out.first().map(String::as_str) != Some("ok") {
             let what = out.first().cloned().unwrap_or_default();
             let i: usize = out.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -352,13 +433,23 @@ impl RedisLedger {
             .arg(&hold.id)
             .arg(&self.instance);
         let mut conn = self.conn.clone();
-        // Retried: a lost settle would leave the reservation and the in-flight slot taken.
-        for attempt in 0..5 {
-            match inv.invoke_async::<i64>(&mut conn).await {
+        // Retried, through an outage too: a lost settle would leave the reservation and the
+        // in-flight slot taken (the script applies a hold once, so a retry never books twice).
+        let give_up = tokio::time::Instant::now() + SETTLE_PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.guarded(inv.invoke_async::<i64>(&mut conn)).await {
                 Ok(_) => return,
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!("settling a request in Redis failed, giving up: {e}");
+                    return;
+                }
                 Err(e) => {
-                    tracing::warn!(attempt, "settling a request in Redis failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                    if self.is_up() {
+                        tracing::warn!("settling a request in Redis failed, retrying: {e}");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -366,11 +457,13 @@ impl RedisLedger {
 
     pub async fn reset_window(&self, kind: ScopeKind, id: &str, window_end: i64) {
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<i64> = self
-            .reset
-            .key(account_key(kind, id))
-            .arg(window_end)
-            .invoke_async(&mut conn)
+        let _: RedisResult<i64> = self
+            .guarded(
+                self.reset
+                    .key(account_key(kind, id))
+                    .arg(window_end)
+                    .invoke_async(&mut conn),
+            )
             .await;
     }
 
@@ -381,7 +474,7 @@ impl RedisLedger {
         if let Some(w) = window_end {
             cmd.arg("window_end").arg(w);
         }
-        let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
+        let _: RedisResult<i64> = self.guarded(cmd.query_async(&mut conn)).await;
     }
 
     /// Moves an owner's budget window to end at `window_end`, keeping its spend (see
@@ -393,16 +486,19 @@ impl RedisLedger {
             Some(w) => redis::cmd("HSET").arg(key).arg("window_end").arg(w).clone(),
             None => redis::cmd("HDEL").arg(key).arg("window_end").clone(),
         };
-        let _: redis::RedisResult<i64> = cmd.query_async(&mut conn).await;
+        let _: RedisResult<i64> = self.guarded(cmd.query_async(&mut conn)).await;
     }
 
     /// Moves an owner's account to a new id, unless the new id has one already.
     pub async fn rename(&self, kind: ScopeKind, from: &str, to: &str) {
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<i64> = redis::cmd("RENAMENX")
-            .arg(account_key(kind, from))
-            .arg(account_key(kind, to))
-            .query_async(&mut conn)
+        let _: RedisResult<i64> = self
+            .guarded(
+                redis::cmd("RENAMENX")
+                    .arg(account_key(kind, from))
+                    .arg(account_key(kind, to))
+                    .query_async(&mut conn),
+            )
             .await;
     }
 
@@ -410,11 +506,13 @@ impl RedisLedger {
     pub async fn cached_key(&self, token: &str) -> Option<CachedKey> {
         let mut conn = self.conn.clone();
         let v: Option<String> = self
-            .cached_key
-            .key(format!("sluice:key:{token}"))
-            .arg(VERSION_PREFIX)
-            .arg(token)
-            .invoke_async(&mut conn)
+            .guarded(
+                self.cached_key
+                    .key(format!("sluice:key:{token}"))
+                    .arg(VERSION_PREFIX)
+                    .arg(token)
+                    .invoke_async(&mut conn),
+            )
             .await
             .ok()?;
         serde_json::from_str(&v?).ok()
@@ -426,33 +524,54 @@ impl RedisLedger {
             return;
         };
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(format!("sluice:key:{token}"))
-            .arg(json)
-            .arg("EX")
-            .arg(KEY_CACHE_TTL_SECS)
-            .query_async(&mut conn)
+        let _: RedisResult<()> = self
+            .guarded(
+                redis::cmd("SET")
+                    .arg(format!("sluice:key:{token}"))
+                    .arg(json)
+                    .arg("EX")
+                    .arg(KEY_CACHE_TTL_SECS)
+                    .query_async(&mut conn),
+            )
             .await;
     }
 
     /// Records that `kind`/`id` changed at change-feed number `seq`.
     pub async fn bump_version(&self, kind: &str, id: &str, seq: i64) {
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<i64> = self
-            .bump_version
-            .key(format!("{VERSION_PREFIX}{kind}:{id}"))
-            .arg(seq)
-            .arg(VERSION_TTL_SECS)
-            .invoke_async(&mut conn)
+        let _: RedisResult<i64> = self
+            .guarded(
+                self.bump_version
+                    .key(format!("{VERSION_PREFIX}{kind}:{id}"))
+                    .arg(seq)
+                    .arg(VERSION_TTL_SECS)
+                    .invoke_async(&mut conn),
+            )
             .await;
     }
 
     /// Drops an owner's counters (deleted objects).
     pub async fn forget(&self, kind: ScopeKind, id: &str) {
         let mut conn = self.conn.clone();
-        let _: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(account_key(kind, id))
-            .query_async(&mut conn)
+        let _: RedisResult<i64> = self
+            .guarded(
+                redis::cmd("DEL")
+                    .arg(account_key(kind, id))
+                    .query_async(&mut conn),
+            )
             .await;
     }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from((redis::ErrorKind::IoError, "timed out"))
+}
+
+/// Whether an error means Redis cannot be reached (rather than a script or data error).
+fn is_outage(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::BusyLoadingError
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub use sluice_mock::{MockConfig, MockProvider};
 
+pub mod services;
+
 pub const MASTER_KEY: &str = "sk-test-master-1234";
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -417,4 +419,31 @@ fn create_sdk_venv() -> PathBuf {
     );
     std::fs::write(&stamp, wanted).expect("stamp");
     python
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for up to `timeout` (tests wait on an
+/// observable event this way, never on a fixed sleep).
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client of `gw` that sends `key` instead of the master key.
+pub fn as_key(gw: &Gateway, key: &str) -> Client {
+    Client {
+        key: Some(key.to_string()),
+        ..gw.client()
+    }
 }
