@@ -341,6 +341,7 @@ pub const GENERAL_SETTINGS: Section = Section {
         "disable_reset_budget",
         "disable_prisma_schema_update",
         "allow_requests_on_db_unavailable",
+        "user_api_key_cache_ttl",
         "proxy_batch_write_at",
         "master_key",
         "litellm_key_header_name",
@@ -450,7 +451,6 @@ pub const GENERAL_SETTINGS: Section = Section {
         "allowed_ips",
         "default_team_disabled",
         "allow_user_auth",
-        "user_api_key_cache_ttl",
         "allow_client_side_credentials",
         "spend_report_frequency",
         "litellm_license",
@@ -481,6 +481,7 @@ pub const SLUICE_SETTINGS: Section = Section {
         "access_log",
         "inject_stream_usage",
         "database_path",
+        "spend_spool_dir",
     ],
     accepted: &[],
 };

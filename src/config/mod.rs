@@ -164,6 +164,9 @@ pub struct ManagementSettings {
     pub pool_limit: u32,
     pub connect_timeout: Duration,
     pub allow_requests_on_db_unavailable: bool,
+    /// How long a resolved key is cached before it is read again even without a change
+    /// (`general_settings.user_api_key_cache_ttl`, seconds, default 60 as LiteLLM).
+    pub key_cache_ttl: Duration,
     pub batch_write_interval: Duration,
     pub disable_spend_logs: bool,
     /// Migrations at start-up (off with `DISABLE_SCHEMA_UPDATE=true` or
@@ -174,6 +177,11 @@ pub struct ManagementSettings {
     /// `disable_reset_budget`: spend is never reset when a window ends.
     pub disable_reset_budget: bool,
     pub redis_url: Option<String>,
+    /// Where spend the database cannot take waits on disk (`sluice_settings.spend_spool_dir`,
+    /// env `SLUICE_SPEND_SPOOL_DIR`, default `sluice-spend-spool` in the working directory).
+    pub spend_spool_dir: std::path::PathBuf,
+    /// Whether the directory was configured (a default that cannot be created is a warning).
+    pub spend_spool_configured: bool,
     /// `litellm_settings.max_budget` / `budget_duration`.
     pub proxy_budget: Option<ProxyBudget>,
     /// `litellm_settings.max_end_user_budget`.
@@ -640,6 +648,10 @@ impl Builder<'_> {
             .or_else(|| env.get("SLUICE_DATABASE_PATH"))
             .unwrap_or_else(|| "sluice.db".into());
         let database_url = database_url.unwrap_or_else(|| format!("sqlite://{path}?mode=rwc"));
+        let spool = get(sluice, "spend_spool_dir")
+            .and_then(|v| self.string(v, "sluice_settings.spend_spool_dir"))
+            .or_else(|| env.get("SLUICE_SPEND_SPOOL_DIR"))
+            .filter(|d| !d.is_empty());
         let pool_limit = get(general, "database_connection_pool_limit")
             .and_then(|v| self.positive_u64(v, "general_settings.database_connection_pool_limit"))
             .unwrap_or(10)
@@ -650,6 +662,9 @@ impl Builder<'_> {
         let allow = get(general, "allow_requests_on_db_unavailable")
             .and_then(|v| self.boolean(v, "general_settings.allow_requests_on_db_unavailable"))
             .unwrap_or(false);
+        let key_cache_ttl = get(general, "user_api_key_cache_ttl")
+            .and_then(|v| self.positive_f64(v, "general_settings.user_api_key_cache_ttl"))
+            .unwrap_or(60.0);
         let batch = get(general, "proxy_batch_write_at")
             .and_then(|v| self.positive_f64(v, "general_settings.proxy_batch_write_at"))
             .unwrap_or(10.0);
@@ -692,12 +707,15 @@ impl Builder<'_> {
             pool_limit,
             connect_timeout: Duration::from_secs_f64(connect_timeout),
             allow_requests_on_db_unavailable: allow,
+            key_cache_ttl: Duration::from_secs_f64(key_cache_ttl),
             batch_write_interval: Duration::from_secs_f64(batch),
             disable_spend_logs,
             run_migrations: !no_schema_update,
             budget_reset_interval: Duration::from_secs(1),
             disable_reset_budget: disable_reset,
             redis_url,
+            spend_spool_configured: spool.is_some(),
+            spend_spool_dir: spool.unwrap_or_else(|| "sluice-spend-spool".into()).into(),
             proxy_budget: None,
             max_end_user_budget: None,
         })

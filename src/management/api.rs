@@ -1280,7 +1280,7 @@ async fn key_regenerate(
     o.updated_at = now_ms();
     // Spend queued for the old token is written first, so it stays with the key; then the row
     // moves to the new token in one transaction.
-    m.flush_spend().await;
+    m.flush_spend(m.settings.connect_timeout).await;
     m.store
         .rekey(Kind::Key, &old.id, &o)
         .await
@@ -2073,7 +2073,7 @@ async fn global_spend_reset(m: &Arc<Management>, caller: &Caller) -> Answer {
         ));
     }
     // What is queued is written first, so the reset is not undone by a late batch.
-    m.flush_spend().await;
+    m.flush_spend(m.settings.connect_timeout).await;
     for kind in [Kind::Key, Kind::Team] {
         for mut o in all_of(m, kind).await? {
             o.spend = 0.0;

@@ -19,9 +19,10 @@ use super::{Management, clock, no_db_error};
 
 /// Keys kept in memory per instance.
 const MAX_KEYS: u64 = 100_000;
-/// A cached key is re-read after this long even when no change was seen (LiteLLM's cache TTL),
-/// a backstop for a change-feed entry missed in any way.
-const KEY_TTL: Duration = Duration::from_secs(60);
+/// How long a key lookup may wait for the database when this instance can answer from the
+/// key's last known state instead (`allow_requests_on_db_unavailable`): an outage the health
+/// check has not noticed yet costs a request this much, not `database_connection_timeout`.
+const LOOKUP_PATIENCE_WITH_FALLBACK: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 enum Cached {
@@ -48,16 +49,19 @@ pub struct KeyCache {
 
 impl Default for KeyCache {
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::from_secs(60))
     }
 }
 
 impl KeyCache {
-    pub fn new() -> KeyCache {
+    /// `ttl`: a cached key is re-read after this long even when no change was seen
+    /// (`general_settings.user_api_key_cache_ttl`, LiteLLM's 60 s by default), a backstop for a
+    /// change-feed entry missed in any way.
+    pub fn new(ttl: Duration) -> KeyCache {
         KeyCache {
             keys: Cache::builder()
                 .max_capacity(MAX_KEYS)
-                .time_to_live(KEY_TTL)
+                .time_to_live(ttl)
                 .build_with_hasher(ahash::RandomState::new()),
             unknown: Cache::builder()
                 .max_capacity(MAX_KEYS)
@@ -137,6 +141,12 @@ fn blocked_error() -> ApiError {
     )
 }
 
+fn team_blocked_error(team: &str) -> ApiError {
+    ApiError::unauthorized(format!(
+        "Authentication Error, Team={team} is blocked. Update via `/team/unblock` if you're an admin."
+    ))
+}
+
 fn check_expiry(id: &Arc<KeyIdentity>) -> Result<(), ApiError> {
     let now = clock::now_ms();
     match id.expires_at {
@@ -176,10 +186,42 @@ impl KeyResolver for StoreKeys {
         if m.keys.unknown.contains_key(&token) {
             return Err(ApiError::invalid_key(INVALID_KEY_MESSAGE));
         }
+        let fallback = m
+            .settings
+            .allow_requests_on_db_unavailable
+            .then(|| m.keys.last_known.get(&token))
+            .flatten();
+        if !m.db_up() {
+            // The database is known to be down (allow_requests_on_db_unavailable, else the
+            // first check refused): answer from what is known now instead of waiting for a
+            // connection that will not come.
+            if let Some(id) = fallback {
+                return check_expiry(&id).map(|()| id);
+            }
+            let shared = match m.redis() {
+                Some(r) => r.cached_key(&token).await,
+                None => None,
+            };
+            return match shared.map(|e| build(&e.key, e.team.as_ref(), e.user.as_ref())) {
+                Some(Ok(id)) => {
+                    let id = Arc::new(id);
+                    m.keys.last_known.insert(token, id.clone());
+                    check_expiry(&id).map(|()| id)
+                }
+                Some(Err(Unusable::KeyBlocked)) => Err(blocked_error()),
+                Some(Err(Unusable::TeamBlocked(team))) => Err(team_blocked_error(&team)),
+                None => Err(m.db_unavailable_error()),
+            };
+        }
         let generation = m.keys.generation.load(Ordering::SeqCst);
         let lookup = token.clone();
-        let loaded = m
-            .run(move |m| async move {
+        let patience = if fallback.is_some() {
+            LOOKUP_PATIENCE_WITH_FALLBACK
+        } else {
+            m.settings.connect_timeout + Duration::from_secs(1)
+        };
+        let loaded = m.run(move |m| async move {
+            tokio::time::timeout(patience, async move {
                 // Another instance may have read this key already (Redis, when configured).
                 let seq = m.newest_change.load(Ordering::SeqCst);
                 if let Some(r) = m.redis()
@@ -222,7 +264,9 @@ impl KeyResolver for StoreKeys {
                 }
                 Ok::<_, super::store::StoreError>(Some(built))
             })
-            .await;
+            .await
+        });
+        let loaded = loaded.await.and_then(Result::ok);
         match loaded {
             Some(Ok(None)) => {
                 m.keys.last_known.invalidate(&token);
@@ -244,12 +288,7 @@ impl KeyResolver for StoreKeys {
             Some(Ok(Some(Err(unusable)))) => {
                 let (e, team) = match unusable {
                     Unusable::KeyBlocked => (blocked_error(), None),
-                    Unusable::TeamBlocked(team) => (
-                        ApiError::unauthorized(format!(
-                            "Authentication Error, Team={team} is blocked. Update via `/team/unblock` if you're an admin."
-                        )),
-                        Some(team),
-                    ),
+                    Unusable::TeamBlocked(team) => (team_blocked_error(&team), Some(team)),
                 };
                 m.keys.last_known.invalidate(&token);
                 if m.keys.generation.load(Ordering::SeqCst) == generation {
@@ -263,12 +302,10 @@ impl KeyResolver for StoreKeys {
                 }
                 // The database cannot be asked: a key this instance knew keeps working when
                 // the operator chose availability.
-                if m.settings.allow_requests_on_db_unavailable
-                    && let Some(id) = m.keys.last_known.get(&token)
-                {
+                if let Some(id) = fallback {
                     return check_expiry(&id).map(|()| id);
                 }
-                Err(no_db_error())
+                Err(m.db_unavailable_error())
             }
         }
     }

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod ledger;
 pub mod redis_ledger;
 pub mod spend;
+pub mod spool;
 pub mod sqlite_writer;
 pub mod store;
 
@@ -38,7 +39,8 @@ use crate::pricing::ModelPrice;
 use keys::KeyCache;
 use ledger::{Check, Hold, LocalLedger, Refusal};
 use redis_ledger::RedisLedger;
-use spend::SpendQueue;
+use spend::{Batch, SpendQueue};
+use spool::SpendSpool;
 use store::{Kind, Store};
 
 /// How often each instance reads the change feed (and so how soon an update, block or delete
@@ -57,6 +59,9 @@ pub struct Management {
     local: LocalLedger,
     redis: Option<RedisLedger>,
     pub spend: SpendQueue,
+    /// Spend batches the database could not take, on disk until it can (`None`: the default
+    /// directory could not be created; batches then wait in memory).
+    spool: Option<SpendSpool>,
     db_up: AtomicBool,
     /// The newest change-feed number this instance has applied (versions Redis key entries).
     pub newest_change: std::sync::atomic::AtomicI64,
@@ -69,6 +74,8 @@ pub struct Management {
     /// One spend write at a time (the periodic writer, budget resets, shutdown): a batch
     /// taken by one is never missed by another that finds the queue empty.
     writing: tokio::sync::Mutex<()>,
+    /// The batch a write is running for, until it ends.
+    writing_batch: parking_lot::Mutex<Option<Arc<Batch>>>,
     /// Access group name -> model groups in it (`model_info.access_groups`).
     pub access_groups: HashMap<String, HashSet<String>>,
     /// Public model names, for `/key/info` model checks.
@@ -218,19 +225,35 @@ impl Management {
             .as_ref()
             .map(|k| filters::auth::hash_key_hex(k.expose()))
             .unwrap_or_default();
+        let spool = match SpendSpool::open(&settings.spend_spool_dir) {
+            Ok(spool) => Some(spool),
+            Err(e) if settings.spend_spool_configured => anyhow::bail!(
+                "cannot open the spend spool directory {} (sluice_settings.spend_spool_dir): {e}",
+                settings.spend_spool_dir.display()
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot open the spend spool directory {} ({e}): spend the database cannot take waits in memory and is lost if the process stops before the database is back; set sluice_settings.spend_spool_dir to a writable directory",
+                    settings.spend_spool_dir.display()
+                );
+                None
+            }
+        };
         let db_up = runtime.block_on(store.ping());
         let mgmt = Arc::new(Management {
-            keys: KeyCache::new(),
+            keys: KeyCache::new(settings.key_cache_ttl),
             store,
             local: LocalLedger::default(),
             redis,
             spend: SpendQueue::default(),
+            spool,
             db_up: AtomicBool::new(db_up),
             pending_settles: AtomicUsize::new(0),
             newest_change: std::sync::atomic::AtomicI64::new(0),
             proxy_limits: parking_lot::RwLock::new(None),
             gauges: gauges::BudgetGauges::default(),
             writing: tokio::sync::Mutex::new(()),
+            writing_batch: parking_lot::Mutex::new(None),
             access_groups,
             model_names: config.router.public_model_names(),
             master_key_hash,
@@ -246,6 +269,11 @@ impl Management {
         }
         if !db_up {
             tracing::warn!("the management database is not reachable; retrying in the background");
+        } else {
+            // Spend an earlier process spooled is booked before any key is read, so budgets
+            // start from it.
+            let me = mgmt.clone();
+            mgmt.runtime.block_on(async move { me.write_spool().await });
         }
         cost::warm_up();
         mgmt.spawn_background();
@@ -299,6 +327,11 @@ impl Management {
                 let up = tokio::time::timeout(Duration::from_secs(2), me.store.ping())
                     .await
                     .unwrap_or(false);
+                if up && !me.db_up() {
+                    // Spooled spend first: keys read once the database counts as up must see
+                    // it in their owners' spend.
+                    me.write_spool().await;
+                }
                 if up != me.db_up.swap(up, Ordering::Relaxed) {
                     if up {
                         tracing::info!("the management database is reachable again");
@@ -386,6 +419,9 @@ impl Management {
 
     async fn write_spend_forever(self: Arc<Self>) {
         let every = self.settings.batch_write_interval;
+        // A write that has not finished in this time is given up and its batch spooled (its
+        // id makes it count once if it committed after all).
+        let patience = self.settings.connect_timeout + Duration::from_secs(10);
         loop {
             // Every proxy_batch_write_at, or sooner when many rows are queued (a busy gateway
             // then writes smaller batches instead of holding seconds of rows in memory).
@@ -393,54 +429,172 @@ impl Management {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.spend.full.notified() => {}
             }
-            self.flush_spend().await;
+            if self.db_up() {
+                self.write_spool().await;
+            }
+            self.flush_spend(patience).await;
         }
     }
 
-    /// Writes what the queue holds; on failure it is put back for the next attempt.
-    pub async fn flush_spend(&self) -> bool {
+    /// Writes what the queue holds, waiting at most `patience`. A batch the database does not
+    /// take (it is down, the write failed or took too long) goes to the spool; without one it
+    /// is put back in the queue for the next attempt.
+    pub async fn flush_spend(&self, patience: Duration) -> bool {
         let _one_writer = self.writing.lock().await;
         let batch = self.spend.take();
         if batch.is_empty() {
             return true;
         }
+        if !self.db_up() {
+            self.keep(batch, "the database is unreachable");
+            return false;
+        }
         let batch = Arc::new(batch);
-        match self
-            .store
-            .write_spend(batch.clone(), &self.master_key_hash)
-            .await
-        {
-            Ok(()) => true,
+        // Visible to a shutdown that cannot wait for this write (see `flush_blocking`).
+        *self.writing_batch.lock() = Some(batch.clone());
+        let write = self.store.write_spend(batch.clone(), &self.master_key_hash);
+        let result = tokio::time::timeout(patience, write).await;
+        *self.writing_batch.lock() = None;
+        let failure = match result {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {patience:?}"),
+        };
+        self.keep(
+            Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()),
+            &failure,
+        );
+        false
+    }
+
+    /// Keeps a batch the database did not take: in the spool, else back in the queue.
+    fn keep(&self, batch: Batch, why: &str) {
+        let rows = batch.logs.len();
+        let Some(spool) = &self.spool else {
+            tracing::warn!(rows, "writing spend failed, will retry: {why}");
+            self.spend.put_back(batch);
+            return;
+        };
+        match spool.save(&batch, &self.master_key_hash) {
+            Ok(()) => tracing::warn!(
+                rows,
+                "writing spend failed ({why}); the batch is kept in {} until the database is back",
+                spool.dir().display()
+            ),
             Err(e) => {
-                tracing::warn!(
-                    rows = batch.logs.len(),
-                    "writing spend failed, will retry: {e}"
+                tracing::error!(
+                    rows,
+                    "writing spend failed ({why}) and the spend spool {} cannot take it ({e}); kept in memory",
+                    spool.dir().display()
                 );
-                self.spend
-                    .put_back(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()));
-                false
+                self.spend.put_back(batch);
             }
         }
     }
 
-    /// Writes pending spend before the process exits (SIGTERM), waiting up to `timeout`.
+    /// At exit, without waiting for the writer: the batch a write may be stuck on (a
+    /// database that stopped answering) and everything queued go to the spool. The stuck
+    /// batch's id keeps it from counting twice should that write have committed.
+    fn spool_everything(&self, why: &str) {
+        let stuck = self.writing_batch.lock().take();
+        if let Some(batch) = stuck {
+            self.keep((*batch).clone(), why);
+        }
+        let queued = self.spend.take();
+        if !queued.is_empty() {
+            self.keep(queued, why);
+        }
+    }
+
+    /// Writes the spooled batches to the database, oldest first; stops at the first that
+    /// fails (the rest wait for the next try).
+    async fn write_spool(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        if !spool.has_waiting() {
+            return;
+        }
+        let _one_writer = self.writing.lock().await;
+        let files = match spool.waiting() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("cannot read the spend spool {}: {e}", spool.dir().display());
+                return;
+            }
+        };
+        let (mut batches, mut rows) = (0, 0);
+        for file in files {
+            let batch = match SpendSpool::load(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(
+                        "a spooled spend batch cannot be read ({}): {e}; left in place",
+                        file.display()
+                    );
+                    continue;
+                }
+            };
+            let n = batch.logs.len();
+            match self
+                .store
+                .write_spend(Arc::new(batch), &self.master_key_hash)
+                .await
+            {
+                Ok(()) => {
+                    spool.remove(&file);
+                    batches += 1;
+                    rows += n;
+                }
+                Err(e) => {
+                    tracing::warn!("writing spooled spend failed, will retry: {e}");
+                    break;
+                }
+            }
+        }
+        spool.recount();
+        if batches > 0 {
+            tracing::info!(batches, rows, "spooled spend written to the database");
+        }
+    }
+
+    /// Writes pending spend before the process exits (SIGTERM), waiting up to `timeout`; what
+    /// the database does not take by then is spooled.
     pub fn flush_blocking(self: &Arc<Self>, timeout: Duration) {
         let me = self.clone();
-        let done = self.runtime.block_on(async move {
-            tokio::time::timeout(timeout, async {
+        let written = self.runtime.block_on(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            // Settles in Redis first (bounded), then one write of everything queued.
+            let _ = tokio::time::timeout_at(deadline, async {
                 while me.pending_settles.load(Ordering::SeqCst) > 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                while !me.flush_spend().await {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
             })
-            .await
+            .await;
+            if !me.db_up() {
+                me.spool_everything("the database is unreachable");
+                return false;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let patience = left.max(Duration::from_millis(500));
+            match tokio::time::timeout(patience, me.flush_spend(patience)).await {
+                Ok(written) => written,
+                Err(_) => {
+                    me.spool_everything("the database did not answer before exiting");
+                    false
+                }
+            }
         });
-        if done.is_err() {
-            tracing::error!(
-                "spend could not be written before exiting: the database is unreachable"
-            );
+        if !written {
+            match &self.spool {
+                Some(spool) => tracing::warn!(
+                    "spend could not be written before exiting; it is kept in {} and written by the next start once the database is reachable",
+                    spool.dir().display()
+                ),
+                None => tracing::error!(
+                    "spend could not be written before exiting: the database is unreachable"
+                ),
+            }
         }
     }
 
@@ -450,8 +604,10 @@ impl Management {
             tokio::time::sleep(self.settings.budget_reset_interval).await;
             let now = clock::now_ms();
             if now - last_prune > 600_000 {
-                // The change feed only needs the last minutes.
+                // The change feed only needs the last minutes; a spend batch is written again
+                // within days (from a spool file) or never.
                 let _ = self.store.prune_changes(now - 3_600_000).await;
+                let _ = self.store.prune_spend_batches(now - 30 * 86_400_000).await;
                 last_prune = now;
             }
             if self.settings.disable_reset_budget {
@@ -471,7 +627,7 @@ impl Management {
                 let next = span.next_after(old, now);
                 // Spend still queued from the old window would land in the new one: write it
                 // first.
-                self.flush_spend().await;
+                self.flush_spend(self.settings.connect_timeout).await;
                 if let Err(e) = self.store.reset_budget(kind, &o.id, old, next).await {
                     tracing::warn!("budget reset of {} {} failed: {e}", kind.as_str(), o.id);
                 }
@@ -694,6 +850,7 @@ impl Management {
                 end_user: admission.end_user.clone(),
                 requester_ip_address: o.client_ip,
                 success: o.status < 400,
+                spooled: None,
             });
         }
         booked
@@ -730,6 +887,14 @@ impl Management {
         if let Some(cached) = self.keys.end_user(id) {
             return Ok(cached);
         }
+        if !self.db_up() {
+            // Known down: answer now rather than wait `database_connection_timeout`.
+            return if self.settings.allow_requests_on_db_unavailable {
+                Ok(None)
+            } else {
+                Err(no_db_error())
+            };
+        }
         let id_owned = id.to_string();
         let loaded = self
             .run(move |m| async move { m.store.get(Kind::EndUser, &id_owned).await })
@@ -764,6 +929,13 @@ impl Management {
     async fn proxy_budget_limits(self: &Arc<Self>) -> Result<Option<ProxyLimits>, ApiError> {
         if let Some(cached) = self.proxy_limits.read().clone() {
             return Ok(Some(cached));
+        }
+        if !self.db_up() {
+            return if self.settings.allow_requests_on_db_unavailable {
+                Ok(None)
+            } else {
+                Err(no_db_error())
+            };
         }
         let loaded = self
             .run(|m| async move { m.store.get(Kind::User, PROXY_BUDGET_USER).await })
@@ -868,6 +1040,27 @@ pub fn no_db_error() -> ApiError {
         "no_db_connection",
         "DB not connected. The key could not be verified; set general_settings.allow_requests_on_db_unavailable to serve cached keys during outages",
     )
+}
+
+/// The same when `allow_requests_on_db_unavailable` is set: the key is not one this instance
+/// (or Redis) knows from before the outage.
+pub fn unknown_key_during_outage() -> ApiError {
+    ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "no_db_connection",
+        "DB not connected. This key was not used on this instance before the database became unreachable, so it cannot be verified until the database is back",
+    )
+}
+
+impl Management {
+    /// The error for a request the database is needed for and cannot answer.
+    pub fn db_unavailable_error(&self) -> ApiError {
+        if self.settings.allow_requests_on_db_unavailable {
+            unknown_key_during_outage()
+        } else {
+            no_db_error()
+        }
+    }
 }
 
 /// LiteLLM's errors for a refused request.

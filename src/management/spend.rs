@@ -38,23 +38,57 @@ pub struct SpendEntry {
     pub end_user: Option<String>,
     pub requester_ip_address: String,
     pub success: bool,
+    /// A row read back from the spend spool (`spool.rs`): the columns a live row reads from
+    /// its key and deployment, as they were when it was spooled.
+    pub spooled: Option<Box<SpooledColumns>>,
+}
+
+/// The columns of a spooled spend-log row that a live row reads from its key and deployment.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SpooledColumns {
+    pub api_key: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub metadata: String,
+    /// `(model, model_id, model_group, custom_llm_provider, api_base)`.
+    pub deployment: [String; 5],
 }
 
 impl SpendEntry {
+    /// The `api_key` column: the key's hash, or the master key's for master-key calls.
+    pub fn api_key<'a>(&'a self, master_key_hash: &'a str) -> &'a str {
+        if let Some(s) = &self.spooled {
+            return &s.api_key;
+        }
+        self.key.as_ref().map_or(master_key_hash, |k| &*k.token)
+    }
+
     pub fn user_id(&self) -> Option<&str> {
+        if let Some(s) = &self.spooled {
+            return s.user_id.as_deref();
+        }
         self.key.as_ref().and_then(|k| k.user_id.as_deref())
     }
 
     pub fn team_id(&self) -> Option<&str> {
+        if let Some(s) = &self.spooled {
+            return s.team_id.as_deref();
+        }
         self.key.as_ref().and_then(|k| k.team_id.as_deref())
     }
 
     pub fn metadata(&self) -> &str {
+        if let Some(s) = &self.spooled {
+            return &s.metadata;
+        }
         self.key.as_ref().map_or("{}", |k| k.log_metadata.as_str())
     }
 
     /// The deployment's `(model, model_id, model_group, custom_llm_provider, api_base)`.
     pub fn deployment_columns(&self) -> [&str; 5] {
+        if let Some(s) = &self.spooled {
+            return s.deployment.each_ref().map(String::as_str);
+        }
         match &self.deployment {
             Some(d) => [
                 d.upstream_model.as_str(),
@@ -75,6 +109,11 @@ impl SpendEntry {
 /// One batch to write.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
+    /// The batch's id (given when it is taken from the queue): the writer records it in
+    /// `sluice_spend_batches` in the same transaction and skips a batch already there, so a
+    /// batch written again (its first write's answer was lost, it was spooled and read back,
+    /// or a replay stopped after its commit) never books its increments twice.
+    pub id: Option<String>,
     pub deltas: Vec<(Kind, String, f64)>,
     pub logs: Vec<SpendEntry>,
 }
@@ -132,13 +171,16 @@ impl SpendQueue {
     /// needed, so a busy gateway does not regrow it row by row after every write.
     pub fn take(&self) -> Batch {
         let mut p = self.pending.lock();
-        let deltas = std::mem::take(&mut p.deltas)
+        let deltas: Vec<(Kind, String, f64)> = std::mem::take(&mut p.deltas)
             .into_iter()
             .flat_map(|(k, ids)| ids.into_iter().map(move |(id, d)| (k, id, d)))
             .collect();
         let capacity = p.logs.len().min(EARLY_WRITE_ROWS);
         let logs = std::mem::replace(&mut p.logs, VecDeque::with_capacity(capacity));
+        let id = (!deltas.is_empty() || !logs.is_empty())
+            .then(|| uuid::Uuid::now_v7().simple().to_string());
         Batch {
+            id,
             deltas,
             logs: logs.into(),
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::spend::{Batch, SpendEntry};
-use super::store::{ADD_SPEND_SQL, Kind, SPEND_LOG_COLUMNS, UPSERT_END_USER_SQL};
+use super::store::{ADD_SPEND_SQL, Kind, RECORD_BATCH_SQL, SPEND_LOG_COLUMNS, UPSERT_END_USER_SQL};
 
 /// One batch for the writer thread, and where its result goes.
 struct Job {
@@ -146,6 +146,7 @@ fn run(path: PathBuf, jobs: mpsc::Receiver<Job>) {
             };
             write_batch(
                 c,
+                job.batch.id.as_deref(),
                 &job.batch.deltas,
                 &job.batch.logs,
                 &job.master_key_hash,
@@ -172,12 +173,19 @@ fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
 
 fn write_batch(
     conn: &mut Connection,
+    batch_id: Option<&str>,
     deltas: &[(Kind, String, f64)],
     logs: &[SpendEntry],
     master_key_hash: &str,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(id) = batch_id
+        && tx.execute(RECORD_BATCH_SQL, params![id, now_ms])? == 0
+    {
+        // Written before (a write whose answer was lost, spooled and read back).
+        return tx.commit();
+    }
     {
         let mut add = tx.prepare_cached(ADD_SPEND_SQL)?;
         let mut upsert = tx.prepare_cached(UPSERT_END_USER_SQL)?;
@@ -215,7 +223,7 @@ fn bind_log(
     master_key_hash: &str,
 ) -> rusqlite::Result<()> {
     let [model, model_id, model_group, provider, api_base] = l.deployment_columns();
-    let api_key = l.key.as_ref().map_or(master_key_hash, |k| &*k.token);
+    let api_key = l.api_key(master_key_hash);
     let values: [&dyn rusqlite::ToSql; PARAMS_PER_ROW] = [
         &l.request_id,
         &l.call_type,
@@ -284,6 +292,7 @@ mod tests {
             end_user: i.is_multiple_of(3).then(|| format!("user-{i}")),
             requester_ip_address: "127.0.0.1".into(),
             success: !i.is_multiple_of(5),
+            spooled: None,
         }
     }
 
@@ -301,10 +310,10 @@ mod tests {
         let mut again = entry(7);
         again.spend = 99.0;
         logs.insert(20, again);
-        write_batch(&mut conn, &[], &logs, "master-hash", 0).unwrap();
+        write_batch(&mut conn, None, &[], &logs, "master-hash", 0).unwrap();
         let mut again = entry(n - 1);
         again.spend = 99.0;
-        write_batch(&mut conn, &[], &[again, entry(n)], "master-hash", 0).unwrap();
+        write_batch(&mut conn, None, &[], &[again, entry(n)], "master-hash", 0).unwrap();
 
         type Row = (
             String,

@@ -155,6 +155,10 @@ pub(super) const UPSERT_END_USER_SQL: &str = "INSERT INTO sluice_objects (kind, 
      ON CONFLICT (kind, id) DO UPDATE SET spend = sluice_objects.spend + excluded.spend";
 
 /// The columns of a spend-log insert, in the order both writers bind them.
+/// Records a spend batch as written; no row when it was written before.
+pub(super) const RECORD_BATCH_SQL: &str =
+    "INSERT INTO sluice_spend_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
+
 pub(super) const SPEND_LOG_COLUMNS: &str = "request_id, call_type, api_key, spend, total_tokens, prompt_tokens, completion_tokens, start_time, end_time, completion_start_time, model, model_id, model_group, custom_llm_provider, api_base, user_id, team_id, end_user, metadata, cache_hit, request_tags, requester_ip_address, status";
 
 /// The pool and what it talks to.
@@ -429,6 +433,17 @@ impl Store {
         ordered.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         let mut tx = self.pool.begin().await?;
         let now = super::clock::now_ms();
+        if let Some(batch_id) = &batch.id {
+            let first = sqlx::query(RECORD_BATCH_SQL)
+                .bind(batch_id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if first.rows_affected() == 0 {
+                // Written before (a replay interrupted after its commit).
+                return Ok(());
+            }
+        }
         for (kind, id, delta) in ordered {
             if *kind == Kind::EndUser {
                 sqlx::query(UPSERT_END_USER_SQL)
@@ -475,7 +490,7 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for l in chunk {
                 let [model, model_id, model_group, provider, api_base] = l.deployment_columns();
-                let api_key = l.key.as_ref().map_or(master_key_hash, |k| &*k.token);
+                let api_key = l.api_key(master_key_hash);
                 q = q
                     .bind(l.request_id.as_str())
                     .bind(l.call_type)
@@ -660,6 +675,16 @@ impl Store {
     /// Drops change-feed rows older than `before_ms` (every instance has read them).
     pub async fn prune_changes(&self, before_ms: i64) -> Result<()> {
         sqlx::query("DELETE FROM sluice_changes WHERE at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the record of spend batches written before `before_ms` (a batch is only ever
+    /// written again from a spool file, within days).
+    pub async fn prune_spend_batches(&self, before_ms: i64) -> Result<()> {
+        sqlx::query("DELETE FROM sluice_spend_batches WHERE applied_at < $1")
             .bind(before_ms)
             .execute(&self.pool)
             .await?;

@@ -99,6 +99,7 @@ impl Gateway {
             .env_remove("REDIS_HOST")
             // Each gateway gets its own SQLite key store unless the test names one.
             .env("SLUICE_DATABASE_PATH", scratch_file("sluice.db"))
+            .env("SLUICE_SPEND_SPOOL_DIR", scratch_file("spend-spool"))
             .stdout(Stdio::from(log.try_clone().expect("log clone")))
             .stderr(Stdio::from(log));
         for (k, v) in env {

@@ -93,8 +93,9 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     pub async fn start() -> PrivatePostgres {
         let bin = postgres_bin_dir();
-        let dir = scratch_path("pgdata");
-        std::fs::create_dir_all(&dir).expect("pgdata dir");
+        // The server's own directory: the cluster (`data`), its log and its socket.
+        let dir = scratch_path("postgres");
+        std::fs::create_dir_all(&dir).expect("postgres dir");
         let pg = PrivatePostgres {
             port: free_port(),
             dir,
@@ -104,7 +105,7 @@ impl PrivatePostgres {
         let out = pg
             .as_server_user(&pg.bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&pg.dir)
+            .arg(pg.dir.join("data"))
             .output()
             .expect("run initdb");
         assert!(
@@ -125,7 +126,7 @@ impl PrivatePostgres {
         let _ = self
             .as_server_user(&self.bin.join("pg_ctl"))
             .args(["stop", "-m", "immediate", "-w", "-D"])
-            .arg(&self.dir)
+            .arg(self.dir.join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -133,13 +134,13 @@ impl PrivatePostgres {
 
     /// Starts the server (again) and waits until it accepts connections.
     pub async fn start_server(&self) {
-        let log = self.dir.with_extension("log");
+        let log = self.dir.join("server.log");
         let status = self
             .as_server_user(&self.bin.join("pg_ctl"))
             .args(["start", "-w", "-t", "30", "-l"])
             .arg(&log)
             .arg("-D")
-            .arg(&self.dir)
+            .arg(self.dir.join("data"))
             .arg("-o")
             .arg(format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
