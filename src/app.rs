@@ -99,7 +99,7 @@ impl App {
                 config.server.upstream_keepalive_pool_size,
                 crate::upstream::POOL_IDLE_TIMEOUT,
             ),
-            metrics: Metrics::new(),
+            metrics: Metrics::with_label_set_limit(config.server.metrics_max_label_sets),
             listings: Listings::new(&config),
             prices,
             management,

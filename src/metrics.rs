@@ -158,7 +158,19 @@ pub struct Metrics {
     /// USD, from each response's usage and the deployment's prices.
     pub spend: CounterVec,
     pub in_flight: IntGauge,
+    /// Requests recorded under the overflow label set: once `max_label_sets` distinct label
+    /// combinations are recorded, new ones are folded into one (every label `overflow` but
+    /// `route`, the status and the error class), so clients cannot grow `/metrics` without
+    /// bound.
+    pub overflowed: IntCounter,
+    /// Hashes of the label combinations recorded so far (bounded by `max_label_sets`).
+    label_sets: parking_lot::Mutex<std::collections::HashSet<u64, ahash::RandomState>>,
+    max_label_sets: usize,
+    overflow_warned: std::sync::atomic::AtomicBool,
 }
+
+/// The label value of folded combinations.
+pub const OVERFLOW_LABEL: &str = "overflow";
 
 /// Registers a metric and hands it back (the registry keeps a clone).
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
@@ -189,7 +201,20 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_label_set_limit(crate::config::DEFAULT_METRICS_MAX_LABEL_SETS)
+    }
+
+    /// Metrics that record at most `max_label_sets` distinct label combinations.
+    pub fn with_label_set_limit(max_label_sets: usize) -> Metrics {
         let registry = Registry::new();
+        let overflowed = IntCounter::new(
+            "sluice_metrics_overflowed_requests_total",
+            "Requests recorded under the overflow label set because sluice_settings.metrics_max_label_sets distinct label combinations were reached",
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(overflowed.clone()))
+            .expect("metric names are unique");
         let in_flight = IntGauge::new(
             "litellm_in_flight_requests",
             "Requests being processed by this instance",
@@ -279,8 +304,33 @@ impl Metrics {
                 SPEND_LABELS,
             ),
             in_flight,
+            overflowed,
+            label_sets: parking_lot::Mutex::new(Default::default()),
+            max_label_sets,
+            overflow_warned: Default::default(),
             registry,
         }
+    }
+
+    /// Whether a new label combination (its key's hash) may have series of its own; once
+    /// `max_label_sets` are taken, new ones are folded into the overflow combination.
+    fn admit_label_set(&self, key: &str) -> bool {
+        let mut sets = self.label_sets.lock();
+        let hash = sets.hasher().hash_one(key);
+        if sets.contains(&hash) {
+            return true;
+        }
+        if sets.len() >= self.max_label_sets {
+            if !self.overflow_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    limit = self.max_label_sets,
+                    "metrics: the limit of distinct label combinations is reached; new ones are recorded with every label \"overflow\" (sluice_settings.metrics_max_label_sets)"
+                );
+            }
+            return false;
+        }
+        sets.insert(hash);
+        true
     }
 
     /// The exposition text.
@@ -325,6 +375,32 @@ pub struct RequestLabels<'a> {
     pub litellm_model_name: &'a str,
 }
 
+impl RequestLabels<'_> {
+    /// The overflow combination: every label [`OVERFLOW_LABEL`] but the route.
+    fn folded(&self) -> RequestLabels<'_> {
+        let o = OVERFLOW_LABEL;
+        RequestLabels {
+            end_user: o,
+            hashed_api_key: o,
+            api_key_alias: o,
+            team: o,
+            team_alias: o,
+            user: o,
+            user_email: o,
+            requested_model: o,
+            route: self.route,
+            client_ip: o,
+            user_agent: o,
+            model_id: o,
+            model: o,
+            model_group: o,
+            api_provider: o,
+            api_base: o,
+            litellm_model_name: o,
+        }
+    }
+}
+
 /// What happened to one request, for [`Metrics::record`].
 #[derive(Debug, Default)]
 pub struct RequestOutcome {
@@ -357,6 +433,21 @@ struct Handles {
     deployment_outcome: Option<IntCounter>,
     tokens: Option<[IntCounter; 3]>,
     spend: Option<Counter>,
+    /// These are the overflow combination's series.
+    overflow: bool,
+}
+
+trait Overflowing {
+    fn overflowing(self) -> Self;
+}
+
+impl Overflowing for Rc<Handles> {
+    fn overflowing(mut self) -> Self {
+        if let Some(h) = Rc::get_mut(&mut self) {
+            h.overflow = true;
+        }
+        self
+    }
 }
 
 /// Label combinations cached per thread before the cache is emptied (bounds memory when labels
@@ -419,10 +510,17 @@ impl Metrics {
             if map.len() >= HANDLE_CACHE_LIMIT {
                 map.clear();
             }
-            let h = Rc::new(self.handles(l, o));
+            let h = if self.admit_label_set(key) {
+                Rc::new(self.handles(l, o))
+            } else {
+                Rc::new(self.handles(&l.folded(), o)).overflowing()
+            };
             map.insert(key.clone(), h.clone());
             h
         });
+        if handles.overflow {
+            self.overflowed.inc();
+        }
         handles.total.inc();
         if let Some(failed) = &handles.failed {
             failed.inc();
@@ -514,6 +612,7 @@ impl Metrics {
             deployment_outcome: None,
             tokens: None,
             spend: None,
+            overflow: false,
         };
         if !o.reached_deployment {
             return handles;

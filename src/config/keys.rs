@@ -482,6 +482,7 @@ pub const SLUICE_SETTINGS: Section = Section {
         "inject_stream_usage",
         "database_path",
         "spend_spool_dir",
+        "metrics_max_label_sets",
     ],
     accepted: &[],
 };

@@ -154,7 +154,14 @@ pub struct ServerSettings {
     /// Ask OpenAI-compatible upstreams for stream usage when the client did not (and hide the
     /// extra usage chunk from that client), so every stream's tokens are counted.
     pub inject_stream_usage: bool,
+    /// Distinct metric label combinations before new ones are folded into one.
+    pub metrics_max_label_sets: usize,
 }
+
+/// Distinct label combinations the metrics record before new ones are folded into one
+/// overflow combination (`sluice_settings.metrics_max_label_sets`): about 10 KB of `/metrics`
+/// each, so 1,000 bound it near 10 MB whatever clients send.
+pub const DEFAULT_METRICS_MAX_LABEL_SETS: usize = 1000;
 
 /// Keys, budgets and spend (`general_settings` database keys, `router_settings` Redis keys).
 #[derive(Debug, Clone)]
@@ -483,6 +490,9 @@ impl Builder<'_> {
             inject_stream_usage: get(&sluice, "inject_stream_usage")
                 .and_then(|v| self.boolean(v, "sluice_settings.inject_stream_usage"))
                 .unwrap_or(true),
+            metrics_max_label_sets: get(&sluice, "metrics_max_label_sets")
+                .and_then(|v| self.positive_u64(v, "sluice_settings.metrics_max_label_sets"))
+                .map_or(DEFAULT_METRICS_MAX_LABEL_SETS, |n| n as usize),
         };
 
         // --- model_list

@@ -17,6 +17,8 @@ pub struct RequestRecord {
     /// A failure, as (status, class), also when it happened after a 200 went out (mid-stream).
     pub failure: Option<(u16, &'static str)>,
     pub requested_model: Option<String>,
+    /// What the metrics' `requested_model` label says (bounded: configured names only).
+    pub model_label: ModelLabel,
     pub deployment: Option<Arc<Deployment>>,
     pub stream: bool,
     pub usage: Option<Usage>,
@@ -28,6 +30,20 @@ pub struct RequestRecord {
     pub response_bytes: u64,
     /// Budget/rate-limit hold taken before forwarding, settled in `logging`.
     pub admission: Option<Admission>,
+}
+
+/// The `requested_model` metric label: only names the config (or the price table) knows, so
+/// clients sending made-up model names cannot grow `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub enum ModelLabel {
+    /// Not routed (no model, or one no group serves): empty.
+    #[default]
+    Unrouted,
+    /// A configured model group or alias, or a wildcard match the price table knows: the name
+    /// the client sent.
+    Requested,
+    /// Another wildcard match: the wildcard group's name (`gemini/*`).
+    Group(Arc<str>),
 }
 
 impl RequestRecord {

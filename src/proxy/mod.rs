@@ -34,7 +34,7 @@ use crate::admin;
 use crate::app::App;
 use crate::management::{Management, api, identity};
 use crate::metrics::{RequestLabels, RequestOutcome};
-use ctx::{Ctx, RequestRecord};
+use ctx::{Ctx, ModelLabel, RequestRecord};
 
 /// Bodies of rejected requests up to this size are drained so the connection can be reused.
 const DRAIN_LIMIT: usize = 64 * 1024;
@@ -298,6 +298,17 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         respond::error(session, ctx, &e).await;
         return;
     }
+    if let Some(plan) = &ctx.cx.plan {
+        ctx.record.model_label = match &plan.wildcard_capture {
+            Some(capture)
+                if app.prices.get(&plan.requested_model).is_none()
+                    && app.prices.get(capture).is_none() =>
+            {
+                ModelLabel::Group(plan.group.clone())
+            }
+            _ => ModelLabel::Requested,
+        };
+    }
     if let Some(m) = &app.management
         && let Err(e) = admit(app, m, ctx, &body).await
     {
@@ -530,7 +541,11 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         team_alias,
         user,
         user_email,
-        requested_model: r.requested_model.as_deref().unwrap_or(""),
+        requested_model: match &r.model_label {
+            ModelLabel::Unrouted => "",
+            ModelLabel::Requested => r.requested_model.as_deref().unwrap_or(""),
+            ModelLabel::Group(group) => group,
+        },
         route: endpoint.route_label(),
         client_ip,
         user_agent,
