@@ -13,6 +13,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod decimal;
+pub mod downstream;
 pub mod logging;
 pub mod management;
 pub mod metrics;

@@ -158,6 +158,11 @@ pub struct Metrics {
     /// USD, from each response's usage and the deployment's prices.
     pub spend: CounterVec,
     pub in_flight: IntGauge,
+    /// Open downstream connections.
+    pub open_connections: IntGauge,
+    /// Downstream connections Sluice closed itself, by reason (`over_limit`,
+    /// `header_timeout`, `shed_idle`, `shutdown`).
+    pub closed_connections: IntCounterVec,
     /// Requests recorded under the overflow label set: once `max_label_sets` distinct label
     /// combinations are recorded, new ones are folded into one (every label `overflow` but
     /// `route`, the status and the error class), so clients cannot grow `/metrics` without
@@ -207,6 +212,20 @@ impl Metrics {
     /// Metrics that record at most `max_label_sets` distinct label combinations.
     pub fn with_label_set_limit(max_label_sets: usize) -> Metrics {
         let registry = Registry::new();
+        let open_connections = IntGauge::new(
+            "sluice_open_connections",
+            "Open downstream (client) connections",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(open_connections.clone()))
+            .expect("metric names are unique");
+        let closed_connections = counter(
+            &registry,
+            "sluice_closed_connections_total",
+            "Client connections Sluice closed: over_limit (max_connections reached), header_timeout (no complete request header in time), shed_idle (idle, closed to make room at max_connections), shutdown",
+            &["reason"],
+        );
         let overflowed = IntCounter::new(
             "sluice_metrics_overflowed_requests_total",
             "Requests recorded under the overflow label set because sluice_settings.metrics_max_label_sets distinct label combinations were reached",
@@ -304,6 +323,8 @@ impl Metrics {
                 SPEND_LABELS,
             ),
             in_flight,
+            open_connections,
+            closed_connections,
             overflowed,
             label_sets: parking_lot::Mutex::new(Default::default()),
             max_label_sets,

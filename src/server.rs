@@ -10,6 +10,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::app::App;
 use crate::config::RuntimeConfig;
@@ -60,17 +61,34 @@ pub fn run(
     let app = Arc::new(App::new(config, prices, management));
     resolve_upstreams_once(&app);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway { app: app.clone() },
-        "sluice",
+    // Two faces of the same proxy: HTTP/1 requests (whose connections downstream.rs drives)
+    // and HTTP/2 connections (prior knowledge on the plaintext port, or ALPN with TLS).
+    let mut h1 = pingora::proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
+    h1.server_options = Some(HttpServerOptions::default());
+    let mut h2 = pingora::proxy::http_proxy(&server.configuration, Gateway { app: app.clone() });
+    let mut h2_options = HttpServerOptions::default();
+    h2_options.h2c = true;
+    h2_options.h2_idle_timeout = Some(app.config.server.keepalive_timeout);
+    h2.server_options = Some(h2_options);
+    let file_limit = raise_file_limit();
+    let limits = crate::downstream::Limits {
+        client_header_timeout: app.config.server.client_header_timeout,
+        keepalive_timeout: app.config.server.keepalive_timeout,
+        max_connections: app
+            .config
+            .server
+            .max_connections
+            .unwrap_or((file_limit / 4 * 3).max(64)),
+    };
+    tracing::debug!(
+        file_limit,
+        max_connections = limits.max_connections,
+        "connection limits"
     );
-    if let Some(logic) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        // Accept HTTP/2 with prior knowledge on the plaintext port too.
-        options.h2c = true;
-        logic.server_options = Some(options);
-    }
+    let mut proxy = Service::new(
+        "sluice".to_string(),
+        crate::downstream::Downstream::new(h1, h2, limits, app.clone()),
+    );
     match &tls {
         Some(files) => {
             let mut settings = TlsSettings::intermediate(&files.cert, &files.key).map_err(|e| {
@@ -120,6 +138,19 @@ fn listen_address(config: &RuntimeConfig) -> String {
         format!("[{host}]:{}", config.server.port)
     } else {
         format!("{host}:{}", config.server.port)
+    }
+}
+
+/// Raises the open-file limit to what the system allows (each client and upstream connection
+/// takes a descriptor) and returns it.
+fn raise_file_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map_or(1024, |(soft, _)| usize::try_from(soft).unwrap_or(1024))
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
@@ -121,4 +122,259 @@ async fn clients_cannot_grow_the_metrics_without_bound() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(served, 231.0);
+}
+
+/// A raw connection to the gateway.
+async fn connect(gw: &Gateway) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the peer closes (or `limit` passes): the bytes, and whether it closed.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return (out, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads `n` HTTP/1.1 responses (each with a `content-length`), in order: their statuses and
+/// bodies.
+async fn read_responses(
+    s: &mut tokio::net::TcpStream,
+    n: usize,
+    limit: Duration,
+) -> Vec<(u16, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut data = Vec::new();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < n {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("a content-length");
+            if data.len() >= end + 4 + length {
+                let status = head[9..12].parse().expect("status");
+                out.push((status, data[end + 4..end + 4 + length].to_vec()));
+                data.drain(..end + 4 + length);
+                continue;
+            }
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => data.extend_from_slice(&buf[..k]),
+            other => panic!(
+                "after {} of {n} responses: {other:?}; unread: {:?}",
+                out.len(),
+                String::from_utf8_lossy(&data)
+            ),
+        }
+    }
+    out
+}
+
+/// A connection that sends nothing, one that trickles its header a byte at a time, and an idle
+/// keep-alive connection are all closed by their deadlines (here 1 s): the probe kept idle
+/// connections open past 200 s and a trickled header past 65 s.
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&wildcard_config(
+        &mock,
+        "  client_header_timeout: 1\n  keepalive_timeout: 1",
+    ))
+    .await;
+
+    let mut silent = connect(&gw).await;
+    let started = std::time::Instant::now();
+    let (bytes, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(
+        closed && bytes.is_empty(),
+        "a silent connection stayed open"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let mut slow = connect(&gw).await;
+    let started = std::time::Instant::now();
+    let mut closed_early = false;
+    for byte in b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n" {
+        if slow.write_all(&[*byte]).await.is_err() {
+            closed_early = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (bytes, closed) = read_until_closed(&mut slow, Duration::from_secs(3)).await;
+    assert!(
+        closed_early || (closed && !String::from_utf8_lossy(&bytes).contains(" 200 ")),
+        "a header trickled over {:?} was served",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+
+    let mut idle = connect(&gw).await;
+    idle.write_all(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_responses(&mut idle, 1, Duration::from_secs(2)).await;
+    assert_eq!(first[0].0, 200);
+    let started = std::time::Instant::now();
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(closed, "an idle keep-alive connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"sluice_closed_connections_total{reason="header_timeout"}"#));
+}
+
+/// At `max_connections` a new connection gets a 503 and the connections idle in a header wait
+/// are closed, so the next one (a health check) is served: the probe's 20,600 idle
+/// connections exhausted the file limit and normal requests timed out.
+#[tokio::test]
+async fn the_connection_limit_makes_room_for_health_checks() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&wildcard_config(&mock, "  max_connections: 20")).await;
+    // More idle connections than the limit: those over it are answered 503 at once.
+    let mut opened = Vec::new();
+    for _ in 0..25 {
+        opened.push(connect(&gw).await);
+    }
+    let mut hogs = Vec::new();
+    for mut hog in opened {
+        let (bytes, _) = read_until_closed(&mut hog, Duration::from_millis(100)).await;
+        if bytes.is_empty() {
+            hogs.push(hog);
+        } else {
+            assert!(bytes.starts_with(b"HTTP/1.1 503"));
+        }
+    }
+    assert_eq!(hogs.len(), 20, "open connections beyond the limit");
+    // Once the hogs hold every slot, a new connection gets the 503 (and asks idle ones to
+    // close); until they have waited a second they are not idle, then one gets in.
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let full = eventually(Duration::from_secs(5), || async {
+        let mut s = connect(&gw).await;
+        let (bytes, _) = read_until_closed(&mut s, Duration::from_millis(300)).await;
+        bytes.starts_with(b"HTTP/1.1 503").then_some(())
+    })
+    .await;
+    assert!(full.is_some(), "the limit was never reached");
+    let served = eventually(Duration::from_secs(10), || {
+        let gw = &gw;
+        let refused = &refused;
+        async move {
+            let mut s = connect(gw).await;
+            let _ = s
+                .write_all(
+                    b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let (bytes, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+            let text = String::from_utf8_lossy(&bytes).to_string();
+            if text.starts_with("HTTP/1.1 503") {
+                assert!(text.contains("Too many open connections"), "{text}");
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            text.starts_with("HTTP/1.1 200").then_some(())
+        }
+    })
+    .await;
+    assert!(served.is_some(), "no health check got in");
+    let mut shed = 0;
+    for hog in &mut hogs {
+        if read_until_closed(hog, Duration::from_millis(200)).await.1 {
+            shed += 1;
+        }
+    }
+    assert!(shed > 0, "no idle connection was closed to make room");
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"sluice_closed_connections_total{reason="shed_idle"}"#));
+    assert!(metrics.contains(r#"sluice_closed_connections_total{reason="over_limit"}"#));
+}
+
+/// Complete requests shorter than the HTTP/2 preface (HAProxy's default `OPTIONS` check, an
+/// HTTP/1.0 `GET`) are answered: the probe saw them hang.
+#[tokio::test]
+async fn requests_shorter_than_the_http2_preface_are_answered() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&wildcard_config(&mock, "")).await;
+    for request in [
+        &b"OPTIONS / HTTP/1.0\r\n\r\n"[..],
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET /health/liveliness HTTP/1.0\r\n\r\n",
+    ] {
+        let mut s = connect(&gw).await;
+        s.write_all(request).await.unwrap();
+        let (bytes, closed) = read_until_closed(&mut s, Duration::from_secs(3)).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            closed && text.starts_with("HTTP/1."),
+            "{:?} got {text:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
+/// Pipelined HTTP/1.1 requests are answered in order, as nginx answers them: two POSTs in one
+/// write, then 50. The probe saw the second dropped (or the first logged 499 and the next
+/// parsed as `OST`) and 50 get no answer at all.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&wildcard_config(&mock, "")).await;
+    let request = |i: usize| {
+        let body = json!({"model": "gpt-4o", "user": format!("u{i}"), "messages": [{"role": "user", "content": format!("n{i}")}]})
+            .to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for n in [2, 50] {
+        let mut s = connect(&gw).await;
+        let all: String = (0..n).map(request).collect();
+        s.write_all(all.as_bytes()).await.unwrap();
+        let responses = read_responses(&mut s, n, Duration::from_secs(10)).await;
+        for (i, (status, body)) in responses.iter().enumerate() {
+            assert_eq!(*status, 200, "{}", String::from_utf8_lossy(body));
+            let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(body["object"], "chat.completion");
+            let _ = i;
+        }
+        // The mock saw them in order.
+        let seen: Vec<String> = mock
+            .requests()
+            .iter()
+            .rev()
+            .take(n)
+            .rev()
+            .map(|r| {
+                r.json()["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        assert_eq!(seen, expected);
+    }
 }

@@ -483,6 +483,9 @@ pub const SLUICE_SETTINGS: Section = Section {
         "database_path",
         "spend_spool_dir",
         "metrics_max_label_sets",
+        "client_header_timeout",
+        "keepalive_timeout",
+        "max_connections",
     ],
     accepted: &[],
 };

@@ -156,6 +156,14 @@ pub struct ServerSettings {
     pub inject_stream_usage: bool,
     /// Distinct metric label combinations before new ones are folded into one.
     pub metrics_max_label_sets: usize,
+    /// A request header must be complete this long after a connection opens (nginx's
+    /// `client_header_timeout`).
+    pub client_header_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request (nginx's
+    /// `keepalive_timeout`).
+    pub keepalive_timeout: Duration,
+    /// Open client connections at most (`None`: three quarters of the file limit).
+    pub max_connections: Option<usize>,
 }
 
 /// Distinct label combinations the metrics record before new ones are folded into one
@@ -493,6 +501,19 @@ impl Builder<'_> {
             metrics_max_label_sets: get(&sluice, "metrics_max_label_sets")
                 .and_then(|v| self.positive_u64(v, "sluice_settings.metrics_max_label_sets"))
                 .map_or(DEFAULT_METRICS_MAX_LABEL_SETS, |n| n as usize),
+            client_header_timeout: Duration::from_secs_f64(
+                get(&sluice, "client_header_timeout")
+                    .and_then(|v| self.positive_f64(v, "sluice_settings.client_header_timeout"))
+                    .unwrap_or(60.0),
+            ),
+            keepalive_timeout: Duration::from_secs_f64(
+                get(&sluice, "keepalive_timeout")
+                    .and_then(|v| self.positive_f64(v, "sluice_settings.keepalive_timeout"))
+                    .unwrap_or(75.0),
+            ),
+            max_connections: get(&sluice, "max_connections")
+                .and_then(|v| self.positive_u64(v, "sluice_settings.max_connections"))
+                .map(|n| n as usize),
         };
 
         // --- model_list

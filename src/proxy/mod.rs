@@ -3,6 +3,7 @@
 //! ```text
 //! Pingora phase          Sluice
 //! ─────────────────────  ──────────────────────────────────────────────────────────────
+//! (accept)               downstream.rs: connection limit, HTTP/2 detection, header deadlines
 //! new_ctx                Ctx (counts the request in flight until it drops)
 //! early_request_filter   request id, start time
 //! request_filter         endpoint ─► pre-body filters (auth) ─► local answers (health,
@@ -49,6 +50,9 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        // Pingora calls this once the request header is read: the connection's header
+        // deadline (downstream.rs) no longer applies.
+        crate::downstream::header_read();
         Ctx {
             request_id: String::new(),
             started: Instant::now(),

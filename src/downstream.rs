@@ -1,0 +1,338 @@
+//! Downstream connections before Pingora reads a request: how long a client may take to send a
+//! request header or keep an idle connection open, how many connections may be open, and which
+//! HTTP version a plaintext connection speaks. It is the listening service's `ServerApp`: it
+//! runs when a connection is accepted, before any `ProxyHttp` phase, and hands each request to
+//! Pingora's own HTTP/1 or HTTP/2 session handling (`request_filter` and the rest follow).
+//!
+//! Why not Pingora's defaults (0.9.1, `apps/mod.rs`):
+//! - The plaintext port's HTTP/2 prior-knowledge detection reads exactly 24 bytes
+//!   (`read_exact`, no timeout) before anything else: a connection that sends nothing stays open
+//!   for ever, and a complete request shorter than 24 bytes (`GET / HTTP/1.0\r\n\r\n`, HAProxy's
+//!   `OPTIONS` check) is never answered. Here the decision is made at the first byte that
+//!   differs from the HTTP/2 preface.
+//! - After each request Pingora waits for the next one without a time limit (it turns
+//!   keep-alive to "infinite" when it reads a header), and each read of a header has its own
+//!   timeout, so a header trickled a byte at a time never times out. Here every request's
+//!   header must be complete by a deadline: `client_header_timeout` on a new connection,
+//!   `keepalive_timeout` + `client_header_timeout` after the previous response.
+//! - Nothing bounds the number of open connections: idle ones exhausted the file limit and
+//!   then nothing was accepted. Here at most `max_connections` are open; at the limit the new
+//!   connection gets a 503 and connections that have been waiting for a request header for a
+//!   second or more are closed, so the next connection (a health check) gets in.
+//! - HTTP/1.1 pipelining: Pingora's opt-in (`set_pipelining_enabled`) is turned on, so
+//!   pipelined requests are answered in order instead of dropped.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::{ALPN, Stream};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A connection waiting this long for a request header counts as idle: it may be closed to
+/// make room when the connection limit is reached.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// The answer to a connection over the limit.
+const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 115\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"Too many open connections; try again\",\"type\":\"service_unavailable\",\"param\":null,\"code\":\"503\"}}";
+
+thread_local! {
+    /// Set by `Gateway::new_ctx` (Pingora calls it once a request header is read), read by
+    /// the connection loop right after it polled Pingora's request future on the same thread.
+    static HEADER_READ: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called from `new_ctx`: the request header of the connection being polled is complete.
+pub fn header_read() {
+    HEADER_READ.with(|h| h.set(true));
+}
+
+/// Connection limits (`sluice_settings`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub client_header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// The listening service's connection handling.
+pub struct Downstream {
+    /// Pingora's proxy for HTTP/1 requests (HTTP/2 detection off: done here).
+    h1: Arc<HttpProxy<Gateway>>,
+    /// The same proxy for HTTP/2 connections (prior knowledge or ALPN).
+    h2: Arc<HttpProxy<Gateway>>,
+    limits: Limits,
+    app: Arc<App>,
+    open: AtomicUsize,
+    /// Woken at the connection limit: connections idle in a header wait close.
+    shed: tokio::sync::Notify,
+}
+
+/// Why a connection was closed by this module.
+#[derive(Clone, Copy)]
+enum Closed {
+    HeaderTimeout,
+    Shed,
+    Shutdown,
+}
+
+impl Closed {
+    fn label(self) -> &'static str {
+        match self {
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::Shed => "shed_idle",
+            Closed::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// An open connection, counted until it drops.
+struct Slot<'a> {
+    open: &'a AtomicUsize,
+    metrics: &'a Metrics,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.open_connections.dec();
+    }
+}
+
+impl Downstream {
+    pub fn new(
+        h1: HttpProxy<Gateway>,
+        h2: HttpProxy<Gateway>,
+        limits: Limits,
+        app: Arc<App>,
+    ) -> Downstream {
+        Downstream {
+            h1: Arc::new(h1),
+            h2: Arc::new(h2),
+            limits,
+            app,
+            open: AtomicUsize::new(0),
+            shed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Takes a connection slot, or `None` at the limit (idle connections are told to close).
+    fn enter(&self) -> Option<Slot<'_>> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.limits.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.shed.notify_waiters();
+            return None;
+        }
+        self.app.metrics.open_connections.inc();
+        Some(Slot {
+            open: &self.open,
+            metrics: &self.app.metrics,
+        })
+    }
+
+    fn closed(&self, why: Closed) {
+        self.app
+            .metrics
+            .closed_connections
+            .with_label_values(&[why.label()])
+            .inc();
+    }
+
+    /// Waits for `fut` until `deadline`; after [`IDLE_AFTER`] the wait can also be cut short
+    /// by the connection limit or by shutdown. The first second costs one lazily created
+    /// Pingora timer (most waits end within it); only longer waits register for shedding.
+    async fn wait<F: Future>(
+        &self,
+        fut: F,
+        deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Result<F::Output, Closed> {
+        let mut fut = pin!(fut);
+        let quick = IDLE_AFTER.min(deadline.saturating_duration_since(Instant::now()));
+        if let Ok(out) = pingora::time::timeout(quick, &mut fut).await {
+            return Ok(out);
+        }
+        if *shutdown.borrow() {
+            return Err(Closed::Shutdown);
+        }
+        let mut shutdown = shutdown.clone();
+        tokio::select! {
+            biased;
+            out = &mut fut => Ok(out),
+            _ = self.shed.notified() => Err(Closed::Shed),
+            _ = shutdown.changed() => Err(Closed::Shutdown),
+            _ = tokio::time::sleep_until(deadline) => Err(Closed::HeaderTimeout),
+        }
+    }
+
+    /// Reads the start of a plaintext connection until it is known to be HTTP/2 (the whole
+    /// preface) or not (the first byte that differs), and puts the bytes back. `None` when
+    /// the client sent nothing in time or went away.
+    async fn detect_h2c(
+        &self,
+        stream: Stream,
+        deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, bool)> {
+        // Pingora's plaintext streams are its L4 stream (TCP or Unix socket), which can put
+        // read bytes back. Anything else is passed on as HTTP/1.
+        let mut tcp: Box<TcpStream> = match stream.into_any().downcast::<TcpStream>() {
+            Ok(tcp) => tcp,
+            Err(_) => {
+                tracing::warn!("unexpected plaintext stream type; closing the connection");
+                return None;
+            }
+        };
+        let mut buf = [0u8; 24];
+        let mut n = 0;
+        let h2 = loop {
+            let read = self.wait(tcp.read(&mut buf[n..]), deadline, shutdown).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(k)) => n += k,
+                Err(why) => {
+                    self.closed(why);
+                    return None;
+                }
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                break false;
+            }
+            if n == H2_PREFACE.len() {
+                break true;
+            }
+        };
+        tcp.rewind(&buf[..n]);
+        Some((tcp, h2))
+    }
+
+    /// HTTP/1 requests on one connection, one after the other, each header within its
+    /// deadline (see the module comment).
+    async fn serve_h1(&self, stream: Stream, first_deadline: Instant, shutdown: &ShutdownWatch) {
+        let mut session = ServerSession::new_http1(stream);
+        if let ServerSession::H1(h1) = &mut session {
+            h1.set_pipelining_enabled(true);
+        }
+        session.set_keepalive(if *shutdown.borrow() {
+            None
+        } else {
+            Some(self.limits.keepalive_timeout.as_secs().max(1))
+        });
+        let mut deadline = first_deadline;
+        loop {
+            let mut request = pin!(self.h1.process_new_http(session, shutdown));
+            // Pingora's request future until the header is read (or it ends first).
+            let header = std::future::poll_fn(|cx| {
+                HEADER_READ.with(|h| h.set(false));
+                match request.as_mut().poll(cx) {
+                    Poll::Ready(reused) => Poll::Ready(Some(reused)),
+                    Poll::Pending if HEADER_READ.with(Cell::get) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            let reused = match self.wait(header, deadline, shutdown).await {
+                Ok(Some(reused)) => reused,
+                Ok(None) => request.await,
+                Err(why) => {
+                    self.closed(why);
+                    return;
+                }
+            };
+            let Some((stream, settings)) = reused.map(|r| r.consume()) else {
+                return;
+            };
+            session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            deadline =
+                Instant::now() + self.limits.keepalive_timeout + self.limits.client_header_timeout;
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Downstream {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let Some(_slot) = self.enter() else {
+            self.closed_over_limit(&mut stream).await;
+            return None;
+        };
+        let deadline = Instant::now() + self.limits.client_header_timeout;
+        let stream = if stream.get_ssl_digest().is_none() {
+            let (stream, h2) = self.detect_h2c(stream, deadline, shutdown).await?;
+            if h2 {
+                return ServerApp::process_new(&self.h2, stream, shutdown).await;
+            }
+            stream
+        } else if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.h2, stream, shutdown).await;
+        } else {
+            stream
+        };
+        self.serve_h1(stream, deadline, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.h1.http_cleanup().await;
+        self.h2.http_cleanup().await;
+    }
+}
+
+impl Downstream {
+    /// A connection over the limit: a 503 (written without waiting) and closed.
+    async fn closed_over_limit(&self, stream: &mut Stream) {
+        self.app
+            .metrics
+            .closed_connections
+            .with_label_values(&["over_limit"])
+            .inc();
+        let _ = pingora::time::timeout(Duration::from_millis(100), async {
+            let _ = stream.write_all(OVER_LIMIT).await;
+            let _ = stream.flush().await;
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OVER_LIMIT;
+
+    #[test]
+    fn the_over_limit_answer_is_well_formed() {
+        let text = std::str::from_utf8(OVER_LIMIT).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length);
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "503");
+    }
+}
