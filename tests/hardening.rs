@@ -378,3 +378,91 @@ async fn pipelined_requests_are_answered_in_order() {
         assert_eq!(seen, expected);
     }
 }
+
+/// A model name from the request (a wildcard group) never leaves its path segment in the
+/// upstream URL, for any provider whose URL carries the model: `..`, `/`, `?` and `#` are
+/// percent-encoded. The probe sent `gemini/../../../../canary?x=` and Sluice requested
+/// `/v1beta/models/../../../../canary?x=:generateContent` with the operator's key.
+#[tokio::test]
+async fn model_names_from_requests_stay_in_their_path_segment() {
+    use sluice_mock::{RawBehavior, RawServer};
+    let upstream = RawServer::start(RawBehavior::OnePerConnection(bytes::Bytes::from_static(
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )))
+    .await;
+    let host = format!("http://{}", upstream.addr);
+    let config = format!(
+        r#"
+model_list:
+  - model_name: "gemini/*"
+    litellm_params: {{model: "gemini/*", api_base: "{host}/v1beta", api_key: g-key}}
+  - model_name: "azure/*"
+    litellm_params: {{model: "azure/*", api_base: "{host}", api_key: az-key, api_version: "2024-10-21"}}
+  - model_name: "bedrock/*"
+    litellm_params: {{model: "bedrock/*", aws_bedrock_runtime_endpoint: "{host}", aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: s3cret, aws_region_name: us-west-2}}
+general_settings:
+  master_key: {MASTER_KEY}
+"#
+    );
+    let gw = Gateway::start(&config).await;
+    let c = gw.client();
+    let hostile = "../../../../canary?x=#y";
+    let cases = [
+        (
+            "/v1/chat/completions",
+            "gemini",
+            "POST /v1beta/models/..%2F..%2F..%2F..%2Fcanary%3Fx%3D%23y:generateContent HTTP/1.1",
+        ),
+        (
+            "/v1/embeddings",
+            "gemini",
+            "POST /v1beta/models/..%2F..%2F..%2F..%2Fcanary%3Fx%3D%23y:batchEmbedContents HTTP/1.1",
+        ),
+        (
+            "/v1/chat/completions",
+            "azure",
+            "POST /openai/deployments/..%2F..%2F..%2F..%2Fcanary%3Fx%3D%23y/chat/completions?api-version=2024-10-21 HTTP/1.1",
+        ),
+        (
+            "/v1/embeddings",
+            "azure",
+            "POST /openai/deployments/..%2F..%2F..%2F..%2Fcanary%3Fx%3D%23y/embeddings?api-version=2024-10-21 HTTP/1.1",
+        ),
+        (
+            "/v1/chat/completions",
+            "bedrock",
+            "POST /model/..%2F..%2F..%2F..%2Fcanary%3Fx%3D%23y/converse HTTP/1.1",
+        ),
+    ];
+    for (route, provider, line) in cases {
+        let body = if route.ends_with("embeddings") {
+            json!({"model": format!("{provider}/{hostile}"), "input": ["x"]})
+        } else {
+            json!({"model": format!("{provider}/{hostile}"), "messages": [{"role": "user", "content": "x"}]})
+        };
+        let before = upstream.requests().len();
+        let (status, _, body) = c.post_json(route, &body).await;
+        assert!(status >= 400, "{provider} {route}: {status} {body}");
+        let requests = upstream.requests();
+        assert_eq!(
+            requests.len(),
+            before + 1,
+            "{provider} {route} reached the upstream once"
+        );
+        let sent = String::from_utf8_lossy(requests.last().unwrap()).to_string();
+        let first = sent.lines().next().unwrap_or("");
+        assert_eq!(first, line, "{provider} {route}");
+    }
+    // A whole `..` segment is encoded too (it is all unreserved characters).
+    let (_, _, _) = c
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "azure/..", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    let sent = String::from_utf8_lossy(upstream.requests().last().unwrap()).to_string();
+    assert!(
+        sent.starts_with("POST /openai/deployments/%2E%2E/chat/completions?"),
+        "{sent}"
+    );
+}

@@ -20,12 +20,15 @@ pub fn target(base_path: &str, deployment: &str, endpoint: Endpoint, api_version
     let prefix = if base.contains("/openai/deployments/") {
         base.to_string()
     } else {
-        format!("{base}/openai/deployments/{}", encode_segment(deployment))
+        format!(
+            "{base}/openai/deployments/{}",
+            super::path::segment(deployment)
+        )
     };
     format!(
         "{prefix}{}?api-version={}",
         endpoint.upstream_path(),
-        encode_segment(api_version)
+        super::path::segment(api_version)
     )
 }
 
@@ -43,18 +46,6 @@ pub fn auth_headers(key: Option<&str>, ad_token: Option<&str>, headers: &mut htt
         v.set_sensitive(true);
         headers.insert("api-key", v);
     }
-}
-
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -66,16 +66,8 @@ pub const SUPPORTED: &[&str] = &[
 
 /// The model id as one path segment: everything but unreserved characters percent-encoded
 /// (`:` becomes `%3A`, `/` in ARNs `%2F`), as the AWS SDK writes it.
-pub fn encode_model_id(model: &str) -> String {
-    let mut out = String::with_capacity(model.len() + 8);
-    for b in model.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+pub fn encode_model_id(model: &str) -> std::borrow::Cow<'_, str> {
+    super::path::segment(model)
 }
 
 /// The request target: `{base path}/model/{id}/converse[-stream]`.

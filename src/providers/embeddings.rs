@@ -109,7 +109,11 @@ pub fn encode(
                     r
                 })
                 .collect();
-            let mut path = format!("{}/models/{bare}:batchEmbedContents", target.base.path);
+            let mut path = format!(
+                "{}/models/{}:batchEmbedContents",
+                target.base.path,
+                super::path::segment(bare)
+            );
             if let Some(q) = &target.base.query {
                 path.push('?');
                 path.push_str(q);

@@ -62,7 +62,11 @@ pub fn target_path(base: &crate::upstream::UpstreamUrl, model: &str, stream: boo
     } else {
         "generateContent"
     };
-    let mut t = format!("{}/models/{model}:{method}", base.path);
+    let mut t = format!(
+        "{}/models/{}:{method}",
+        base.path,
+        super::path::segment(model)
+    );
     let mut query: Vec<&str> = Vec::new();
     if stream {
         query.push("alt=sse");

@@ -17,6 +17,7 @@ pub mod gemini;
 pub mod messages_api;
 pub mod ollama;
 pub mod openai;
+pub mod path;
 #[cfg(test)]
 mod robustness_tests;
 pub mod sse;
