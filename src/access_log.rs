@@ -176,11 +176,22 @@ pub fn format_text(out: &mut String, e: &AccessEntry<'_>) {
     push_pair(out, "client_ip", e.client_ip);
 }
 
+/// ` key=value`, the value quoted and escaped (as a JSON string) when it holds anything that
+/// could end the pair or the line: a space, a control character, `"`, `\`, `=`, or a Unicode
+/// line separator. Values are partly client-controlled (`model`, `path`): a newline written
+/// as it is would forge a log line.
 fn push_pair(out: &mut String, key: &str, value: &str) {
     out.push(' ');
     out.push_str(key);
     out.push('=');
-    out.push_str(value);
+    let plain = value
+        .bytes()
+        .all(|b| b > b' ' && b != 0x7f && !matches!(b, b'"' | b'\\' | b'=' | 0xe2));
+    if plain {
+        out.push_str(value);
+    } else {
+        json_string(out, value);
+    }
 }
 
 /// The same fields as tracing's flattened JSON events.
@@ -234,7 +245,7 @@ fn json_string(out: &mut String, s: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -308,6 +319,39 @@ mod tests {
         push_timestamp(&mut t, SystemTime::now());
         assert_eq!(t.len(), "2026-11-22T01:04:29.263926Z".len(), "{t}");
         assert!(humantime::parse_rfc3339(&t).is_ok(), "{t}");
+    }
+
+    /// A client's model name (or path) cannot end its pair or its line: the probe forged a
+    /// whole access line with a newline in `model`.
+    #[test]
+    fn text_values_that_could_forge_a_line_are_quoted() {
+        let mut s = String::new();
+        let forged = "gpt-4o\n2026-01-01T00:00:00.000000Z  INFO sluice::access: access request_id=FORGED status=200\0\u{2028}x";
+        format_text(
+            &mut s,
+            &AccessEntry {
+                model: forged,
+                path: "/v1/a b",
+                ..entry()
+            },
+        );
+        assert_eq!(s.lines().count(), 1, "{s}");
+        assert!(!s.contains('\0') && !s.contains('\u{2028}'), "{s}");
+        assert!(
+            s.contains(r#" model="gpt-4o\n2026-01-01T00:00:00.000000Z  INFO sluice::access: access request_id=FORGED status=200\u0000\u2028x" "#),
+            "{s}"
+        );
+        assert!(s.contains(r#" path="/v1/a b" "#), "{s}");
+        // Ordinary values stay bare; non-ASCII text too.
+        let mut s = String::new();
+        format_text(
+            &mut s,
+            &AccessEntry {
+                model: "modèle-1",
+                ..entry()
+            },
+        );
+        assert!(s.contains(" model=modèle-1 "), "{s}");
     }
 
     #[test]

@@ -97,6 +97,58 @@ impl<'a> MakeWriter<'a> for BufferedStdout {
     }
 }
 
+/// The text format's writer: each event arrives in one `write`, and any line break or control
+/// character inside it (a value from a request or an upstream in a message) is written escaped,
+/// so one event is always one line. ANSI colour escapes are kept when `ansi` is set (a terminal).
+#[derive(Clone, Copy, Default)]
+pub struct OneLineStdout {
+    ansi: bool,
+}
+
+impl Write for OneLineStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        append(&one_line(buf, self.ansi));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for OneLineStdout {
+    type Writer = OneLineStdout;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}
+
+/// `event` with its line breaks and control characters escaped, but its final newline.
+fn one_line(event: &[u8], ansi: bool) -> std::borrow::Cow<'_, [u8]> {
+    let (body, end) = match event.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (event, &b""[..]),
+    };
+    let unsafe_byte = |b: u8| (b < b' ' && b != b'\t' && !(ansi && b == 0x1b)) || b == 0x7f;
+    if !body.iter().any(|&b| unsafe_byte(b)) {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let mut out = Vec::with_capacity(event.len() + 16);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b if unsafe_byte(b) => {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            }
+            b => out.push(b),
+        }
+    }
+    out.extend_from_slice(end);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Installs the global subscriber and starts the flusher. Later calls are ignored.
 pub fn init(json: bool, verbose: bool) {
     let level = std::env::var("LITELLM_LOG")
@@ -114,15 +166,23 @@ pub fn init(json: bool, verbose: bool) {
     let access_enabled = filter
         .max_level_hint()
         .is_none_or(|l| l >= tracing::level_filters::LevelFilter::INFO);
+    let ansi = std::io::stdout().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(BufferedStdout)
-        .with_ansi(std::io::stdout().is_terminal())
+        .with_ansi(ansi)
         .with_target(true);
     let installed = if json {
-        builder.json().flatten_event(true).try_init().is_ok()
+        builder
+            .with_writer(BufferedStdout)
+            .json()
+            .flatten_event(true)
+            .try_init()
+            .is_ok()
     } else {
-        builder.try_init().is_ok()
+        builder
+            .with_writer(OneLineStdout { ansi })
+            .try_init()
+            .is_ok()
     };
     if !installed {
         return;
@@ -146,6 +206,23 @@ pub fn init(json: bool, verbose: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_events_stay_one_line() {
+        assert_eq!(
+            &*one_line(b"INFO x: fine\tvalue\n", false),
+            b"INFO x: fine\tvalue\n"
+        );
+        assert_eq!(
+            &*one_line(b"WARN x: a\nINFO forged\r\0\x1b[31m\n", false),
+            &b"WARN x: a\\nINFO forged\\r\\x00\\x1b[31m\n"[..]
+        );
+        // A terminal keeps its colours.
+        assert_eq!(
+            &*one_line(b"\x1b[32mINFO\x1b[0m x\n", true),
+            b"\x1b[32mINFO\x1b[0m x\n"
+        );
+    }
 
     #[test]
     fn appended_lines_stay_buffered_until_flushed() {

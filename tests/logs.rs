@@ -101,3 +101,45 @@ async fn host_names_are_resolved_in_the_background() {
         format!("localhost:{}", mock.addr.port())
     );
 }
+
+/// Text logs: a client's `model` with a newline and a NUL (and a path with a space) cannot
+/// forge an access line; every request is exactly one line. The probe forged
+/// `request_id=FORGED ... status=200` this way.
+#[tokio::test]
+async fn text_logs_escape_what_clients_send() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&basic_config(&mock)).await;
+    let forged = "gpt-4o\n2026-01-01T00:00:00.000000Z  INFO sluice::access: access request_id=FORGED method=POST path=/v1/chat/completions status=200\u{0}";
+    let (status, _, _) = gw
+        .client()
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": forged, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let line = eventually(std::time::Duration::from_secs(5), || async {
+        gw.logs()
+            .lines()
+            .find(|l| l.contains("FORGED"))
+            .map(str::to_string)
+    })
+    .await
+    .expect("the request's access line");
+    let logs = gw.logs();
+    assert!(!logs.contains('\0'), "a NUL byte reached the log");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a forged line:\n{logs}"
+    );
+    assert!(
+        line.contains("sluice::access: access request_id="),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#" model="gpt-4o\n2026-01-01T00:00:00.000000Z"#),
+        "{line}"
+    );
+    assert!(line.contains(r#"status=200\u0000""#), "{line}");
+    assert!(line.contains(" status=400 "), "{line}");
+}
