@@ -68,6 +68,7 @@ fn opts() -> DecodeOptions {
         fallback_model: "gpt-4o".into(),
         created: 1_700_000_000,
         include_usage: true,
+        max_event_bytes: sluice::providers::translate::DEFAULT_MAX_EVENT_BYTES,
     }
 }
 

@@ -466,3 +466,52 @@ general_settings:
         "{sent}"
     );
 }
+
+/// A provider stream whose event never ends (no line break) is cut off at
+/// `max_stream_event_mb` with an OpenAI error event, instead of growing memory without bound
+/// (the probe's 80 MB line took 10.7 s of quadratic CPU).
+#[tokio::test]
+async fn a_stream_event_without_end_is_cut_off() {
+    use sluice_mock::{RawBehavior, RawServer};
+    let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {\"choices\":[]}\n\ndata: ".to_vec();
+    reply.extend(std::iter::repeat_n(b'a', 4 * 1024 * 1024));
+    let upstream = RawServer::start(RawBehavior::Reply(bytes::Bytes::from(reply))).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://{}/v1", api_key: k}}
+general_settings:
+  master_key: {MASTER_KEY}
+sluice_settings:
+  max_stream_event_mb: 1
+"#,
+        upstream.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let resp = gw
+        .client()
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.len() < 64 * 1024,
+        "{} bytes reached the client",
+        body.len()
+    );
+    let last = body.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("data: {\"error\":") && last.contains("larger than 1 MiB"),
+        "{body}"
+    );
+    // Counted as a failure.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("litellm_proxy_failed_requests_metric_total{"),
+        "{metrics}"
+    );
+}

@@ -486,6 +486,7 @@ pub const SLUICE_SETTINGS: Section = Section {
         "client_header_timeout",
         "keepalive_timeout",
         "max_connections",
+        "max_stream_event_mb",
     ],
     accepted: &[],
 };

@@ -222,6 +222,9 @@ pub struct RuntimeConfig {
     pub key_header: Option<HeaderName>,
     pub max_request_body_bytes: usize,
     pub max_response_body_bytes: usize,
+    /// The largest stream event (or NDJSON line) an upstream may send
+    /// (`sluice_settings.max_stream_event_mb`, default 16).
+    pub max_stream_event_bytes: usize,
     pub routing_strategy: String,
     pub json_logs: bool,
     pub verbose: bool,
@@ -593,7 +596,11 @@ impl Builder<'_> {
             (m.proxy_budget, m.max_end_user_budget) = budgets;
         }
 
+        let max_stream_event_mb = get(&sluice, "max_stream_event_mb")
+            .and_then(|v| self.positive_f64(v, "sluice_settings.max_stream_event_mb"))
+            .unwrap_or(16.0);
         Some(RuntimeConfig {
+            max_stream_event_bytes: (max_stream_event_mb * 1024.0 * 1024.0) as usize,
             deployments,
             router: Arc::new(router),
             master_key: master_key.map(Secret::new),

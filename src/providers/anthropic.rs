@@ -566,10 +566,11 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions, json_tool: bool) -> Self {
+        let max_event_bytes = opts.max_event_bytes;
         StreamDecoder {
             opts,
             json_tool,
-            events: SseEvents::default(),
+            events: SseEvents::with_limit(max_event_bytes),
             state: StreamState::default(),
             tool_blocks: Vec::new(),
             tools_seen: 0,
@@ -586,7 +587,7 @@ impl StreamDecoder {
         if events.overflowed() {
             self.state.fail(
                 out,
-                &ApiError::bad_gateway("the upstream sent an event larger than 16 MiB"),
+                &crate::providers::translate::event_too_large(events.limit()),
             );
         }
         self.events = events;

@@ -369,14 +369,18 @@ impl StreamDecoder {
                         .unwrap_or(&opts.fallback_model),
                     request.injected_usage,
                 )
+                .with_max_event(opts.max_event_bytes)
                 .dropping_choiceless_chunks(),
             ),
-            _ => StreamDecoder::OpenAi(SseRewriter::new(
-                opts.model_override
-                    .as_deref()
-                    .unwrap_or(&opts.fallback_model),
-                request.injected_usage,
-            )),
+            _ => StreamDecoder::OpenAi(
+                SseRewriter::new(
+                    opts.model_override
+                        .as_deref()
+                        .unwrap_or(&opts.fallback_model),
+                    request.injected_usage,
+                )
+                .with_max_event(opts.max_event_bytes),
+            ),
         }
     }
 

@@ -429,9 +429,10 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
+        let max_event_bytes = opts.max_event_bytes;
         StreamDecoder {
             opts,
-            events: SseEvents::default(),
+            events: SseEvents::with_limit(max_event_bytes),
             state: StreamState::default(),
             calls: 0,
             finish: None,
@@ -444,7 +445,7 @@ impl StreamDecoder {
         if events.overflowed() {
             self.state.fail(
                 out,
-                &ApiError::bad_gateway("the upstream sent an event larger than 16 MiB"),
+                &crate::providers::translate::event_too_large(events.limit()),
             );
         }
         self.events = events;
@@ -547,6 +548,7 @@ mod tests {
             fallback_model: "gemini-2.5-flash".into(),
             created: 1_700_000_000,
             include_usage,
+            max_event_bytes: crate::providers::translate::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 

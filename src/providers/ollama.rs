@@ -337,9 +337,10 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
+        let max_event_bytes = opts.max_event_bytes;
         StreamDecoder {
             opts,
-            lines: Lines::default(),
+            lines: Lines::with_limit(max_event_bytes),
             state: StreamState::default(),
             id: generated_id(),
             calls: 0,
@@ -352,7 +353,7 @@ impl StreamDecoder {
         if lines.overflowed() {
             self.state.fail(
                 out,
-                &ApiError::bad_gateway("the upstream sent an event larger than 16 MiB"),
+                &crate::providers::translate::event_too_large(lines.limit()),
             );
         }
         self.lines = lines;
@@ -435,6 +436,7 @@ mod tests {
             fallback_model: "llama".into(),
             created: 1_700_000_000,
             include_usage,
+            max_event_bytes: crate::providers::translate::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 

@@ -27,6 +27,7 @@ fn opts() -> DecodeOptions {
         fallback_model: "m".into(),
         created: 1,
         include_usage: true,
+        max_event_bytes: crate::providers::translate::DEFAULT_MAX_EVENT_BYTES,
     }
 }
 

@@ -20,6 +20,12 @@ pub struct SseRewriter {
     /// Drop the final `choices: []` usage chunk (the client did not ask for it).
     hide_usage_chunk: bool,
     pending: BytesMut,
+    /// Bytes at the start of `pending` already searched for the end of an event: a long event
+    /// arriving in many reads is searched once, not from its start on every read.
+    scanned: usize,
+    /// The largest event accepted; past it the stream ends with an error event.
+    max_event: usize,
+    overflowed: bool,
     usage: Option<Usage>,
     saw_done: bool,
     upstream_error: Option<String>,
@@ -34,6 +40,9 @@ impl SseRewriter {
             quoted_model: quote(requested_model),
             hide_usage_chunk,
             pending: BytesMut::new(),
+            scanned: 0,
+            max_event: crate::providers::translate::DEFAULT_MAX_EVENT_BYTES,
+            overflowed: false,
             usage: None,
             saw_done: false,
             upstream_error: None,
@@ -49,21 +58,50 @@ impl SseRewriter {
         self
     }
 
+    /// Events larger than `bytes` end the stream with an error event.
+    pub fn with_max_event(mut self, bytes: usize) -> Self {
+        self.max_event = bytes;
+        self
+    }
+
     /// Processes one upstream chunk, appending the complete events it finishes to `out`.
+    /// Linear in the input: the unfinished tail is searched once and never copied again.
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        if self.overflowed {
+            return;
+        }
         if self.pending.is_empty() {
-            let consumed = self.process_events(chunk, out);
+            let consumed = self.process_events(chunk, 0, out);
             self.pending.extend_from_slice(&chunk[consumed..]);
         } else {
             self.pending.extend_from_slice(chunk);
-            let buf = std::mem::take(&mut self.pending);
-            let consumed = self.process_events(&buf, out);
-            self.pending.extend_from_slice(&buf[consumed..]);
+            let mut buf = std::mem::take(&mut self.pending);
+            // A terminator may straddle the old end: search again from two bytes before it.
+            let consumed = self.process_events(&buf, self.scanned.saturating_sub(2), out);
+            bytes::Buf::advance(&mut buf, consumed);
+            self.pending = buf;
         }
+        self.scanned = self.pending.len();
+        if self.pending.len() > self.max_event {
+            let error = crate::providers::translate::event_too_large(self.max_event);
+            self.pending = BytesMut::new();
+            self.scanned = 0;
+            self.overflowed = true;
+            self.upstream_error = Some(error.message.clone());
+            out.put_slice(&error.sse_event());
+        }
+    }
+
+    /// Whether the upstream sent an event over the limit (the stream was ended with an error).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// The upstream ended: flushes an unterminated last event as it is.
     pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.overflowed {
+            return;
+        }
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.process_event(&rest, out);
@@ -94,12 +132,15 @@ impl SseRewriter {
         self.pending.len()
     }
 
-    /// Processes every complete event at the start of `buf`; returns the bytes consumed.
-    fn process_events(&mut self, buf: &[u8], out: &mut BytesMut) -> usize {
+    /// Processes every complete event at the start of `buf` (the first one's end searched
+    /// from `resume`); returns the bytes consumed.
+    fn process_events(&mut self, buf: &[u8], resume: usize, out: &mut BytesMut) -> usize {
         let mut start = 0;
-        while let Some(end) = event_end(&buf[start..]) {
+        let mut from = resume;
+        while let Some(end) = event_end(&buf[start..], from) {
             self.process_event(&buf[start..start + end], out);
             start += end;
+            from = 0;
         }
         start
     }
@@ -152,9 +193,10 @@ pub fn quote(s: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec()))
 }
 
-/// Length of the first complete event in `buf` (through its blank line), if there is one.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
+/// Length of the first complete event in `buf` (through its blank line), if there is one;
+/// the search starts at `from` (the bytes before it are known to hold no event end).
+fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut from = from.min(buf.len());
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let nl = from + i;
         match buf.get(nl + 1) {
@@ -292,6 +334,41 @@ mod tests {
             }
             assert_eq!(run(&chunks, true).0, whole);
         }
+    }
+
+    /// Byte-at-a-time chunks (the longest resume path) give the same output too.
+    #[test]
+    fn one_byte_chunks_give_the_same_output() {
+        let bytes = STREAM.as_bytes();
+        let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(&chunks, false).0, run(&[bytes], false).0);
+    }
+
+    /// An upstream that never ends its event (no line break) is cut off at the limit with an
+    /// OpenAI error event; nothing after it is kept or written, and what came before went out.
+    #[test]
+    fn an_event_over_the_limit_ends_the_stream_with_an_error() {
+        let mut r = SseRewriter::new("gpt-4o", false).with_max_event(1024);
+        let mut out = BytesMut::new();
+        r.feed(
+            b"data: {\"model\":\"x\",\"choices\":[]}\n\ndata: ",
+            &mut out,
+        );
+        let first = out.split();
+        assert!(first.ends_with(b"\n\n"));
+        for _ in 0..100 {
+            r.feed(&[b'a'; 100], &mut out);
+            assert!(r.pending_len() <= 1024 + 100);
+        }
+        assert!(r.overflowed());
+        assert_eq!(r.pending_len(), 0);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("data: {\"error\":"), "{text}");
+        assert!(text.contains("larger than 1 MiB"), "{text}");
+        assert_eq!(text.matches("data:").count(), 1, "{text}");
+        assert!(r.upstream_error().is_some());
+        r.finish(&mut out);
+        assert_eq!(out.len(), text.len(), "nothing after the error event");
     }
 
     #[test]

@@ -771,6 +771,9 @@ pub struct DecodeOptions {
     pub created: u64,
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The largest event (or NDJSON line) the upstream may send; a larger one ends the stream
+    /// with an error event (`sluice_settings.max_stream_event_mb`).
+    pub max_event_bytes: usize,
 }
 
 impl DecodeOptions {
@@ -957,19 +960,48 @@ pub fn generated_id() -> String {
 /// Splits a byte stream into complete SSE events: `(event name, data)` with multiple `data:`
 /// lines joined by `\n`. Holds only the unfinished tail; any split of the input gives the same
 /// events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseEvents {
     pending: Vec<u8>,
     /// Bytes at the start of `pending` already searched for a terminator (resume there, so a
     /// long event arriving in many reads is not rescanned from its start each time).
     scanned: usize,
     overflowed: bool,
+    limit: usize,
 }
 
-/// An event or line larger than this is refused (the upstream is broken or hostile).
-pub const MAX_PENDING: usize = 16 * 1024 * 1024;
+/// By default an event or line larger than this is refused (the upstream is broken or
+/// hostile): `sluice_settings.max_stream_event_mb`.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The error that ends a stream whose upstream sent an event over `limit` bytes.
+pub fn event_too_large(limit: usize) -> ApiError {
+    ApiError::bad_gateway(format!(
+        "the upstream sent a stream event larger than {} MiB (sluice_settings.max_stream_event_mb)",
+        limit.div_ceil(1024 * 1024)
+    ))
+}
+
+impl Default for SseEvents {
+    fn default() -> Self {
+        SseEvents::with_limit(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
 
 impl SseEvents {
+    pub fn with_limit(limit: usize) -> SseEvents {
+        SseEvents {
+            pending: Vec::new(),
+            scanned: 0,
+            overflowed: false,
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Appends `chunk` and calls `each` for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str, &str)) {
         if self.overflowed {
@@ -990,14 +1022,14 @@ impl SseEvents {
         }
         self.pending.drain(..start);
         self.scanned = self.pending.len();
-        if self.pending.len() > MAX_PENDING {
+        if self.pending.len() > self.limit {
             self.pending = Vec::new();
             self.scanned = 0;
             self.overflowed = true;
         }
     }
 
-    /// The upstream sent an event over [`MAX_PENDING`] bytes; nothing more is parsed.
+    /// The upstream sent an event over the limit; nothing more is parsed.
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }
@@ -1055,13 +1087,32 @@ fn parse_event(event: &[u8]) -> (String, String) {
 }
 
 /// Splits a byte stream into complete lines (NDJSON), holding the unfinished tail.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lines {
     pending: Vec<u8>,
     overflowed: bool,
+    limit: usize,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines::with_limit(DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 impl Lines {
+    pub fn with_limit(limit: usize) -> Lines {
+        Lines {
+            pending: Vec::new(),
+            overflowed: false,
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&str)) {
         if self.overflowed {
             return;
@@ -1081,13 +1132,13 @@ impl Lines {
             search = start;
         }
         self.pending.drain(..start);
-        if self.pending.len() > MAX_PENDING {
+        if self.pending.len() > self.limit {
             self.pending = Vec::new();
             self.overflowed = true;
         }
     }
 
-    /// The upstream sent a line over [`MAX_PENDING`] bytes; nothing more is parsed.
+    /// The upstream sent a line over the limit; nothing more is parsed.
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }

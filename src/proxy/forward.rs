@@ -213,6 +213,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         ingress,
         upstream_model: &upstream_model,
         max_response: app.config.max_response_body_bytes,
+        max_event: app.config.max_stream_event_bytes,
     };
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
     // boxing each stage keeps the outer futures small, since nested awaits store futures twice
@@ -237,6 +238,8 @@ struct Exchange<'a> {
     /// The model name the deployment was sent.
     upstream_model: &'a str,
     max_response: usize,
+    /// The largest stream event the upstream may send.
+    max_event: usize,
 }
 
 impl Exchange<'_> {
@@ -657,6 +660,7 @@ impl Exchange<'_> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             include_usage: self.request.include_usage,
+            max_event_bytes: self.max_event,
         }
     }
 

@@ -11,6 +11,7 @@ fn opts(include_usage: bool) -> DecodeOptions {
         fallback_model: "claude-sonnet-4-5".into(),
         created: 1_700_000_000,
         include_usage,
+        max_event_bytes: crate::providers::translate::DEFAULT_MAX_EVENT_BYTES,
     }
 }
 
