@@ -515,3 +515,127 @@ sluice_settings:
         "{metrics}"
     );
 }
+
+/// A gateway in front of one raw upstream per model group (`name` -> reply bytes).
+async fn raw_upstreams(replies: &[(&str, Vec<u8>)]) -> (Gateway, Vec<sluice_mock::RawServer>) {
+    use sluice_mock::{RawBehavior, RawServer};
+    let mut servers = Vec::new();
+    let mut list = String::new();
+    for (name, reply) in replies {
+        let server = RawServer::start(RawBehavior::Reply(bytes::Bytes::from(reply.clone()))).await;
+        list.push_str(&format!(
+            "  - model_name: {name}\n    litellm_params: {{model: openai/gpt-4o, api_base: \"http://{}/v1\", api_key: k}}\n",
+            server.addr
+        ));
+        servers.push(server);
+    }
+    let config = format!("model_list:\n{list}general_settings:\n  master_key: {MASTER_KEY}\n");
+    (Gateway::start(&config).await, servers)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A provider (or a proxy in between) that compresses its answer although Sluice asks for no
+/// compression: the body is decoded, so the client gets readable JSON and SSE and the usage is
+/// counted. The probe got gzip bytes with `Content-Encoding` removed.
+#[tokio::test]
+async fn compressed_answers_are_decoded() {
+    let json = br#"{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+    let body = gzip(json);
+    let mut json_reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    json_reply.extend(body);
+    let sse = concat!(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let mut sse_reply =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n\r\n"
+            .to_vec();
+    sse_reply.extend(gzip(sse.as_bytes()));
+    let (gw, _servers) = raw_upstreams(&[("plain", json_reply), ("streamed", sse_reply)]).await;
+    let c = gw.client();
+    let (status, headers, body) = c
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "plain", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "hi there");
+    assert_eq!(body["model"], "plain");
+    assert!(headers.get("content-encoding").is_none());
+    let resp = c
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "streamed", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-encoding").is_none());
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("\"content\":\"hel\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let metrics = gw.metrics().await;
+    let completion: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("litellm_output_tokens_metric_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(completion, 4.0, "usage of both answers counted");
+}
+
+/// A success that is not the API's JSON (an HTML page from a captive portal or a misrouted
+/// server) and a status no HTTP API sends (999) are 502 failures, for streams too, not a
+/// 200 passed through.
+#[tokio::test]
+async fn html_pages_and_invalid_statuses_are_bad_gateway() {
+    let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 29\r\n\r\n<html><body>Login</body></html>".to_vec();
+    let text =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let weird =
+        b"HTTP/1.1 999 Weird\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            .to_vec();
+    let redirect =
+        b"HTTP/1.1 302 Found\r\nLocation: http://example.invalid/\r\nContent-Length: 0\r\n\r\n"
+            .to_vec();
+    let (gw, _servers) = raw_upstreams(&[
+        ("html", html),
+        ("text", text),
+        ("weird", weird),
+        ("redirect", redirect),
+    ])
+    .await;
+    let c = gw.client();
+    for (model, stream, needle) in [
+        ("html", false, "HTML page"),
+        ("html", true, "HTML page"),
+        (
+            "text",
+            false,
+            "not a JSON object (Content-Type: text/plain)",
+        ),
+        ("weird", false, "HTTP status 999"),
+        ("redirect", false, "HTTP status 302"),
+    ] {
+        let (status, _, body) = c
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+        assert_eq!(status, 502, "{model} stream={stream}: {body}");
+        let message = error_message(&body, 502);
+        assert!(message.contains(needle), "{model}: {message}");
+    }
+}

@@ -12,6 +12,7 @@ pub mod azure;
 pub mod bedrock;
 pub mod codec;
 pub mod cohere;
+pub mod content_encoding;
 pub mod embeddings;
 pub mod gemini;
 pub mod messages_api;

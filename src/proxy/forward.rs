@@ -39,6 +39,7 @@ use crate::app::App;
 use crate::config::DeploymentConfig;
 use crate::providers::Wire;
 use crate::providers::codec::{self, ClientStream, Ingress};
+use crate::providers::content_encoding::BodyDecoder;
 use crate::providers::messages_api;
 use crate::providers::openai::{Target, UpstreamRequest};
 use crate::providers::sse::{quote, rewrite_json_response};
@@ -85,8 +86,8 @@ struct UpstreamHead {
     /// The client's response header so far (see [`Exchange::client_header`]).
     client: ResponseHead,
     content_type: Option<HeaderValue>,
-    /// Whether the body has a `Content-Encoding` (it is then passed on as it is).
-    encoded: bool,
+    /// The body's `Content-Encoding`, decoded as it is read (`None`: not compressed).
+    decoder: Option<BodyDecoder>,
     /// The upstream's headers, kept for error responses only (their decoding reads them).
     error_headers: http::HeaderMap,
 }
@@ -254,7 +255,27 @@ impl Exchange<'_> {
                 return;
             }
         };
-        let Some(head) = up.response_header().map(|h| self.upstream_head(ctx, h)) else {
+        let encoding = up.response_header().map(|h| {
+            BodyDecoder::for_encoding(
+                h.headers
+                    .get(http::header::CONTENT_ENCODING)
+                    .map(HeaderValue::as_bytes),
+            )
+        });
+        let decoder = match encoding {
+            Some(Ok(decoder)) => decoder,
+            Some(Err(name)) => {
+                up.shutdown().await;
+                let e = ApiError::bad_gateway(format!(
+                    "deployment {} of model group {:?} answered with Content-Encoding: {name}, which Sluice cannot decode (it asks for none; gzip, deflate and br are decoded)",
+                    self.dc.deployment.id, &*self.plan.group
+                ));
+                self.fail(session, ctx, Failure::Api(e)).await;
+                return;
+            }
+            None => None,
+        };
+        let Some(mut head) = up.response_header().map(|h| self.upstream_head(ctx, h)) else {
             up.shutdown().await;
             self.fail(
                 session,
@@ -264,12 +285,42 @@ impl Exchange<'_> {
             .await;
             return;
         };
+        head.decoder = decoder;
         up.set_read_timeout(Some(self.dc.deployment.timeout));
         let is_sse = head
             .content_type
             .as_ref()
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if head.status.as_u16() >= 400 {
+        let status = head.status.as_u16();
+        if !(200..300).contains(&status) && !(400..600).contains(&status) {
+            // Informational answers are Pingora's; a redirect or a made-up status (999) is
+            // not an answer an LLM API gives.
+            up.shutdown().await;
+            ctx.record.upstream_elapsed = Some(started.elapsed());
+            let e = ApiError::bad_gateway(format!(
+                "deployment {} of model group {:?} answered with HTTP status {status}, which is not a success or an error an LLM API sends",
+                self.dc.deployment.id, &*self.plan.group
+            ));
+            self.fail(session, ctx, Failure::Api(e)).await;
+            return;
+        }
+        let html = head
+            .content_type
+            .as_ref()
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+        if status < 300 && html {
+            // No LLM API answers a success with a web page (a captive portal, a login page, a
+            // misrouted server): a failed attempt, also for a stream, before anything is sent.
+            up.shutdown().await;
+            ctx.record.upstream_elapsed = Some(started.elapsed());
+            let e = ApiError::bad_gateway(format!(
+                "deployment {} of model group {:?} answered {status} with an HTML page (Content-Type: text/html), not the API's JSON",
+                self.dc.deployment.id, &*self.plan.group
+            ));
+            self.fail(session, ctx, Failure::Api(e)).await;
+            return;
+        }
+        if status >= 400 {
             boxed(|| self.pass_error(session, ctx, &mut up, head, started)).await;
         } else if self.stream && (is_sse || self.wire.translates()) {
             self.stream_body(session, ctx, &mut up, head, started).await;
@@ -381,11 +432,11 @@ impl Exchange<'_> {
         session: &mut Session,
         ctx: &mut Ctx,
         up: &mut HttpSession,
-        head: UpstreamHead,
+        mut head: UpstreamHead,
         started: Instant,
     ) {
         let status = head.status.as_u16();
-        let body = match read_all(up, session, MAX_ERROR_BODY).await {
+        let body = match read_all(up, session, MAX_ERROR_BODY, head.decoder.as_mut()).await {
             Ok(b) => b,
             Err(Failure::ClientGone) => {
                 ctx.record.client_closed = true;
@@ -445,10 +496,10 @@ impl Exchange<'_> {
         session: &mut Session,
         ctx: &mut Ctx,
         up: &mut HttpSession,
-        head: UpstreamHead,
+        mut head: UpstreamHead,
         started: Instant,
     ) {
-        let body = match read_all(up, session, self.max_response).await {
+        let body = match read_all(up, session, self.max_response, head.decoder.as_mut()).await {
             Ok(b) => b,
             Err(failure) => {
                 ctx.record.upstream_elapsed = Some(started.elapsed());
@@ -459,21 +510,35 @@ impl Exchange<'_> {
         let received = Instant::now();
         let upstream = received - started;
         ctx.record.upstream_elapsed = Some(upstream);
-        let content_type = if self.wire.translates() {
-            "application/json"
-        } else {
-            head.content_type
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
+        let upstream_type = head
+            .content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        // A success must be the JSON the API promises: a captive portal's or misrouted
+        // server's HTML page (or any other non-JSON body) is a failed attempt, not a 200.
+        let status = head.status.as_u16();
+        let not_json = || {
+            ApiError::bad_gateway(format!(
+                "deployment {} of model group {:?} answered {status} with a body that is not a JSON object (Content-Type: {upstream_type})",
+                self.dc.deployment.id, &*self.plan.group,
+            ))
         };
-        let encoded = head.encoded;
+        let content_type =
+            if !self.wire.translates() && upstream_type.starts_with("application/json") {
+                upstream_type
+            } else {
+                "application/json"
+            };
         let body = if self.ingress == Ingress::Anthropic && self.wire == Wire::Anthropic {
             // Passthrough: the Messages response with `model` set to the requested name.
             ctx.record.usage = messages_api::usage_of_response(&body);
             match rewrite_json_response(body, &quote(&self.plan.requested_model)) {
                 Ok((body, _)) => body,
-                Err(body) => body,
+                Err(_) => {
+                    self.fail(session, ctx, Failure::Api(not_json())).await;
+                    return;
+                }
             }
         } else if self.wire.translates() {
             match codec::decode_body(
@@ -492,23 +557,17 @@ impl Exchange<'_> {
                     return;
                 }
             }
-        } else if content_type.starts_with("application/json") && !encoded {
+        } else {
             match rewrite_json_response(body, &quote(&self.plan.requested_model)) {
                 Ok((body, usage)) => {
                     ctx.record.usage = usage;
                     body
                 }
                 Err(_) => {
-                    let e = ApiError::bad_gateway(format!(
-                        "deployment {} of model group {:?} answered with a body that is not a JSON object",
-                        self.dc.deployment.id, &*self.plan.group
-                    ));
-                    self.fail(session, ctx, Failure::Api(e)).await;
+                    self.fail(session, ctx, Failure::Api(not_json())).await;
                     return;
                 }
             }
-        } else {
-            body
         };
         let body = if self.ingress == Ingress::Anthropic && self.wire != Wire::Anthropic {
             match messages_api::to_anthropic_response(&body, &self.plan.requested_model) {
@@ -547,6 +606,8 @@ impl Exchange<'_> {
         started: Instant,
     ) {
         let status = head.status.as_u16();
+        let mut decoder = head.decoder;
+        let mut decoded = Vec::new();
         let mut resp = head.client;
         resp.set_static(CONTENT_TYPE, "text/event-stream");
         resp.set_static(TRANSFER_ENCODING, "chunked");
@@ -571,11 +632,22 @@ impl Exchange<'_> {
             ClientStream::new(self.ingress, self.wire, self.request, self.decode_options());
         let mut out = BytesMut::with_capacity(4096);
         loop {
-            let next = tokio::select! {
+            let mut next = tokio::select! {
                 biased;
                 r = up.read_response_body() => Some(r),
                 _ = session.as_downstream_mut().read_body_or_idle(true) => None,
             };
+            // A compressed stream is decoded before the codec sees it.
+            if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
+                decoded.clear();
+                next = Some(match d.decode(chunk, &mut decoded) {
+                    Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
+                    Err(e) => Err(Error::explain(
+                        ErrorType::ReadError,
+                        format!("decompressing the upstream stream: {e}"),
+                    )),
+                });
+            }
             match next {
                 None => {
                     // The client hung up: closing the upstream connection stops the generation.
@@ -603,6 +675,13 @@ impl Exchange<'_> {
                     }
                 }
                 Some(Ok(None)) => {
+                    if let Some(d) = decoder.as_mut() {
+                        decoded.clear();
+                        if d.finish(&mut decoded).is_err() {
+                            ctx.record.failure = Some((502, "Litellm.APIError"));
+                        }
+                        rewriter.feed(&decoded, &mut out);
+                    }
                     rewriter.finish(&mut out);
                     let tail = (!out.is_empty()).then(|| out.split().freeze());
                     if let Some(t) = &tail {
@@ -672,9 +751,7 @@ impl Exchange<'_> {
             status,
             client: self.client_header(ctx, upstream),
             content_type: upstream.headers.get(CONTENT_TYPE).cloned(),
-            encoded: upstream
-                .headers
-                .contains_key(http::header::CONTENT_ENCODING),
+            decoder: None,
             error_headers: if status.as_u16() >= 400 {
                 upstream.headers.clone()
             } else {
@@ -816,13 +893,26 @@ async fn write_head_and_body(stream: &mut Stream, head: &[u8], body: &[u8]) -> s
     stream.flush().await
 }
 
-/// Reads a whole response body (bounded), watching for the client to leave.
+/// Reads a whole response body (bounded, after decoding), watching for the client to leave.
 async fn read_all(
     up: &mut HttpSession,
     session: &mut Session,
     limit: usize,
+    mut decoder: Option<&mut BodyDecoder>,
 ) -> Result<Bytes, Failure> {
+    let too_large = || {
+        Failure::Api(ApiError::bad_gateway(format!(
+            "upstream response is larger than the limit of {} MiB (general_settings.max_response_size_mb)",
+            limit / (1024 * 1024)
+        )))
+    };
+    let undecodable = |e: std::io::Error| {
+        Failure::Api(ApiError::bad_gateway(format!(
+            "upstream response body could not be decompressed: {e}"
+        )))
+    };
     let mut body = BytesMut::new();
+    let mut decoded = Vec::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -832,15 +922,30 @@ async fn read_all(
         match next {
             None => return Err(Failure::ClientGone),
             Some(Ok(Some(chunk))) => {
+                let chunk: &[u8] = match decoder.as_deref_mut() {
+                    Some(d) => {
+                        decoded.clear();
+                        d.decode(&chunk, &mut decoded).map_err(undecodable)?;
+                        &decoded
+                    }
+                    None => &chunk,
+                };
                 if body.len() + chunk.len() > limit {
-                    return Err(Failure::Api(ApiError::bad_gateway(format!(
-                        "upstream response is larger than the limit of {} MiB (general_settings.max_response_size_mb)",
-                        limit / (1024 * 1024)
-                    ))));
+                    return Err(too_large());
                 }
-                body.extend_from_slice(&chunk);
+                body.extend_from_slice(chunk);
             }
-            Some(Ok(None)) => return Ok(body.freeze()),
+            Some(Ok(None)) => {
+                if let Some(d) = decoder {
+                    decoded.clear();
+                    d.finish(&mut decoded).map_err(undecodable)?;
+                    if body.len() + decoded.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&decoded);
+                }
+                return Ok(body.freeze());
+            }
             Some(Err(e)) => {
                 let error = if e.etype() == &ErrorType::ReadTimedout {
                     ApiError::gateway_timeout("Timeout: the upstream stopped sending its response")
