@@ -80,6 +80,7 @@ fn auth_and_route(c: &mut Criterion) {
             provider: "openai".into(),
             upstream_model: "gpt-4o-mini".into(),
             api_base: "http://127.0.0.1:18080/v1".into(),
+            public_api_base: "http://127.0.0.1:18080/v1".into(),
             api_key: None,
             weight: None,
             rpm: Some(rpm),

@@ -28,6 +28,8 @@ pub struct App {
     pub bases: Vec<Option<UpstreamUrl>>,
     /// Headers every upstream request of a deployment carries (auth, extra headers), per index.
     pub upstream_headers: Vec<Arc<http::HeaderMap>>,
+    /// The credentials each deployment sends, redacted from error bodies relayed to clients.
+    pub secrets: Vec<Vec<Box<str>>>,
     /// The routing headers of every response a deployment serves (`x-litellm-model-id`, ...),
     /// built once: per index.
     pub response_headers: Vec<Vec<(http::HeaderName, http::HeaderValue)>>,
@@ -66,6 +68,11 @@ impl App {
             .iter()
             .map(|d| Arc::new(crate::providers::deployment_headers(d)))
             .collect();
+        let secrets = config
+            .deployments
+            .iter()
+            .map(crate::providers::deployment_secrets)
+            .collect();
         let response_headers = config
             .deployments
             .iter()
@@ -93,6 +100,7 @@ impl App {
             endpoints,
             bases,
             upstream_headers,
+            secrets,
             response_headers,
             transport: TransportConnector::new(Some(options)),
             pool: crate::proxy::pool::UpstreamPool::new(

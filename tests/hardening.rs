@@ -639,3 +639,99 @@ async fn html_pages_and_invalid_statuses_are_bad_gateway() {
         assert!(message.contains(needle), "{model}: {message}");
     }
 }
+
+/// A password in `api_base` is sent as basic auth but never shown: not in
+/// `x-litellm-model-api-base`, `/metrics` (unauthenticated), `/model/info` or the spend logs.
+#[tokio::test]
+async fn passwords_in_api_base_are_never_shown() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let base = mock
+        .api_base()
+        .replace("http://", "http://proxyuser:s3cr3t-pw@");
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "{base}"}}
+general_settings:
+  master_key: {MASTER_KEY}
+  proxy_batch_write_at: 0.2
+"#
+    );
+    let gw = Gateway::start(&config).await;
+    let c = gw.client();
+    let (status, headers, body) = c
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let shown = headers["x-litellm-model-api-base"].to_str().unwrap();
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("proxyuser"),
+        "{shown}"
+    );
+    assert!(shown.starts_with("http://127.0.0.1:"), "{shown}");
+    // base64("proxyuser:s3cr3t-pw")
+    assert_eq!(
+        mock.last_request().unwrap().headers["authorization"],
+        "Basic cHJveHl1c2VyOnMzY3IzdC1wdw=="
+    );
+    assert!(!gw.metrics().await.contains("s3cr3t"));
+    let (_, info) = c.get_json("/model/info").await;
+    assert!(!info.to_string().contains("s3cr3t"), "{info}");
+    assert!(info.to_string().contains("127.0.0.1"), "{info}");
+    let logs = eventually(Duration::from_secs(5), || async {
+        let (_, logs) = c.get_json("/spend/logs").await;
+        logs.as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(logs)
+    })
+    .await
+    .expect("a spend log");
+    assert!(!logs.to_string().contains("s3cr3t"), "{logs}");
+}
+
+/// An upstream error that echoes the provider key reaches the client with the key redacted,
+/// and upstream cookies and credential-like headers are not passed on (LiteLLM passes them on
+/// as `llm_provider-set-cookie`, `llm_provider-x-internal-auth`).
+#[tokio::test]
+async fn upstream_errors_do_not_leak_credentials() {
+    use sluice_mock::{RawBehavior, RawServer};
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-operator-key-123456. Check it.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+    let reply = format!(
+        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nSet-Cookie: session=abc; HttpOnly\r\nX-Internal-Auth: internal-token-xyz\r\nX-Request-Id: upstream-1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let upstream = RawServer::start(RawBehavior::Reply(bytes::Bytes::from(reply))).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://{}/v1", api_key: sk-operator-key-123456}}
+general_settings:
+  master_key: {MASTER_KEY}
+"#,
+        upstream.addr
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, headers, body) = gw
+        .client()
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let text = body.to_string();
+    assert!(!text.contains("sk-operator-key"), "{text}");
+    assert!(
+        text.contains("Incorrect API key provided: [REDACTED]."),
+        "{text}"
+    );
+    assert!(headers.get("llm_provider-set-cookie").is_none());
+    assert!(headers.get("set-cookie").is_none());
+    assert!(headers.get("llm_provider-x-internal-auth").is_none());
+    assert_eq!(headers["llm_provider-x-request-id"], "upstream-1");
+}

@@ -58,6 +58,10 @@ pub struct Deployment {
     pub upstream_model: String,
     /// The base URL requests are built on, without a trailing slash.
     pub api_base: String,
+    /// `api_base` as it may be shown (response headers, client errors, metric labels, spend
+    /// logs, `/model/info`): without a password or user (`http://user:pass@host`) or a query
+    /// string (some configs carry a key there, `?key=` for Gemini). See [`public_url`].
+    pub public_api_base: String,
     pub api_key: Option<Secret>,
     pub weight: Option<f64>,
     pub rpm: Option<u64>,
@@ -71,13 +75,26 @@ pub struct Deployment {
     pub extra_headers: Vec<(String, String)>,
 }
 
+/// A URL as it may be shown: without userinfo (`user:pass@`) and without its query string
+/// (and fragment), which may carry credentials.
+pub fn public_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
+
 impl Deployment {
     /// `api_base` as it may be shown (response headers, client errors, metric labels): without
     /// its query string, where some configs carry a key (`?key=` for Gemini).
     pub fn public_api_base(&self) -> &str {
-        self.api_base
-            .split_once('?')
-            .map_or(self.api_base.as_str(), |(base, _)| base)
+        &self.public_api_base
     }
 
     /// The provider model for a request routed here; `capture` is what a wildcard group matched.
@@ -407,6 +424,7 @@ mod tests {
             provider: "openai".into(),
             upstream_model: "m".into(),
             api_base: "http://127.0.0.1:1/v1".into(),
+            public_api_base: "http://127.0.0.1:1/v1".into(),
             api_key: None,
             weight: None,
             rpm: None,
@@ -416,6 +434,21 @@ mod tests {
             stream_timeout: None,
             extra_headers: vec![],
         }
+    }
+
+    #[test]
+    fn public_urls_lose_credentials() {
+        assert_eq!(
+            public_url("http://user:pa%40ss@10.0.0.1:8080/v1?key=abc#x"),
+            "http://10.0.0.1:8080/v1"
+        );
+        assert_eq!(public_url("https://h/v1"), "https://h/v1");
+        assert_eq!(public_url("https://user@h"), "https://h");
+        assert_eq!(
+            public_url("https://h/path/with@sign"),
+            "https://h/path/with@sign"
+        );
+        assert_eq!(public_url("not a url"), "not a url");
     }
 
     fn first_pick_counts(group: &ModelGroup, draws: usize) -> HashMap<String, usize> {

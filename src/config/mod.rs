@@ -1198,6 +1198,7 @@ impl Builder<'_> {
             model_name,
             provider: provider.clone(),
             upstream_model,
+            public_api_base: filters::route::public_url(&api_base),
             api_base,
             api_key: api_key.map(Secret::new),
             weight,
@@ -1592,13 +1593,15 @@ fn public_params(params: &Mapping) -> serde_json::Value {
             continue;
         }
         let json = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
-        let json = if is_sensitive_key(&key) {
-            match json {
-                serde_json::Value::String(s) => serde_json::Value::String(mask(&s)),
-                other => other,
+        let json = match json {
+            serde_json::Value::String(s) if is_sensitive_key(&key) => {
+                serde_json::Value::String(mask(&s))
             }
-        } else {
-            json
+            // A URL (api_base, base_url, an endpoint) without a password or query in it.
+            serde_json::Value::String(s) if s.contains("://") => {
+                serde_json::Value::String(filters::route::public_url(&s))
+            }
+            other => other,
         };
         out.insert(key, json);
     }

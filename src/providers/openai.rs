@@ -197,6 +197,7 @@ mod tests {
             provider: "openai".into(),
             upstream_model: "m".into(),
             api_base: "http://h/v1".into(),
+            public_api_base: "http://h/v1".into(),
             api_key: key.map(Secret::new),
             weight: None,
             rpm: None,

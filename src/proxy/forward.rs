@@ -215,6 +215,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         upstream_model: &upstream_model,
         max_response: app.config.max_response_body_bytes,
         max_event: app.config.max_stream_event_bytes,
+        secrets: &app.secrets[deployment.index],
     };
     // The exchange's futures hold Pingora's I/O futures (the H1 response reader alone is ~9 KB);
     // boxing each stage keeps the outer futures small, since nested awaits store futures twice
@@ -241,6 +242,8 @@ struct Exchange<'a> {
     max_response: usize,
     /// The largest stream event the upstream may send.
     max_event: usize,
+    /// The deployment's credentials, redacted from relayed error bodies.
+    secrets: &'a [Box<str>],
 }
 
 impl Exchange<'_> {
@@ -446,6 +449,8 @@ impl Exchange<'_> {
             }
             Err(Failure::Api(_)) => Bytes::new(),
         };
+        // A provider that echoes the key it was given must not hand it to the client.
+        let body = crate::providers::redact(body, self.secrets);
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.failure = Some((status, class_of_status(status)));
         let raw_anthropic_error = (self.ingress == Ingress::Anthropic
@@ -659,9 +664,14 @@ impl Exchange<'_> {
                     if ctx.record.time_to_first_token.is_none() {
                         ctx.record.time_to_first_token = Some(started.elapsed());
                     }
+                    let had_error = rewriter.upstream_error().is_some();
                     rewriter.feed(&chunk, &mut out);
                     if !out.is_empty() {
-                        let bytes = out.split().freeze();
+                        let mut bytes = out.split().freeze();
+                        if !had_error && rewriter.upstream_error().is_some() {
+                            // An error event: the provider may echo the key it was given.
+                            bytes = crate::providers::redact(bytes, self.secrets);
+                        }
                         ctx.record.response_bytes += bytes.len() as u64;
                         if session
                             .write_response_body(Some(bytes), false)

@@ -159,30 +159,85 @@ const PREFIXED_CACHE_LIMIT: usize = 512;
 
 thread_local! {
     // aHash: SipHash over each upstream header name showed in per-request profiles.
-    static PREFIXED: RefCell<ahash::AHashMap<HeaderName, HeaderName>> =
+    static PREFIXED: RefCell<ahash::AHashMap<HeaderName, Option<HeaderName>>> =
         RefCell::new(ahash::AHashMap::new());
 }
 
-/// `llm_provider-<name>`: LiteLLM passes every upstream header on under this prefix.
+/// `llm_provider-<name>`: LiteLLM passes every upstream header on under this prefix. `None`
+/// for a header Sluice withholds (see [`withheld`]); decided once per name and thread.
 pub fn provider_prefixed(name: &HeaderName) -> Option<HeaderName> {
     PREFIXED.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(p) = cache.get(name) {
-            return Some(p.clone());
+            return p.clone();
         }
-        let prefixed =
-            HeaderName::from_bytes(format!("llm_provider-{}", name.as_str()).as_bytes()).ok()?;
+        let prefixed = (!withheld(name.as_str()))
+            .then(|| HeaderName::from_bytes(format!("llm_provider-{}", name.as_str()).as_bytes()))
+            .and_then(Result::ok);
         if cache.len() >= PREFIXED_CACHE_LIMIT {
             cache.clear();
         }
         cache.insert(name.clone(), prefixed.clone());
-        Some(prefixed)
+        prefixed
     })
+}
+
+/// Upstream headers never passed on to clients: cookies (a provider's or a proxy's session is
+/// the operator's, not the client's) and anything named like a credential. LiteLLM passes
+/// them on as `llm_provider-set-cookie`, `llm_provider-x-internal-auth`, ...
+pub fn withheld(name: &str) -> bool {
+    // Whole words of the name (`x-ratelimit-remaining-tokens` is not a token).
+    const CREDENTIAL_WORDS: &[&str] = &[
+        "cookie",
+        "cookie2",
+        "auth",
+        "authorization",
+        "authenticate",
+        "token",
+        "secret",
+        "password",
+        "credential",
+        "credentials",
+        "session",
+        "apikey",
+    ];
+    name.contains("api-key")
+        || name
+            .split(['-', '_'])
+            .any(|word| CREDENTIAL_WORDS.contains(&word))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_and_credentials_are_withheld() {
+        for name in [
+            "set-cookie",
+            "set-cookie2",
+            "x-internal-auth",
+            "www-authenticate",
+            "x-session-id",
+            "x-upstream-token",
+            "x-api-key",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(provider_prefixed(&name).is_none(), "{name}");
+        }
+        for name in [
+            "x-ratelimit-remaining-tokens",
+            "openai-processing-ms",
+            "x-request-id",
+            "retry-after",
+        ] {
+            let header = HeaderName::from_static(name);
+            assert_eq!(
+                provider_prefixed(&header).unwrap().as_str(),
+                format!("llm_provider-{name}")
+            );
+        }
+    }
 
     #[test]
     fn builds_pingora_headers() {
