@@ -31,6 +31,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpStream;
@@ -49,6 +50,9 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A connection waiting this long for a request header counts as idle: it may be closed to
 /// make room when the connection limit is reached.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// The first request's header is read whole up to this size before Pingora parses it (a longer
+/// one is left to Pingora's own limit).
+const FIRST_HEADER_LIMIT: usize = 64 * 1024;
 /// The answer to a connection over the limit.
 const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 115\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"Too many open connections; try again\",\"type\":\"service_unavailable\",\"param\":null,\"code\":\"503\"}}";
 
@@ -90,6 +94,7 @@ enum Closed {
     HeaderTimeout,
     Shed,
     Shutdown,
+    Malformed,
 }
 
 impl Closed {
@@ -98,6 +103,7 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::Shed => "shed_idle",
             Closed::Shutdown => "shutdown",
+            Closed::Malformed => "malformed",
         }
     }
 }
@@ -183,16 +189,17 @@ impl Downstream {
     }
 
     /// Reads the start of a plaintext connection until it is known to be HTTP/2 (the whole
-    /// preface) or not (the first byte that differs), and puts the bytes back. `None` when
-    /// the client sent nothing in time or went away.
+    /// preface: the bytes are put back for the HTTP/2 handshake) or not (the first byte that
+    /// differs: the bytes read so far are returned, the start of an HTTP/1 request). `None`
+    /// when the client sent nothing in time or went away.
     async fn detect_h2c(
         &self,
         stream: Stream,
         deadline: Instant,
         shutdown: &ShutdownWatch,
-    ) -> Option<(Stream, bool)> {
+    ) -> Option<(Stream, Option<BytesMut>)> {
         // Pingora's plaintext streams are its L4 stream (TCP or Unix socket), which can put
-        // read bytes back. Anything else is passed on as HTTP/1.
+        // read bytes back.
         let mut tcp: Box<TcpStream> = match stream.into_any().downcast::<TcpStream>() {
             Ok(tcp) => tcp,
             Err(_) => {
@@ -200,35 +207,91 @@ impl Downstream {
                 return None;
             }
         };
-        let mut buf = [0u8; 24];
-        let mut n = 0;
-        let h2 = loop {
-            let read = self.wait(tcp.read(&mut buf[n..]), deadline, shutdown).await;
+        let mut buf = BytesMut::with_capacity(1024);
+        loop {
+            let read = self.wait(tcp.read_buf(&mut buf), deadline, shutdown).await;
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(k)) => n += k,
+                Ok(Ok(_)) => {}
                 Err(why) => {
                     self.closed(why);
                     return None;
                 }
             }
+            let n = buf.len().min(H2_PREFACE.len());
             if buf[..n] != H2_PREFACE[..n] {
-                break false;
+                return Some((tcp, Some(buf)));
             }
             if n == H2_PREFACE.len() {
-                break true;
+                tcp.rewind(&buf);
+                return Some((tcp, None));
             }
-        };
-        tcp.rewind(&buf[..n]);
-        Some((tcp, h2))
+        }
+    }
+
+    /// Reads the first request's header whole (within the deadline) after `start`, and has
+    /// Pingora's own parser judge a copy of it: a request it would refuse gets Sluice's
+    /// OpenAI-style 400 here (Pingora answers those with an empty body). Returns the stream and
+    /// the bytes read, which Pingora's session then parses first; `None` when the connection
+    /// is over.
+    async fn first_header(
+        &self,
+        mut stream: Stream,
+        mut start: BytesMut,
+        deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, BytesMut)> {
+        while !header_complete(&start) && start.len() < FIRST_HEADER_LIMIT {
+            match self
+                .wait(stream.read_buf(&mut start), deadline, shutdown)
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(why) => {
+                    self.closed(why);
+                    return None;
+                }
+            }
+        }
+        if let Some(why) = malformed(&start).await {
+            self.closed(Closed::Malformed);
+            let body = serde_json::json!({"error": {
+                "message": format!("Malformed HTTP request: {why}"),
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "400",
+            }})
+            .to_string();
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = pingora::time::timeout(Duration::from_secs(1), async {
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.flush().await;
+            })
+            .await;
+            return None;
+        }
+        Some((stream, start))
     }
 
     /// HTTP/1 requests on one connection, one after the other, each header within its
     /// deadline (see the module comment).
-    async fn serve_h1(&self, stream: Stream, first_deadline: Instant, shutdown: &ShutdownWatch) {
+    async fn serve_h1(
+        &self,
+        stream: Stream,
+        first_header: BytesMut,
+        first_deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) {
         let mut session = ServerSession::new_http1(stream);
         if let ServerSession::H1(h1) = &mut session {
             h1.set_pipelining_enabled(true);
+            if !first_header.is_empty() {
+                h1.set_pipelined_prefix(first_header);
+            }
         }
         session.set_keepalive(if *shutdown.borrow() {
             None
@@ -280,18 +343,18 @@ impl ServerApp for Downstream {
             return None;
         };
         let deadline = Instant::now() + self.limits.client_header_timeout;
-        let stream = if stream.get_ssl_digest().is_none() {
-            let (stream, h2) = self.detect_h2c(stream, deadline, shutdown).await?;
-            if h2 {
-                return ServerApp::process_new(&self.h2, stream, shutdown).await;
+        let (stream, start) = if stream.get_ssl_digest().is_none() {
+            match self.detect_h2c(stream, deadline, shutdown).await? {
+                (stream, None) => return ServerApp::process_new(&self.h2, stream, shutdown).await,
+                (stream, Some(start)) => (stream, start),
             }
-            stream
         } else if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.h2, stream, shutdown).await;
         } else {
-            stream
+            (stream, BytesMut::new())
         };
-        self.serve_h1(stream, deadline, shutdown).await;
+        let (stream, header) = self.first_header(stream, start, deadline, shutdown).await?;
+        self.serve_h1(stream, header, deadline, shutdown).await;
         None
     }
 
@@ -317,9 +380,132 @@ impl Downstream {
     }
 }
 
+/// Whether `buf` holds a whole request header (a blank line; httparse also takes bare LFs).
+fn header_complete(buf: &[u8]) -> bool {
+    memchr::memmem::find(buf, b"\r\n\r\n").is_some() || memchr::memmem::find(buf, b"\n\n").is_some()
+}
+
+/// Pingora's verdict on a request header (`Some(reason)`: it would refuse it), reached by
+/// running its own parser, validation included, over a copy in memory: Sluice's answer then
+/// matches exactly what Pingora accepts.
+async fn malformed(header: &[u8]) -> Option<String> {
+    let copy = MemoryStream {
+        data: bytes::Bytes::copy_from_slice(header),
+    };
+    let mut session = pingora::protocols::http::v1::server::HttpSession::new(Box::new(copy));
+    match session.read_request().await {
+        Err(e) if e.etype() == &pingora::ErrorType::InvalidHTTPHeader => {
+            let why = e
+                .context
+                .as_ref()
+                .map_or("invalid request header", |c| c.as_str());
+            // Pingora's context quotes the raw buffer: keep the reason, not the bytes.
+            let why = why.split(", buf:").next().unwrap_or(why);
+            Some(why.chars().take(200).collect())
+        }
+        _ => None,
+    }
+}
+
+/// A read-only in-memory stream holding a copy of a request header, for [`malformed`].
+#[derive(Debug)]
+struct MemoryStream {
+    data: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for MemoryStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = buf.remaining().min(self.data.len());
+        let chunk = self.data.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for MemoryStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl pingora::protocols::Shutdown for MemoryStream {
+    async fn shutdown(&mut self) {}
+}
+
+impl pingora::protocols::UniqueID for MemoryStream {
+    fn id(&self) -> pingora::protocols::UniqueIDType {
+        0
+    }
+}
+
+impl pingora::protocols::Ssl for MemoryStream {}
+
+impl pingora::protocols::GetTimingDigest for MemoryStream {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl pingora::protocols::GetProxyDigest for MemoryStream {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        None
+    }
+}
+
+impl pingora::protocols::GetSocketDigest for MemoryStream {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        None
+    }
+}
+
+#[async_trait]
+impl pingora::protocols::Peek for MemoryStream {}
+
 #[cfg(test)]
 mod tests {
     use super::OVER_LIMIT;
+
+    #[tokio::test]
+    async fn pingora_judges_request_headers() {
+        assert_eq!(
+            super::malformed(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await,
+            None
+        );
+        assert_eq!(super::malformed(b"OPTIONS / HTTP/1.0\r\n\r\n").await, None);
+        assert!(
+            super::malformed(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+                .await
+                .is_some()
+        );
+        assert!(
+            super::malformed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                .await
+                .is_some()
+        );
+    }
 
     #[test]
     fn the_over_limit_answer_is_well_formed() {

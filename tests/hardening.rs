@@ -735,3 +735,38 @@ general_settings:
     assert!(headers.get("llm_provider-x-internal-auth").is_none());
     assert_eq!(headers["llm_provider-x-request-id"], "upstream-1");
 }
+
+/// Requests Pingora's parser refuses (a header name with a space, conflicting lengths) and a
+/// body with a bad chunk size get OpenAI's error shape with a 400, not an empty 400 or a
+/// silently closed connection.
+#[tokio::test]
+async fn malformed_requests_get_an_openai_400() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&wildcard_config(&mock, "")).await;
+    let chat =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let bad_chunk = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{chat}\r\n0\r\n\r\n"
+    );
+    for (request, needle) in [
+        (
+            "GET /health/liveliness HTTP/1.1\r\nBad Header: x\r\n\r\n".to_string(),
+            "Malformed HTTP request",
+        ),
+        (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".to_string(),
+            "Malformed HTTP request",
+        ),
+        (bad_chunk, "Malformed request body"),
+    ] {
+        let mut s = connect(&gw).await;
+        s.write_all(request.as_bytes()).await.unwrap();
+        let responses = read_responses(&mut s, 1, Duration::from_secs(3)).await;
+        let (status, body) = &responses[0];
+        assert_eq!(*status, 400, "{request:?}");
+        let body: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let message = error_message(&body, 400);
+        assert!(message.contains(needle), "{request:?}: {message}");
+    }
+}

@@ -160,6 +160,15 @@ async fn database_outage_serves_known_keys_at_once() {
         "the 503 tells the operator to set what is set: {message}"
     );
 
+    // The admin API needs the database either way, and says so.
+    let (status, _, body) = admin.post_json("/key/generate", &json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("needs the database") && !message.contains("set general_settings"),
+        "{message}"
+    );
+
     pg.start_server().await;
     let back = eventually(Duration::from_secs(15), || async {
         let (status, body) = readiness(&gw).await;

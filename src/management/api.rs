@@ -64,7 +64,13 @@ fn admin_only(path: &str) -> ApiError {
 /// Answers one management request: `(status, JSON body)`.
 pub async fn handle(m: Arc<Management>, call: Call<'_>) -> (StatusCode, Value) {
     if !m.db_up() {
-        let e = super::no_db_error();
+        // The admin API reads and writes the database whatever allow_requests_on_db_unavailable
+        // says (that setting keeps LLM calls going, not key management).
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_db_connection",
+            "DB not connected: key, team and user management needs the database; try again when it is back",
+        );
         return (e.status, error_value(&e));
     }
     match route(&m, &call).await {

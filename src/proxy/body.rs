@@ -10,8 +10,28 @@ use pingora::proxy::Session;
 pub enum BodyError {
     /// Over `general_settings.max_request_size_mb`: answer 413 and close the connection.
     TooLarge(ApiError),
-    /// The client went away or sent a malformed body; nothing can be answered.
+    /// The body's framing is broken (a bad chunk size, a bad trailer): answer 400 and close
+    /// the connection (the rest of the stream cannot be parsed).
+    Malformed(ApiError),
+    /// The client went away; nothing can be answered.
     Client(String),
+}
+
+/// A body read error as the client should see it.
+fn body_error(e: &pingora::Error) -> BodyError {
+    match e.etype().as_str() {
+        "InvalidChunk" | "InvalidTrailerEnd" => BodyError::Malformed(
+            ApiError::bad_request(format!(
+                "Malformed request body: {}",
+                e.context.as_ref().map_or_else(
+                    || e.etype().as_str().to_string(),
+                    |c| c.as_str().to_string()
+                )
+            ))
+            .with_param("request_body"),
+        ),
+        _ => BodyError::Client(e.to_string()),
+    }
 }
 
 /// Reads the whole body, refusing more than `limit` bytes.
@@ -61,7 +81,7 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(first.unwrap_or_else(|| body.freeze())),
-            Err(e) => return Err(BodyError::Client(e.to_string())),
+            Err(e) => return Err(body_error(&e)),
         }
     }
 }

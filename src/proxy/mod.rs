@@ -334,6 +334,11 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, limit: usize) -> Option
             respond::error(session, ctx, &e).await;
             None
         }
+        Err(body::BodyError::Malformed(e)) => {
+            session.set_keepalive(None);
+            respond::error(session, ctx, &e).await;
+            None
+        }
         Err(body::BodyError::Client(why)) => {
             tracing::debug!(request_id = %ctx.request_id, "reading the request body failed: {why}");
             ctx.record.client_closed = true;
