@@ -14,6 +14,8 @@ pub mod app;
 pub mod config;
 pub mod decimal;
 pub mod downstream;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod management;
 pub mod metrics;

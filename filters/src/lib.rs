@@ -14,6 +14,8 @@ pub mod auth;
 pub mod chain;
 pub mod endpoint;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod json_scan;
 pub mod request;
