@@ -104,6 +104,29 @@ async fn redis_restart_recovers_within_seconds() {
         assert_eq!(status, 200, "after the recovery");
         assert!(took < Duration::from_secs(2), "a request took {took:?}");
     }
+
+    // Frozen (SIGSTOP: connections open, nothing answered) for 4 s: the same bounds.
+    redis.freeze();
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(4) {
+        let (status, took) = timed_chat(&client).await;
+        assert!(status == 503 || status == 200, "while frozen: {status}");
+        assert!(
+            took < Duration::from_millis(2600),
+            "a request waited {took:?} on a frozen Redis"
+        );
+    }
+    redis.thaw();
+    let thawed = Instant::now();
+    let recovered = eventually(Duration::from_secs(10), || async {
+        (timed_chat(&client).await.0 == 200).then_some(thawed.elapsed())
+    })
+    .await
+    .expect("requests still fail 10 s after Redis was thawed");
+    assert!(
+        recovered < Duration::from_secs(3),
+        "the first request succeeded {recovered:?} after Redis was thawed"
+    );
 }
 
 /// Readiness of `gw` (status and body).
