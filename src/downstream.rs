@@ -17,8 +17,8 @@
 //!   `keepalive_timeout` + `client_header_timeout` after the previous response.
 //! - Nothing bounds the number of open connections: idle ones exhausted the file limit and
 //!   then nothing was accepted. Here at most `max_connections` are open; at the limit the new
-//!   connection gets a 503 and connections that have been waiting for a request header for a
-//!   second or more are closed, so the next connection (a health check) gets in.
+//!   connection gets a 503 and the connection that has waited longest for a request header
+//!   (a second or more) is closed, so the next connection (a health check) gets in.
 //! - HTTP/1.1 pipelining: Pingora's opt-in (`set_pipelining_enabled`) is turned on, so
 //!   pipelined requests are answered in order instead of dropped.
 
@@ -84,8 +84,20 @@ pub struct Downstream {
     limits: Limits,
     app: Arc<App>,
     open: AtomicUsize,
-    /// Woken at the connection limit: connections idle in a header wait close.
+    /// Connections idle in a header wait for a second or more (they may be shed).
+    idle: AtomicUsize,
+    /// Woken once per connection refused at the limit: the longest-waiting idle connection
+    /// closes (tokio's `Notify` wakes its waiters in order).
     shed: tokio::sync::Notify,
+}
+
+/// Counts a connection as idle until it drops.
+struct Idle<'a>(&'a AtomicUsize);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a connection was closed by this module.
@@ -134,6 +146,7 @@ impl Downstream {
             limits,
             app,
             open: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
             shed: tokio::sync::Notify::new(),
         }
     }
@@ -143,7 +156,10 @@ impl Downstream {
         let before = self.open.fetch_add(1, Ordering::AcqRel);
         if before >= self.limits.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            self.shed.notify_waiters();
+            // One idle connection makes room for the next one, not all of them.
+            if self.idle.load(Ordering::Acquire) > 0 {
+                self.shed.notify_one();
+            }
             return None;
         }
         self.app.metrics.open_connections.inc();
@@ -179,6 +195,8 @@ impl Downstream {
             return Err(Closed::Shutdown);
         }
         let mut shutdown = shutdown.clone();
+        self.idle.fetch_add(1, Ordering::AcqRel);
+        let _idle = Idle(&self.idle);
         tokio::select! {
             biased;
             out = &mut fut => Ok(out),
@@ -395,12 +413,14 @@ async fn malformed(header: &[u8]) -> Option<String> {
     let mut session = pingora::protocols::http::v1::server::HttpSession::new(Box::new(copy));
     match session.read_request().await {
         Err(e) if e.etype() == &pingora::ErrorType::InvalidHTTPHeader => {
-            let why = e
-                .context
-                .as_ref()
-                .map_or("invalid request header", |c| c.as_str());
-            // Pingora's context quotes the raw buffer: keep the reason, not the bytes.
-            let why = why.split(", buf:").next().unwrap_or(why);
+            // The parser's own reason (httparse's "invalid header name"), or Pingora's
+            // explanation; never its context when that quotes the raw request (`buf: ...`),
+            // which may hold headers a proxy in front added.
+            let why = match (&e.cause, e.context.as_ref().map(|c| c.as_str())) {
+                (Some(cause), _) => cause.to_string(),
+                (None, Some(context)) if !context.contains("buf:") => context.to_string(),
+                _ => "invalid request header".to_string(),
+            };
             Some(why.chars().take(200).collect())
         }
         _ => None,
@@ -495,11 +515,10 @@ mod tests {
             None
         );
         assert_eq!(super::malformed(b"OPTIONS / HTTP/1.0\r\n\r\n").await, None);
-        assert!(
-            super::malformed(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
-                .await
-                .is_some()
-        );
+        let why = super::malformed(b"GET / HTTP/1.1\r\nBad Header: secret-x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(!why.contains("secret-x") && !why.contains("buf"), "{why}");
         assert!(
             super::malformed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
                 .await

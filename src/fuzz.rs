@@ -174,10 +174,7 @@ pub fn content_encoding(data: &[u8]) {
         let mut d = BodyDecoder::for_encoding(Some(name)).ok()??;
         let mut out = Vec::new();
         for c in chunks {
-            d.decode(c, &mut out).ok()?;
-            if out.len() > 16 * 1024 * 1024 {
-                return None;
-            }
+            d.decode(c, &mut out, 16 * 1024 * 1024).ok()?;
         }
         d.finish(&mut out).ok()?;
         Some(out)

@@ -163,19 +163,46 @@ pub struct Metrics {
     /// Downstream connections Sluice closed itself, by reason (`over_limit`,
     /// `header_timeout`, `shed_idle`, `shutdown`).
     pub closed_connections: IntCounterVec,
-    /// Requests recorded under the overflow label set: once `max_label_sets` distinct label
-    /// combinations are recorded, new ones are folded into one (every label `overflow` but
-    /// `route`, the status and the error class), so clients cannot grow `/metrics` without
-    /// bound.
+    /// Requests recorded under the overflow label set: once `max_label_sets` distinct owner and
+    /// model combinations are recorded, new ones are folded into one (every label `overflow`
+    /// but `route`, the status and the error class), so clients cannot grow `/metrics` without
+    /// bound; `client_ip` and `user_agent` are bounded on their own ([`MAX_CLIENT_IPS`],
+    /// [`MAX_USER_AGENTS`]).
     pub overflowed: IntCounter,
     /// Hashes of the label combinations recorded so far (bounded by `max_label_sets`).
     label_sets: parking_lot::Mutex<std::collections::HashSet<u64, ahash::RandomState>>,
     max_label_sets: usize,
+    client_ips: parking_lot::Mutex<std::collections::HashSet<Box<str>, ahash::RandomState>>,
+    user_agents: parking_lot::Mutex<std::collections::HashSet<Box<str>, ahash::RandomState>>,
     overflow_warned: std::sync::atomic::AtomicBool,
 }
 
 /// The label value of folded combinations.
 pub const OVERFLOW_LABEL: &str = "overflow";
+
+/// Distinct `client_ip` label values kept; later addresses are labelled `overflow` (LiteLLM's
+/// label sets carry the client's address, which any number of clients can vary).
+pub const MAX_CLIENT_IPS: usize = 500;
+/// Distinct `user_agent` label values kept (clients choose them freely).
+pub const MAX_USER_AGENTS: usize = 100;
+
+/// `value` while fewer than `max` distinct values were seen (or it is one of them), else
+/// [`OVERFLOW_LABEL`].
+fn bounded<'a>(
+    seen: &parking_lot::Mutex<std::collections::HashSet<Box<str>, ahash::RandomState>>,
+    value: &'a str,
+    max: usize,
+) -> &'a str {
+    let mut seen = seen.lock();
+    if seen.contains(value) {
+        return value;
+    }
+    if seen.len() >= max {
+        return OVERFLOW_LABEL;
+    }
+    seen.insert(value.into());
+    value
+}
 
 /// Registers a metric and hands it back (the registry keeps a clone).
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
@@ -328,6 +355,8 @@ impl Metrics {
             overflowed,
             label_sets: parking_lot::Mutex::new(Default::default()),
             max_label_sets,
+            client_ips: parking_lot::Mutex::new(Default::default()),
+            user_agents: parking_lot::Mutex::new(Default::default()),
             overflow_warned: Default::default(),
             registry,
         }
@@ -335,9 +364,27 @@ impl Metrics {
 
     /// Whether a new label combination (its key's hash) may have series of its own; once
     /// `max_label_sets` are taken, new ones are folded into the overflow combination.
-    fn admit_label_set(&self, key: &str) -> bool {
+    fn admit_label_set(&self, l: &RequestLabels<'_>) -> bool {
         let mut sets = self.label_sets.lock();
-        let hash = sets.hasher().hash_one(key);
+        // Who and what: the labels that name an owner or a model. The status, the error class,
+        // the client's address and agent (bounded on their own) do not count.
+        let hash = sets.hasher().hash_one([
+            l.end_user,
+            l.hashed_api_key,
+            l.api_key_alias,
+            l.team,
+            l.team_alias,
+            l.user,
+            l.user_email,
+            l.requested_model,
+            l.route,
+            l.model_id,
+            l.model,
+            l.model_group,
+            l.api_provider,
+            l.api_base,
+            l.litellm_model_name,
+        ]);
         if sets.contains(&hash) {
             return true;
         }
@@ -372,7 +419,7 @@ impl Default for Metrics {
 }
 
 /// Label values shared by the per-request metrics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct RequestLabels<'a> {
     pub end_user: &'a str,
     pub hashed_api_key: &'a str,
@@ -531,10 +578,15 @@ impl Metrics {
             if map.len() >= HANDLE_CACHE_LIMIT {
                 map.clear();
             }
-            let h = if self.admit_label_set(key) {
-                Rc::new(self.handles(l, o))
+            let labels = RequestLabels {
+                client_ip: bounded(&self.client_ips, l.client_ip, MAX_CLIENT_IPS),
+                user_agent: bounded(&self.user_agents, l.user_agent, MAX_USER_AGENTS),
+                ..*l
+            };
+            let h = if self.admit_label_set(&labels) {
+                Rc::new(self.handles(&labels, o))
             } else {
-                Rc::new(self.handles(&l.folded(), o)).overflowing()
+                Rc::new(self.handles(&labels.folded(), o)).overflowing()
             };
             map.insert(key.clone(), h.clone());
             h

@@ -273,7 +273,9 @@ impl Management {
             // Spend an earlier process spooled is booked before any key is read, so budgets
             // start from it.
             let me = mgmt.clone();
-            mgmt.runtime.block_on(async move { me.write_spool().await });
+            let patience = mgmt.settings.connect_timeout;
+            mgmt.runtime
+                .block_on(async move { me.write_spool(patience).await });
         }
         cost::warm_up();
         mgmt.spawn_background();
@@ -322,15 +324,31 @@ impl Management {
         }
         let me = self.clone();
         self.runtime.spawn(async move {
+            // Rounds in a row the database answered but the spool could not be written.
+            let mut replays_failed = 0;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let up = tokio::time::timeout(Duration::from_secs(2), me.store.ping())
-                    .await
-                    .unwrap_or(false);
+                let ping = || async {
+                    tokio::time::timeout(Duration::from_secs(2), me.store.ping())
+                        .await
+                        .unwrap_or(false)
+                };
+                let mut up = ping().await;
                 if up && !me.db_up() {
                     // Spooled spend first: keys read once the database counts as up must see
-                    // it in their owners' spend.
-                    me.write_spool().await;
+                    // it in their owners' spend. A spool that keeps failing while the database
+                    // answers (a batch it refuses) does not keep the instance down for good.
+                    let written = me.write_spool(Duration::from_secs(10)).await;
+                    replays_failed = if written { 0 } else { replays_failed + 1 };
+                    if !written && replays_failed < 3 {
+                        continue;
+                    }
+                    if !written {
+                        tracing::error!(
+                            "spooled spend still cannot be written although the database answers; serving again, and retrying it with every spend write"
+                        );
+                    }
+                    up = ping().await;
                 }
                 if up != me.db_up.swap(up, Ordering::Relaxed) {
                     if up {
@@ -430,7 +448,7 @@ impl Management {
                 _ = self.spend.full.notified() => {}
             }
             if self.db_up() {
-                self.write_spool().await;
+                self.write_spool(patience).await;
             }
             self.flush_spend(patience).await;
         }
@@ -441,10 +459,20 @@ impl Management {
     /// is put back in the queue for the next attempt.
     pub async fn flush_spend(&self, patience: Duration) -> bool {
         let _one_writer = self.writing.lock().await;
+        let mut all_written = true;
+        // Batches held in memory (no spool), each with its own id, then the queue.
+        for batch in self.spend.take_held() {
+            all_written &= self.write_batch(batch, patience).await;
+        }
         let batch = self.spend.take();
         if batch.is_empty() {
-            return true;
+            return all_written;
         }
+        self.write_batch(batch, patience).await && all_written
+    }
+
+    /// Writes one batch, waiting at most `patience`; on failure it is kept (see `keep`).
+    async fn write_batch(&self, batch: Batch, patience: Duration) -> bool {
         if !self.db_up() {
             self.keep(batch, "the database is unreachable");
             return false;
@@ -467,12 +495,12 @@ impl Management {
         false
     }
 
-    /// Keeps a batch the database did not take: in the spool, else back in the queue.
+    /// Keeps a batch the database did not take: in the spool, else in memory, whole.
     fn keep(&self, batch: Batch, why: &str) {
         let rows = batch.logs.len();
         let Some(spool) = &self.spool else {
             tracing::warn!(rows, "writing spend failed, will retry: {why}");
-            self.spend.put_back(batch);
+            self.spend.hold(batch);
             return;
         };
         match spool.save(&batch, &self.master_key_hash) {
@@ -487,7 +515,7 @@ impl Management {
                     "writing spend failed ({why}) and the spend spool {} cannot take it ({e}); kept in memory",
                     spool.dir().display()
                 );
-                self.spend.put_back(batch);
+                self.spend.hold(batch);
             }
         }
     }
@@ -500,6 +528,9 @@ impl Management {
         if let Some(batch) = stuck {
             self.keep((*batch).clone(), why);
         }
+        for held in self.spend.take_held() {
+            self.keep(held, why);
+        }
         let queued = self.spend.take();
         if !queued.is_empty() {
             self.keep(queued, why);
@@ -508,21 +539,37 @@ impl Management {
 
     /// Writes the spooled batches to the database, oldest first; stops at the first that
     /// fails (the rest wait for the next try).
-    async fn write_spool(&self) {
+    /// Whether the spool is empty afterwards. Bounded by `patience` (waiting for the writer
+    /// included): a database that accepts connections but does not answer cannot hold the
+    /// health check or the writer for longer.
+    async fn write_spool(&self, patience: Duration) -> bool {
+        match tokio::time::timeout(patience, self.write_spool_unbounded()).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::warn!(
+                    "writing spooled spend took more than {patience:?}; will retry (a batch written meanwhile counts once)"
+                );
+                false
+            }
+        }
+    }
+
+    async fn write_spool_unbounded(&self) -> bool {
         let Some(spool) = &self.spool else {
-            return;
+            return true;
         };
         if !spool.has_waiting() {
-            return;
+            return true;
         }
         let _one_writer = self.writing.lock().await;
         let files = match spool.waiting() {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!("cannot read the spend spool {}: {e}", spool.dir().display());
-                return;
+                return false;
             }
         };
+        let mut failed = false;
         let (mut batches, mut rows) = (0, 0);
         for file in files {
             let batch = match SpendSpool::load(&file) {
@@ -532,6 +579,7 @@ impl Management {
                         "a spooled spend batch cannot be read ({}): {e}; left in place",
                         file.display()
                     );
+                    failed = true;
                     continue;
                 }
             };
@@ -548,6 +596,7 @@ impl Management {
                 }
                 Err(e) => {
                     tracing::warn!("writing spooled spend failed, will retry: {e}");
+                    failed = true;
                     break;
                 }
             }
@@ -556,6 +605,7 @@ impl Management {
         if batches > 0 {
             tracing::info!(batches, rows, "spooled spend written to the database");
         }
+        !failed && !spool.has_waiting()
     }
 
     /// Writes pending spend before the process exits (SIGTERM), waiting up to `timeout`; what

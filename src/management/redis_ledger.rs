@@ -210,10 +210,15 @@ const SETTLE_PATIENCE: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct RedisLedger {
     conn: ConnectionManager,
-    /// Whether Redis answered the last call. While it is down, calls fail at once instead of
+    /// Whether Redis is taken to be reachable. While it is down, calls fail at once instead of
     /// each waiting [`REDIS_TIMEOUT`]; the heartbeat ([`RedisLedger::keep_alive`]) finds out
     /// when it is back.
     up: Arc<AtomicBool>,
+    /// Calls in a row that timed out (a connection error closes the gate at once; timeouts
+    /// only when two in a row say Redis is not answering, not one slow script).
+    timeouts: Arc<std::sync::atomic::AtomicU32>,
+    /// Wakes the heartbeat when the gate closes, so it probes at once.
+    probe: Arc<tokio::sync::Notify>,
     /// This process's id in the per-instance reservation fields.
     instance: String,
     admit: Script,
@@ -256,6 +261,8 @@ impl RedisLedger {
         let ledger = RedisLedger {
             conn,
             up: Arc::new(AtomicBool::new(true)),
+            timeouts: Default::default(),
+            probe: Default::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             admit: Script::new(ADMIT),
             settle: Script::new(SETTLE),
@@ -296,9 +303,16 @@ impl RedisLedger {
     pub async fn keep_alive(&self) {
         loop {
             let up = self.is_up();
-            tokio::time::sleep(if up { INSTANCE_HEARTBEAT } else { OUTAGE_PROBE }).await;
+            let pause = if up { INSTANCE_HEARTBEAT } else { OUTAGE_PROBE };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                // The gate just closed: find out now whether Redis answers.
+                _ = self.probe.notified(), if up => {}
+            }
+            let up = self.is_up();
             match self.heartbeat().await {
                 Ok(()) => {
+                    self.timeouts.store(0, Ordering::Release);
                     if !self.up.swap(true, Ordering::AcqRel) {
                         tracing::info!("Redis is reachable again");
                     }
@@ -312,6 +326,7 @@ impl RedisLedger {
 
     fn mark_down(&self, e: &RedisError) {
         if self.up.swap(false, Ordering::AcqRel) {
+            self.probe.notify_one();
             tracing::error!(
                 "Redis is unreachable ({e}): requests that need it are answered 503 at once until it answers again"
             );
@@ -331,10 +346,14 @@ impl RedisLedger {
             Ok(r) => r,
             Err(_) => Err(timed_out()),
         };
-        if let Err(e) = &result
-            && is_outage(e)
-        {
-            self.mark_down(e);
+        match &result {
+            Err(e) if e.is_timeout() || e.to_string().contains("timed out") => {
+                if self.timeouts.fetch_add(1, Ordering::AcqRel) >= 1 {
+                    self.mark_down(e);
+                }
+            }
+            Err(e) if is_outage(e) => self.mark_down(e),
+            _ => self.timeouts.store(0, Ordering::Release),
         }
         result
     }

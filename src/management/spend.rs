@@ -139,6 +139,8 @@ const EARLY_WRITE_ROWS: usize = 5_000;
 #[derive(Debug, Default)]
 pub struct SpendQueue {
     pending: Mutex<Pending>,
+    /// Batches a write failed for, kept whole with their ids (see [`SpendQueue::hold`]).
+    held: Mutex<Vec<Batch>>,
     /// Woken when [`EARLY_WRITE_ROWS`] rows are queued.
     pub full: tokio::sync::Notify,
 }
@@ -186,18 +188,33 @@ impl SpendQueue {
         }
     }
 
-    /// Returns a batch that could not be written.
-    pub fn put_back(&self, batch: Batch) {
-        let mut p = self.pending.lock();
-        for (k, id, d) in batch.deltas {
-            *p.deltas.entry(k).or_default().entry(id).or_insert(0.0) += d;
+    /// Keeps a batch that could not be written (nor spooled) for the next attempt, whole and
+    /// with its id: merged back into the queue it would get a new id, and a first write that
+    /// committed after all (its answer lost, or given up on) would be booked twice. Past
+    /// [`MAX_QUEUED_LOGS`] rows held, the oldest batches lose their spend-log rows (never their
+    /// increments, which are one number per owner).
+    pub fn hold(&self, batch: Batch) {
+        let mut held = self.held.lock();
+        held.push(batch);
+        let mut rows: usize = held.iter().map(|b| b.logs.len()).sum();
+        for b in held.iter_mut() {
+            if rows <= MAX_QUEUED_LOGS {
+                break;
+            }
+            rows -= b.logs.len();
+            if !b.logs.is_empty() {
+                tracing::error!(
+                    rows = b.logs.len(),
+                    "too many spend-log rows waiting for the database: dropping the oldest batch's rows (its spend is kept)"
+                );
+            }
+            b.logs.clear();
         }
-        let newer = std::mem::take(&mut p.logs);
-        p.logs = batch.logs.into();
-        p.logs.extend(newer);
-        while p.logs.len() > MAX_QUEUED_LOGS {
-            p.logs.pop_front();
-        }
+    }
+
+    /// The batches held by [`SpendQueue::hold`], oldest first.
+    pub fn take_held(&self) -> Vec<Batch> {
+        std::mem::take(&mut *self.held.lock())
     }
 }
 
@@ -252,16 +269,25 @@ mod tests {
             request_id: "r2".into(),
             ..SpendEntry::default()
         });
-        q.put_back(batch);
+        let id = batch.id.clone();
+        assert!(id.is_some());
+        q.hold(batch);
+        // A held batch comes back whole, with its id; the queue goes on on its own.
+        let held = q.take_held();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, id);
+        assert_eq!(held[0].logs[0].request_id, "r1");
+        assert!(q.take_held().is_empty());
         let again = q.take();
+        assert_ne!(again.id, id);
         let key: f64 = again
             .deltas
             .iter()
             .filter(|(k, _, _)| *k == Kind::Key)
             .map(|(_, _, d)| d)
             .sum();
-        assert_eq!(key, 1.75);
+        assert_eq!(key, 1.0);
         let ids: Vec<_> = again.logs.iter().map(|l| l.request_id.as_str()).collect();
-        assert_eq!(ids, ["r1", "r2"], "older rows first");
+        assert_eq!(ids, ["r2"]);
     }
 }

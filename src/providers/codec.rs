@@ -239,7 +239,7 @@ impl ClientStream {
         match (ingress, wire) {
             (Ingress::OpenAi, _) => ClientStream::OpenAi(StreamDecoder::new(wire, request, opts)),
             (Ingress::Anthropic, Wire::Anthropic) => {
-                ClientStream::AnthropicPassthrough(PassthroughObserver::default())
+                ClientStream::AnthropicPassthrough(PassthroughObserver::new(opts.max_event_bytes))
             }
             (Ingress::Anthropic, _) => {
                 let model = opts

@@ -7,6 +7,9 @@
 
 use std::io::Write;
 
+/// Compressed input is decoded this many bytes at a time (see [`BodyDecoder::decode`]).
+const DECODE_SLICE: usize = 512;
+
 /// Decodes one response body as its chunks arrive.
 pub enum BodyDecoder {
     Gzip(Box<flate2::write::GzDecoder<Vec<u8>>>),
@@ -49,24 +52,41 @@ impl BodyDecoder {
         }))
     }
 
-    /// Decodes `chunk`, appending what it yields to `out`.
-    pub fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
-        let produced = match self {
-            BodyDecoder::Gzip(d) => {
-                d.write_all(chunk)?;
-                d.get_mut()
+    /// Decodes `chunk`, appending what it yields to `out`, all of it (an SSE event is not
+    /// held back until the next chunk). Fails once `out` would grow past `max_out` bytes: a
+    /// few kilobytes can expand a thousandfold (a decompression bomb), so the input is fed in
+    /// small slices and the output checked after each.
+    pub fn decode(
+        &mut self,
+        chunk: &[u8],
+        out: &mut Vec<u8>,
+        max_out: usize,
+    ) -> std::io::Result<()> {
+        for slice in chunk.chunks(DECODE_SLICE) {
+            let produced = match self {
+                BodyDecoder::Gzip(d) => {
+                    d.write_all(slice)?;
+                    d.flush()?;
+                    d.get_mut()
+                }
+                BodyDecoder::Deflate(d) => {
+                    d.write_all(slice)?;
+                    d.flush()?;
+                    d.get_mut()
+                }
+                BodyDecoder::Brotli(d) => {
+                    d.write_all(slice)?;
+                    d.flush()?;
+                    d.get_mut()
+                }
+            };
+            if out.len() + produced.len() > max_out {
+                return Err(std::io::Error::other(format!(
+                    "the decompressed body is larger than {max_out} bytes"
+                )));
             }
-            BodyDecoder::Deflate(d) => {
-                d.write_all(chunk)?;
-                d.get_mut()
-            }
-            BodyDecoder::Brotli(d) => {
-                d.write_all(chunk)?;
-                d.flush()?;
-                d.get_mut()
-            }
-        };
-        out.append(produced);
+            out.append(produced);
+        }
         Ok(())
     }
 
@@ -82,7 +102,8 @@ impl BodyDecoder {
                 d.get_mut()
             }
             BodyDecoder::Brotli(d) => {
-                d.flush()?;
+                // `close` fails for a stream that did not end (flush alone accepts it).
+                d.close()?;
                 d.get_mut()
             }
         };
@@ -104,7 +125,7 @@ mod tests {
     fn decode_in(decoder: &mut BodyDecoder, data: &[u8], chunk: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for c in data.chunks(chunk) {
-            decoder.decode(c, &mut out).unwrap();
+            decoder.decode(c, &mut out, usize::MAX).unwrap();
         }
         decoder.finish(&mut out).unwrap();
         out
@@ -153,7 +174,35 @@ mod tests {
         let gz = gzip(b"some text that is long enough to matter");
         let mut d = BodyDecoder::for_encoding(Some(b"gzip")).unwrap().unwrap();
         let mut out = Vec::new();
-        d.decode(&gz[..gz.len() / 2], &mut out).unwrap();
+        d.decode(&gz[..gz.len() / 2], &mut out, usize::MAX).unwrap();
         assert!(d.finish(&mut out).is_err());
+    }
+
+    /// Each chunk's text comes out with the chunk (an SSE event is not held back until the
+    /// next one arrives).
+    #[test]
+    fn a_chunk_is_decoded_at_once() {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"data: one\n\n").unwrap();
+        e.flush().unwrap();
+        let first = e.get_ref().len();
+        e.write_all(b"data: two\n\n").unwrap();
+        let all = e.finish().unwrap();
+        let mut d = BodyDecoder::for_encoding(Some(b"gzip")).unwrap().unwrap();
+        let mut out = Vec::new();
+        d.decode(&all[..first], &mut out, usize::MAX).unwrap();
+        assert_eq!(out, b"data: one\n\n");
+    }
+
+    /// A bomb (a megabyte of zeros in about a kilobyte) stops at the limit.
+    #[test]
+    fn decoded_size_is_bounded() {
+        let bomb = gzip(&vec![0u8; 1024 * 1024]);
+        assert!(bomb.len() < 4096);
+        let mut d = BodyDecoder::for_encoding(Some(b"gzip")).unwrap().unwrap();
+        let mut out = Vec::new();
+        let e = d.decode(&bomb, &mut out, 64 * 1024).unwrap_err();
+        assert!(e.to_string().contains("larger than 65536"), "{e}");
+        assert!(out.len() <= 64 * 1024);
     }
 }

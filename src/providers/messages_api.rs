@@ -338,27 +338,54 @@ fn usage_from_anthropic(u: &Value, before: Option<Usage>) -> Usage {
     }
 }
 
-/// Passthrough of an Anthropic stream to a Messages client: bytes forwarded untouched, events
-/// read on the side for usage and errors.
+/// Where the last complete SSE event of `buf` ends (after its blank line), if any.
+fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::rfind(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::rfind(buf, b"\r\n\r\n").map(|i| i + 4);
+    lf.max(crlf)
+}
+
+/// Passthrough of an Anthropic stream to a Messages client: bytes forwarded untouched, whole
+/// events at a time (the unfinished tail of a read waits for its end, so an error event is
+/// recognised, and its credentials redacted, before any of it goes out), events read on the
+/// side for usage and errors.
 #[derive(Debug, Default)]
 pub struct PassthroughObserver {
     events: SseEvents,
+    /// The bytes after the last complete event seen.
+    tail: BytesMut,
     usage: Option<Usage>,
     error: Option<String>,
     stopped: bool,
 }
 
 impl PassthroughObserver {
+    /// Events larger than `max_event` bytes are passed on without being read.
+    pub fn new(max_event: usize) -> PassthroughObserver {
+        PassthroughObserver {
+            events: SseEvents::with_limit(max_event),
+            ..PassthroughObserver::default()
+        }
+    }
+
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        out.put_slice(chunk);
         let mut events = std::mem::take(&mut self.events);
         events.feed(chunk, |_, data| self.event(data));
+        self.tail.extend_from_slice(chunk);
+        let complete = last_event_end(&self.tail).unwrap_or(0);
+        if events.overflowed() || self.tail.len() > events.limit() {
+            // Not held any longer: an event this long is passed on as it comes.
+            out.put_slice(&self.tail.split());
+        } else if complete > 0 {
+            out.put_slice(&self.tail.split_to(complete));
+        }
         self.events = events;
     }
 
-    pub fn finish(&mut self, _out: &mut BytesMut) {
+    pub fn finish(&mut self, out: &mut BytesMut) {
         let mut events = std::mem::take(&mut self.events);
         events.finish(|_, data| self.event(data));
+        out.put_slice(&self.tail.split());
     }
 
     fn event(&mut self, data: &str) {
@@ -722,6 +749,28 @@ mod tests {
     #[test]
     fn conversion_is_split_invariant() {
         split_invariant(OPENAI_STREAM.as_bytes(), convert);
+    }
+
+    /// An event split across reads goes out whole once its end arrives (an error event is
+    /// recognised before any of it is sent); the bytes are the upstream's, in order.
+    #[test]
+    fn passthrough_forwards_whole_events() {
+        let mut o = PassthroughObserver::new(1024);
+        let mut out = BytesMut::new();
+        o.feed(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: {\"type\":\"er",
+            &mut out,
+        );
+        assert_eq!(&out[..], b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        assert!(o.upstream_error().is_none());
+        o.feed(
+            b"ror\",\"error\":{\"type\":\"x\",\"message\":\"key sk-1\"}}\n\n",
+            &mut out,
+        );
+        assert_eq!(o.upstream_error(), Some("key sk-1"));
+        assert!(out.ends_with(b"sk-1\"}}\n\n"));
+        o.finish(&mut out);
+        assert!(out.starts_with(b"event: ping"));
     }
 
     #[test]

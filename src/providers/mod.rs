@@ -614,8 +614,21 @@ pub fn deployment_secrets(d: &crate::config::DeploymentConfig) -> Vec<Box<str>> 
             secrets.push(value.strip_prefix("Bearer ").unwrap_or(value).to_string());
         }
     }
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    // As they may appear in a JSON error body: escaped (`"`, `\`), and `/` as `\/`.
+    let escaped: Vec<String> = secrets
+        .iter()
+        .flat_map(|s| {
+            let json = serde_json::to_string(s).unwrap_or_default();
+            let json = json.trim_matches('"').to_string();
+            let slashes = s.replace('/', "\\/");
+            [json, slashes]
+        })
+        .collect();
+    secrets.extend(escaped);
+    secrets.sort();
     secrets.dedup();
+    // Longest first: a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets
         .into_iter()
         .filter(|s| s.len() >= 6)

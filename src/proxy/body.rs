@@ -23,10 +23,12 @@ fn body_error(e: &pingora::Error) -> BodyError {
         "InvalidChunk" | "InvalidTrailerEnd" => BodyError::Malformed(
             ApiError::bad_request(format!(
                 "Malformed request body: {}",
-                e.context.as_ref().map_or_else(
-                    || e.etype().as_str().to_string(),
-                    |c| c.as_str().to_string()
-                )
+                // Pingora's explanation, unless it quotes the raw bytes.
+                e.context
+                    .as_ref()
+                    .map(|c| c.as_str())
+                    .filter(|c| !c.contains("buf:"))
+                    .unwrap_or("invalid chunked encoding")
             ))
             .with_param("request_body"),
         ),

@@ -296,8 +296,8 @@ impl Exchange<'_> {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let status = head.status.as_u16();
         if !(200..300).contains(&status) && !(400..600).contains(&status) {
-            // Informational answers are Pingora's; a redirect or a made-up status (999) is
-            // not an answer an LLM API gives.
+            // Informational answers were skipped (`read_final_header`); a redirect, a switch
+            // of protocols or a made-up status (999) is not an answer an LLM API gives.
             up.shutdown().await;
             ctx.record.upstream_elapsed = Some(started.elapsed());
             let e = ApiError::bad_gateway(format!(
@@ -363,7 +363,7 @@ impl Exchange<'_> {
                         up.set_read_timeout(Some(header_timeout));
                         let read = tokio::select! {
                             biased;
-                            r = up.read_response_header() => r.map_err(Some),
+                            r = read_final_header(&mut up) => r.map_err(Some),
                             _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
                         };
                         match read {
@@ -645,7 +645,9 @@ impl Exchange<'_> {
             // A compressed stream is decoded before the codec sees it.
             if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
                 decoded.clear();
-                next = Some(match d.decode(chunk, &mut decoded) {
+                // One read decodes to at most one event's limit (a decompression bomb stops
+                // there; real chunks are far smaller).
+                next = Some(match d.decode(chunk, &mut decoded, self.max_event) {
                     Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
                     Err(e) => Err(Error::explain(
                         ErrorType::ReadError,
@@ -664,17 +666,21 @@ impl Exchange<'_> {
                     if ctx.record.time_to_first_token.is_none() {
                         ctx.record.time_to_first_token = Some(started.elapsed());
                     }
-                    let had_error = rewriter.upstream_error().is_some();
                     rewriter.feed(&chunk, &mut out);
+                    // After an error event nothing more reaches the client: the stream ends
+                    // here (an event over max_stream_event_mb, or the provider's own error),
+                    // instead of reading the rest of a broken upstream for nothing.
+                    let ended = rewriter.is_closed() && rewriter.upstream_error().is_some();
+                    let ends_with_output = ended && !out.is_empty();
                     if !out.is_empty() {
                         let mut bytes = out.split().freeze();
-                        if !had_error && rewriter.upstream_error().is_some() {
+                        if rewriter.upstream_error().is_some() {
                             // An error event: the provider may echo the key it was given.
                             bytes = crate::providers::redact(bytes, self.secrets);
                         }
                         ctx.record.response_bytes += bytes.len() as u64;
                         if session
-                            .write_response_body(Some(bytes), false)
+                            .write_response_body(Some(bytes), ended)
                             .await
                             .is_err()
                         {
@@ -682,6 +688,18 @@ impl Exchange<'_> {
                             up.shutdown().await;
                             break;
                         }
+                    }
+                    if ended {
+                        if !ends_with_output
+                            && session.write_response_body(None, true).await.is_err()
+                        {
+                            ctx.record.client_closed = true;
+                        }
+                        // The client's response is complete (its last chunk written): its
+                        // connection stays reusable; the upstream's is closed unread.
+                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                        up.shutdown().await;
+                        break;
                     }
                 }
                 Some(Ok(None)) => {
@@ -889,6 +907,22 @@ impl Exchange<'_> {
     }
 }
 
+/// Reads the upstream's response header, skipping informational ones (`100 Continue`,
+/// `103 Early Hints`: Pingora returns them and expects to be asked again).
+async fn read_final_header(up: &mut HttpSession) -> pingora::Result<()> {
+    for _ in 0..16 {
+        up.read_response_header().await?;
+        match up.response_header().map(|h| h.status.as_u16()) {
+            Some(100 | 102..=199) => continue,
+            _ => return Ok(()),
+        }
+    }
+    Error::e_explain(
+        ErrorType::InvalidHTTPHeader,
+        "the upstream sent informational responses without end",
+    )
+}
+
 /// Writes `head` and `body` with as few writes as the socket takes (one, normally) and flushes.
 async fn write_head_and_body(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     let mut parts = [IoSlice::new(head), IoSlice::new(body)];
@@ -935,7 +969,9 @@ async fn read_all(
                 let chunk: &[u8] = match decoder.as_deref_mut() {
                     Some(d) => {
                         decoded.clear();
-                        d.decode(&chunk, &mut decoded).map_err(undecodable)?;
+                        let room = limit.saturating_sub(body.len());
+                        d.decode(&chunk, &mut decoded, room)
+                            .map_err(|_| too_large())?;
                         &decoded
                     }
                     None => &chunk,

@@ -193,18 +193,32 @@ pub fn withheld(name: &str) -> bool {
         "auth",
         "authorization",
         "authenticate",
-        "token",
         "secret",
         "password",
+        "passwd",
         "credential",
         "credentials",
         "session",
         "apikey",
     ];
-    name.contains("api-key")
-        || name
-            .split(['-', '_'])
-            .any(|word| CREDENTIAL_WORDS.contains(&word))
+    // `<word>-key` names a credential (`x-api-key`, `ocp-apim-subscription-key`).
+    const KEY_QUALIFIERS: &[&str] = &["api", "access", "subscription", "secret", "private"];
+    // A `token` among these is a count of tokens (`x-amzn-bedrock-input-token-count`).
+    const USAGE_WORDS: &[&str] = &[
+        "count",
+        "counts",
+        "limit",
+        "remaining",
+        "reset",
+        "usage",
+        "used",
+    ];
+    let words: Vec<&str> = name.split(['-', '_']).filter(|w| !w.is_empty()).collect();
+    words.iter().any(|w| CREDENTIAL_WORDS.contains(w))
+        || words
+            .windows(2)
+            .any(|pair| pair[1] == "key" && KEY_QUALIFIERS.contains(&pair[0]))
+        || (words.contains(&"token") && !words.iter().any(|w| USAGE_WORDS.contains(w)))
 }
 
 #[cfg(test)]
@@ -221,15 +235,22 @@ mod tests {
             "x-session-id",
             "x-upstream-token",
             "x-api-key",
+            "x_api_key",
+            "ocp-apim-subscription-key",
+            "x-access-key",
         ] {
             let name = HeaderName::from_static(name);
             assert!(provider_prefixed(&name).is_none(), "{name}");
         }
         for name in [
             "x-ratelimit-remaining-tokens",
+            "x-amzn-bedrock-input-token-count",
+            "x-amzn-bedrock-output-token-count",
+            "anthropic-ratelimit-output-tokens-limit",
             "openai-processing-ms",
             "x-request-id",
             "retry-after",
+            "x-cache-key",
         ] {
             let header = HeaderName::from_static(name);
             assert_eq!(

@@ -807,6 +807,9 @@ pub enum RawBehavior {
     Close,
     /// Read the request and never answer (a hung upstream).
     Hang,
+    /// Read the request, answer these bytes, then keep the connection open without sending
+    /// more (a stream that stalls after its start).
+    ReplyThenHang(Bytes),
     /// Answer the first request on a connection with these bytes and keep it open; read the
     /// next one and close without answering: a kept-alive connection the provider dropped
     /// while it sat in the gateway's pool. Every request is read whole (head and
@@ -879,6 +882,10 @@ impl RawServer {
                         }
                         RawBehavior::Close => {}
                         RawBehavior::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        RawBehavior::ReplyThenHang(bytes) => {
+                            let _ = stream.write_all(&bytes).await;
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
                         RawBehavior::OnePerConnection(_) => {}
