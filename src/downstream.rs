@@ -274,19 +274,9 @@ impl Downstream {
         }
         if let Some(why) = malformed(&start).await {
             self.closed(Closed::Malformed);
-            let body = serde_json::json!({"error": {
-                "message": format!("Malformed HTTP request: {why}"),
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "400",
-            }})
-            .to_string();
-            let answer = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let answer = malformed_answer(&why);
             let _ = pingora::time::timeout(Duration::from_secs(1), async {
-                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.write_all(&answer).await;
                 let _ = stream.flush().await;
             })
             .await;
@@ -338,6 +328,13 @@ impl Downstream {
             };
             let Some((stream, settings)) = reused.map(|r| r.consume()) else {
                 return;
+            };
+            // Later requests are parsed by Pingora alone: its empty 400 for one it refuses is
+            // rewritten to Sluice's OpenAI-style 400 on the way out.
+            let stream: Stream = if stream.as_any().is::<OpenAi400>() {
+                stream
+            } else {
+                Box::new(OpenAi400::new(stream))
             };
             session = ServerSession::new_http1(stream);
             if let Some(settings) = settings {
@@ -424,6 +421,188 @@ async fn malformed(header: &[u8]) -> Option<String> {
             Some(why.chars().take(200).collect())
         }
         _ => None,
+    }
+}
+
+/// The body of Sluice's 400 for a request header Pingora's parser refuses.
+fn malformed_answer(why: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": {
+        "message": format!("Malformed HTTP request: {why}"),
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "400",
+    }})
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Whether `buf` is the answer Pingora writes itself to a request header it refuses (its
+/// generated error response: 400, empty body, `Cache-Control: private, no-store`).
+fn is_pingora_400(buf: &[u8]) -> bool {
+    if !buf.starts_with(b"HTTP/1.1 400 ") {
+        return false;
+    }
+    let head = buf.to_ascii_lowercase();
+    memchr::memmem::find(&head, b"\r\ncontent-length: 0\r\n").is_some()
+        && memchr::memmem::find(&head, b"\r\ncache-control: private, no-store\r\n").is_some()
+}
+
+/// A kept-alive client connection after its first request: everything passes through, but
+/// Pingora's own empty 400 (a later request header it refuses; it writes that before any
+/// Sluice code runs) goes out as Sluice's OpenAI-style 400. One prefix comparison per write.
+#[derive(Debug)]
+struct OpenAi400 {
+    inner: Stream,
+    /// The replacement still to be written.
+    pending: bytes::Bytes,
+}
+
+impl OpenAi400 {
+    fn new(inner: Stream) -> Self {
+        OpenAi400 {
+            inner,
+            pending: bytes::Bytes::new(),
+        }
+    }
+
+    fn drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        use tokio::io::AsyncWrite;
+        while !self.pending.is_empty() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    let _ = self.pending.split_to(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncRead for OpenAi400 {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for OpenAi400 {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map_ok(|()| 0),
+        }
+        if is_pingora_400(buf) {
+            self.pending = bytes::Bytes::from(malformed_answer("invalid request header"));
+            // Taken whole: what is left is written by the next write, flush or shutdown.
+            let _ = self.drain(cx);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.drain(cx) {
+            Poll::Ready(Ok(())) => std::pin::Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl pingora::protocols::Shutdown for OpenAi400 {
+    async fn shutdown(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.drain(cx)).await;
+        pingora::protocols::Shutdown::shutdown(self.inner.as_mut()).await;
+    }
+}
+
+impl pingora::protocols::UniqueID for OpenAi400 {
+    fn id(&self) -> pingora::protocols::UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl pingora::protocols::Ssl for OpenAi400 {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl pingora::protocols::GetTimingDigest for OpenAi400 {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl pingora::protocols::GetProxyDigest for OpenAi400 {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl pingora::protocols::GetSocketDigest for OpenAi400 {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: pingora::protocols::SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl pingora::protocols::Peek for OpenAi400 {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
     }
 }
 

@@ -824,4 +824,31 @@ async fn malformed_requests_get_an_openai_400() {
             "{message}"
         );
     }
+    // On a kept-alive connection, after a good request (Pingora parses it alone).
+    let mut s = connect(&gw).await;
+    s.write_all(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_responses(&mut s, 1, Duration::from_secs(3)).await[0].0,
+        200
+    );
+    s.write_all(b"GET /health/liveliness HTTP/1.1\r\nBad Header: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_responses(&mut s, 1, Duration::from_secs(3))
+        .await
+        .remove(0);
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(error_message(&body, 400).contains("Malformed HTTP request"));
+    // The connection still serves other clients' requests normally.
+    let (status, _, _) = gw
+        .client()
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
 }
