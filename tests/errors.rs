@@ -200,19 +200,21 @@ async fn unreachable_garbage_and_resetting_upstreams_are_502() {
     assert!(reset.connections() >= 1);
 }
 
-/// A pooled connection the provider dropped is found out when the next request is sent on it;
-/// the gateway sends that request again on a fresh connection, and every request reaches the
-/// provider whole: head and body written together, `Host`, `Content-Length` and the rewritten
-/// model as sent.
+/// A pooled connection the provider closed while it sat in the pool is not used: the next
+/// request goes out once, on a fresh connection, and every request reaches the provider whole
+/// (head and body written together, `Host`, `Content-Length` and the rewritten model as sent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pooled_connection_the_provider_dropped_is_retried_on_a_fresh_one() {
+async fn a_pooled_connection_the_provider_closed_is_not_used() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let answer = r#"{"id":"chatcmpl-raw","object":"chat.completion","created":1,"model":"broken","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
     let reply = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
         answer.len()
     );
-    let raw = RawServer::start(RawBehavior::OnePerConnection(bytes::Bytes::from(reply))).await;
+    let raw = RawServer::start(RawBehavior::CloseAfterReply(bytes::Bytes::from(
+        reply.clone(),
+    )))
+    .await;
     let gw = Gateway::start(&config_with(&raw.api_base(), &mock, "")).await;
     for content in ["first", "second"] {
         let (status, _, body) = gw
@@ -225,12 +227,11 @@ async fn a_pooled_connection_the_provider_dropped_is_retried_on_a_fresh_one() {
         assert_eq!(status, 200, "{content}: {body}");
         assert_eq!(body["choices"][0]["message"]["content"], "hi");
     }
-    // The second request went out on the pooled connection, which the provider closed on
-    // reading it, then again on a new connection.
+    // Each request went out once, on a connection of its own.
     assert_eq!(raw.connections(), 2);
     let requests = raw.requests();
-    assert_eq!(requests.len(), 3, "{requests:?}");
-    for (request, content) in requests.iter().zip(["first", "second", "second"]) {
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for (request, content) in requests.iter().zip(["first", "second"]) {
         let text = String::from_utf8(request.clone()).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let lines: Vec<&str> = head.split("\r\n").collect();
@@ -255,6 +256,34 @@ async fn a_pooled_connection_the_provider_dropped_is_retried_on_a_fresh_one() {
         );
         assert_eq!(sent["messages"][0]["content"], content);
     }
+    still_serving(&gw).await;
+
+    // A provider that reads a request on a kept-alive connection and then drops the
+    // connection may have received (and billed) it: the request is not sent again; the
+    // client gets a 502 that says so (the router may try another deployment).
+    let raw = RawServer::start(RawBehavior::OnePerConnection(bytes::Bytes::from(reply))).await;
+    let gw = Gateway::start(&config_with(&raw.api_base(), &mock, "")).await;
+    let (status, _, _) = gw
+        .client()
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "broken", "messages": [{"role": "user", "content": "first"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, body) = gw
+        .client()
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "broken", "messages": [{"role": "user", "content": "second"}]}),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        error_message(&body, 502).contains("it was not sent again"),
+        "{body}"
+    );
+    assert_eq!(raw.requests().len(), 2, "the request was sent twice");
     still_serving(&gw).await;
 }
 

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! plan ─► encode ─► pooled session ─► write head + body ─► read head ─┬─ 4xx/5xx: pass the error on
-//!                    (stale pooled connection: retry on a new one)    ├─ stream: SSE chunk by chunk
-//!                                                                      └─ JSON: buffer, rewrite model
+//!                    (write to a pooled connection failed: send again ├─ stream: SSE chunk by chunk
+//!                     on a new one; never once it went out whole)     └─ JSON: buffer, rewrite model
 //! ```
 //!
 //! Until the first byte goes to the client nothing is committed, so every failure up to that
@@ -48,7 +48,8 @@ use crate::upstream::{Endpoint, ResolvedPeer};
 
 const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 
-/// How many times a request is re-sent when a pooled connection turns out to be closed.
+/// How many times a request is sent again when writing it to a pooled connection fails (the
+/// provider had closed it).
 const STALE_CONNECTION_RETRIES: usize = 2;
 /// Upstream error bodies are passed on up to this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -334,8 +335,13 @@ impl Exchange<'_> {
         self.release(up).await;
     }
 
-    /// Gets a connection, sends the request and waits for the response header, retrying on a
-    /// fresh connection when a pooled one turns out to be dead.
+    /// Gets a connection, sends the request and waits for the response header.
+    ///
+    /// A request is sent again, on a fresh connection, only when the provider cannot have
+    /// received all of it: writing it to a pooled connection failed (the provider had closed
+    /// it; a pooled connection already found closed is never used, see `pool.rs`). Once the
+    /// request went out whole, a connection that breaks before the answer is a failed
+    /// attempt, never re-sent: the provider may have received and billed it.
     ///
     /// Returns the future boxed, built in place: it holds Pingora's H1 response reader (about
     /// 9 KB), and building it on the stack and then boxing it copied that on every request.
@@ -345,8 +351,8 @@ impl Exchange<'_> {
                 (true, Some(t)) => t,
                 _ => self.dc.deployment.timeout,
             };
-            let mut attempt = 0;
-            loop {
+            let mut resends = 0;
+            let (mut up, reused) = loop {
                 let (stream, reused) = match self.pool.take(self.peer.pool_key) {
                     Some(stream) => (stream, true),
                     None => {
@@ -358,44 +364,48 @@ impl Exchange<'_> {
                         (stream, false)
                     }
                 };
-                let result = match self.write_request(stream).await {
-                    Ok(mut up) => {
-                        up.set_read_timeout(Some(header_timeout));
-                        let read = tokio::select! {
-                            biased;
-                            r = read_final_header(&mut up) => r.map_err(Some),
-                            _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
-                        };
-                        match read {
-                            Ok(()) => return Ok(up),
-                            Err(e) => {
-                                up.shutdown().await;
-                                e
-                            }
-                        }
+                match self.write_request(stream).await {
+                    Ok(up) => break (up, reused),
+                    // Not written whole: the provider cannot have the request.
+                    Err(_) if reused && resends < STALE_CONNECTION_RETRIES => resends += 1,
+                    Err(e) => {
+                        return Err(Failure::Api(
+                            self.upstream_error(&e, "sending the request to"),
+                        ));
                     }
-                    // The connection is closed already.
-                    Err(e) => Some(e),
-                };
-                let Some(e) = result else {
-                    return Err(Failure::ClientGone);
-                };
-                if reused && is_stale_connection(&e) && attempt < STALE_CONNECTION_RETRIES {
-                    attempt += 1;
-                    continue;
                 }
-                if e.etype() == &ErrorType::ReadTimedout {
-                    return Err(Failure::Api(ApiError::gateway_timeout(format!(
-                        "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
-                        self.dc.deployment.id,
-                        &*self.plan.group,
-                        header_timeout.as_secs_f64()
-                    ))));
+            };
+            up.set_read_timeout(Some(header_timeout));
+            let read = tokio::select! {
+                biased;
+                r = read_final_header(&mut up) => r.map_err(Some),
+                _ = session.as_downstream_mut().read_body_or_idle(true) => Err(None),
+            };
+            let e = match read {
+                Ok(()) => return Ok(up),
+                Err(e) => {
+                    up.shutdown().await;
+                    e
                 }
-                return Err(Failure::Api(
-                    self.upstream_error(&e, "sending the request to"),
-                ));
+            };
+            let Some(e) = e else {
+                return Err(Failure::ClientGone);
+            };
+            if e.etype() == &ErrorType::ReadTimedout {
+                return Err(Failure::Api(ApiError::gateway_timeout(format!(
+                    "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
+                    self.dc.deployment.id,
+                    &*self.plan.group,
+                    header_timeout.as_secs_f64()
+                ))));
             }
+            let mut error = self.upstream_error(&e, "waiting for the response of");
+            if reused {
+                error.message.push_str(
+                    " (the connection was kept alive and broke after the request was sent; it was not sent again, since the provider may have received it)",
+                );
+            }
+            Err(Failure::Api(error))
         })
     }
 
@@ -1005,14 +1015,6 @@ async fn read_all(
             }
         }
     }
-}
-
-/// A pooled connection the server had already closed: safe to retry (nothing was processed).
-fn is_stale_connection(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-    )
 }
 
 /// Whether a body already is `{"error": ...}`.

@@ -811,10 +811,14 @@ pub enum RawBehavior {
     /// more (a stream that stalls after its start).
     ReplyThenHang(Bytes),
     /// Answer the first request on a connection with these bytes and keep it open; read the
-    /// next one and close without answering: a kept-alive connection the provider dropped
-    /// while it sat in the gateway's pool. Every request is read whole (head and
+    /// next one and close without answering: a provider that takes a request on a kept-alive
+    /// connection and drops the connection. Every request is read whole (head and
     /// `content-length` body) and kept, see [`RawServer::requests`].
     OnePerConnection(Bytes),
+    /// Answer the first request on a connection with these bytes, then close the connection
+    /// at once: a kept-alive connection the provider closed while it sat in the gateway's
+    /// pool. Requests are kept as with `OnePerConnection`.
+    CloseAfterReply(Bytes),
 }
 
 /// Reads one HTTP/1.1 request (head and `content-length` body); `None` at EOF or on a read
@@ -860,6 +864,15 @@ impl RawServer {
                 let behavior = behavior.clone();
                 let received = received.clone();
                 tokio::spawn(async move {
+                    if let RawBehavior::CloseAfterReply(answer) = &behavior {
+                        let Some(first) = read_request(&mut stream).await else {
+                            return;
+                        };
+                        received.lock().push(first);
+                        let _ = stream.write_all(answer).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
                     if let RawBehavior::OnePerConnection(answer) = &behavior {
                         let Some(first) = read_request(&mut stream).await else {
                             return;
@@ -888,7 +901,7 @@ impl RawServer {
                             let _ = stream.write_all(&bytes).await;
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
-                        RawBehavior::OnePerConnection(_) => {}
+                        RawBehavior::OnePerConnection(_) | RawBehavior::CloseAfterReply(_) => {}
                     }
                 });
             }
