@@ -553,6 +553,37 @@ async fn away_from_minute_boundary() {
     }
 }
 
+/// The gateway's day (days since the epoch), from readiness' `last_updated`, read with the
+/// gateway's own clock (which follows `SLUICE_TEST_CLOCK_FILE`).
+async fn gateway_day(gw: &Gateway) -> i64 {
+    let (_, body) = gw.client().get_json("/health/readiness").await;
+    let at = body["last_updated"].as_str().expect("last_updated");
+    chrono_free_days(&at[..10])
+}
+
+/// `GET key` on the tests' Redis (RESP over TCP): the value, or `None` when the key is unset.
+async fn redis_get(key: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = test_redis_url();
+    let addr = url
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    s.write_all(command.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.ok()?;
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    if reply.starts_with("$-1") {
+        return None;
+    }
+    reply.split("\r\n").nth(1).map(str::to_string)
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(s.as_bytes())
@@ -817,10 +848,14 @@ async fn new_budget_duration_keeps_spend(router: &str) {
         )
         .await;
     assert_eq!(status, 200, "{updated}");
-    // Give every cache time to see the update, then the key is still over its budget.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status, _, body) = user.post_json("/v1/chat/completions", &chat()).await;
-    assert_eq!(status, 400, "a longer window granted a new budget: {body}");
+    // While every cache takes the update in (the change feed is read every 0.25 s), the key
+    // stays over its budget: checked throughout, not once after a pause.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        let (status, _, body) = user.post_json("/v1/chat/completions", &chat()).await;
+        assert_eq!(status, 400, "a longer window granted a new budget: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!((key_spend(&admin, &key).await - 2.0 * COST).abs() < 1e-9);
 
     let (status, _, updated) = admin
@@ -1056,7 +1091,12 @@ async fn sigterm_mid_load_loses_no_spend() {
             c.post_json("/v1/chat/completions", &chat()).await.0
         }));
     }
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    // SIGTERM once calls are under way (the mock saw one).
+    let started = eventually(Duration::from_secs(5), || async {
+        (mock.calls() > 0).then_some(())
+    })
+    .await;
+    assert!(started.is_some(), "no call reached the mock");
     gw.signal(15);
     let mut ok = 0;
     for t in tasks {
@@ -1235,9 +1275,21 @@ async fn database_outage_with_and_without_allow_requests_on_db_unavailable() {
             .await;
         assert_eq!(s, 200, "{b}");
     }
-    // Every instance's change feed applies the keys' creation (newer than the first reads
-    // above): the entries shared through Redis must still count as current.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The change feed applies the keys' creation (newer than the first reads above) and
+    // records it as the keys' version in Redis: the entries shared through Redis must still
+    // count as current after that.
+    for token in [sha256_hex(&key), sha256_hex(&uncached)] {
+        let versioned = eventually(Duration::from_secs(5), || async {
+            redis_get(&format!("sluice:ver:key:{token}"))
+                .await
+                .map(|_| ())
+        })
+        .await;
+        assert!(
+            versioned.is_some(),
+            "no instance applied the key's creation"
+        );
+    }
 
     relay.cut();
     // The strict instance leaves the rotation (503, LiteLLM's body); the tolerant one stays
@@ -1899,8 +1951,16 @@ async fn month_windows_roll_when_the_clock_passes_them(redis: &str) {
         );
     }
     // Five days on: still the same window.
+    let today = gateway_day(&gw).await;
     std::fs::write(&clock, (5 * 86_400_000i64).to_string()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moved = eventually(Duration::from_secs(5), || async {
+        (gateway_day(&gw).await >= today + 5).then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the gateway's clock did not follow the file"
+    );
     for key in &keys {
         let (s, _, b) = as_key(&gw, key)
             .post_json("/v1/chat/completions", &chat())

@@ -48,15 +48,18 @@ async fn in_flight_streams_finish_before_the_gateway_exits() {
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
     gw.signal(SIGTERM);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    // New connections are no longer accepted.
-    let refused = reqwest::Client::new()
-        .get(gw.url("/health/liveliness"))
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await;
+    // New connections are no longer accepted (as soon as Pingora closed its listener).
+    let refused = eventually(Duration::from_secs(5), || async {
+        reqwest::Client::new()
+            .get(gw.url("/health/liveliness"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .err()
+    })
+    .await;
     assert!(
-        refused.is_err(),
+        refused.is_some(),
         "a new connection was accepted while draining"
     );
     // The stream in flight runs to its end.

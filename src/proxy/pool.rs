@@ -94,12 +94,20 @@ mod tests {
 
     /// A connected pair: our side as a Pingora stream, the server's side as it is.
     async fn pair(listener: &TcpListener) -> (Stream, TcpStream) {
+        let (ours, theirs) = raw_pair(listener).await;
+        (pingora_stream(ours), theirs)
+    }
+
+    async fn raw_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
         let ours = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (theirs, _) = listener.accept().await.unwrap();
-        let ours: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(ours));
         (ours, theirs)
+    }
+
+    fn pingora_stream(ours: TcpStream) -> Stream {
+        Box::new(pingora::protocols::l4::stream::Stream::from(ours))
     }
 
     fn fd(s: &Stream) -> i32 {
@@ -133,26 +141,29 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = UpstreamPool::new(8, Duration::from_secs(55));
         let (quiet, _quiet_server) = pair(&listener).await;
-        let (closed, closed_server) = pair(&listener).await;
-        let (talkative, mut talkative_server) = pair(&listener).await;
-        let quiet_fd = fd(&quiet);
-        pool.put(7, quiet);
-        pool.put(7, closed);
-        pool.put(7, talkative);
+        let (closed, closed_server) = raw_pair(&listener).await;
+        let (talkative, mut talkative_server) = raw_pair(&listener).await;
         drop(closed_server);
         talkative_server
             .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
             .await
             .unwrap();
-        // Let the close and the bytes arrive and the reactor see them.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The close and the bytes have reached our sides (the reactor has seen them).
+        closed.readable().await.unwrap();
+        talkative.readable().await.unwrap();
+        let quiet_fd = fd(&quiet);
+        pool.put(7, quiet);
+        pool.put(7, pingora_stream(closed));
+        pool.put(7, pingora_stream(talkative));
         assert_eq!(fd(&pool.take(7).unwrap()), quiet_fd);
         assert_eq!(pool.idle(7), 0, "the other two were closed on the way");
 
-        let expiring = UpstreamPool::new(8, Duration::from_millis(10));
+        // Expiry is about time itself: a connection older than the idle limit (here none is
+        // allowed) is not reused.
+        let expiring = UpstreamPool::new(8, Duration::ZERO);
         let (old, _old_server) = pair(&listener).await;
         expiring.put(7, old);
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::thread::sleep(Duration::from_millis(1));
         assert!(expiring.take(7).is_none());
     }
 }
