@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: the mock provider called directly, through the minimal Pingora proxy, through
-# nginx and through Sluice, in one run, at concurrency 1, 16 and 64; plus streaming
-# time-to-first-byte. Prints a table and writes bench-results/load-<time>.{json,md}.
+# nginx and through Sluice, in one run, at concurrency 1, 16 and 64; plus streams: time to first
+# byte at concurrency 1, throughput and CPU per stream at 64. Prints a table and writes bench-results/load-<time>.{json,md}.
 #
 #   bash benches/load.sh                 # defaults: 8 s per point after 2 s warm-up
 #   DURATION=20 bash benches/load.sh     # longer points
@@ -28,6 +28,8 @@ PROXY_CPUS=${PROXY_CPUS:-0}
 HARNESS_CPUS=${HARNESS_CPUS:-1}
 PROXY_THREADS=${PROXY_THREADS:-1}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+# Streams: time to first byte at 1, throughput and CPU per stream at 64 (issue 15).
+STREAM_CONCURRENCY=${STREAM_CONCURRENCY:-"1 64"}
 SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 # One spend-log row per request into the embedded SQLite store, as by default; false sets
 # general_settings.disable_spend_logs (spend counters stay).
@@ -257,9 +259,11 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
   [ "$STREAMING" = 1 ] || continue
-  for target in $ORDER; do
-    echo "round $round: stream c=1 $target" >&2
-    run "stream/$target" "${URL[$target]}" 1 "$(body_for "$target" "$STREAM")"
+  for c in $STREAM_CONCURRENCY; do
+    for target in $ORDER; do
+      echo "round $round: stream c=$c $target" >&2
+      run "stream/$target" "${URL[$target]}" "$c" "$(body_for "$target" "$STREAM")"
+    done
   done
 done
 

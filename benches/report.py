@@ -36,21 +36,22 @@ def median_row(rs):
     }
 
 
-def paired(target, base, c):
+def paired(target, base, c, kind="chat"):
     """Median over rounds of target's req/s over base's in the same round (rows are in round order)."""
-    a, b = groups.get((f"chat/{target}", c), []), groups.get((f"chat/{base}", c), [])
+    a, b = groups.get((f"{kind}/{target}", c), []), groups.get((f"{kind}/{base}", c), [])
     ratios = [x["rps"] / y["rps"] for x, y in zip(a, b) if y["rps"]]
     return statistics.median(ratios) if ratios else None
 
 
 chat = defaultdict(dict)
-stream = {}
+streams = defaultdict(dict)
 for (label, c), rs in groups.items():
     kind, target = label.split("/")
     if kind == "chat":
         chat[c][target] = median_row(rs)
     else:
-        stream[target] = median_row(rs)
+        streams[c][target] = median_row(rs)
+stream = streams.get(1, {})
 
 TARGETS = ["direct", "pingora", "nginx", "sluice", "sluice-no-spend-logs", "sluice-anthropic", "sluice-vkey"]
 
@@ -89,6 +90,25 @@ if stream:
             continue
         added = r["ttfb_us"]["p50"] - d["ttfb_us"]["p50"] if d and target != "direct" else None
         print(f"| {target} | {r['ttfb_us']['p50']:.0f} | {r['ttfb_us']['p99']:.0f} | {'' if added is None else format(added, '.0f')} |")
+
+for c in sorted(k for k in streams if k > 1):
+    row = streams[c]
+    print(f"\nStreams at concurrency {c} (9 events each): throughput and proxy CPU per stream; ratios paired per round.\n")
+    print("| target | streams/s (min-max) | p50 µs | p99 µs | vs Pingora | vs nginx | proxy CPU µs/stream | CPU vs nginx | CPU vs Pingora |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for target in TARGETS:
+        r = row.get(target)
+        if not r:
+            continue
+        fmt = lambda v, spec: "" if v is None else format(v, spec)
+        vs_p = paired(target, "pingora", c, "stream") if "pingora" in row else None
+        vs_n = paired(target, "nginx", c, "stream") if "nginx" in row else None
+        cpu = r["cpu_us"]
+        n_cpu, p_cpu = row.get("nginx", {}).get("cpu_us"), row.get("pingora", {}).get("cpu_us")
+        lo, hi = r["spread"]
+        print(f"| {target} | {r['rps']:,.0f} ({lo:,.0f}-{hi:,.0f}) | {r['latency_us']['p50']:.0f} | {r['latency_us']['p99']:.0f} | "
+              f"{fmt(vs_p, '.2f')} | {fmt(vs_n, '.2f')} | {fmt(cpu, '.1f')} | "
+              f"{fmt(cpu / n_cpu if cpu and n_cpu else None, '.2f')} | {fmt(cpu / p_cpu if cpu and p_cpu else None, '.2f')} |")
 
 print("\nTargets (issue 2):")
 top = max(chat) if chat else None

@@ -150,7 +150,7 @@ async fn a_client_hang_up_closes_the_upstream_stream() {
     );
     // The cut request ends (its logging phase runs) after the upstream close.
     let settled = eventually(Duration::from_secs(2), || async {
-        gw.metrics()
+        gw.metrics_now()
             .await
             .contains("litellm_in_flight_requests 1")
             .then_some(())

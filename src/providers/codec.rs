@@ -216,6 +216,128 @@ pub fn decode_error(wire: Wire, status: u16, headers: &http::HeaderMap, body: &[
     }
 }
 
+/// An upstream error answer as the client gets it (in its own API's shape), and its class
+/// (what a router acts on: retry, fall back, give up).
+pub fn client_error(
+    ingress: Ingress,
+    wire: Wire,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> (Bytes, super::translate::ErrorClass) {
+    use super::translate::{classify, classify_openai_body};
+    let (openai, class) = if wire.translates() {
+        let error = decode_error(wire, status, headers, body);
+        let class = classify(&error);
+        (error.body(), class)
+    } else if is_openai_error(body) {
+        (body.clone(), classify_openai_body(status, body))
+    } else {
+        let text = String::from_utf8_lossy(body);
+        let text: String = text.trim().chars().take(2000).collect();
+        let message = if text.is_empty() {
+            format!("upstream deployment answered {status} with an empty body")
+        } else {
+            format!("upstream deployment answered {status}: {text}")
+        };
+        let kind = match status {
+            401 | 403 => "auth_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+        let error = ApiError::new(
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
+            kind,
+            message,
+        );
+        let class = classify(&error);
+        (error.body(), class)
+    };
+    let client = match (ingress, wire) {
+        (Ingress::OpenAi, _) => openai,
+        // An Anthropic deployment's error is already in the client's format.
+        (Ingress::Anthropic, Wire::Anthropic)
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
+        {
+            body.clone()
+        }
+        (Ingress::Anthropic, _) => messages_api::error_from_openai(status, &openai),
+    };
+    (client, class)
+}
+
+/// Whether a body already is `{"error": ...}`.
+fn is_openai_error(body: &[u8]) -> bool {
+    filters::json_scan::scan_top_level(body).is_some_and(|f| f.has_error)
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+/// A whole (non-streamed) successful answer as the client gets it.
+#[derive(Debug)]
+pub struct ClientBody {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+    /// Its `Content-Type`: the upstream's when it passes through as JSON, else JSON.
+    pub content_type_is_upstream: bool,
+}
+
+/// Why a successful answer cannot be passed on.
+#[derive(Debug)]
+pub enum ClientBodyError {
+    /// The body is not a JSON object (an HTML page, text): the attempt failed.
+    NotJson,
+    /// The provider's answer could not be translated.
+    Api(ApiError),
+}
+
+/// A whole successful upstream answer turned into the client's: `model` set to the name the
+/// client asked for, usage read, translated from the provider's API (and to the Messages API
+/// for an Anthropic client): the buffered counterpart of [`ClientStream`].
+pub fn client_body(
+    ingress: Ingress,
+    wire: Wire,
+    body: Bytes,
+    upstream_json: bool,
+    opts: &DecodeOptions,
+    request: &UpstreamRequest,
+    upstream_model: &str,
+) -> Result<ClientBody, ClientBodyError> {
+    let requested = opts
+        .model_override
+        .as_deref()
+        .unwrap_or(&opts.fallback_model);
+    let quoted = super::sse::quote(requested);
+    let (body, usage) = if ingress == Ingress::Anthropic && wire == Wire::Anthropic {
+        // Passthrough: the Messages response with `model` set to the requested name.
+        let usage = messages_api::usage_of_response(&body);
+        match super::sse::rewrite_json_response(body, &quoted) {
+            Ok((body, _)) => (body, usage),
+            Err(_) => return Err(ClientBodyError::NotJson),
+        }
+    } else if wire.translates() {
+        let (body, usage) = decode_body(wire, &body, opts, request, upstream_model)
+            .map_err(ClientBodyError::Api)?;
+        (body, Some(usage))
+    } else {
+        match super::sse::rewrite_json_response(body, &quoted) {
+            Ok((body, usage)) => (body, usage),
+            Err(_) => return Err(ClientBodyError::NotJson),
+        }
+    };
+    let body = if ingress == Ingress::Anthropic && wire != Wire::Anthropic {
+        messages_api::to_anthropic_response(&body, requested).map_err(ClientBodyError::Api)?
+    } else {
+        body
+    };
+    Ok(ClientBody {
+        body,
+        usage,
+        content_type_is_upstream: !wire.translates() && upstream_json,
+    })
+}
+
 /// What a streaming response becomes for the client: OpenAI chunks, an Anthropic stream passed
 /// through, or OpenAI chunks converted to Messages events.
 #[derive(Debug)]

@@ -8,6 +8,7 @@ use filters::{RequestCx, Usage};
 
 use crate::app::InFlight;
 use crate::management::Admission;
+use crate::providers::translate::ErrorClass;
 
 /// What happened to the request, for metrics and the access log.
 #[derive(Debug, Default)]
@@ -30,6 +31,20 @@ pub struct RequestRecord {
     pub response_bytes: u64,
     /// Budget/rate-limit hold taken before forwarding, settled in `logging`.
     pub admission: Option<Admission>,
+    /// Every attempt made for the request, in order (one without a router).
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One attempt of a request against one deployment: what a router's retry, cooldown and
+/// fallback decisions (and the access log) need of it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub deployment: Arc<Deployment>,
+    /// The upstream's status, or the gateway's for a failure without one.
+    pub status: u16,
+    /// The failure's class (`None`: the attempt succeeded).
+    pub class: Option<ErrorClass>,
+    pub elapsed: Duration,
 }
 
 /// The `requested_model` metric label: only names the config (or the price table) knows, so

@@ -13,8 +13,10 @@
 //! logging                metrics, access log
 //! ```
 
+pub mod attempt;
 pub mod body;
 pub mod ctx;
+pub mod deliver;
 pub mod forward;
 pub mod headers;
 pub mod pool;

@@ -187,7 +187,26 @@ impl Gateway {
     }
 
     /// The `/metrics` text.
+    /// `/metrics` once every earlier request has been logged: a client has its whole
+    /// response before the gateway's logging phase records it, so this waits (up to 5 s) for
+    /// the scrape itself to be the only request in flight.
     pub async fn metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.metrics_now().await;
+            if text.lines().any(|l| l == "litellm_in_flight_requests 1") {
+                return text;
+            }
+            if Instant::now() > deadline {
+                eprintln!("requests were still in flight when /metrics was read");
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `/metrics` as it is now (requests may still be in flight).
+    pub async fn metrics_now(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await
             .expect("metrics")

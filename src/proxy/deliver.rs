@@ -1,0 +1,349 @@
+//! Delivering an attempt's outcome to the client, inside Pingora's `request_filter`: a
+//! successful answer read whole and turned into the client's (`codec::client_body`), or
+//! streamed event by event as it arrives (`codec::ClientStream`), or a failed attempt's error.
+//! This is where bytes first go to the client; `attempt.rs` decides what succeeded.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use filters::ApiError;
+use http::header::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+
+use super::attempt::{Answer, Attempt, Failed, ReadFailure, Reply, UpstreamHead, read_all};
+use super::ctx::Ctx;
+use super::headers::*;
+use super::respond;
+use crate::access_log::millis_header;
+use crate::providers::codec::{self, ClientBodyError, ClientStream};
+
+impl Attempt<'_> {
+    /// Sends a successful attempt's answer to the client: streamed when the client asked for a
+    /// stream and the upstream streams (or its stream is translated), else read whole.
+    pub async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) {
+        let Answer {
+            mut up,
+            head,
+            started,
+        } = answer;
+        let is_sse = head
+            .content_type
+            .as_ref()
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if self.stream && (is_sse || self.wire.translates()) {
+            self.deliver_stream(session, ctx, &mut up, head, started)
+                .await;
+        } else {
+            self.deliver_whole(session, ctx, &mut up, head, started)
+                .await;
+        }
+        self.release(up).await;
+    }
+
+    /// Sends a failed attempt's error to the client.
+    pub async fn deliver_failure(&self, session: &mut Session, ctx: &mut Ctx, failed: Failed) {
+        match failed.reply {
+            Reply::Upstream { head, body } => {
+                ctx.record.failure = Some((failed.status, upstream_class(failed.status)));
+                write_complete(session, ctx, head.finish(), body).await;
+            }
+            Reply::Gateway(e) => self.deliver_error(session, ctx, e).await,
+        }
+    }
+
+    /// Sluice's own error about this deployment (with its routing headers).
+    async fn deliver_error(&self, session: &mut Session, ctx: &mut Ctx, mut e: ApiError) {
+        e.headers
+            .push(("x-litellm-model-id", self.dc.deployment.id.clone()));
+        e.headers
+            .push(("x-litellm-model-group", self.plan.group.to_string()));
+        respond::error(session, ctx, &e).await;
+    }
+
+    /// A JSON (or other non-SSE) answer: read whole, turned into the client's, then sent.
+    async fn deliver_whole(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        up: &mut HttpSession,
+        mut head: UpstreamHead,
+        started: Instant,
+    ) {
+        let max = self.app.config.max_response_body_bytes;
+        let read = {
+            let mut gone = std::pin::pin!(session.as_downstream_mut().read_body_or_idle(true));
+            read_all(up, &mut gone, max, head.decoder.as_mut()).await
+        };
+        let body = match read {
+            Ok(b) => b,
+            Err(failure) => {
+                ctx.record.upstream_elapsed = Some(started.elapsed());
+                match failure {
+                    ReadFailure::ClientGone => client_gone(ctx),
+                    ReadFailure::Api(e) => self.deliver_error(session, ctx, e).await,
+                }
+                return;
+            }
+        };
+        let received = Instant::now();
+        let upstream = received - started;
+        ctx.record.upstream_elapsed = Some(upstream);
+        let upstream_type = head
+            .content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        let answer = codec::client_body(
+            self.ingress,
+            self.wire,
+            body,
+            upstream_type.starts_with("application/json"),
+            &self.decode_options(),
+            &self.request,
+            &self.upstream_model,
+        );
+        let answer = match answer {
+            Ok(a) => a,
+            Err(ClientBodyError::NotJson) => {
+                // A success must be the JSON the API promises: a captive portal's or misrouted
+                // server's page (or any other non-JSON body) is a failed attempt, not a 200.
+                let e = ApiError::bad_gateway(format!(
+                    "deployment {} of model group {:?} answered {} with a body that is not a JSON object (Content-Type: {upstream_type})",
+                    self.dc.deployment.id,
+                    &*self.plan.group,
+                    head.status.as_u16()
+                ));
+                self.deliver_error(session, ctx, e).await;
+                return;
+            }
+            Err(ClientBodyError::Api(e)) => {
+                self.deliver_error(session, ctx, e).await;
+                return;
+            }
+        };
+        ctx.record.usage = answer.usage;
+        let mut resp = head.client;
+        if answer.content_type_is_upstream {
+            resp.set(CONTENT_TYPE, upstream_type);
+        } else {
+            resp.set_static(CONTENT_TYPE, "application/json");
+        }
+        resp.set_value(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+        if let Some(usage) = &ctx.record.usage {
+            let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
+            resp.set_value(X_LITELLM_RESPONSE_COST, crate::decimal::header_value(cost));
+        }
+        let total = received - ctx.started;
+        resp.set_value(X_LITELLM_RESPONSE_DURATION_MS, millis_header(total));
+        resp.set_value(
+            X_LITELLM_OVERHEAD_DURATION_MS,
+            millis_header(total.saturating_sub(upstream)),
+        );
+        write_complete(session, ctx, resp.finish(), answer.body).await;
+    }
+
+    /// An SSE stream: every complete event goes to the client as soon as it arrives.
+    async fn deliver_stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        up: &mut HttpSession,
+        head: UpstreamHead,
+        started: Instant,
+    ) {
+        let status = head.status.as_u16();
+        let max_event = self.app.config.max_stream_event_bytes;
+        let mut decoder = head.decoder;
+        let mut decoded = Vec::new();
+        let mut resp = head.client;
+        resp.set_static(CONTENT_TYPE, "text/event-stream");
+        resp.set_static(TRANSFER_ENCODING, "chunked");
+        resp.set_static(CACHE_CONTROL, "no-cache");
+        // Our time so far is everything before the upstream call started: no clock read needed.
+        resp.set_value(
+            X_LITELLM_OVERHEAD_DURATION_MS,
+            millis_header(started.saturating_duration_since(ctx.started)),
+        );
+        let resp = resp.finish();
+        ctx.record.status = status;
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_err()
+        {
+            ctx.record.client_closed = true;
+            up.shutdown().await;
+            return;
+        }
+        let mut rewriter = ClientStream::new(
+            self.ingress,
+            self.wire,
+            &self.request,
+            self.decode_options(),
+        );
+        let mut out = BytesMut::with_capacity(4096);
+        loop {
+            let mut next = tokio::select! {
+                biased;
+                r = up.read_response_body() => Some(r),
+                _ = session.as_downstream_mut().read_body_or_idle(true) => None,
+            };
+            // A compressed stream is decoded before the codec sees it.
+            if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
+                decoded.clear();
+                // One read decodes to at most one event's limit (a decompression bomb stops
+                // there; real chunks are far smaller).
+                next = Some(match d.decode(chunk, &mut decoded, max_event) {
+                    Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
+                    Err(e) => Err(Error::explain(
+                        ErrorType::ReadError,
+                        format!("decompressing the upstream stream: {e}"),
+                    )),
+                });
+            }
+            match next {
+                None => {
+                    // The client hung up: closing the upstream connection stops the generation.
+                    ctx.record.client_closed = true;
+                    up.shutdown().await;
+                    break;
+                }
+                Some(Ok(Some(chunk))) => {
+                    if ctx.record.time_to_first_token.is_none() {
+                        ctx.record.time_to_first_token = Some(started.elapsed());
+                    }
+                    rewriter.feed(&chunk, &mut out);
+                    // After an error event nothing more reaches the client: the stream ends
+                    // here (an event over max_stream_event_mb, or the provider's own error),
+                    // instead of reading the rest of a broken upstream for nothing.
+                    let ended = rewriter.is_closed() && rewriter.upstream_error().is_some();
+                    let ends_with_output = ended && !out.is_empty();
+                    if !out.is_empty() {
+                        let mut bytes = out.split().freeze();
+                        if rewriter.upstream_error().is_some() {
+                            // An error event: the provider may echo the key it was given.
+                            bytes = crate::providers::redact(bytes, self.secrets);
+                        }
+                        ctx.record.response_bytes += bytes.len() as u64;
+                        if session
+                            .write_response_body(Some(bytes), ended)
+                            .await
+                            .is_err()
+                        {
+                            ctx.record.client_closed = true;
+                            up.shutdown().await;
+                            break;
+                        }
+                    }
+                    if ended {
+                        if !ends_with_output
+                            && session.write_response_body(None, true).await.is_err()
+                        {
+                            ctx.record.client_closed = true;
+                        }
+                        // The client's response is complete (its last chunk written): its
+                        // connection stays reusable; the upstream's is closed unread.
+                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                        up.shutdown().await;
+                        break;
+                    }
+                }
+                Some(Ok(None)) => {
+                    if let Some(d) = decoder.as_mut() {
+                        decoded.clear();
+                        if d.finish(&mut decoded).is_err() {
+                            ctx.record.failure = Some((502, "Litellm.APIError"));
+                        }
+                        rewriter.feed(&decoded, &mut out);
+                    }
+                    rewriter.finish(&mut out);
+                    let tail = (!out.is_empty()).then(|| out.split().freeze());
+                    if let Some(t) = &tail {
+                        ctx.record.response_bytes += t.len() as u64;
+                    }
+                    if session.write_response_body(tail, true).await.is_err() {
+                        ctx.record.client_closed = true;
+                    }
+                    if let Some(message) = rewriter.upstream_error() {
+                        tracing::debug!(request_id = %ctx.request_id, "upstream sent an error event: {message}");
+                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                    }
+                    break;
+                }
+                Some(Err(e)) => {
+                    // Mid-stream failure: tell the client in-band (OpenAI convention: an `error`
+                    // object on a data line, no [DONE]) and end the response.
+                    let error = if e.etype() == &ErrorType::ReadTimedout {
+                        ApiError::gateway_timeout(format!(
+                            "Timeout: the upstream stream stalled for {:.1}s",
+                            self.dc.deployment.timeout.as_secs_f64()
+                        ))
+                    } else {
+                        ApiError::bad_gateway(format!(
+                            "upstream stream broke: {}",
+                            e.etype().as_str()
+                        ))
+                    };
+                    rewriter.abort(&mut out);
+                    // A stream that already ended (`[DONE]`, `message_stop`, an error event)
+                    // gets nothing more: the failure came after the answer was complete.
+                    if !rewriter.is_closed() {
+                        ctx.record.failure =
+                            Some((error.status.as_u16(), respond::error_class(&error)));
+                        out.extend_from_slice(&rewriter.error_event(&error));
+                    }
+                    let tail = out.split().freeze();
+                    ctx.record.response_bytes += tail.len() as u64;
+                    let _ = session.write_response_body(Some(tail), true).await;
+                    session.set_keepalive(None);
+                    up.shutdown().await;
+                    break;
+                }
+            }
+        }
+        ctx.record.upstream_elapsed = Some(started.elapsed());
+        ctx.record.usage = rewriter.usage();
+    }
+}
+
+/// The client went away before a response started.
+pub fn client_gone(ctx: &mut Ctx) {
+    ctx.record.client_closed = true;
+    ctx.record.failure = Some((499, "Litellm.ClientClosedRequest"));
+}
+
+async fn write_complete(session: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) {
+    ctx.record.status = resp.status.as_u16();
+    ctx.record.response_bytes = body.len() as u64;
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+        || session.write_response_body(Some(body), true).await.is_err()
+    {
+        ctx.record.client_closed = true;
+    }
+}
+
+/// The `exception_class` of a provider's error answer, in LiteLLM's `Provider.ExceptionName`
+/// style.
+fn upstream_class(status: u16) -> &'static str {
+    match status {
+        400 => "Openai.BadRequestError",
+        401 => "Openai.AuthenticationError",
+        403 => "Openai.PermissionDeniedError",
+        404 => "Openai.NotFoundError",
+        408 => "Openai.Timeout",
+        422 => "Openai.UnprocessableEntityError",
+        429 => "Openai.RateLimitError",
+        500 => "Openai.InternalServerError",
+        502 => "Openai.BadGatewayError",
+        503 => "Openai.ServiceUnavailableError",
+        504 => "Openai.GatewayTimeoutError",
+        s if s >= 500 => "Openai.APIError",
+        _ => "Openai.APIStatusError",
+    }
+}
