@@ -159,9 +159,118 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The error `type` for a status: the one table (`providers.md` 8.10) for the provider errors
+/// Sluice writes itself (a translated provider's error, a non-JSON error body) and for every
+/// error a Messages client gets (`{"type":"error","error":{"type"}}`, Anthropic's names).
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// Who produced a failure, for the `exception_class` metric label's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOrigin {
+    /// Sluice's own answer (`Litellm.` prefix). Its 502 means the upstream could not be reached
+    /// or broke: LiteLLM's `APIConnectionError`.
+    Gateway,
+    /// The provider's answer, relayed (`Openai.` prefix: the OpenAI client LiteLLM calls with).
+    Provider,
+}
+
+macro_rules! exception_classes {
+    ($($status:pat => $name:literal),* $(,)?) => {
+        /// The `exception_class` label of a failure: LiteLLM's exception class for the status
+        /// (`litellm/exceptions.py`), prefixed by who produced it, as LiteLLM's Prometheus
+        /// integration labels it. The one status -> class table.
+        pub fn exception_class(origin: FailureOrigin, status: u16) -> &'static str {
+            if (origin, status) == (FailureOrigin::Gateway, 502) {
+                return "Litellm.APIConnectionError";
+            }
+            let (gateway, provider) = match status {
+                $($status => (concat!("Litellm.", $name), concat!("Openai.", $name)),)*
+            };
+            match origin {
+                FailureOrigin::Gateway => gateway,
+                FailureOrigin::Provider => provider,
+            }
+        }
+    };
+}
+
+exception_classes! {
+    400 => "BadRequestError",
+    401 => "AuthenticationError",
+    402 => "PaymentRequiredError",
+    403 => "PermissionDeniedError",
+    404 => "NotFoundError",
+    408 | 504 => "Timeout",
+    422 => "UnprocessableEntityError",
+    429 => "RateLimitError",
+    499 => "ClientClosedRequest",
+    500 => "InternalServerError",
+    502 => "BadGatewayError",
+    503 | 529 => "ServiceUnavailableError",
+    0..=499 => "BadRequestError",
+    _ => "APIError",
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exception_classes_use_litellm_names_and_say_who_failed() {
+        use FailureOrigin::{Gateway, Provider};
+        assert_eq!(exception_class(Provider, 429), "Openai.RateLimitError");
+        assert_eq!(exception_class(Gateway, 429), "Litellm.RateLimitError");
+        assert_eq!(exception_class(Provider, 502), "Openai.BadGatewayError");
+        assert_eq!(exception_class(Gateway, 502), "Litellm.APIConnectionError");
+        assert_eq!(exception_class(Provider, 504), "Openai.Timeout");
+        assert_eq!(exception_class(Gateway, 401), "Litellm.AuthenticationError");
+        assert_eq!(
+            exception_class(Provider, 402),
+            "Openai.PaymentRequiredError"
+        );
+        assert_eq!(exception_class(Provider, 418), "Openai.BadRequestError");
+        assert_eq!(exception_class(Provider, 507), "Openai.APIError");
+        for status in 400..600 {
+            let provider = exception_class(Provider, status);
+            let gateway = exception_class(Gateway, status);
+            assert!(provider.starts_with("Openai.") && gateway.starts_with("Litellm."));
+        }
+    }
+
+    #[test]
+    fn error_types_follow_the_provider_table() {
+        let table = [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (402, "billing_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (408, "timeout_error"),
+            (413, "request_too_large"),
+            (422, "invalid_request_error"),
+            (429, "rate_limit_error"),
+            (500, "api_error"),
+            (503, "overloaded_error"),
+            (504, "timeout_error"),
+            (529, "overloaded_error"),
+        ];
+        for (status, kind) in table {
+            assert_eq!(error_type_for_status(status), kind, "{status}");
+        }
+    }
 
     #[test]
     fn body_has_the_four_openai_fields_and_code_is_the_status_string() {

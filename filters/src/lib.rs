@@ -25,6 +25,6 @@ pub mod usage;
 
 pub use chain::{Caller, Chain, Filter, Flow, Incoming, RequestCx};
 pub use endpoint::Endpoint;
-pub use error::ApiError;
+pub use error::{ApiError, FailureOrigin, error_type_for_status, exception_class};
 pub use identity::KeyIdentity;
 pub use usage::Usage;

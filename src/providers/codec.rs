@@ -240,13 +240,7 @@ pub fn client_error(
         } else {
             format!("upstream deployment answered {status}: {text}")
         };
-        let kind = match status {
-            401 | 403 => "auth_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
-            s if s >= 500 => "api_error",
-            _ => "invalid_request_error",
-        };
+        let kind = filters::error_type_for_status(status);
         let error = ApiError::new(
             http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY),
             kind,

@@ -266,18 +266,7 @@ pub fn to_anthropic_response(openai: &[u8], model: &str) -> Result<Bytes, ApiErr
 
 /// An error for a Messages client: `{"type":"error","error":{"type","message"}}`.
 pub fn error_body(error: &ApiError) -> Bytes {
-    let kind = match error.status.as_u16() {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        504 => "timeout_error",
-        529 | 503 => "overloaded_error",
-        _ => "api_error",
-    };
+    let kind = filters::error_type_for_status(error.status.as_u16());
     Bytes::from(
         serde_json::to_vec(
             &json!({"type": "error", "error": {"type": kind, "message": error.message}}),

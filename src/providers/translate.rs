@@ -1332,19 +1332,7 @@ pub struct ProviderFailure<'a> {
 /// provider's own code otherwise.
 pub fn upstream_error(status: u16, failure: ProviderFailure<'_>) -> ApiError {
     let status_code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let kind = match status {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        s if s >= 500 => "api_error",
-        _ => "invalid_request_error",
-    };
+    let kind = filters::error_type_for_status(status);
     let code = if failure.context_window {
         Some("context_length_exceeded")
     } else if failure.content_policy {

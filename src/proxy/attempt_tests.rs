@@ -227,3 +227,24 @@ async fn a_redirect_is_not_an_answer() {
     assert_eq!(f.status, 502);
     assert!(message(&f).contains("HTTP status 302"), "{}", message(&f));
 }
+
+#[tokio::test]
+async fn a_plain_text_error_gets_the_api_error_shape() {
+    let server = RawServer::start(RawBehavior::Reply(Bytes::from_static(
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nbad api token",
+    )))
+    .await;
+    let app = app(&server.api_base());
+    let f = failed(run(&app, still_there()).await);
+    assert_eq!(f.status, 401);
+    assert_eq!(f.class, ErrorClass::Auth);
+    let Reply::Upstream { body, .. } = f.reply else {
+        panic!("a provider's error is relayed")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(
+        v["error"]["message"],
+        "upstream deployment answered 401: bad api token"
+    );
+}

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use filters::ApiError;
+use filters::{ApiError, FailureOrigin, exception_class};
 use http::header::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
@@ -47,7 +47,10 @@ impl Attempt<'_> {
     pub async fn deliver_failure(&self, session: &mut Session, ctx: &mut Ctx, failed: Failed) {
         match failed.reply {
             Reply::Upstream { head, body } => {
-                ctx.record.failure = Some((failed.status, upstream_class(failed.status)));
+                ctx.record.failure = Some((
+                    failed.status,
+                    exception_class(FailureOrigin::Provider, failed.status),
+                ));
                 write_complete(session, ctx, head.finish(), body).await;
             }
             Reply::Gateway(e) => self.deliver_error(session, ctx, e).await,
@@ -246,7 +249,8 @@ impl Attempt<'_> {
                         }
                         // The client's response is complete (its last chunk written): its
                         // connection stays reusable; the upstream's is closed unread.
-                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                        ctx.record.failure =
+                            Some((502, exception_class(FailureOrigin::Provider, 502)));
                         up.shutdown().await;
                         break;
                     }
@@ -255,7 +259,8 @@ impl Attempt<'_> {
                     if let Some(d) = decoder.as_mut() {
                         decoded.clear();
                         if d.finish(&mut decoded).is_err() {
-                            ctx.record.failure = Some((502, "Litellm.APIError"));
+                            ctx.record.failure =
+                                Some((502, exception_class(FailureOrigin::Provider, 502)));
                         }
                         rewriter.feed(&decoded, &mut out);
                     }
@@ -269,7 +274,8 @@ impl Attempt<'_> {
                     }
                     if let Some(message) = rewriter.upstream_error() {
                         tracing::debug!(request_id = %ctx.request_id, "upstream sent an error event: {message}");
-                        ctx.record.failure = Some((502, "Litellm.APIError"));
+                        ctx.record.failure =
+                            Some((502, exception_class(FailureOrigin::Provider, 502)));
                     }
                     break;
                 }
@@ -291,8 +297,10 @@ impl Attempt<'_> {
                     // A stream that already ended (`[DONE]`, `message_stop`, an error event)
                     // gets nothing more: the failure came after the answer was complete.
                     if !rewriter.is_closed() {
-                        ctx.record.failure =
-                            Some((error.status.as_u16(), respond::error_class(&error)));
+                        ctx.record.failure = Some((
+                            error.status.as_u16(),
+                            exception_class(FailureOrigin::Gateway, error.status.as_u16()),
+                        ));
                         out.extend_from_slice(&rewriter.error_event(&error));
                     }
                     let tail = out.split().freeze();
@@ -312,7 +320,7 @@ impl Attempt<'_> {
 /// The client went away before a response started.
 pub fn client_gone(ctx: &mut Ctx) {
     ctx.record.client_closed = true;
-    ctx.record.failure = Some((499, "Litellm.ClientClosedRequest"));
+    ctx.record.failure = Some((499, exception_class(FailureOrigin::Gateway, 499)));
 }
 
 async fn write_complete(session: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) {
@@ -325,25 +333,5 @@ async fn write_complete(session: &mut Session, ctx: &mut Ctx, resp: ResponseHead
         || session.write_response_body(Some(body), true).await.is_err()
     {
         ctx.record.client_closed = true;
-    }
-}
-
-/// The `exception_class` of a provider's error answer, in LiteLLM's `Provider.ExceptionName`
-/// style.
-fn upstream_class(status: u16) -> &'static str {
-    match status {
-        400 => "Openai.BadRequestError",
-        401 => "Openai.AuthenticationError",
-        403 => "Openai.PermissionDeniedError",
-        404 => "Openai.NotFoundError",
-        408 => "Openai.Timeout",
-        422 => "Openai.UnprocessableEntityError",
-        429 => "Openai.RateLimitError",
-        500 => "Openai.InternalServerError",
-        502 => "Openai.BadGatewayError",
-        503 => "Openai.ServiceUnavailableError",
-        504 => "Openai.GatewayTimeoutError",
-        s if s >= 500 => "Openai.APIError",
-        _ => "Openai.APIStatusError",
     }
 }

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use filters::request::RequestView;
-use filters::{ApiError, Endpoint, Flow, Incoming, RequestCx};
+use filters::{ApiError, Endpoint, FailureOrigin, Flow, Incoming, RequestCx, exception_class};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -570,7 +570,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
     };
     let failure = r
         .failure
-        .or((status >= 400).then_some((status, "Litellm.APIError")));
+        .or((status >= 400).then(|| (status, exception_class(FailureOrigin::Gateway, status))));
     if endpoint.is_llm() || status >= 400 {
         app.metrics.record(
             &labels,

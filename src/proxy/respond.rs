@@ -2,7 +2,7 @@
 //! `request_filter`.
 
 use bytes::Bytes;
-use filters::ApiError;
+use filters::{ApiError, FailureOrigin, exception_class};
 use pingora::proxy::Session;
 
 use super::ctx::Ctx;
@@ -44,25 +44,7 @@ pub async fn send(
 /// Answers an OpenAI-style error and records it as the request's failure.
 pub async fn error(session: &mut Session, ctx: &mut Ctx, err: &ApiError) {
     let status = err.status.as_u16();
-    ctx.record.failure = Some((status, error_class(err)));
+    ctx.record.failure = Some((status, exception_class(FailureOrigin::Gateway, status)));
     let extra: Vec<(&'static str, String)> = err.headers.clone();
     send(session, ctx, status, "application/json", &extra, err.body()).await;
-}
-
-/// The `exception_class` metric label for an error, in LiteLLM's `Provider.ExceptionName` style.
-pub fn error_class(err: &ApiError) -> &'static str {
-    match err.status.as_u16() {
-        400 => "Litellm.BadRequestError",
-        401 => "Litellm.AuthenticationError",
-        403 => "Litellm.PermissionDeniedError",
-        404 => "Litellm.NotFoundError",
-        405 => "Litellm.MethodNotAllowedError",
-        413 => "Litellm.RequestTooLargeError",
-        429 => "Litellm.RateLimitError",
-        501 => "Litellm.NotImplementedError",
-        502 => "Litellm.APIConnectionError",
-        503 => "Litellm.ServiceUnavailableError",
-        504 => "Litellm.Timeout",
-        _ => "Litellm.APIError",
-    }
 }
