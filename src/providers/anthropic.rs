@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest, sse_or_json};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact, push_turn,
-    upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, compact, push_turn, upstream_error,
 };
+use super::translated_stream::{ProviderEvents, Translated};
 
 pub const API_VERSION: &str = "2023-06-01";
 /// `max_tokens` is mandatory; used when neither the request nor the price table gives one.
@@ -548,11 +548,13 @@ fn status_of(kind: &str) -> u16 {
 }
 
 /// Streaming decoder: Anthropic SSE events to OpenAI chunks, as they arrive (table in 3.4).
+pub type StreamDecoder = Translated<StreamEvents>;
+
+/// Anthropic's stream events, handled for the [`Translated`] driver.
 #[derive(Debug)]
-pub struct StreamDecoder {
+pub struct StreamEvents {
     opts: DecodeOptions,
     json_tool: bool,
-    events: SseEvents,
     state: StreamState,
     /// Anthropic block index -> OpenAI tool index (`None`: the JSON tool, streamed as content).
     tool_blocks: Vec<(u64, Option<usize>)>,
@@ -566,50 +568,55 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions, json_tool: bool) -> Self {
-        let max_event_bytes = opts.max_event_bytes;
-        StreamDecoder {
-            opts,
-            json_tool,
-            events: SseEvents::with_limit(max_event_bytes),
-            state: StreamState::default(),
-            tool_blocks: Vec::new(),
-            tools_seen: 0,
-            tools_with_args: Vec::new(),
-            input: (0, 0, 0),
-            output: 0,
-            stop_reason: None,
-        }
+        let framing = SseEvents::with_limit(opts.max_event_bytes);
+        Translated::with(
+            StreamEvents {
+                opts,
+                json_tool,
+                state: StreamState::default(),
+                tool_blocks: Vec::new(),
+                tools_seen: 0,
+                tools_with_args: Vec::new(),
+                input: (0, 0, 0),
+                output: 0,
+                stop_reason: None,
+            },
+            framing,
+        )
+    }
+}
+
+impl ProviderEvents for StreamEvents {
+    fn event(&mut self, _name: &str, data: &str, out: &mut BytesMut) {
+        self.handle(data, out)
     }
 
-    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        events.feed(chunk, |name, data| self.event(name, data, out));
-        if events.overflowed() {
-            self.state.fail(
-                out,
-                &crate::providers::translate::event_too_large(events.limit()),
-            );
-        }
-        self.events = events;
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 
-    pub fn finish(&mut self, out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        events.finish(|name, data| self.event(name, data, out));
-        let finish = self
-            .stop_reason
+    fn state_mut(&mut self) -> &mut StreamState {
+        &mut self.state
+    }
+
+    fn options(&self) -> &DecodeOptions {
+        &self.opts
+    }
+
+    fn finish_reason(&self) -> &str {
+        self.stop_reason
             .as_deref()
-            .map(|s| finish_reason(s, self.json_tool))
-            .unwrap_or("stop");
-        self.state.end(out, self.opts.include_usage, finish);
+            .map_or("stop", |s| finish_reason(s, self.json_tool))
     }
+}
 
+impl StreamEvents {
     fn update_tokens(&mut self) {
         let (i, w, r) = self.input;
         self.state.tokens = Some(tokens(i, w, r, self.output));
     }
 
-    fn event(&mut self, _name: &str, data: &str, out: &mut BytesMut) {
+    fn handle(&mut self, data: &str, out: &mut BytesMut) {
         if self.state.closed {
             return;
         }
@@ -750,12 +757,6 @@ impl StreamDecoder {
             let id = super::translate::generated_id();
             self.state.start(out, &id, &model, self.opts.created);
         }
-    }
-}
-
-impl TranslatedStream for StreamDecoder {
-    fn state(&self) -> &StreamState {
-        &self.state
     }
 }
 

@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact,
-    generated_id, upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, compact, generated_id,
+    upstream_error,
 };
+use super::translated_stream::{ProviderEvents, Translated};
 
 pub const DEFAULT_ENDPOINT: &str = "https://api.cohere.com/v2/chat";
 
@@ -268,43 +269,49 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
 }
 
 /// Streaming decoder: Cohere's typed SSE events to OpenAI chunks.
+pub type StreamDecoder = Translated<StreamEvents>;
+
+/// Cohere's stream events, handled for the [`Translated`] driver.
 #[derive(Debug)]
-pub struct StreamDecoder {
+pub struct StreamEvents {
     opts: DecodeOptions,
-    events: SseEvents,
     state: StreamState,
     calls: usize,
 }
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
-        let max_event_bytes = opts.max_event_bytes;
-        StreamDecoder {
-            opts,
-            events: SseEvents::with_limit(max_event_bytes),
-            state: StreamState::default(),
-            calls: 0,
-        }
+        let framing = SseEvents::with_limit(opts.max_event_bytes);
+        Translated::with(
+            StreamEvents {
+                opts,
+                state: StreamState::default(),
+                calls: 0,
+            },
+            framing,
+        )
+    }
+}
+
+impl ProviderEvents for StreamEvents {
+    fn event(&mut self, _name: &str, data: &str, out: &mut BytesMut) {
+        self.handle(data, out)
     }
 
-    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        events.feed(chunk, |_, data| self.event(data, out));
-        if events.overflowed() {
-            self.state.fail(
-                out,
-                &crate::providers::translate::event_too_large(events.limit()),
-            );
-        }
-        self.events = events;
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 
-    pub fn finish(&mut self, out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        events.finish(|_, data| self.event(data, out));
-        self.state.end(out, self.opts.include_usage, "stop");
+    fn state_mut(&mut self) -> &mut StreamState {
+        &mut self.state
     }
 
+    fn options(&self) -> &DecodeOptions {
+        &self.opts
+    }
+}
+
+impl StreamEvents {
     fn ensure_started(&mut self, out: &mut BytesMut, id: Option<&str>) {
         if !self.state.role_sent {
             let id = id.map(str::to_owned).unwrap_or_else(generated_id);
@@ -313,7 +320,7 @@ impl StreamDecoder {
         }
     }
 
-    fn event(&mut self, data: &str, out: &mut BytesMut) {
+    fn handle(&mut self, data: &str, out: &mut BytesMut) {
         if self.state.closed || data == "[DONE]" {
             return;
         }
@@ -377,12 +384,6 @@ impl StreamDecoder {
             }
             _ => {} // tool-plan-delta, citations, content-start/end...
         }
-    }
-}
-
-impl TranslatedStream for StreamDecoder {
-    fn state(&self) -> &StreamState {
-        &self.state
     }
 }
 

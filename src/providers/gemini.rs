@@ -16,9 +16,9 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest, sse_or_json};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Message, Part, ProviderFailure, ResponseFormat,
-    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, TranslatedStream, compact, push_turn,
-    upstream_error,
+    SamplingKeys, SseEvents, StreamState, Tokens, ToolChoice, compact, push_turn, upstream_error,
 };
+use super::translated_stream::{ProviderEvents, Translated};
 
 /// OpenAI parameters this codec maps (`user` is accepted and dropped: Gemini has no field).
 pub const SUPPORTED: &[&str] = &[
@@ -418,10 +418,12 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
 }
 
 /// Streaming decoder: `data:` lines of `GenerateContentResponse` chunks to OpenAI chunks (4.4).
+pub type StreamDecoder = Translated<StreamEvents>;
+
+/// Gemini's stream chunks, handled for the [`Translated`] driver.
 #[derive(Debug)]
-pub struct StreamDecoder {
+pub struct StreamEvents {
     opts: DecodeOptions,
-    events: SseEvents,
     state: StreamState,
     calls: usize,
     finish: Option<String>,
@@ -429,45 +431,52 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
-        let max_event_bytes = opts.max_event_bytes;
-        StreamDecoder {
-            opts,
-            events: SseEvents::with_limit(max_event_bytes),
-            state: StreamState::default(),
-            calls: 0,
-            finish: None,
-        }
+        let framing = SseEvents::with_limit(opts.max_event_bytes);
+        Translated::with(
+            StreamEvents {
+                opts,
+                state: StreamState::default(),
+                calls: 0,
+                finish: None,
+            },
+            framing,
+        )
+    }
+}
+
+impl ProviderEvents for StreamEvents {
+    fn event(&mut self, _name: &str, data: &str, out: &mut BytesMut) {
+        self.chunk(data, out)
     }
 
-    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        events.feed(chunk, |_, data| self.chunk(data, out));
-        if events.overflowed() {
-            self.state.fail(
-                out,
-                &crate::providers::translate::event_too_large(events.limit()),
-            );
-        }
-        self.events = events;
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 
-    pub fn finish(&mut self, out: &mut BytesMut) {
-        let mut events = std::mem::take(&mut self.events);
-        let raw = events.pending_text();
-        if raw.trim_start().starts_with(['{', '[']) {
-            // An error body sent without SSE framing.
-            self.state.fail(out, &error(200, raw.as_bytes()));
-        } else {
-            events.finish(|_, data| self.chunk(data, out));
-        }
-        let finish = self.finish.clone();
-        self.state.end(
-            out,
-            self.opts.include_usage,
-            finish.as_deref().unwrap_or("stop"),
-        );
+    fn state_mut(&mut self) -> &mut StreamState {
+        &mut self.state
     }
 
+    fn options(&self) -> &DecodeOptions {
+        &self.opts
+    }
+
+    fn finish_reason(&self) -> &str {
+        self.finish.as_deref().unwrap_or("stop")
+    }
+
+    fn unframed(&mut self, rest: &[u8], out: &mut BytesMut) -> bool {
+        let body = rest.trim_ascii_start();
+        if !body.starts_with(b"{") && !body.starts_with(b"[") {
+            return false;
+        }
+        // An error body sent without SSE framing.
+        self.state.fail(out, &error(200, rest));
+        true
+    }
+}
+
+impl StreamEvents {
     fn chunk(&mut self, data: &str, out: &mut BytesMut) {
         if self.state.closed {
             return;
@@ -530,17 +539,12 @@ impl StreamDecoder {
     }
 }
 
-impl TranslatedStream for StreamDecoder {
-    fn state(&self) -> &StreamState {
-        &self.state
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::providers::testing::{fixture, json_fixture, obj, split_invariant, target_for};
     use crate::providers::translate::ParamPolicy;
+    use crate::providers::translate::TranslatedStream;
 
     fn opts(include_usage: bool) -> DecodeOptions {
         DecodeOptions {

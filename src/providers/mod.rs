@@ -25,6 +25,7 @@ pub mod sse;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod translate;
+pub mod translated_stream;
 
 /// The wire format a provider speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,10 @@ use serde_json::{Map, Value, json};
 use super::openai::{Target, UpstreamRequest};
 use super::translate::{
     ChatRequest, Completion, DecodeOptions, Image, Lines, Message, Part, ProviderFailure,
-    ResponseFormat, SamplingKeys, StreamState, Tokens, TranslatedStream, compact, generated_id,
-    quoted, upstream_error,
+    ResponseFormat, SamplingKeys, StreamState, Tokens, compact, generated_id, quoted,
+    upstream_error,
 };
+use super::translated_stream::{ProviderEvents, Translated};
 
 /// OpenAI parameters this codec maps.
 pub const SUPPORTED: &[&str] = &[
@@ -326,10 +327,12 @@ pub fn error(status: u16, body: &[u8]) -> ApiError {
 
 /// Streaming decoder: NDJSON lines to OpenAI chunks; the `done` line finishes the stream at
 /// once (Ollama sends no terminator).
+pub type StreamDecoder = Translated<StreamEvents, Lines>;
+
+/// Ollama's stream lines, handled for the [`Translated`] driver.
 #[derive(Debug)]
-pub struct StreamDecoder {
+pub struct StreamEvents {
     opts: DecodeOptions,
-    lines: Lines,
     state: StreamState,
     id: String,
     calls: usize,
@@ -337,34 +340,38 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
-        let max_event_bytes = opts.max_event_bytes;
-        StreamDecoder {
-            opts,
-            lines: Lines::with_limit(max_event_bytes),
-            state: StreamState::default(),
-            id: generated_id(),
-            calls: 0,
-        }
+        let framing = Lines::with_limit(opts.max_event_bytes);
+        Translated::with(
+            StreamEvents {
+                opts,
+                state: StreamState::default(),
+                id: generated_id(),
+                calls: 0,
+            },
+            framing,
+        )
+    }
+}
+
+impl ProviderEvents for StreamEvents {
+    fn event(&mut self, _name: &str, line: &str, out: &mut BytesMut) {
+        self.line(line, out)
     }
 
-    pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.feed(chunk, |line| self.line(line, out));
-        if lines.overflowed() {
-            self.state.fail(
-                out,
-                &crate::providers::translate::event_too_large(lines.limit()),
-            );
-        }
-        self.lines = lines;
+    fn state(&self) -> &StreamState {
+        &self.state
     }
 
-    pub fn finish(&mut self, out: &mut BytesMut) {
-        let mut lines = std::mem::take(&mut self.lines);
-        lines.finish(|line| self.line(line, out));
-        self.state.end(out, self.opts.include_usage, "stop");
+    fn state_mut(&mut self) -> &mut StreamState {
+        &mut self.state
     }
 
+    fn options(&self) -> &DecodeOptions {
+        &self.opts
+    }
+}
+
+impl StreamEvents {
     fn line(&mut self, line: &str, out: &mut BytesMut) {
         if self.state.closed {
             return;
@@ -416,12 +423,6 @@ impl StreamDecoder {
             );
             self.state.end(out, self.opts.include_usage, "stop");
         }
-    }
-}
-
-impl TranslatedStream for StreamDecoder {
-    fn state(&self) -> &StreamState {
-        &self.state
     }
 }
 

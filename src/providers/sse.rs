@@ -193,9 +193,11 @@ pub fn quote(s: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec()))
 }
 
-/// Length of the first complete event in `buf` (through its blank line), if there is one;
-/// the search starts at `from` (the bytes before it are known to hold no event end).
-fn event_end(buf: &[u8], from: usize) -> Option<usize> {
+/// Length of the first complete event in `buf` (through its blank line: `\n\n` or
+/// `\n\r\n`), if there is one; the search starts at `from` (the bytes before it are known to
+/// hold no event end). The one SSE framer: the passthrough here and the translated providers'
+/// decoders (`translate::SseEvents`) both split events with it.
+pub(crate) fn event_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut from = from.min(buf.len());
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let nl = from + i;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::providers::testing::{fixture, json_fixture, obj, split_invariant, target_for};
 use crate::providers::translate::ParamPolicy;
+use crate::providers::translate::TranslatedStream;
 
 fn opts(include_usage: bool) -> DecodeOptions {
     DecodeOptions {
