@@ -10,11 +10,11 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use filters::Endpoint;
 use filters::request::RequestView;
+use sluice::config::UpstreamUrl;
 use sluice::providers::Wire;
 use sluice::providers::codec::{self, StreamDecoder};
 use sluice::providers::openai::{Target, UpstreamRequest};
 use sluice::providers::translate::{DecodeOptions, ParamPolicy};
-use sluice::upstream::UpstreamUrl;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(

@@ -279,9 +279,7 @@ pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) 
     });
     // With a database LiteLLM adds when the state was read; Sluice reads it live.
     if db.is_some() {
-        body["last_updated"] = json!(crate::management::clock::iso(
-            crate::management::clock::now_ms()
-        ));
+        body["last_updated"] = json!(crate::clock::iso(crate::clock::now_ms()));
     }
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }

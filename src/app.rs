@@ -13,11 +13,12 @@ use pingora::connectors::TransportConnector;
 
 use crate::admin::Listings;
 use crate::config::RuntimeConfig;
+use crate::config::UpstreamUrl;
 use crate::management::Management;
 use crate::management::keys::StoreKeys;
 use crate::metrics::Metrics;
 use crate::pricing::PriceTable;
-use crate::upstream::{Endpoints, UpstreamUrl};
+use crate::upstream::Endpoints;
 
 /// Everything a request needs, immutable after start-up except counters.
 pub struct App {
@@ -36,7 +37,7 @@ pub struct App {
     /// Pingora's transport connector: new TCP and TLS connections to deployments.
     pub transport: TransportConnector,
     /// Idle upstream connections kept alive between requests.
-    pub pool: crate::proxy::pool::UpstreamPool,
+    pub pool: crate::upstream::pool::UpstreamPool,
     pub metrics: Metrics,
     /// Pre-rendered `/models`, `/model/info`, `/model_group/info`.
     pub listings: Listings,
@@ -76,7 +77,7 @@ impl App {
         let response_headers = config
             .deployments
             .iter()
-            .map(|d| crate::proxy::headers::deployment_headers(&d.deployment))
+            .map(|d| d.deployment.routing_headers(env!("CARGO_PKG_VERSION")))
             .collect();
         let endpoints = Arc::new(Endpoints::new(
             &bases,
@@ -103,7 +104,7 @@ impl App {
             secrets,
             response_headers,
             transport: TransportConnector::new(Some(options)),
-            pool: crate::proxy::pool::UpstreamPool::new(
+            pool: crate::upstream::pool::UpstreamPool::new(
                 config.server.upstream_keepalive_pool_size,
                 crate::upstream::POOL_IDLE_TIMEOUT,
             ),

@@ -22,7 +22,6 @@
 //! - HTTP/1.1 pipelining: Pingora's opt-in (`set_pipelining_enabled`) is turned on, so
 //!   pipelined requests are answered in order instead of dropped.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -43,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{Gateway, header_read};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,17 +54,6 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 const FIRST_HEADER_LIMIT: usize = 64 * 1024;
 /// The answer to a connection over the limit.
 const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 115\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"Too many open connections; try again\",\"type\":\"service_unavailable\",\"param\":null,\"code\":\"503\"}}";
-
-thread_local! {
-    /// Set by `Gateway::new_ctx` (Pingora calls it once a request header is read), read by
-    /// the connection loop right after it polled Pingora's request future on the same thread.
-    static HEADER_READ: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Called from `new_ctx`: the request header of the connection being polled is complete.
-pub fn header_read() {
-    HEADER_READ.with(|h| h.set(true));
-}
 
 /// Connection limits (`sluice_settings`).
 #[derive(Debug, Clone)]
@@ -311,10 +299,10 @@ impl Downstream {
             let mut request = pin!(self.h1.process_new_http(session, shutdown));
             // Pingora's request future until the header is read (or it ends first).
             let header = std::future::poll_fn(|cx| {
-                HEADER_READ.with(|h| h.set(false));
+                header_read::reset();
                 match request.as_mut().poll(cx) {
                     Poll::Ready(reused) => Poll::Ready(Some(reused)),
-                    Poll::Pending if HEADER_READ.with(Cell::get) => Poll::Ready(None),
+                    Poll::Pending if header_read::is_marked() => Poll::Ready(None),
                     Poll::Pending => Poll::Pending,
                 }
             });

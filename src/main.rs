@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     }
 
     sluice::logging::init(runtime.json_logs, runtime.verbose || cli.debug);
-    if sluice::management::clock::follow_test_clock() {
+    if sluice::clock::follow_test_clock() {
         tracing::warn!(
             "SLUICE_TEST_CLOCK_FILE is set: the gateway's clock follows that file (tests only)"
         );

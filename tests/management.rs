@@ -1675,8 +1675,18 @@ async fn budgets_customers_deletes_and_paging() {
     assert_eq!(info["user_id"], customer.as_str());
     let mut req = chat();
     req["user"] = json!(customer);
-    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 200);
-    assert_eq!(admin.post_json("/v1/chat/completions", &req).await.0, 400);
+    // The customer's spend so far, from the answers' cost headers: its rows are written
+    // every proxy_batch_write_at, and must have landed before the customer is deleted.
+    let spent = std::cell::Cell::new(0.0);
+    let call = || async {
+        let (s, headers, _) = admin.post_json("/v1/chat/completions", &req).await;
+        if let Some(cost) = headers.get("x-litellm-response-cost") {
+            spent.set(spent.get() + cost.to_str().unwrap().parse::<f64>().unwrap());
+        }
+        s
+    };
+    assert_eq!(call().await, 200);
+    assert_eq!(call().await, 400);
     let (s, _, updated) = admin
         .post_json(
             "/customer/update",
@@ -1685,7 +1695,7 @@ async fn budgets_customers_deletes_and_paging() {
         .await;
     assert_eq!(s, 200, "{updated}");
     let raised = eventually(Duration::from_secs(2), || async {
-        (admin.post_json("/v1/chat/completions", &req).await.0 == 200).then_some(())
+        (call().await == 200).then_some(())
     })
     .await;
     assert!(raised.is_some(), "the raised customer budget did not apply");
@@ -1694,7 +1704,7 @@ async fn budgets_customers_deletes_and_paging() {
         .await;
     assert_eq!(s, 200);
     let blocked = eventually(Duration::from_secs(2), || async {
-        (admin.post_json("/v1/chat/completions", &req).await.0 == 400).then_some(())
+        (call().await == 400).then_some(())
     })
     .await;
     assert!(blocked.is_some(), "a blocked customer kept calling");
@@ -1705,6 +1715,19 @@ async fn budgets_customers_deletes_and_paging() {
             .unwrap()
             .iter()
             .any(|c| c["user_id"] == customer.as_str())
+    );
+    let landed = eventually(Duration::from_secs(5), || async {
+        let (_, info) = admin
+            .get_json(&format!("/customer/info?end_user_id={customer}"))
+            .await;
+        let recorded = info["spend"].as_f64().unwrap_or(-1.0);
+        ((recorded - spent.get()).abs() < 1e-9).then_some(())
+    })
+    .await;
+    assert!(
+        landed.is_some(),
+        "the customer's spend {} was not written",
+        spent.get()
     );
     let (s, _, d) = admin
         .post_json("/customer/delete", &json!({"user_ids": [customer]}))

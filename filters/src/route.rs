@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use http::header::{HeaderName, HeaderValue};
+
 use crate::chain::{Filter, Flow, Incoming, RequestCx};
 use crate::error::ApiError;
 
@@ -75,6 +77,13 @@ pub struct Deployment {
     pub extra_headers: Vec<(String, String)>,
 }
 
+/// LiteLLM's routing response headers ([`Deployment::routing_headers`]).
+pub const X_LITELLM_MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
+pub const X_LITELLM_MODEL_API_BASE: HeaderName =
+    HeaderName::from_static("x-litellm-model-api-base");
+pub const X_LITELLM_MODEL_GROUP: HeaderName = HeaderName::from_static("x-litellm-model-group");
+pub const X_LITELLM_VERSION: HeaderName = HeaderName::from_static("x-litellm-version");
+
 /// A URL as it may be shown: without userinfo (`user:pass@`) and without its query string
 /// (and fragment), which may carry credentials.
 pub fn public_url(url: &str) -> String {
@@ -95,6 +104,21 @@ impl Deployment {
     /// its query string, where some configs carry a key (`?key=` for Gemini).
     pub fn public_api_base(&self) -> &str {
         &self.public_api_base
+    }
+
+    /// LiteLLM's routing headers, which every response from this deployment carries
+    /// (`x-litellm-model-id`, `-model-api-base`, `-model-group`, `-version`); values that are
+    /// not valid header text are left out.
+    pub fn routing_headers(&self, version: &str) -> Vec<(HeaderName, HeaderValue)> {
+        [
+            (X_LITELLM_MODEL_ID, self.id.as_str()),
+            (X_LITELLM_MODEL_API_BASE, self.public_api_base()),
+            (X_LITELLM_MODEL_GROUP, self.model_name.as_str()),
+            (X_LITELLM_VERSION, version),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, HeaderValue::from_str(value).ok()?)))
+        .collect()
     }
 
     /// The provider model for a request routed here; `capture` is what a wildcard group matched.

@@ -9,6 +9,10 @@
 pub mod env;
 pub mod keys;
 pub mod model_id;
+pub mod provider_catalog;
+pub mod upstream_url;
+
+pub use upstream_url::UpstreamUrl;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -21,10 +25,9 @@ use http::header::HeaderName;
 use serde_yaml::{Mapping, Value};
 
 use crate::pricing::{ModelPrice, PriceTable};
-use crate::providers::translate::ParamPolicy;
-use crate::providers::{self, ProviderSpec, Wire};
 use env::Env;
 use keys::Section;
+use provider_catalog::{ProviderSpec, Wire};
 
 /// LiteLLM's default `request_timeout` (seconds).
 const DEFAULT_REQUEST_TIMEOUT_SECS: f64 = 6000.0;
@@ -110,6 +113,16 @@ pub struct Overrides {
     pub threads: Option<usize>,
 }
 
+/// How unsupported OpenAI parameters are treated for one deployment (applied by the codecs,
+/// `providers::translate`).
+#[derive(Debug, Clone, Default)]
+pub struct ParamPolicy {
+    /// `drop_params: true` (global `litellm_settings` or per deployment): drop, don't refuse.
+    pub drop_unsupported: bool,
+    /// `additional_drop_params`: always removed before encoding.
+    pub always_drop: Vec<String>,
+}
+
 /// A deployment plus what only the I/O layer and the info endpoints need.
 #[derive(Debug, Clone)]
 pub struct DeploymentConfig {
@@ -134,7 +147,7 @@ pub struct DeploymentConfig {
     /// Azure Entra ID token: sent as `Authorization: Bearer` instead of the `api-key` header.
     pub azure_ad_token: Option<Secret>,
     /// Bedrock credentials (SigV4 keys and region, or an API key).
-    pub aws: Option<providers::bedrock::AwsAuth>,
+    pub aws: Option<provider_catalog::AwsAuth>,
 }
 
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.
@@ -623,7 +636,7 @@ impl Builder<'_> {
         let duration = get(litellm, "budget_duration").and_then(|v| {
             let path = "litellm_settings.budget_duration";
             let text = self.string(v, path)?;
-            match crate::management::clock::parse_span(&text) {
+            match crate::clock::parse_span(&text) {
                 Ok(_) => Some(text),
                 Err(e) => {
                     self.report.error(path, e);
@@ -989,7 +1002,7 @@ impl Builder<'_> {
             &format!("{params_path}.model"),
         )?;
 
-        let spec = providers::spec(&provider);
+        let spec = provider_catalog::spec(&provider);
         if spec.is_none() {
             self.report.warn(
                 &format!("{params_path}.model"),
@@ -1009,7 +1022,7 @@ impl Builder<'_> {
                 .or_else(|| defaults.env.get("AWS_REGION_NAME"))
                 .or_else(|| defaults.env.get("AWS_REGION"))
                 .or_else(|| defaults.env.get("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| providers::bedrock::DEFAULT_REGION.to_string());
+                .unwrap_or_else(|| provider_catalog::BEDROCK_DEFAULT_REGION.to_string());
             explicit_base = text_param(self, "aws_bedrock_runtime_endpoint")
                 .or(explicit_base)
                 .or_else(|| defaults.env.get("AWS_BEDROCK_RUNTIME_ENDPOINT"))
@@ -1032,16 +1045,16 @@ impl Builder<'_> {
                     .or_else(|| defaults.env.get("AWS_SESSION_TOKEN"));
                 match (access, secret, &api_key) {
                     (Some(access_key_id), Some(secret), _) => {
-                        Some(providers::bedrock::AwsAuth::SigV4 {
+                        Some(provider_catalog::AwsAuth::SigV4 {
                             access_key_id,
                             secret_access_key: Secret::new(secret),
                             session_token: token.map(Secret::new),
                             region,
                         })
                     }
-                    (None, None, Some(key)) => Some(providers::bedrock::AwsAuth::ApiKey(
-                        Secret::new(key.clone()),
-                    )),
+                    (None, None, Some(key)) => {
+                        Some(provider_catalog::AwsAuth::ApiKey(Secret::new(key.clone())))
+                    }
                     (Some(_), None, _) | (None, Some(_), _) => {
                         self.report.error(
                             &params_path,
@@ -1091,7 +1104,7 @@ impl Builder<'_> {
             param("api_version")
                 .and_then(|v| self.string(v, &format!("{params_path}.api_version")))
                 .or_else(|| defaults.env.get("AZURE_API_VERSION"))
-                .or_else(|| Some(providers::azure::DEFAULT_API_VERSION.to_string()))
+                .or_else(|| Some(provider_catalog::AZURE_DEFAULT_API_VERSION.to_string()))
         } else {
             None
         };
@@ -1244,7 +1257,7 @@ impl Builder<'_> {
         custom: Option<&str>,
         path: &str,
     ) -> Option<(String, String)> {
-        let known = |p: &str| providers::known_provider_names().any(|k| *k == p);
+        let known = |p: &str| provider_catalog::known_provider_names().any(|k| *k == p);
         if let Some(provider) = custom {
             if !known(provider) {
                 self.report
@@ -1286,7 +1299,9 @@ impl Builder<'_> {
         }
         let hint = model
             .split_once('/')
-            .and_then(|(prefix, _)| closest(prefix, providers::known_provider_names().copied()))
+            .and_then(|(prefix, _)| {
+                closest(prefix, provider_catalog::known_provider_names().copied())
+            })
             .map(|p| format!(" (did you mean provider {p:?}?)"))
             .unwrap_or_default();
         self.report.error(
@@ -1328,7 +1343,7 @@ impl Builder<'_> {
             return None;
         };
         let mut base = base.trim().trim_end_matches('/').to_string();
-        if let Err(e) = crate::upstream::UpstreamUrl::parse(&base) {
+        if let Err(e) = UpstreamUrl::parse(&base) {
             if spec.is_none() {
                 return Some(base);
             }

@@ -499,7 +499,7 @@ litellm_settings:
         "https://bedrock-runtime.eu-west-1.amazonaws.com"
     );
     match bedrock.aws.as_ref().unwrap() {
-        providers::bedrock::AwsAuth::SigV4 {
+        provider_catalog::AwsAuth::SigV4 {
             access_key_id,
             session_token,
             region,
@@ -518,7 +518,7 @@ litellm_settings:
         "https://bedrock-runtime.us-west-2.amazonaws.com"
     );
     assert!(
-        matches!(keyed.aws, Some(providers::bedrock::AwsAuth::SigV4 { .. })),
+        matches!(keyed.aws, Some(provider_catalog::AwsAuth::SigV4 { .. })),
         "AWS_ACCESS_KEY_ID in the environment signs; the key is the fallback"
     );
 
@@ -547,7 +547,7 @@ model_list:
     );
     assert!(matches!(
         c.deployment(0).aws,
-        Some(providers::bedrock::AwsAuth::ApiKey(_))
+        Some(provider_catalog::AwsAuth::ApiKey(_))
     ));
     let Err(report) = load(
         "model_list:\n  - model_name: n\n    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, aws_access_key_id: AKID}\n",

@@ -11,10 +11,10 @@ use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::Management;
-use super::clock::{self, iso, now_ms, parse_span};
 use super::identity::{f64_field, str_field};
 use super::store::{Kind, ListQuery, Object, SpendQuery, StoreError};
 use crate::admin::query_param;
+use crate::clock::{self, iso, now_ms, parse_span};
 
 type Answer = Result<(StatusCode, Value), ApiError>;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use filters::identity::{KeyIdentity, Limits, ScopeKind};
 use parking_lot::Mutex;
 
-use super::clock;
 use super::ledger::AccountKey;
+use crate::clock;
 
 struct Seen {
     /// The key that last spent on this owner (its alias and team alias label the gauges).

@@ -119,7 +119,7 @@ pub fn build(
             entry.budget_reset_at = entry
                 .budget_duration
                 .as_deref()
-                .and_then(|d| super::clock::parse_span(d).ok())
+                .and_then(|d| crate::clock::parse_span(d).ok())
                 .map(|span| span.after(key.created_at));
         }
     }
@@ -204,7 +204,7 @@ pub fn build(
             _ => Vec::new(),
         },
         aliases,
-        expires_at: str_field(&key.data, "expires").and_then(super::clock::parse_iso),
+        expires_at: str_field(&key.data, "expires").and_then(crate::clock::parse_iso),
         scopes,
         model_limits,
         key_limits,

@@ -15,7 +15,8 @@ use moka::sync::Cache;
 use super::identity::{Unusable, build};
 use super::redis_ledger::CachedKey;
 use super::store::Kind;
-use super::{Management, clock, no_db_error};
+use super::{Management, no_db_error};
+use crate::clock;
 
 /// Keys kept in memory per instance.
 const MAX_KEYS: u64 = 100_000;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use filters::identity::{Limits, ScopeKind};
 use parking_lot::Mutex;
 
-use super::clock::{Span, parse_span};
+use crate::clock::{Span, parse_span};
 
 /// One owner's counters key.
 pub type AccountKey = (ScopeKind, Arc<str>);

@@ -13,7 +13,6 @@
 //! and connections stay on the runtime that created them.
 
 pub mod api;
-pub mod clock;
 pub mod cost;
 pub mod gauges;
 pub mod identity;
@@ -25,6 +24,7 @@ pub mod spool;
 pub mod sqlite_writer;
 pub mod store;
 
+use crate::clock;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -14,8 +14,8 @@ use filters::identity::ScopeKind;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, RedisResult, Script};
 
-use super::clock::parse_span;
 use super::ledger::{Check, Hold, Refusal};
+use crate::clock::parse_span;
 
 /// Checks every owner, then reserves on all of them, or returns which check failed.
 /// ARGV: now, estimate, hold id, this instance's id, then per owner: max_budget, initial
@@ -214,9 +214,6 @@ pub struct RedisLedger {
     /// each waiting [`REDIS_TIMEOUT`]; the heartbeat ([`RedisLedger::keep_alive`]) finds out
     /// when it is back.
     up: Arc<AtomicBool>,
-    /// Calls in a row that timed out (a connection error closes the gate at once; timeouts
-    /// only when two in a row say Redis is not answering, not one slow script).
-    timeouts: Arc<std::sync::atomic::AtomicU32>,
     /// Wakes the heartbeat when the gate closes, so it probes at once.
     probe: Arc<tokio::sync::Notify>,
     /// This process's id in the per-instance reservation fields.
@@ -261,7 +258,6 @@ impl RedisLedger {
         let ledger = RedisLedger {
             conn,
             up: Arc::new(AtomicBool::new(true)),
-            timeouts: Default::default(),
             probe: Default::default(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             admit: Script::new(ADMIT),
@@ -312,7 +308,6 @@ impl RedisLedger {
             let up = self.is_up();
             match self.heartbeat().await {
                 Ok(()) => {
-                    self.timeouts.store(0, Ordering::Release);
                     if !self.up.swap(true, Ordering::AcqRel) {
                         tracing::info!("Redis is reachable again");
                     }
@@ -334,7 +329,10 @@ impl RedisLedger {
     }
 
     /// Runs one Redis call: at once an error while Redis is known to be down, else the call
-    /// bounded by [`REDIS_TIMEOUT`]. A connection failure or timeout closes the gate.
+    /// bounded by [`REDIS_TIMEOUT`]. A connection failure or a timeout closes the gate at once,
+    /// so a request never waits twice (a key lookup and then its admission would otherwise
+    /// wait 2 s each); the heartbeat probes straight away and opens it again with Redis's
+    /// first answer (within milliseconds when the timeout was one slow script).
     async fn guarded<T>(&self, call: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
         if !self.is_up() {
             return Err(RedisError::from((
@@ -346,14 +344,10 @@ impl RedisLedger {
             Ok(r) => r,
             Err(_) => Err(timed_out()),
         };
-        match &result {
-            Err(e) if e.is_timeout() || e.to_string().contains("timed out") => {
-                if self.timeouts.fetch_add(1, Ordering::AcqRel) >= 1 {
-                    self.mark_down(e);
-                }
-            }
-            Err(e) if is_outage(e) => self.mark_down(e),
-            _ => self.timeouts.store(0, Ordering::Release),
+        if let Err(e) = &result
+            && (is_outage(e) || e.to_string().contains("timed out"))
+        {
+            self.mark_down(e);
         }
         result
     }

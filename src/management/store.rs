@@ -422,7 +422,7 @@ impl Store {
     pub async fn write_spend(&self, batch: Arc<Batch>, master_key_hash: &str) -> Result<()> {
         if let Some(writer) = &self.spend_writer {
             return writer
-                .write(batch, master_key_hash, super::clock::now_ms())
+                .write(batch, master_key_hash, crate::clock::now_ms())
                 .await
                 .map_err(StoreError::Sqlite);
         }
@@ -432,7 +432,7 @@ impl Store {
         let mut ordered: Vec<&(Kind, String, f64)> = deltas.iter().collect();
         ordered.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         let mut tx = self.pool.begin().await?;
-        let now = super::clock::now_ms();
+        let now = crate::clock::now_ms();
         if let Some(batch_id) = &batch.id {
             let first = sqlx::query(RECORD_BATCH_SQL)
                 .bind(batch_id.as_str())
@@ -746,7 +746,7 @@ async fn record_change(
     sqlx::query("INSERT INTO sluice_changes (kind, id, at) VALUES ($1, $2, $3)")
         .bind(kind.as_str())
         .bind(id)
-        .bind(super::clock::now_ms())
+        .bind(crate::clock::now_ms())
         .execute(&mut **tx)
         .await?;
     Ok(())

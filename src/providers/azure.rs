@@ -9,9 +9,7 @@ use http::HeaderValue;
 
 use filters::Endpoint;
 
-/// Used when neither `api_version` nor `AZURE_API_VERSION` is set: the GA inference version of
-/// the published spec (`providers.md` 2.1).
-pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+pub use crate::config::provider_catalog::AZURE_DEFAULT_API_VERSION as DEFAULT_API_VERSION;
 
 /// The request target for `endpoint` on deployment `deployment`.
 pub fn target(base_path: &str, deployment: &str, endpoint: Endpoint, api_version: &str) -> String {

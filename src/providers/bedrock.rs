@@ -22,27 +22,11 @@ use super::translate::{
     SamplingKeys, StreamState, Tokens, ToolChoice, TranslatedStream, compact, generated_id,
     push_turn, quoted, upstream_error,
 };
-use filters::route::Secret;
 
-/// Used when neither `aws_region_name` nor `AWS_REGION_NAME` / `AWS_REGION` /
-/// `AWS_DEFAULT_REGION` is set.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub use crate::config::provider_catalog::{AwsAuth, BEDROCK_DEFAULT_REGION as DEFAULT_REGION};
+
 /// SigV4 signing name of the Bedrock runtime (not `bedrock-runtime`).
 const SIGNING_NAME: &str = "bedrock";
-
-/// How requests to a Bedrock deployment are authenticated.
-#[derive(Debug, Clone)]
-pub enum AwsAuth {
-    /// SigV4 with an access key (and a session token for temporary credentials).
-    SigV4 {
-        access_key_id: String,
-        secret_access_key: Secret,
-        session_token: Option<Secret>,
-        region: String,
-    },
-    /// A Bedrock API key, sent as `Authorization: Bearer`.
-    ApiKey(Secret),
-}
 
 /// OpenAI parameters this codec maps.
 pub const SUPPORTED: &[&str] = &[

@@ -20,8 +20,6 @@ use super::translate::{
 };
 use super::translated_stream::{ProviderEvents, Translated};
 
-pub const DEFAULT_ENDPOINT: &str = "https://api.cohere.com/v2/chat";
-
 /// OpenAI parameters this codec maps.
 pub const SUPPORTED: &[&str] = &[
     "model",

@@ -55,7 +55,7 @@ pub fn base_headers(key: Option<&str>, headers: &mut http::HeaderMap) {
 }
 
 /// The request target: `{base}/models/{model}:generateContent`, or the SSE streaming method.
-pub fn target_path(base: &crate::upstream::UpstreamUrl, model: &str, stream: bool) -> String {
+pub fn target_path(base: &crate::config::UpstreamUrl, model: &str, stream: bool) -> String {
     let model = model.strip_prefix("models/").unwrap_or(model);
     let method = if stream {
         "streamGenerateContent"

@@ -17,7 +17,7 @@ use filters::{ApiError, Endpoint};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::Wire;
-use crate::upstream::UpstreamUrl;
+use crate::config::UpstreamUrl;
 
 /// A fully encoded upstream request.
 #[derive(Debug, Clone)]

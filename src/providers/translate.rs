@@ -16,6 +16,7 @@ use filters::usage::{PromptTokensDetails, Usage};
 use serde_json::{Map, Value};
 
 pub use super::translated_stream::{DEFAULT_MAX_EVENT_BYTES, Lines, SseEvents, event_too_large};
+pub use crate::config::ParamPolicy;
 
 /// Every request parameter of OpenAI's chat API. A parameter outside this list is provider
 /// specific and goes upstream unchanged (LiteLLM's behaviour for e.g. `top_k`, `thinking`).
@@ -56,15 +57,6 @@ pub const OPENAI_CHAT_PARAMS: &[&str] = &[
     "functions",
     "function_call",
 ];
-
-/// How unsupported OpenAI parameters are treated for one deployment.
-#[derive(Debug, Clone, Default)]
-pub struct ParamPolicy {
-    /// `drop_params: true` (global `litellm_settings` or per deployment): drop, don't refuse.
-    pub drop_unsupported: bool,
-    /// `additional_drop_params`: always removed before encoding.
-    pub always_drop: Vec<String>,
-}
 
 impl ParamPolicy {
     /// Removes `always_drop` and every OpenAI parameter the provider does not support from

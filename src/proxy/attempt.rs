@@ -35,7 +35,6 @@ use tokio::io::AsyncWriteExt;
 
 use super::ctx::Ctx;
 use super::headers::*;
-use super::pool::UpstreamPool;
 use crate::app::App;
 use crate::config::DeploymentConfig;
 use crate::providers::Wire;
@@ -43,6 +42,7 @@ use crate::providers::codec::{self, Ingress};
 use crate::providers::content_encoding::BodyDecoder;
 use crate::providers::openai::{Target, UpstreamRequest};
 use crate::providers::translate::{DecodeOptions, ErrorClass};
+use crate::upstream::pool::UpstreamPool;
 use crate::upstream::{Endpoint, ResolvedPeer};
 
 const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -7,7 +7,9 @@
 
 use std::cell::RefCell;
 
-use filters::route::Deployment;
+pub use filters::route::{
+    X_LITELLM_MODEL_API_BASE, X_LITELLM_MODEL_GROUP, X_LITELLM_MODEL_ID, X_LITELLM_VERSION,
+};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
@@ -17,30 +19,11 @@ pub const TRANSFER_ENCODING: HeaderName = http::header::TRANSFER_ENCODING;
 pub const CACHE_CONTROL: HeaderName = http::header::CACHE_CONTROL;
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_LITELLM_CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
-pub const X_LITELLM_MODEL_ID: HeaderName = HeaderName::from_static("x-litellm-model-id");
-pub const X_LITELLM_MODEL_API_BASE: HeaderName =
-    HeaderName::from_static("x-litellm-model-api-base");
-pub const X_LITELLM_MODEL_GROUP: HeaderName = HeaderName::from_static("x-litellm-model-group");
 pub const X_LITELLM_RESPONSE_COST: HeaderName = HeaderName::from_static("x-litellm-response-cost");
-pub const X_LITELLM_VERSION: HeaderName = HeaderName::from_static("x-litellm-version");
 pub const X_LITELLM_RESPONSE_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-response-duration-ms");
 pub const X_LITELLM_OVERHEAD_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-overhead-duration-ms");
-
-/// The headers every response from `deployment` carries, LiteLLM's routing headers.
-pub fn deployment_headers(deployment: &Deployment) -> Vec<(HeaderName, HeaderValue)> {
-    let api_base = deployment.public_api_base();
-    [
-        (X_LITELLM_MODEL_ID, deployment.id.as_str()),
-        (X_LITELLM_MODEL_API_BASE, api_base),
-        (X_LITELLM_MODEL_GROUP, deployment.model_name.as_str()),
-        (X_LITELLM_VERSION, env!("CARGO_PKG_VERSION")),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some((name, HeaderValue::from_str(value).ok()?)))
-    .collect()
-}
 
 /// A response header under construction.
 pub struct ResponseHead {

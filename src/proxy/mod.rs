@@ -18,8 +18,8 @@ pub mod body;
 pub mod ctx;
 pub mod deliver;
 pub mod forward;
+pub mod header_read;
 pub mod headers;
-pub mod pool;
 pub mod respond;
 
 use std::sync::Arc;
@@ -54,7 +54,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Ctx {
         // Pingora calls this once the request header is read: the connection's header
         // deadline (downstream.rs) no longer applies.
-        crate::downstream::header_read();
+        header_read::mark();
         Ctx {
             request_id: String::new(),
             started: Instant::now(),
@@ -459,7 +459,7 @@ fn settle(
     let Some(m) = &app.management else {
         return None;
     };
-    let now_ms = crate::management::clock::ms_at(finished.at);
+    let now_ms = crate::clock::ms_at(finished.at);
     // A caller with nothing held (master key, open gateway) still gets its spend-log row
     // when a deployment was chosen.
     let admission = match ctx.record.admission.take() {

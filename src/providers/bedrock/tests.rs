@@ -6,6 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::providers::testing::{obj, split_invariant, target_for};
+use filters::route::Secret;
 
 /// 2015-08-30T12:36:00Z, the time of AWS's test suite.
 fn suite_time() -> SystemTime {
