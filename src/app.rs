@@ -11,9 +11,9 @@ use filters::{Chain, Filter};
 use pingora::connectors::ConnectorOptions;
 use pingora::connectors::TransportConnector;
 
-use crate::admin::Listings;
 use crate::config::RuntimeConfig;
 use crate::config::UpstreamUrl;
+use crate::listings::Listings;
 use crate::management::Management;
 use crate::management::keys::StoreKeys;
 use crate::metrics::Metrics;

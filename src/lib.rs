@@ -6,7 +6,9 @@
 //! * [`proxy`]: the Pingora `ProxyHttp` adapter and the forwarder (every request)
 //! * [`providers`]: upstream wire formats (request encoding, SSE rewriting)
 //! * [`upstream`]: endpoints and background DNS
-//! * [`admin`], [`metrics`], [`logging`], [`shutdown`], [`server`]: the rest of the process
+//! * [`management`]: keys, teams, budgets and spend (storage, ledgers); [`admin`]: LiteLLM's
+//!   admin API over it
+//! * [`listings`], [`metrics`], [`logging`], [`shutdown`], [`server`]: the rest of the process
 
 pub mod access_log;
 pub mod admin;
@@ -17,6 +19,8 @@ pub mod decimal;
 pub mod downstream;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod http_query;
+pub mod listings;
 pub mod logging;
 pub mod management;
 pub mod metrics;

@@ -1,11 +1,18 @@
 //! The filter chain: what runs on a request before it is forwarded, and in which order.
 //!
 //! ```text
-//!  request_filter (Pingora)                                    forwarder
-//!  ├─ pre-body filters   auth ─► (budget ─► rate limit)          │
-//!  ├─ read body (bounded), RequestView::parse                    │
-//!  └─ post-body filters  (cache ─►) route ──────────────────────►┘
+//!  request_filter (Pingora)                                      forwarder
+//!  ├─ pre-body filters   auth (master key, virtual key lookup)     │
+//!  ├─ read body (bounded), RequestView::parse                      │
+//!  ├─ post-body filters  route ─► RoutePlan                        │
+//!  └─ admission (the gateway's management::admission, not a        │
+//!     filter here): model access, budgets, rate limits ───────────►┘
 //! ```
+//!
+//! Admission is not a filter of this crate: it needs the routed plan, the body's token count
+//! and the key store's ledgers, and it hands the forwarder a hold that `logging` settles. It
+//! runs right after the post-body filters, with this crate's types (`RoutePlan`,
+//! `RequestView`, `KeyIdentity`) as its inputs.
 //!
 //! A filter returns [`Flow::Continue`] or [`Flow::Reject`] with the error to answer. Pre-body
 //! filters see only the request head, so a rejection never reads a large body.

@@ -215,6 +215,20 @@ pub fn build(
     Ok(identity)
 }
 
+/// What the model listings (`/v1/models`, `/model/info`, `/model_group/info`) show a caller:
+/// `None`, everything (admins, the master key, keys without model lists); otherwise a test of
+/// `(name, group)` that passes what the key may call ([`model_denial`]).
+pub fn listing_filter<'a>(
+    caller: &'a filters::Caller,
+    access_groups: &'a HashMap<String, HashSet<String>>,
+) -> Option<impl Fn(&str, &str) -> bool + 'a> {
+    let k = caller.key().filter(|k| {
+        let unlisted = k.models.is_empty() && k.team_models.is_empty() && k.user_models.is_empty();
+        !k.is_admin && !unlisted
+    })?;
+    Some(move |name: &str, group: &str| model_denial(k, name, group, access_groups).is_none())
+}
+
 /// The first of a key's model lists (its own, its team's, its user's) that does not let it call
 /// `requested` of `group`, as (list, scope, LiteLLM's error type); `None` when all do. The one
 /// check for requests (a 401 naming the list) and for the model listings (what to show).

@@ -18,7 +18,9 @@ pub mod gemini;
 pub mod messages_api;
 pub mod ollama;
 pub mod openai;
+pub mod openai_response;
 pub mod path;
+pub mod provider_error;
 #[cfg(test)]
 mod robustness_tests;
 pub mod sse;

@@ -17,12 +17,16 @@ pub struct RequestRecord {
     pub status: u16,
     /// A failure, as (status, class), also when it happened after a 200 went out (mid-stream).
     pub failure: Option<(u16, &'static str)>,
+    /// The `model` the client sent, recorded once the body is parsed.
     pub requested_model: Option<String>,
     /// What the metrics' `requested_model` label says (bounded: configured names only).
     pub model_label: ModelLabel,
     pub deployment: Option<Arc<Deployment>>,
     pub stream: bool,
     pub usage: Option<Usage>,
+    /// `usage`'s cost, once computed (a whole response's, for its header); `logging` computes
+    /// it when nothing did.
+    pub cost: Option<f64>,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<Duration>,
     pub time_to_first_token: Option<Duration>,

@@ -137,6 +137,8 @@ impl Attempt<'_> {
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
         if let Some(usage) = &ctx.record.usage {
             let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
+            // Computed once: `logging` books this figure, the one the client was shown.
+            ctx.record.cost = Some(cost);
             resp.set_value(X_LITELLM_RESPONSE_COST, crate::decimal::header_value(cost));
         }
         let total = received - ctx.started;

@@ -33,8 +33,6 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         return;
     };
     let endpoint = ctx.cx.endpoint();
-    ctx.record.requested_model = Some(plan.requested_model.clone());
-    ctx.record.stream = view.stream;
     let Some(deployment) = plan.candidates.first().cloned() else {
         let e = ApiError::new(
             http::StatusCode::TOO_MANY_REQUESTS,

@@ -1,4 +1,6 @@
-//! The Pingora adapter: `Gateway` implements `ProxyHttp`, and every hook only delegates.
+//! The Pingora adapter: `Gateway` implements `ProxyHttp`, and its hooks delegate: policy lives
+//! in the filters crate, `management` (admission, settlement), `listings` (local answers) and
+//! the forwarder (`forward`, `attempt`, `deliver`).
 //!
 //! ```text
 //! Pingora phase          Sluice
@@ -7,10 +9,11 @@
 //! new_ctx                Ctx (counts the request in flight until it drops)
 //! early_request_filter   request id, start time
 //! request_filter         endpoint ─► pre-body filters (auth) ─► local answers (health,
-//!                        models, metrics) or: read body (bounded) ─► parse ─► post-body
-//!                        filters (route) ─► forward::forward ─► Ok(true) (responded)
+//!                        models, metrics: listings) or admin API (admin) or: read body
+//!                        (bounded) ─► parse ─► post-body filters (route) ─► admission
+//!                        (management::admission) ─► forward::forward ─► Ok(true)
 //! upstream_peer          never called: the forwarder drives the upstream leg itself
-//! logging                metrics, access log
+//! logging                metrics, access log, settlement (management::admission::settle)
 //! ```
 
 pub mod attempt;
@@ -35,7 +38,8 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::access_log::AccessEntry;
 use crate::admin;
 use crate::app::App;
-use crate::management::{Management, api, identity};
+use crate::listings;
+use crate::management::{Management, identity};
 use crate::metrics::{RequestLabels, RequestOutcome};
 use ctx::{Ctx, ModelLabel, RequestRecord};
 
@@ -89,20 +93,25 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| ip_text(a.ip()))
             .unwrap_or_default();
-        // The clock and the usage's cost, read once for the metrics, the access log and the
-        // spend row.
-        let price = ctx
+        // The clock, the deployment and the usage's cost, read once for the metrics, the
+        // access log and the spend row. A whole response's cost was computed for its
+        // x-litellm-response-cost header; a stream's usage arrives at its end.
+        let deployment = ctx
             .record
             .deployment
             .as_deref()
-            .and_then(|d| self.app.config.deployment(d.index).price.as_ref());
+            .map(|d| self.app.config.deployment(d.index));
+        let price = deployment.and_then(|d| d.price.as_ref());
+        let cost = ctx.record.cost.unwrap_or_else(|| {
+            ctx.record
+                .usage
+                .map_or(0.0, |u| crate::management::cost::cost_of(&u, price))
+        });
         let finished = Finished {
             total: ctx.started.elapsed(),
             at: std::time::SystemTime::now(),
-            cost: ctx
-                .record
-                .usage
-                .map_or(0.0, |u| crate::management::cost::cost_of(&u, price)),
+            cost,
+            deployment,
         };
         record(&self.app, session, ctx, &client_ip, &finished);
         // Last use of the request id and the address: the spend-log row takes them.
@@ -134,10 +143,12 @@ fn ip_text(ip: std::net::IpAddr) -> String {
 
 /// When a request finished: its duration, the wall-clock time and what its usage costs (USD,
 /// 0 without usage), read once in `logging`.
-struct Finished {
+struct Finished<'a> {
     total: std::time::Duration,
     at: std::time::SystemTime,
     cost: f64,
+    /// The deployment that answered (or was last tried), from the config.
+    deployment: Option<&'a crate::config::DeploymentConfig>,
 }
 
 /// The client's `x-litellm-call-id` / `x-request-id` when it is a sane token, else a new UUID.
@@ -163,6 +174,15 @@ fn request_id(session: &Session) -> String {
         .to_string()
 }
 
+/// The request head as the filters see it (no Pingora type crosses into the filters crate).
+fn incoming(head: &pingora::http::RequestHeader) -> Incoming<'_> {
+    Incoming {
+        method: &head.method,
+        path: head.uri.path(),
+        headers: &head.headers,
+    }
+}
+
 /// Everything `request_filter` does.
 async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
     let endpoint = {
@@ -171,15 +191,10 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
     };
     ctx.cx = RequestCx::new(endpoint);
 
-    let flow = {
-        let head = session.req_header();
-        let incoming = Incoming {
-            method: &head.method,
-            path: head.uri.path(),
-            headers: &head.headers,
-        };
-        app.chain.run_pre_body(&incoming, &mut ctx.cx).await
-    };
+    let flow = app
+        .chain
+        .run_pre_body(&incoming(session.req_header()), &mut ctx.cx)
+        .await;
     if let Flow::Reject(e) = flow {
         discard_body(session).await;
         respond::error(session, ctx, &e).await;
@@ -208,27 +223,19 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 200,
                 "application/json",
                 &[],
-                bytes::Bytes::from_static(admin::LIVENESS),
+                bytes::Bytes::from_static(listings::LIVENESS),
             )
             .await
         }
         Endpoint::HealthReadiness => {
             let m = app.management.as_ref();
-            let db = m.map(|m| m.db_up());
-            // As LiteLLM: a database outage makes the instance unready, unless the operator
-            // chose to keep serving cached keys through it (then it stays in rotation and says
-            // "disconnected").
-            let tolerated = m.is_some_and(|m| m.settings.allow_requests_on_db_unavailable);
-            let (status, body) = if app.is_draining() {
-                let body = b"{\"detail\":\"Service Unhealthy (shutting down)\"}";
-                (503, bytes::Bytes::from_static(body))
-            } else if db == Some(false) && !tolerated {
-                let body = b"{\"detail\":\"Service Unhealthy (DB not connected)\"}";
-                (503, bytes::Bytes::from_static(body))
-            } else {
-                let cache = m.and_then(|m| m.redis()).map(|_| "redis");
-                (200, admin::readiness(&app.config, db, cache))
-            };
+            let (status, body) = listings::readiness(
+                &app.config,
+                app.is_draining(),
+                m.map(|m| m.db_up()),
+                m.is_some_and(|m| m.settings.allow_requests_on_db_unavailable),
+                m.and_then(|m| m.redis()).map(|_| "redis"),
+            );
             respond::send(session, ctx, status, "application/json", &[], body).await
         }
         Endpoint::Metrics => {
@@ -240,27 +247,20 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
         Endpoint::Models | Endpoint::ModelInfo | Endpoint::ModelGroupInfo => {
-            // A virtual key with model lists sees what it may call; admins see everything.
-            let restricted = ctx.cx.caller.key().filter(|k| {
-                let unlisted =
-                    k.models.is_empty() && k.team_models.is_empty() && k.user_models.is_empty();
-                !k.is_admin && !unlisted
-            });
             let no_groups = Default::default();
             let groups = app
                 .management
                 .as_ref()
                 .map_or(&no_groups, |m| &m.access_groups);
-            let may_call = |name: &str, group: &str| {
-                restricted.is_none_or(|k| identity::model_denial(k, name, group, groups).is_none())
-            };
-            let visible: Option<admin::Visible<'_>> =
-                restricted.is_some().then_some(&may_call as _);
-            let query = session.req_header().uri.query();
-            let body = match ctx.cx.endpoint() {
-                Endpoint::Models => app.listings.models(visible),
-                Endpoint::ModelInfo => app.listings.model_info(query, visible),
-                _ => app.listings.model_group_info(query, visible),
+            let body = {
+                let filter = identity::listing_filter(&ctx.cx.caller, groups);
+                let visible: Option<listings::Visible<'_>> = filter.as_ref().map(|f| f as _);
+                let query = session.req_header().uri.query();
+                match endpoint {
+                    Endpoint::Models => app.listings.models(visible),
+                    Endpoint::ModelInfo => app.listings.model_info(query, visible),
+                    _ => app.listings.model_group_info(query, visible),
+                }
             };
             respond::send(session, ctx, 200, "application/json", &[], body).await
         }
@@ -291,15 +291,10 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
     ctx.record.requested_model = view.model.clone();
     ctx.record.stream = view.stream;
     ctx.cx.view = Some(view);
-    let flow = {
-        let head = session.req_header();
-        let incoming = Incoming {
-            method: &head.method,
-            path: head.uri.path(),
-            headers: &head.headers,
-        };
-        app.chain.run_post_body(&incoming, &mut ctx.cx).await
-    };
+    let flow = app
+        .chain
+        .run_post_body(&incoming(session.req_header()), &mut ctx.cx)
+        .await;
     if let Flow::Reject(e) = flow {
         respond::error(session, ctx, &e).await;
         return;
@@ -350,8 +345,8 @@ async fn read_body(session: &mut Session, ctx: &mut Ctx, limit: usize) -> Option
     }
 }
 
-/// Model access, budgets and rate limits of the caller's key, team, user and end user; takes
-/// the request's hold on them (settled in `logging`).
+/// Model access, budgets and rate limits (`management::admission`); the hold is settled in
+/// `logging`.
 async fn admit(
     app: &App,
     m: &std::sync::Arc<Management>,
@@ -361,48 +356,13 @@ async fn admit(
     let (Some(plan), Some(view)) = (ctx.cx.plan.as_ref(), ctx.cx.view.as_ref()) else {
         return Ok(());
     };
-    let key = ctx.cx.caller.key();
-    if let Some(k) = key {
-        if !k.key_type.calls_llm_routes() {
-            return Err(ApiError::unauthorized(format!(
-                "This key's key_type is {}: it may not call LLM API routes",
-                k.key_type.as_str()
-            )));
-        }
-        if let Some((allowed, scope, kind)) =
-            identity::model_denial(k, &plan.requested_model, &plan.group, &m.access_groups)
-        {
-            return Err(ApiError::unauthorized(format!(
-                "{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {}",
-                plan.requested_model
-            ))
-            .with_kind(kind)
-            .with_param("model"));
-        }
-    }
-    // The master key has nothing to check, unless the request names an end user or the proxy
-    // has a budget (whose spend the master key's requests count toward).
-    if key.is_none() && view.user.is_none() && m.settings.proxy_budget.is_none() {
-        return Ok(());
-    }
     let price = plan
         .candidates
         .first()
         .and_then(|d| app.config.deployment(d.index).price.as_ref());
-    let embedding = ctx.cx.endpoint() == Endpoint::Embeddings;
-    let admission = forward::boxed(|| {
-        m.admit(
-            key,
-            view.user.as_deref(),
-            (&plan.requested_model, &plan.group),
-            price,
-            body,
-            view.max_tokens,
-            embedding,
-        )
-    })
-    .await?;
-    ctx.record.admission = Some(admission);
+    let (key, endpoint) = (ctx.cx.caller.key(), ctx.cx.endpoint());
+    ctx.record.admission =
+        forward::boxed(|| m.admit_request(key, plan, view, endpoint, price, body)).await?;
     Ok(())
 }
 
@@ -428,9 +388,9 @@ async fn management(app: &App, session: &mut Session, ctx: &mut Ctx) {
     let caller = ctx.cx.caller.clone();
     let answer = m
         .run(move |m| async move {
-            api::handle(
+            admin::handle(
                 m,
-                api::Call {
+                admin::Call {
                     method: &method,
                     path: &path,
                     query: query.as_deref(),
@@ -454,7 +414,7 @@ fn settle(
     app: &App,
     ctx: &mut Ctx,
     client_ip: String,
-    finished: &Finished,
+    finished: &Finished<'_>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let Some(m) = &app.management else {
         return None;
@@ -470,8 +430,6 @@ fn settle(
         None => return None,
     };
     let r = &ctx.record;
-    let deployment = r.deployment.as_deref();
-    let dc = deployment.map(|d| app.config.deployment(d.index));
     let first_token_ms = r
         .time_to_first_token
         .map(|t| admission.started_ms + t.as_millis() as i64);
@@ -490,7 +448,7 @@ fn settle(
             call_type: ctx.cx.endpoint().call_type(),
             usage: r.usage,
             usage_cost: finished.cost,
-            price: dc.and_then(|d| d.price.as_ref()),
+            price: finished.deployment.and_then(|d| d.price.as_ref()),
             status,
             deployment: r.deployment.as_ref(),
             client_ip,
@@ -526,7 +484,7 @@ async fn discard_body(session: &mut Session) {
 }
 
 /// Metrics and the access log line, from the `logging` phase.
-fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &Finished) {
+fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &Finished<'_>) {
     let r = &ctx.record;
     let status = r.client_status();
     let total = finished.total;
@@ -537,7 +495,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let deployment = r.deployment.as_deref();
-    let dc = deployment.map(|d| app.config.deployment(d.index));
+    let dc = finished.deployment;
     let litellm_model_name = dc.map_or("", |dc| dc.litellm_model_name.as_str());
     let (prompt_tokens, completion_tokens) = r
         .usage

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::config::{DeploymentConfig, RuntimeConfig};
+use crate::http_query::query_param;
 
 /// LiteLLM's constant `created` for `/models` entries (`DEFAULT_MODEL_CREATED_AT_TIME`).
 const MODEL_CREATED_AT: u64 = 1_677_610_602;
@@ -218,52 +219,26 @@ fn model_group_entry(name: &str, members: &[&DeploymentConfig]) -> Value {
     })
 }
 
-/// A query parameter's (percent-decoded) value.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 3;
-                }
-                _ => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// `GET /health/readiness` body (LiteLLM's shape): `db` is "connected", "disconnected" (a
-/// database outage tolerated by `allow_requests_on_db_unavailable`; LiteLLM then reports
-/// `status` "disconnected" too) or "Not connected" (no key store); `cache` is "redis" when
+/// `GET /health/readiness`: status and body (LiteLLM's shape). Unready (503) while draining,
+/// and during a database outage unless the operator chose to keep serving cached keys through
+/// it (`allow_requests_on_db_unavailable`: the instance stays in rotation and says
+/// "disconnected", as LiteLLM does). `db` is `None` without a key store; `cache` is "redis" when
 /// Redis is configured; `last_updated` (ISO time) is there when a database is.
-pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) -> Bytes {
+pub fn readiness(
+    config: &RuntimeConfig,
+    draining: bool,
+    db: Option<bool>,
+    db_outage_tolerated: bool,
+    cache: Option<&str>,
+) -> (u16, Bytes) {
+    if draining {
+        let body = b"{\"detail\":\"Service Unhealthy (shutting down)\"}";
+        return (503, Bytes::from_static(body));
+    }
+    if db == Some(false) && !db_outage_tolerated {
+        let body = b"{\"detail\":\"Service Unhealthy (DB not connected)\"}";
+        return (503, Bytes::from_static(body));
+    }
     let (status, db_text) = match db {
         None => ("healthy", "Not connected"),
         Some(true) => ("connected", "connected"),
@@ -281,25 +256,11 @@ pub fn readiness(config: &RuntimeConfig, db: Option<bool>, cache: Option<&str>) 
     if db.is_some() {
         body["last_updated"] = json!(crate::clock::iso(crate::clock::now_ms()));
     }
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    (
+        200,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
 }
 
 /// `GET /health/liveness` body: the JSON string LiteLLM returns.
 pub const LIVENESS: &[u8] = b"\"I'm alive!\"";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_decode() {
-        assert_eq!(
-            query_param(Some("a=1&model_group=gpt%2D4o+x"), "model_group").as_deref(),
-            Some("gpt-4o x")
-        );
-        assert_eq!(query_param(Some("a=1"), "b"), None);
-        assert_eq!(query_param(None, "b"), None);
-        assert_eq!(query_param(Some("k=%zz%"), "k").as_deref(), Some("%zz%"));
-        assert_eq!(query_param(Some("k=%é1"), "k").as_deref(), Some("%é1"));
-    }
-}

@@ -1,0 +1,331 @@
+//! The settings sections of the config (`general_settings`, `litellm_settings`,
+//! `router_settings`, `environment_variables`): what Sluice acts on, read into
+//! `ServerSettings` and `ManagementSettings`, each problem reported with its YAML path.
+//! Start-up only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use filters::route::Alias;
+use serde_yaml::Value;
+
+use super::keys::Section;
+use super::values::{is_truthy, join, scalar_text};
+use super::{Builder, Entries, ManagementSettings, Problem, ProxyBudget, get, keys};
+
+impl Builder<'_> {
+    /// `litellm_settings.max_budget` (+ `budget_duration`): the proxy-wide budget LiteLLM
+    /// keeps as the user `litellm-proxy-budget`; `max_end_user_budget`: the budget of every end
+    /// user without one of its own.
+    pub(super) fn proxy_budgets(
+        &mut self,
+        litellm: &Entries<'_>,
+    ) -> (Option<ProxyBudget>, Option<f64>) {
+        let duration = get(litellm, "budget_duration").and_then(|v| {
+            let path = "litellm_settings.budget_duration";
+            let text = self.string(v, path)?;
+            match crate::clock::parse_span(&text) {
+                Ok(_) => Some(text),
+                Err(e) => {
+                    self.report.error(path, e);
+                    None
+                }
+            }
+        });
+        // LiteLLM's default max_budget is 0.0, meaning none.
+        let proxy = get(litellm, "max_budget")
+            .and_then(|v| self.non_negative_f64(v, "litellm_settings.max_budget"))
+            .filter(|b| *b > 0.0)
+            .map(|max_budget| ProxyBudget {
+                max_budget,
+                budget_duration: duration.clone(),
+            });
+        if proxy.is_none() && duration.is_some() {
+            self.report.warn(
+                "litellm_settings.budget_duration",
+                "has no effect without litellm_settings.max_budget",
+            );
+        }
+        let end_user = get(litellm, "max_end_user_budget")
+            .and_then(|v| self.non_negative_f64(v, "litellm_settings.max_end_user_budget"));
+        (proxy, end_user)
+    }
+
+    pub(super) fn management(
+        &mut self,
+        general: &Entries<'_>,
+        router: &Entries<'_>,
+        sluice: &Entries<'_>,
+        has_master_key: bool,
+    ) -> Option<ManagementSettings> {
+        let env = self.env;
+        let database_url = get(general, "database_url")
+            .and_then(|v| self.string(v, "general_settings.database_url"))
+            .or_else(|| env.get("DATABASE_URL"))
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            self.report.error(
+                "general_settings.database_url",
+                "must be a postgres:// (or postgresql://) or sqlite: URL",
+            );
+        }
+        if !has_master_key {
+            if database_url.is_some() {
+                self.report.warn(
+                    "general_settings.database_url",
+                    "ignored without a master key: virtual keys need an admin to create them",
+                );
+            }
+            return None;
+        }
+        let path = get(sluice, "database_path")
+            .and_then(|v| self.string(v, "sluice_settings.database_path"))
+            .or_else(|| env.get("SLUICE_DATABASE_PATH"))
+            .unwrap_or_else(|| "sluice.db".into());
+        let database_url = database_url.unwrap_or_else(|| format!("sqlite://{path}?mode=rwc"));
+        let spool = get(sluice, "spend_spool_dir")
+            .and_then(|v| self.string(v, "sluice_settings.spend_spool_dir"))
+            .or_else(|| env.get("SLUICE_SPEND_SPOOL_DIR"))
+            .filter(|d| !d.is_empty());
+        let pool_limit = get(general, "database_connection_pool_limit")
+            .and_then(|v| self.positive_u64(v, "general_settings.database_connection_pool_limit"))
+            .unwrap_or(10)
+            .min(1000) as u32;
+        let connect_timeout = get(general, "database_connection_timeout")
+            .and_then(|v| self.positive_f64(v, "general_settings.database_connection_timeout"))
+            .unwrap_or(60.0);
+        let allow = get(general, "allow_requests_on_db_unavailable")
+            .and_then(|v| self.boolean(v, "general_settings.allow_requests_on_db_unavailable"))
+            .unwrap_or(false);
+        let key_cache_ttl = get(general, "user_api_key_cache_ttl")
+            .and_then(|v| self.positive_f64(v, "general_settings.user_api_key_cache_ttl"))
+            .unwrap_or(60.0);
+        let batch = get(general, "proxy_batch_write_at")
+            .and_then(|v| self.positive_f64(v, "general_settings.proxy_batch_write_at"))
+            .unwrap_or(10.0);
+        let disable_spend_logs = get(general, "disable_spend_logs")
+            .and_then(|v| self.boolean(v, "general_settings.disable_spend_logs"))
+            .unwrap_or(false);
+        let no_schema_update = get(general, "disable_prisma_schema_update")
+            .and_then(|v| self.boolean(v, "general_settings.disable_prisma_schema_update"))
+            .unwrap_or(false)
+            || env
+                .get("DISABLE_SCHEMA_UPDATE")
+                .is_some_and(|v| is_truthy(&v));
+        let disable_reset = get(general, "disable_reset_budget")
+            .and_then(|v| self.boolean(v, "general_settings.disable_reset_budget"))
+            .unwrap_or(false);
+        let redis_url = match get(router, "redis_url")
+            .and_then(|v| self.string(v, "router_settings.redis_url"))
+            .or_else(|| env.get("REDIS_URL"))
+        {
+            Some(url) => Some(url),
+            None => {
+                let host = get(router, "redis_host")
+                    .and_then(|v| self.string(v, "router_settings.redis_host"))
+                    .or_else(|| env.get("REDIS_HOST"));
+                let port = get(router, "redis_port")
+                    .map(scalar_text)
+                    .or_else(|| env.get("REDIS_PORT"))
+                    .unwrap_or_else(|| "6379".into());
+                let password = get(router, "redis_password")
+                    .and_then(|v| self.string(v, "router_settings.redis_password"))
+                    .or_else(|| env.get("REDIS_PASSWORD"));
+                host.map(|h| match password {
+                    Some(p) if !p.is_empty() => format!("redis://:{p}@{h}:{port}"),
+                    _ => format!("redis://{h}:{port}"),
+                })
+            }
+        };
+        Some(ManagementSettings {
+            database_url,
+            pool_limit,
+            connect_timeout: Duration::from_secs_f64(connect_timeout),
+            allow_requests_on_db_unavailable: allow,
+            key_cache_ttl: Duration::from_secs_f64(key_cache_ttl),
+            batch_write_interval: Duration::from_secs_f64(batch),
+            disable_spend_logs,
+            run_migrations: !no_schema_update,
+            budget_reset_interval: Duration::from_secs(1),
+            disable_reset_budget: disable_reset,
+            redis_url,
+            spend_spool_configured: spool.is_some(),
+            spend_spool_dir: spool.unwrap_or_else(|| "sluice-spend-spool".into()).into(),
+            proxy_budget: None,
+            max_end_user_budget: None,
+        })
+    }
+
+    pub(super) fn environment_variables(&mut self, root: &Value) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        let Some(section) = root.get("environment_variables") else {
+            return out;
+        };
+        match section {
+            Value::Null => {}
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let key = scalar_text(k);
+                    let path = format!("environment_variables.{key}");
+                    match v {
+                        Value::Null => {}
+                        Value::Mapping(_) | Value::Sequence(_) => {
+                            self.report.error(&path, "must be a string")
+                        }
+                        other => {
+                            out.insert(key, scalar_text(other));
+                        }
+                    }
+                }
+            }
+            _ => self
+                .report
+                .error("environment_variables", "must be a mapping of NAME: value"),
+        }
+        out
+    }
+
+    /// The keys of a mapping, sorted into acted / not acted / unknown.
+    pub(super) fn section_entries<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        section: &Section,
+    ) -> Entries<'v> {
+        let mut out = Vec::new();
+        let Value::Mapping(map) = value else {
+            return out;
+        };
+        for (k, v) in map {
+            let key = scalar_text(k);
+            let key_path = join(path, &key);
+            if section.acted.contains(&key.as_str()) {
+                out.push((key, v));
+            } else if section.is_accepted_only(&key) {
+                self.report.not_acted.push(key_path);
+            } else {
+                let hint = section
+                    .did_you_mean(&key)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.report.unknown_keys.push(Problem {
+                    path: key_path,
+                    message: format!("unknown key{hint}"),
+                });
+            }
+        }
+        out
+    }
+
+    pub(super) fn mapping_section<'v>(
+        &mut self,
+        value: Option<&'v Value>,
+        path: &str,
+        section: &Section,
+    ) -> Entries<'v> {
+        match value {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v @ Value::Mapping(_)) => self.section_entries(v, path, section),
+            Some(_) => {
+                self.report.error(path, "must be a mapping");
+                Vec::new()
+            }
+        }
+    }
+
+    pub(super) fn routing_strategy(&mut self, s: String) -> Option<String> {
+        let path = "router_settings.routing_strategy";
+        if !keys::ROUTING_STRATEGIES.contains(&s.as_str()) {
+            let hint = keys::did_you_mean(&s, keys::ROUTING_STRATEGIES)
+                .map(|h| format!(" (did you mean {h:?}?)"))
+                .unwrap_or_default();
+            self.report.error(
+                path,
+                format!(
+                    "unknown routing strategy {s:?}{hint}; LiteLLM's strategies are {}",
+                    keys::ROUTING_STRATEGIES.join(", ")
+                ),
+            );
+            return None;
+        }
+        if s != "simple-shuffle" {
+            self.report.warn(
+                path,
+                format!("{s:?} is not implemented yet; Sluice routes with simple-shuffle"),
+            );
+        }
+        Some(s)
+    }
+
+    pub(super) fn aliases(&mut self, value: &Value) -> HashMap<String, Alias> {
+        let path = "router_settings.model_group_alias";
+        let mut out = HashMap::new();
+        let map = match value {
+            Value::Null => return out,
+            Value::Mapping(m) => m,
+            // LiteLLM also accepts the mapping as a JSON string.
+            Value::String(s) => match serde_yaml::from_str::<Value>(s) {
+                Ok(Value::Mapping(m)) => return self.aliases(&Value::Mapping(m)),
+                _ => {
+                    self.report
+                        .error(path, "must be a mapping of alias: model_name");
+                    return out;
+                }
+            },
+            _ => {
+                self.report
+                    .error(path, "must be a mapping of alias: model_name");
+                return out;
+            }
+        };
+        for (k, v) in map {
+            let alias = scalar_text(k);
+            let alias_path = format!("{path}.{alias}");
+            let target = match v {
+                Value::String(group) => Some(Alias {
+                    group: group.clone(),
+                    hidden: false,
+                }),
+                Value::Mapping(m) => {
+                    let group = m.get("model").and_then(Value::as_str).map(str::to_owned);
+                    let hidden = match m.get("hidden") {
+                        None | Some(Value::Null) => false,
+                        Some(h) => self
+                            .boolean(h, &format!("{alias_path}.hidden"))
+                            .unwrap_or(false),
+                    };
+                    for key in m.keys() {
+                        let key = scalar_text(key);
+                        if key != "model" && key != "hidden" {
+                            self.report.unknown_keys.push(Problem {
+                                path: format!("{alias_path}.{key}"),
+                                message: "unknown key (an alias takes `model` and `hidden`)".into(),
+                            });
+                        }
+                    }
+                    match group {
+                        Some(group) => Some(Alias { group, hidden }),
+                        None => {
+                            self.report
+                                .error(&alias_path, "needs `model: <model_name>`");
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.report
+                        .error(&alias_path, "must be a model_name or {model, hidden}");
+                    None
+                }
+            };
+            if let Some(target) = target {
+                out.insert(alias, target);
+            }
+        }
+        out
+    }
+}
