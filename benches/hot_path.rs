@@ -201,6 +201,8 @@ fn accounting(c: &mut Criterion) {
         bytes: 447,
         client_closed: false,
         client_ip: "127.0.0.1",
+        retries: 0,
+        attempts: "",
         at: std::time::SystemTime::now(),
     };
     let mut line = String::with_capacity(512);

@@ -46,6 +46,11 @@ pub struct AccessEntry<'a> {
     pub bytes: u64,
     pub client_closed: bool,
     pub client_ip: &'a str,
+    /// Attempts after the first (retries on this or another deployment).
+    pub retries: u64,
+    /// After a retry, every attempt as `deployment_id:status:milliseconds`, comma-separated
+    /// ("" when there was one attempt, and then not written).
+    pub attempts: &'a str,
     /// When the request finished (the line's timestamp).
     pub at: SystemTime,
 }
@@ -174,6 +179,11 @@ pub fn format_text(out: &mut String, e: &AccessEntry<'_>) {
     out.push_str(" client_closed=");
     push_bool(out, e.client_closed);
     push_pair(out, "client_ip", e.client_ip);
+    out.push_str(" retries=");
+    push_u64(out, e.retries);
+    if !e.attempts.is_empty() {
+        push_pair(out, "attempts", e.attempts);
+    }
 }
 
 /// ` key=value`, the value quoted and escaped (as a JSON string) when it holds anything that
@@ -232,6 +242,12 @@ pub fn format_json(out: &mut String, e: &AccessEntry<'_>) {
     push_u64(out, e.bytes);
     out.push_str(",\"client_closed\":");
     push_bool(out, e.client_closed);
+    out.push_str(",\"retries\":");
+    push_u64(out, e.retries);
+    if !e.attempts.is_empty() {
+        out.push_str(",\"attempts\":");
+        json_string(out, e.attempts);
+    }
     out.push_str(",\"target\":\"sluice::access\"}");
 }
 
@@ -277,6 +293,8 @@ mod tests {
             bytes: 99,
             client_closed: false,
             client_ip: "127.0.0.1",
+            retries: 0,
+            attempts: "",
             at: SystemTime::now(),
         }
     }
@@ -352,6 +370,33 @@ mod tests {
             },
         );
         assert!(s.contains(" model=modèle-1 "), "{s}");
+    }
+
+    #[test]
+    fn retries_are_counted_and_attempts_listed_only_after_one() {
+        let mut s = String::new();
+        format_text(&mut s, &entry());
+        assert!(s.ends_with(" retries=0"), "{s}");
+        let retried = AccessEntry {
+            retries: 1,
+            attempts: "deployment-a:429:3,deployment-b:200:41",
+            ..entry()
+        };
+        let mut s = String::new();
+        format_text(&mut s, &retried);
+        assert!(
+            s.ends_with(" retries=1 attempts=deployment-a:429:3,deployment-b:200:41"),
+            "{s}"
+        );
+        let mut j = String::new();
+        format_json(&mut j, &retried);
+        let v: serde_json::Value = serde_json::from_str(&j).expect("one JSON object");
+        assert_eq!(v["retries"], 1);
+        assert_eq!(v["attempts"], "deployment-a:429:3,deployment-b:200:41");
+        let mut j = String::new();
+        format_json(&mut j, &entry());
+        let v: serde_json::Value = serde_json::from_str(&j).expect("one JSON object");
+        assert!(v.get("attempts").is_none(), "{j}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::UpstreamUrl;
 use crate::listings::Listings;
 use crate::management::Management;
 use crate::management::keys::StoreKeys;
-use crate::metrics::Metrics;
+use crate::metrics::{DeploymentLabels, Metrics};
 use crate::pricing::PriceTable;
 use crate::upstream::Endpoints;
 
@@ -44,6 +44,8 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Keys, budgets and spend (with a master key set).
     pub management: Option<Arc<Management>>,
+    /// Cooldowns and failure counts of the deployments, by index.
+    pub health: crate::routing::Health,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     pub started_at: SystemTime,
@@ -96,6 +98,15 @@ impl App {
         // Connection options only: the transport's own keep-alive pool stays empty, the
         // forwarder keeps idle connections in `pool`.
         let options = ConnectorOptions::new(config.server.upstream_keepalive_pool_size);
+        let metrics = Metrics::with_label_set_limit(config.server.metrics_max_label_sets);
+        metrics
+            .router
+            .init_deployments(config.deployments.iter().map(|d| DeploymentLabels {
+                litellm_model_name: &d.litellm_model_name,
+                model_id: &d.deployment.id,
+                api_base: d.deployment.public_api_base(),
+                api_provider: &d.deployment.provider,
+            }));
         App {
             chain: Chain::new(vec![auth, route]),
             endpoints,
@@ -108,10 +119,11 @@ impl App {
                 config.server.upstream_keepalive_pool_size,
                 crate::upstream::POOL_IDLE_TIMEOUT,
             ),
-            metrics: Metrics::with_label_set_limit(config.server.metrics_max_label_sets),
+            metrics,
             listings: Listings::new(&config),
             prices,
             management,
+            health: crate::routing::Health::new(config.deployments.len(), config.retries.clone()),
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),

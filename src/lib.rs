@@ -6,6 +6,7 @@
 //! * [`proxy`]: the Pingora `ProxyHttp` adapter and the forwarder (every request)
 //! * [`providers`]: upstream wire formats (request encoding, SSE rewriting)
 //! * [`upstream`]: endpoints and background DNS
+//! * [`routing`]: cooldowns and retry decisions between attempts
 //! * [`management`]: keys, teams, budgets and spend (storage, ledgers); [`admin`]: LiteLLM's
 //!   admin API over it
 //! * [`listings`], [`metrics`], [`logging`], [`shutdown`], [`server`]: the rest of the process
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod upstream;

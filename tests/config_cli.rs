@@ -95,11 +95,13 @@ model_list:
       model: openai/x
       api_base: http://127.0.0.1:9/v1
       num_retries: 2
+      use_in_pass_through: true
 litellm_settings:
   cache: true
   success_callback: ["prometheus", "langfuse"]
 router_settings:
   num_retries: 3
+  retry_policy: {"RateLimitErrorRetries": 3}
   fallbacks: [{"a": ["b"]}]
 general_settings:
   master_key: sk-1
@@ -121,12 +123,19 @@ general_settings:
         .expect("one line lists ignored keys");
     for key in [
         "litellm_settings.cache",
-        "router_settings.num_retries",
-        "router_settings.fallbacks",
+        "router_settings.retry_policy",
         "general_settings.store_model_in_db",
-        "model_list[0].litellm_params.num_retries",
+        "model_list[0].litellm_params.use_in_pass_through",
     ] {
         assert!(ignored.contains(key), "{key} not in {ignored}");
+    }
+    // Retries are acted on (docs/routing.md): not in the list.
+    for key in [
+        "router_settings.num_retries",
+        "litellm_params.num_retries",
+        "router_settings.fallbacks",
+    ] {
+        assert!(!ignored.contains(key), "{key} in {ignored}");
     }
     assert!(
         stdout.contains("callback \"langfuse\" is not supported"),
@@ -156,7 +165,7 @@ fn a_missing_config_file_is_a_clear_error() {
 async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let config = format!(
-        "{}router_settings:\n  routing_strategy: least-busy\n  num_retries: 2\n",
+        "{}router_settings:\n  routing_strategy: least-busy\n  enable_pre_call_checks: true\n",
         basic_config(&mock)
     );
     let gw = Gateway::start(&config).await;
@@ -165,7 +174,7 @@ async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
         logs.contains("\"least-busy\" is not implemented yet"),
         "{logs}"
     );
-    assert!(logs.contains("router_settings.num_retries"), "{logs}");
+    assert!(logs.contains("router_settings.enable_pre_call_checks"), "{logs}");
 
     // Same port again: refuse with a message instead of hanging.
     let mut second = Gateway::spawn(&config, gw.port, &[], &[]);

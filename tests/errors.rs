@@ -259,8 +259,8 @@ async fn a_pooled_connection_the_provider_closed_is_not_used() {
     still_serving(&gw).await;
 
     // A provider that reads a request on a kept-alive connection and then drops the
-    // connection may have received (and billed) it: the request is not sent again; the
-    // client gets a 502 that says so (the router may try another deployment).
+    // connection may have received (and billed) it: the request is not sent again, on this
+    // deployment or another (docs/routing.md); the client gets a 502 that says so.
     let raw = RawServer::start(RawBehavior::OnePerConnection(bytes::Bytes::from(reply))).await;
     let gw = Gateway::start(&config_with(&raw.api_base(), &mock, "")).await;
     let (status, _, _) = gw
@@ -291,7 +291,13 @@ async fn a_pooled_connection_the_provider_closed_is_not_used() {
 async fn a_hung_upstream_times_out_with_504() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let hung = RawServer::start(RawBehavior::Hang).await;
-    let gw = Gateway::start(&config_with(&hung.api_base(), &mock, "      timeout: 0.4")).await;
+    // No retries: this is about one attempt's timeout (tests/router.rs retries them).
+    let gw = Gateway::start(&config_with(
+        &hung.api_base(),
+        &mock,
+        "      timeout: 0.4\n      num_retries: 0",
+    ))
+    .await;
     let start = Instant::now();
     let (status, _, body) = gw
         .client()

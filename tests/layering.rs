@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["access_log", "config"]),
     ("upstream", &["config"]),
     ("providers", &["config"]),
+    ("routing", &["config", "providers"]),
     ("listings", &["clock", "config", "http_query"]),
     ("management", &["clock", "config", "decimal", "pricing"]),
     ("admin", &["clock", "http_query", "management"]),
@@ -33,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "pricing",
             "providers",
+            "routing",
             "upstream",
         ],
     ),
@@ -49,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "management",
             "metrics",
             "providers",
+            "routing",
             "upstream",
         ],
     ),
@@ -85,6 +88,7 @@ const PINGORA_FREE: &[&str] = &[
     "listings",
     "management",
     "admin",
+    "routing",
 ];
 
 fn src() -> PathBuf {

@@ -217,6 +217,7 @@ model_list:
       model: openai/slow-model
       api_base: {}
       stream_timeout: 0.3
+      num_retries: 0
 general_settings:
   master_key: {MASTER_KEY}
 "#,

@@ -200,7 +200,7 @@ impl Builder<'_> {
             extra_headers.push(("OpenAI-Organization".into(), org));
         }
 
-        // model_info: open-ended metadata; `id`, `mode` and `order` are acted on.
+        // model_info: open-ended metadata; `id`, `mode`, `order` and `cooldown_time` are acted on.
         let info_path = format!("{path}.model_info");
         let info_map = match get("model_info").or_else(|| param("model_info")) {
             None | Some(Value::Null) => Mapping::new(),
@@ -222,6 +222,17 @@ impl Builder<'_> {
                     .and_then(|v| self.non_negative_u64(v, &format!("{info_path}.order")))
             })
             .map(|o| o.min(u32::MAX as u64) as u32);
+        let num_retries = param("num_retries")
+            .and_then(|v| self.non_negative_u64(v, &format!("{params_path}.num_retries")))
+            .map(|n| n.min(u64::from(u32::MAX)) as u32);
+        let cooldown_time = match info_map.get("cooldown_time") {
+            Some(v) if !v.is_null() => {
+                self.non_negative_f64(v, &format!("{info_path}.cooldown_time"))
+            }
+            _ => param("cooldown_time")
+                .and_then(|v| self.non_negative_f64(v, &format!("{params_path}.cooldown_time"))),
+        }
+        .map(Duration::from_secs_f64);
         let base_model = info_map
             .get("base_model")
             .and_then(Value::as_str)
@@ -323,6 +334,8 @@ impl Builder<'_> {
             api_version,
             azure_ad_token,
             aws,
+            num_retries,
+            cooldown_time,
         })
     }
 

@@ -152,6 +152,95 @@ pub struct DeploymentConfig {
     pub azure_ad_token: Option<Secret>,
     /// Bedrock credentials (SigV4 keys and region, or an API key).
     pub aws: Option<provider_catalog::AwsAuth>,
+    /// `litellm_params.num_retries`: retries when a request through this deployment fails
+    /// and the request itself does not say.
+    pub num_retries: Option<u32>,
+    /// `model_info.cooldown_time` (else `litellm_params.cooldown_time`): this deployment's own
+    /// cooldown length.
+    pub cooldown_time: Option<Duration>,
+}
+
+/// What the router does after a failed attempt (`router_settings`, falling back to
+/// `litellm_settings` as LiteLLM does); defaults are LiteLLM 1.109.1's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterSettings {
+    /// Retries after a failed attempt: `router_settings.num_retries`, else
+    /// `litellm_settings.num_retries`, else 2. A request or a deployment may set its own.
+    pub num_retries: u32,
+    /// `retry_after`: the least backoff between retries when no other deployment can take one.
+    pub retry_after: Duration,
+    /// `cooldown_time`: how long a failing deployment is left out (default 5 s).
+    pub cooldown_time: Duration,
+    /// `disable_cooldowns`.
+    pub disable_cooldowns: bool,
+    /// `router_settings.allowed_fails`: failures a deployment may have within one cooldown
+    /// time before it cools down. `None`: LiteLLM's failure-rate rule instead.
+    pub allowed_fails: Option<u32>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            num_retries: 2,
+            retry_after: Duration::ZERO,
+            cooldown_time: Duration::from_secs(5),
+            disable_cooldowns: false,
+            allowed_fails: None,
+        }
+    }
+}
+
+/// Other model groups a request goes to when its own group fails (`fallbacks`,
+/// `context_window_fallbacks`, `content_policy_fallbacks`, `default_fallbacks`,
+/// `max_fallbacks`; `router_settings`, else `litellm_settings`, as LiteLLM reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FallbackSettings {
+    /// `{group: [targets]}` in order; `"*"` is the entry for any group without its own
+    /// (`default_fallbacks` is added as one).
+    pub generic: Vec<(String, Vec<String>)>,
+    /// `None`: not configured (such errors use `generic`); `Some`, even empty: configured, and
+    /// a group without an entry gets no fallback for such an error.
+    pub context_window: Option<Vec<(String, Vec<String>)>>,
+    pub content_policy: Option<Vec<(String, Vec<String>)>>,
+    /// How many fallback groups one request may try (default 5).
+    pub max_fallbacks: u32,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        FallbackSettings {
+            generic: Vec::new(),
+            context_window: None,
+            content_policy: None,
+            max_fallbacks: 5,
+        }
+    }
+}
+
+/// Which fallback list an error uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackKind {
+    Generic,
+    ContextWindow,
+    ContentPolicy,
+}
+
+impl FallbackSettings {
+    /// The fallback groups for a failure of `group`: its own entry, else the `"*"` entry.
+    /// Context-window and content-policy errors use their own list when it is configured
+    /// (and then nothing else), else the generic one.
+    pub fn chain(&self, kind: FallbackKind, group: &str) -> &[String] {
+        let list = match kind {
+            FallbackKind::ContextWindow => self.context_window.as_ref(),
+            FallbackKind::ContentPolicy => self.content_policy.as_ref(),
+            FallbackKind::Generic => None,
+        };
+        let entries = list.unwrap_or(&self.generic);
+        let own = entries.iter().find(|(g, _)| g == group);
+        let any = || entries.iter().find(|(g, _)| g == "*");
+        own.or_else(any)
+            .map_or(&[], |(_, targets)| targets.as_slice())
+    }
 }
 
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.
@@ -243,6 +332,10 @@ pub struct RuntimeConfig {
     /// (`sluice_settings.max_stream_event_mb`, default 16).
     pub max_stream_event_bytes: usize,
     pub routing_strategy: String,
+    /// Retries and cooldowns (`router_settings`, see `docs/routing.md`).
+    pub retries: RouterSettings,
+    /// Fallback model groups.
+    pub fallbacks: FallbackSettings,
     pub json_logs: bool,
     pub verbose: bool,
     pub success_callbacks: Vec<String>,
@@ -453,6 +546,8 @@ impl Builder<'_> {
                 .unwrap_or_else(|| "simple-shuffle".into()),
             None => "simple-shuffle".into(),
         };
+        let retries = self.retry_settings(&router_settings, &litellm);
+        let fallbacks = self.fallback_settings(&router_settings, &litellm);
         let router_timeout = get(&router_settings, "timeout")
             .and_then(|v| self.positive_f64(v, "router_settings.timeout"));
         let router_stream_timeout = get(&router_settings, "stream_timeout")
@@ -625,6 +720,8 @@ impl Builder<'_> {
             max_request_body_bytes: (max_request_mb * 1024.0 * 1024.0) as usize,
             max_response_body_bytes: (max_response_mb * 1024.0 * 1024.0) as usize,
             routing_strategy,
+            retries,
+            fallbacks,
             json_logs,
             verbose,
             success_callbacks,

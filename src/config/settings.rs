@@ -11,7 +11,10 @@ use serde_yaml::Value;
 
 use super::keys::Section;
 use super::values::{is_truthy, join, scalar_text};
-use super::{Builder, Entries, ManagementSettings, Problem, ProxyBudget, get, keys};
+use super::{
+    Builder, Entries, FallbackSettings, ManagementSettings, Problem, ProxyBudget, RouterSettings,
+    get, keys,
+};
 
 impl Builder<'_> {
     /// `litellm_settings.max_budget` (+ `budget_duration`): the proxy-wide budget LiteLLM
@@ -235,6 +238,113 @@ impl Builder<'_> {
                 Vec::new()
             }
         }
+    }
+
+    /// Retries and cooldowns: `router_settings`, with `num_retries` falling back to
+    /// `litellm_settings` (LiteLLM reads `litellm.num_retries` when the router has none).
+    pub(super) fn retry_settings(
+        &mut self,
+        router: &Entries<'_>,
+        litellm: &Entries<'_>,
+    ) -> RouterSettings {
+        let defaults = RouterSettings::default();
+        let count = |b: &mut Self, entries: &Entries<'_>, section: &str, key: &str| {
+            get(entries, key)
+                .and_then(|v| b.non_negative_u64(v, &format!("{section}.{key}")))
+                .map(|n| n.min(u64::from(u32::MAX)) as u32)
+        };
+        let seconds = |b: &mut Self, key: &str| {
+            get(router, key)
+                .and_then(|v| b.non_negative_f64(v, &format!("router_settings.{key}")))
+                .map(Duration::from_secs_f64)
+        };
+        RouterSettings {
+            num_retries: count(self, router, "router_settings", "num_retries")
+                .or_else(|| count(self, litellm, "litellm_settings", "num_retries"))
+                .unwrap_or(defaults.num_retries),
+            retry_after: seconds(self, "retry_after").unwrap_or(defaults.retry_after),
+            cooldown_time: seconds(self, "cooldown_time").unwrap_or(defaults.cooldown_time),
+            disable_cooldowns: get(router, "disable_cooldowns")
+                .and_then(|v| self.boolean(v, "router_settings.disable_cooldowns"))
+                .unwrap_or(false),
+            allowed_fails: count(self, router, "router_settings", "allowed_fails"),
+        }
+    }
+
+    /// The fallback lists, each from `router_settings` else `litellm_settings`.
+    pub(super) fn fallback_settings(
+        &mut self,
+        router: &Entries<'_>,
+        litellm: &Entries<'_>,
+    ) -> FallbackSettings {
+        let pick = |key: &str| -> Option<(&Value, String)> {
+            get(router, key)
+                .map(|v| (v, format!("router_settings.{key}")))
+                .or_else(|| get(litellm, key).map(|v| (v, format!("litellm_settings.{key}"))))
+        };
+        let mut lists = [
+            "fallbacks",
+            "context_window_fallbacks",
+            "content_policy_fallbacks",
+        ]
+        .map(|key| pick(key).map(|(v, path)| self.fallback_list(v, &path)));
+        let mut generic = lists[0].take().unwrap_or_default();
+        if let Some((v, path)) = pick("default_fallbacks") {
+            if matches!(v, Value::String(_)) {
+                // LiteLLM raises a TypeError for a plain string.
+                self.report
+                    .error(&path, "must be a list of model group names");
+            } else {
+                let targets = self.string_list(v, &path);
+                if !targets.is_empty() {
+                    generic.push(("*".to_string(), targets));
+                }
+            }
+        }
+        let max_fallbacks = pick("max_fallbacks")
+            .and_then(|(v, path)| self.non_negative_u64(v, &path))
+            .map_or(5, |n| n.min(u64::from(u32::MAX)) as u32);
+        FallbackSettings {
+            generic,
+            context_window: lists[1].take(),
+            content_policy: lists[2].take(),
+            max_fallbacks,
+        }
+    }
+
+    /// `[{group: [target, ...]}, ...]` (LiteLLM's shape: a list of one-key mappings whose
+    /// value is a list).
+    fn fallback_list(&mut self, v: &Value, path: &str) -> Vec<(String, Vec<String>)> {
+        let Value::Sequence(items) = v else {
+            if !v.is_null() {
+                self.report.error(
+                    path,
+                    "must be a list such as [{\"gpt-4o\": [\"claude-3-5-sonnet\"]}]",
+                );
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let Value::Mapping(m) = item else {
+                self.report
+                    .error(&item_path, "must be a mapping {group: [fallback groups]}");
+                continue;
+            };
+            for (group, targets) in m {
+                let group = scalar_text(group);
+                let target_path = join(&item_path, &group);
+                if !matches!(targets, Value::Sequence(_)) {
+                    self.report
+                        .error(&target_path, "must be a list of model group names");
+                    continue;
+                }
+                let targets = self.string_list(targets, &target_path);
+                out.push((group, targets));
+            }
+        }
+        out
     }
 
     pub(super) fn routing_strategy(&mut self, s: String) -> Option<String> {

@@ -187,7 +187,7 @@ general_settings:
   master_kye: sk-1
   completely_made_up_setting: 1
 router_settings:
-  num_retries: 3
+  polling_interval: 3
 litellm_settings:
   cache: true
 "#;
@@ -210,14 +210,17 @@ litellm_settings:
     not_acted.sort();
     assert_eq!(
         not_acted,
-        ["litellm_settings.cache", "router_settings.num_retries"]
+        ["litellm_settings.cache", "router_settings.polling_interval"]
     );
     let summary = report.lines(false).join("\n");
     assert!(
         summary.contains("recognises but does not act on yet (ignored): "),
         "{summary}"
     );
-    assert!(summary.contains("router_settings.num_retries"), "{summary}");
+    assert!(
+        summary.contains("router_settings.polling_interval"),
+        "{summary}"
+    );
 
     let strict = load_str(
         yaml,
@@ -561,4 +564,133 @@ model_list:
             .iter()
             .any(|e| e.message.contains("must be given together"))
     );
+}
+
+#[test]
+fn retry_and_cooldown_settings_follow_litellm_precedence_and_defaults() {
+    let defaults = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1"}
+"#;
+    let (config, _) = load_ok(defaults, &[]);
+    assert_eq!(config.retries, RouterSettings::default());
+    assert_eq!(config.retries.num_retries, 2, "openai.DEFAULT_MAX_RETRIES");
+    assert_eq!(config.retries.cooldown_time, Duration::from_secs(5));
+    assert_eq!(config.deployments[0].num_retries, None);
+
+    let set = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1", num_retries: 4, cooldown_time: 9}
+  - model_name: a
+    litellm_params: {model: openai/y, api_base: "http://h/v1", cooldown_time: 9}
+    model_info: {cooldown_time: 0.5}
+router_settings:
+  retry_after: 1.5
+  cooldown_time: 30
+  allowed_fails: 3
+  disable_cooldowns: true
+litellm_settings:
+  num_retries: 7
+"#;
+    let (config, report) = load_ok(set, &[]);
+    assert!(report.not_acted.is_empty(), "{:?}", report.not_acted);
+    assert_eq!(
+        config.retries,
+        RouterSettings {
+            num_retries: 7,
+            retry_after: Duration::from_millis(1500),
+            cooldown_time: Duration::from_secs(30),
+            disable_cooldowns: true,
+            allowed_fails: Some(3),
+        }
+    );
+    assert_eq!(config.deployments[0].num_retries, Some(4));
+    assert_eq!(
+        config.deployments[0].cooldown_time,
+        Some(Duration::from_secs(9))
+    );
+    // model_info's cooldown_time wins over litellm_params'.
+    assert_eq!(
+        config.deployments[1].cooldown_time,
+        Some(Duration::from_millis(500))
+    );
+    let router_wins = set.replace("  retry_after: 1.5", "  num_retries: 1\n  retry_after: 1.5");
+    assert_eq!(load_ok(&router_wins, &[]).0.retries.num_retries, 1);
+
+    let wrong = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1", num_retries: -1}
+router_settings:
+  cooldown_time: soon
+  disable_cooldowns: maybe
+"#;
+    let report = load(wrong, &[]).expect_err("wrong values of keys Sluice acts on");
+    let errors = paths(&report.errors);
+    for path in [
+        "model_list[0].litellm_params.num_retries",
+        "router_settings.cooldown_time",
+        "router_settings.disable_cooldowns",
+    ] {
+        assert!(errors.contains(&path), "{path} not in {errors:?}");
+    }
+}
+
+#[test]
+fn fallbacks_are_read_as_litellm_writes_them() {
+    let yaml = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1"}
+router_settings:
+  fallbacks: [{"a": ["b", "c"]}, {"*": ["z"]}]
+  context_window_fallbacks: [{"a": ["big"]}]
+  max_fallbacks: 2
+litellm_settings:
+  fallbacks: [{"ignored": ["because router_settings has fallbacks"]}]
+  default_fallbacks: ["d"]
+  content_policy_fallbacks: [{"a": ["safe"]}]
+"#;
+    let (config, report) = load_ok(yaml, &[]);
+    assert!(report.not_acted.is_empty(), "{:?}", report.not_acted);
+    let f = &config.fallbacks;
+    assert_eq!(f.max_fallbacks, 2);
+    assert_eq!(f.chain(FallbackKind::Generic, "a"), ["b", "c"]);
+    // A group without an entry takes "*"; default_fallbacks is one more "*" entry after it.
+    assert_eq!(f.chain(FallbackKind::Generic, "other"), ["z"]);
+    assert_eq!(f.chain(FallbackKind::ContextWindow, "a"), ["big"]);
+    // Configured, but no entry: nothing (not the generic list).
+    assert!(f.chain(FallbackKind::ContextWindow, "other").is_empty());
+    assert_eq!(f.chain(FallbackKind::ContentPolicy, "a"), ["safe"]);
+    // Not configured at all: the generic list.
+    let (config, _) = load_ok(
+        &yaml.replace("  context_window_fallbacks: [{\"a\": [\"big\"]}]\n", ""),
+        &[],
+    );
+    assert_eq!(
+        config.fallbacks.chain(FallbackKind::ContextWindow, "a"),
+        ["b", "c"]
+    );
+    assert_eq!(FallbackSettings::default().max_fallbacks, 5);
+
+    let wrong = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1"}
+router_settings:
+  fallbacks: {"a": ["b"]}
+  context_window_fallbacks: [{"a": "big"}]
+  default_fallbacks: "d"
+"#;
+    let report = load(wrong, &[]).expect_err("malformed fallbacks");
+    let errors = paths(&report.errors);
+    for path in [
+        "router_settings.fallbacks",
+        "router_settings.context_window_fallbacks[0].a",
+        "router_settings.default_fallbacks",
+    ] {
+        assert!(errors.contains(&path), "{path} not in {errors:?}");
+    }
 }

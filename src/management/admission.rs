@@ -117,15 +117,16 @@ impl ProxyLimits {
 impl Management {
     /// Admits one routed LLM request: the caller's key may call LLM routes and this model,
     /// and every owner's budget and rate limits have room; takes the request's hold on them.
-    /// `None`: nothing to hold (the master key, no end user, no proxy budget). `price` is the
-    /// first candidate deployment's (the reservation's worst case).
+    /// `None`: nothing to hold (the master key, no end user, no proxy budget). `prices` are
+    /// those of every deployment the plan may try: the reservation is the worst case of the
+    /// most expensive.
     pub async fn admit_request(
         self: &Arc<Self>,
         key: Option<&Arc<KeyIdentity>>,
         plan: &RoutePlan,
         view: &RequestView,
         endpoint: Endpoint,
-        price: Option<&ModelPrice>,
+        prices: &[Option<&ModelPrice>],
         body: &[u8],
     ) -> Result<Option<Admission>, ApiError> {
         if let Some(k) = key {
@@ -155,7 +156,7 @@ impl Management {
             key,
             view.user.as_deref(),
             (&plan.requested_model, &plan.group),
-            price,
+            prices,
             body,
             view.max_tokens,
             endpoint == Endpoint::Embeddings,
@@ -172,7 +173,7 @@ impl Management {
         key: Option<&Arc<KeyIdentity>>,
         end_user: Option<&str>,
         model: (&str, &str),
-        price: Option<&ModelPrice>,
+        prices: &[Option<&ModelPrice>],
         body: &[u8],
         max_tokens: Option<u64>,
         embedding: bool,
@@ -252,15 +253,21 @@ impl Management {
         // First a bound that costs nothing: every token is at least one byte, so the body's
         // length bounds its prompt tokens. Only when that bound is refused (the owner is near
         // its budget) are the tokens counted, and the request tried again with the count.
-        let output_bound = cost::output_bound(max_tokens, price, embedding);
         let (mut shape, mut counted) = match budgeted.then(|| cost::quick_shape(body)) {
             None => (cost::RequestShape::NONE, true),
             Some(Some(quick)) => (quick, false),
             Some(None) => (cost::request_shape(body), true),
         };
         let result = loop {
+            // The worst case of the most expensive deployment the router may send it to.
             let estimate = if budgeted {
-                cost::worst_case(shape.prompt_tokens, output_bound * shape.choices, price)
+                prices
+                    .iter()
+                    .map(|&price| {
+                        let output_bound = cost::output_bound(max_tokens, price, embedding);
+                        cost::worst_case(shape.prompt_tokens, output_bound * shape.choices, price)
+                    })
+                    .fold(0.0, f64::max)
             } else {
                 0.0
             };

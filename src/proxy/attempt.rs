@@ -538,6 +538,22 @@ impl<'a> Attempt<'a> {
                 resp.set_value(name.clone(), value.clone());
             }
         }
+        if upstream.status.is_success() {
+            // As LiteLLM: on success only; the maximum only once a retry happened (in the
+            // group that served).
+            let retries = ctx.record.group_retries;
+            resp.set_value(X_LITELLM_ATTEMPTED_RETRIES, HeaderValue::from(retries));
+            if retries > 0 {
+                resp.set_value(
+                    X_LITELLM_MAX_RETRIES,
+                    HeaderValue::from(ctx.record.max_retries),
+                );
+            }
+            resp.set_value(
+                X_LITELLM_ATTEMPTED_FALLBACKS,
+                HeaderValue::from(ctx.record.fallbacks),
+            );
+        }
         resp
     }
 

@@ -44,6 +44,7 @@ fn ctx(app: &Arc<App>) -> Ctx {
         started: std::time::Instant::now(),
         cx: Default::default(),
         record: RequestRecord::default(),
+        options: Default::default(),
         _in_flight: app.track_request(),
     }
 }

@@ -35,8 +35,14 @@ pub struct RequestRecord {
     pub response_bytes: u64,
     /// Budget/rate-limit hold taken before forwarding, settled in `logging`.
     pub admission: Option<Admission>,
-    /// Every attempt made for the request, in order (one without a router).
+    /// Every attempt made for the request, in order.
     pub attempts: Vec<AttemptRecord>,
+    /// The retries the request was allowed, once one attempt had failed.
+    pub max_retries: u32,
+    /// Retries made in the model group being tried before the current attempt.
+    pub group_retries: u32,
+    /// Fallback groups tried (the current one included).
+    pub fallbacks: u32,
 }
 
 /// One attempt of a request against one deployment: what a router's retry, cooldown and
@@ -48,6 +54,8 @@ pub struct AttemptRecord {
     pub status: u16,
     /// The failure's class (`None`: the attempt succeeded).
     pub class: Option<ErrorClass>,
+    /// LiteLLM's exception class of the failure, for the metrics ("" on success).
+    pub exception: &'static str,
     pub elapsed: Duration,
 }
 
@@ -78,5 +86,7 @@ pub struct Ctx {
     pub started: Instant,
     pub cx: RequestCx,
     pub record: RequestRecord,
+    /// The request's router parameters, taken out of its body.
+    pub options: super::forward::RequestOptions,
     pub(crate) _in_flight: InFlight,
 }

@@ -20,6 +20,13 @@ pub const CACHE_CONTROL: HeaderName = http::header::CACHE_CONTROL;
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_LITELLM_CALL_ID: HeaderName = HeaderName::from_static("x-litellm-call-id");
 pub const X_LITELLM_RESPONSE_COST: HeaderName = HeaderName::from_static("x-litellm-response-cost");
+/// Retries made before the attempt that succeeded (LiteLLM's retry headers).
+pub const X_LITELLM_ATTEMPTED_RETRIES: HeaderName =
+    HeaderName::from_static("x-litellm-attempted-retries");
+pub const X_LITELLM_MAX_RETRIES: HeaderName = HeaderName::from_static("x-litellm-max-retries");
+/// Fallback groups tried before the one that served (0: the requested group served).
+pub const X_LITELLM_ATTEMPTED_FALLBACKS: HeaderName =
+    HeaderName::from_static("x-litellm-attempted-fallbacks");
 pub const X_LITELLM_RESPONSE_DURATION_MS: HeaderName =
     HeaderName::from_static("x-litellm-response-duration-ms");
 pub const X_LITELLM_OVERHEAD_DURATION_MS: HeaderName =

@@ -21,6 +21,7 @@ pub mod body;
 pub mod ctx;
 pub mod deliver;
 pub mod forward;
+mod group;
 pub mod header_read;
 pub mod headers;
 pub mod respond;
@@ -64,6 +65,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             cx: RequestCx::default(),
             record: RequestRecord::default(),
+            options: Default::default(),
             _in_flight: self.app.track_request(),
         }
     }
@@ -281,13 +283,18 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
     let Some(body) = read_body(session, ctx, app.config.max_request_body_bytes).await else {
         return;
     };
-    let view = match RequestView::parse(&body) {
-        Ok(v) => v,
+    // The router's own parameters (`num_retries`, `fallbacks`, ...) are taken out of the body
+    // here, before admission (whose reservation covers the fallbacks) and any attempt.
+    let parsed = RequestView::parse(&body)
+        .and_then(|view| forward::RequestOptions::take(&session.req_header().headers, body, view));
+    let (options, body, view) = match parsed {
+        Ok(taken) => taken,
         Err(e) => {
             respond::error(session, ctx, &e).await;
             return;
         }
     };
+    ctx.options = options;
     ctx.record.requested_model = view.model.clone();
     ctx.record.stream = view.stream;
     ctx.cx.view = Some(view);
@@ -356,13 +363,16 @@ async fn admit(
     let (Some(plan), Some(view)) = (ctx.cx.plan.as_ref(), ctx.cx.view.as_ref()) else {
         return Ok(());
     };
-    let price = plan
-        .candidates
-        .first()
-        .and_then(|d| app.config.deployment(d.index).price.as_ref());
+    // Retries may go to any deployment of the group, fallbacks to their groups': the
+    // reservation covers the dearest.
+    let price = |d: &filters::route::Deployment| app.config.deployment(d.index).price.as_ref();
+    let mut prices: Vec<_> = plan.candidates.iter().map(|d| price(d)).collect();
+    for group in forward::fallback_groups(app, plan, &ctx.options) {
+        prices.extend(group.deployments.iter().map(|d| price(d)));
+    }
     let (key, endpoint) = (ctx.cx.caller.key(), ctx.cx.endpoint());
     ctx.record.admission =
-        forward::boxed(|| m.admit_request(key, plan, view, endpoint, price, body)).await?;
+        forward::boxed(|| m.admit_request(key, plan, view, endpoint, &prices, body)).await?;
     Ok(())
 }
 
@@ -529,6 +539,22 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
     let failure = r
         .failure
         .or((status >= 400).then(|| (status, exception_class(FailureOrigin::Gateway, status))));
+    // Failed attempts a later attempt made up for: counted on their own deployments.
+    if let Some((_, hidden)) = r.attempts.split_last() {
+        for a in hidden.iter().filter(|a| a.class.is_some()) {
+            let d = &a.deployment;
+            let l = RequestLabels {
+                model_id: d.id.as_str(),
+                model: d.upstream_model.as_str(),
+                model_group: d.model_name.as_str(),
+                api_provider: d.provider.as_str(),
+                api_base: d.public_api_base(),
+                litellm_model_name: app.config.deployment(d.index).litellm_model_name.as_str(),
+                ..labels
+            };
+            app.metrics.record_hidden_failure(&l, a.status, a.exception);
+        }
+    }
     if endpoint.is_llm() || status >= 400 {
         app.metrics.record(
             &labels,
@@ -546,6 +572,17 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         );
     }
     if app.config.server.access_log {
+        // Written out only after a retry (the common request has one attempt).
+        let attempts = if r.attempts.len() > 1 {
+            let each: Vec<String> = r
+                .attempts
+                .iter()
+                .map(|a| format!("{}:{}:{}", a.deployment.id, a.status, a.elapsed.as_millis()))
+                .collect();
+            each.join(",")
+        } else {
+            String::new()
+        };
         crate::access_log::write(&AccessEntry {
             request_id: &ctx.request_id,
             method: head.method.as_str(),
@@ -564,6 +601,8 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
             bytes: r.response_bytes,
             client_closed: r.client_closed,
             client_ip,
+            retries: r.attempts.len().saturating_sub(1) as u64,
+            attempts: &attempts,
             at: finished.at,
         });
     }

@@ -9,7 +9,9 @@
 //! Behaviour comes from the server defaults ([`MockConfig`]) and can be overridden per request
 //! by a `"mock"` object in the JSON body, which the gateway forwards untouched:
 //! `{"mock": {"status": 429, "latency_ms": 50, "chunks": 3, "chunk_delay_ms": 50,
-//! "reset_after_chunks": 1, "invalid_json": true, "model": "served-name", "content": "hi"}}`.
+//! "reset_after_chunks": 1, "invalid_json": true, "model": "served-name", "content": "hi"}}`,
+//! `"status_for_model": {"model-a": 429}` (fail only where the upstream model is model-a) and
+//! `"retry_after": "2"`. [`MockConfig::script`] fails the first calls whatever they ask.
 //! A [`RawServer`] answers with bytes that are not HTTP at all, or closes without answering.
 
 use std::collections::HashMap;
@@ -51,6 +53,10 @@ pub struct MockConfig {
     pub embedding_dims: usize,
     /// Keep the last this many requests for inspection.
     pub record_limit: usize,
+    /// Statuses for the first calls since start (not undone by [`MockProvider::reset`]), in
+    /// order (200: answer normally); later calls answer as the request asks. A retry of the
+    /// same request can so fail first and then succeed.
+    pub script: Vec<u16>,
 }
 
 impl Default for MockConfig {
@@ -62,6 +68,7 @@ impl Default for MockConfig {
             served_model: None,
             embedding_dims: 8,
             record_limit: 200,
+            script: Vec::new(),
         }
     }
 }
@@ -89,6 +96,8 @@ struct State {
     /// Streams the mock noticed were abandoned by the client before their end.
     streams_cut_by_client: AtomicU64,
     sequence: AtomicU64,
+    /// Calls since start (not reset): what [`MockConfig::script`] counts.
+    lifetime_calls: AtomicU64,
 }
 
 /// A running mock.
@@ -226,6 +235,13 @@ impl MockProvider {
             }
         }
         self.state.calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.state.lifetime_calls.fetch_add(1, Ordering::SeqCst);
+        let scripted = self
+            .config
+            .script
+            .get(call as usize)
+            .copied()
+            .filter(|s| *s != 200);
         *self.state.by_path.lock().entry(path.clone()).or_default() += 1;
         if self.config.record_limit > 0 {
             let mut recorded = self.state.recorded.lock();
@@ -262,7 +278,7 @@ impl MockProvider {
                 return response;
             }
             if format != Format::Azure {
-                return self.provider_call(format, &path, &request).await;
+                return self.provider_call(format, &path, &request, scripted).await;
             }
         }
         let request: Value = match serde_json::from_slice(&body) {
@@ -278,7 +294,8 @@ impl MockProvider {
                 );
             }
         };
-        let plan = Plan::new(&self.config, &request);
+        let mut plan = Plan::new(&self.config, &request);
+        plan.status = scripted.or(plan.status);
         if !plan.latency.is_zero() {
             tokio::time::sleep(plan.latency).await;
         }
@@ -301,11 +318,7 @@ impl MockProvider {
                     code,
                 ),
             );
-            if status.as_u16() == 429 {
-                response
-                    .headers_mut()
-                    .insert("retry-after", http::HeaderValue::from_static("1"));
-            }
+            plan.add_retry_after(&mut response, status);
             return response;
         }
         if request.get("model").and_then(Value::as_str).is_none() {
@@ -341,8 +354,10 @@ impl MockProvider {
         format: Format,
         path: &str,
         request: &Value,
+        scripted: Option<u16>,
     ) -> Response<BoxBody<Bytes, std::io::Error>> {
         let mut plan = Plan::new(&self.config, request);
+        plan.status = scripted.or(plan.status);
         if plan.model.is_empty() {
             // Gemini names the model in the path.
             plan.model = path
@@ -380,11 +395,7 @@ impl MockProvider {
                     http::HeaderValue::from_static(formats::bedrock_error_type(status.as_u16())),
                 );
             }
-            if status.as_u16() == 429 {
-                response
-                    .headers_mut()
-                    .insert("retry-after", http::HeaderValue::from_static("1"));
-            }
+            plan.add_retry_after(&mut response, status);
             return response;
         }
         let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
@@ -616,6 +627,8 @@ struct Plan {
     stream_error_after: Option<usize>,
     /// Anthropic 400: say "prompt is too long".
     context_overflow: bool,
+    /// `retry-after` on an error answer (429s get "1" unless the request says).
+    retry_after: Option<String>,
 }
 
 impl Plan {
@@ -631,7 +644,13 @@ impl Plan {
             latency: ms("latency_ms", config.latency),
             chunks: m["chunks"].as_u64().map_or(config.chunks, |c| c as usize),
             chunk_delay: ms("chunk_delay_ms", config.chunk_delay),
-            status: m["status"].as_u64().map(|s| s as u16),
+            // `status_for_model: {"model-a": 429}`: fail only for the deployments sending
+            // that model, so one request can fail on one deployment and succeed on another.
+            status: request["model"]
+                .as_str()
+                .and_then(|model| m["status_for_model"][model].as_u64())
+                .or_else(|| m["status"].as_u64())
+                .map(|s| s as u16),
             error_body: m["error_body"].as_str().map(str::to_owned),
             reset_after_chunks: m["reset_after_chunks"].as_u64().map(|c| c as usize),
             invalid_json: m["invalid_json"].as_bool() == Some(true),
@@ -644,6 +663,22 @@ impl Plan {
             content: m["content"].as_str().map(str::to_owned),
             stream_error_after: m["stream_error_after"].as_u64().map(|c| c as usize),
             context_overflow: m["context_overflow"].as_bool() == Some(true),
+            retry_after: m["retry_after"].as_str().map(str::to_owned),
+        }
+    }
+
+    fn add_retry_after(
+        &self,
+        response: &mut Response<BoxBody<Bytes, std::io::Error>>,
+        status: StatusCode,
+    ) {
+        let value = match (&self.retry_after, status.as_u16()) {
+            (Some(v), _) => v.clone(),
+            (None, 429) => "1".to_string(),
+            _ => return,
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert("retry-after", v);
         }
     }
 

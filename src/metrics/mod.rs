@@ -17,6 +17,9 @@ use prometheus::{
 
 use crate::access_log::push_u64;
 
+pub mod router;
+pub use router::{DeploymentLabels, DeploymentState, FallbackTried, RouterMetrics};
+
 /// LiteLLM's `LATENCY_BUCKETS` (seconds).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0,
@@ -169,6 +172,8 @@ pub struct Metrics {
     /// bound; `client_ip` and `user_agent` are bounded on their own ([`MAX_CLIENT_IPS`],
     /// [`MAX_USER_AGENTS`]).
     pub overflowed: IntCounter,
+    /// Deployment state and cooldowns.
+    pub router: RouterMetrics,
     /// Hashes of the label combinations recorded so far (bounded by `max_label_sets`).
     label_sets: parking_lot::Mutex<std::collections::HashSet<u64, ahash::RandomState>>,
     max_label_sets: usize,
@@ -353,6 +358,7 @@ impl Metrics {
             open_connections,
             closed_connections,
             overflowed,
+            router: RouterMetrics::register(&registry),
             label_sets: parking_lot::Mutex::new(Default::default()),
             max_label_sets,
             client_ips: parking_lot::Mutex::new(Default::default()),
