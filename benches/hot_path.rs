@@ -275,12 +275,81 @@ fn budgets(c: &mut Criterion) {
     g.finish();
 }
 
+/// The routing decision of each strategy for a group of 8 deployments (issue 16's target:
+/// under 1 µs): the plan arranged by what the router has seen (latency samples, requests in
+/// flight, this minute's usage, prices).
+fn strategies(c: &mut Criterion) {
+    use sluice::config::{LatencyArgs, RouterSettings, RoutingStrategy};
+    use sluice::routing::Health;
+    let deployments: Vec<Arc<Deployment>> = (0..8)
+        .map(|i| {
+            Arc::new(Deployment {
+                id: format!("d{i}"),
+                index: i,
+                model_name: "gpt-4o".into(),
+                provider: "openai".into(),
+                upstream_model: "gpt-4o-mini".into(),
+                api_base: "http://127.0.0.1:18080/v1".into(),
+                public_api_base: "http://127.0.0.1:18080/v1".into(),
+                api_key: None,
+                weight: None,
+                rpm: Some(1_000_000),
+                tpm: None,
+                order: None,
+                timeout: Duration::from_secs(600),
+                stream_timeout: None,
+                extra_headers: vec![],
+            })
+        })
+        .collect();
+    let latency = RoutingStrategy::LatencyBased(LatencyArgs::default());
+    let health = Health::new(8, RouterSettings::default());
+    let now = 1_700_000_000_000;
+    for i in 0..8 {
+        for n in 0..10 {
+            health.record_answer(
+                i,
+                &latency,
+                0.5 + i as f64 / 10.0,
+                Some(0.1),
+                (10, 20 + n),
+                now,
+            );
+        }
+        health.attempt_started(i, now);
+    }
+    let mut g = c.benchmark_group("route/arrange_8");
+    for (name, strategy) in [
+        ("simple-shuffle", RoutingStrategy::SimpleShuffle),
+        ("least-busy", RoutingStrategy::LeastBusy),
+        ("latency-based", latency.clone()),
+        ("usage-based", RoutingStrategy::UsageBased),
+        ("cost-based", RoutingStrategy::CostBased),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut plan = deployments.clone();
+                health.arrange(
+                    black_box(&strategy),
+                    &mut plan,
+                    |i| Some(i as f64),
+                    false,
+                    now + 1,
+                );
+                plan
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     request_body,
     auth_and_route,
     responses,
     accounting,
-    budgets
+    budgets,
+    strategies
 );
 criterion_main!(benches);

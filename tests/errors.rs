@@ -288,7 +288,7 @@ async fn a_pooled_connection_the_provider_closed_is_not_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_upstream_times_out_with_504() {
+async fn a_hung_upstream_times_out_with_litellms_408() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let hung = RawServer::start(RawBehavior::Hang).await;
     // No retries: this is about one attempt's timeout (tests/router.rs retries them).
@@ -306,8 +306,13 @@ async fn a_hung_upstream_times_out_with_504() {
             &json!({"model": "broken", "messages": []}),
         )
         .await;
-    assert_eq!(status, 504, "{body}");
-    assert!(error_message(&body, 504).contains("Timeout"));
+    // LiteLLM's litellm.Timeout (a provider's own 504 stays 504).
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        error_message(&body, 408)
+            .starts_with("litellm.Timeout: APITimeoutError - Request timed out."),
+        "{body}"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "took {:?}",

@@ -536,9 +536,12 @@ sluice_settings:
         "{} bytes reached the client",
         body.len()
     );
-    let last = body.trim_end().lines().last().unwrap_or("");
+    // The error event, then [DONE] (LiteLLM's end of a failed stream).
+    let mut lines = body.trim_end().lines().filter(|l| !l.is_empty()).rev();
+    assert_eq!(lines.next(), Some("data: [DONE]"), "{body}");
+    let error = lines.next().unwrap_or("");
     assert!(
-        last.starts_with("data: {\"error\":") && last.contains("larger than 1 MiB"),
+        error.starts_with("data: {\"error\":") && error.contains("larger than 1 MiB"),
         "{body}"
     );
     // Counted as a failure.

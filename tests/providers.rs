@@ -235,10 +235,13 @@ async fn provider_errors_keep_their_status_and_mid_stream_errors_end_the_stream(
             .unwrap();
         assert_eq!(resp.status(), 200);
         let text = resp.text().await.unwrap();
-        let last = text.trim_end().rsplit("\n\n").next().unwrap();
-        let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        // The provider's error event in OpenAI's shape, then [DONE], as LiteLLM ends it.
+        let mut events = text.trim_end().rsplit("\n\n");
+        assert_eq!(events.next(), Some("data: [DONE]"), "{group}: {text}");
+        let error = events.next().unwrap();
+        let v: Value = serde_json::from_str(error.strip_prefix("data: ").unwrap()).unwrap();
         assert!(v["error"]["message"].is_string(), "{group}: {text}");
-        assert!(!text.contains("[DONE]"), "{group}: {text}");
+        assert_eq!(text.matches("[DONE]").count(), 1, "{group}: {text}");
     }
     let mut body = hello("via-bedrock");
     body["mock"] = json!({"status": 429});

@@ -638,5 +638,471 @@ sluice_settings:
     let (status, headers, json, _) = chat(&gw, body).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(header(&headers, "x-litellm-model-group"), Some("big"));
-    assert_eq!(mock.calls_to("/v1/messages"), 1, "no retry of a context error");
+    assert_eq!(
+        mock.calls_to("/v1/messages"),
+        1,
+        "no retry of a context error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_the_client_sets_applies_to_each_attempt_and_cools_nothing_down() {
+    use sluice_mock::{RawBehavior, RawServer};
+    let b = MockProvider::start(MockConfig::default()).await;
+    let hung = RawServer::start(RawBehavior::Hang).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: pair
+    litellm_params: {{model: openai/model-a, api_base: "{a}", timeout: 0.3}}
+    model_info: {{id: deployment-a}}
+  - model_name: pair
+    litellm_params: {{model: openai/model-b, api_base: "{b}"}}
+    model_info: {{id: deployment-b}}
+router_settings:
+  num_retries: 0
+sluice_settings:
+  threads: 1
+"#,
+        a = hung.api_base(),
+        b = b.api_base()
+    );
+    let gw = Gateway::start(&config).await;
+    let cooled = |metrics: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("litellm_deployment_cooled_down_total{")
+                && l.contains("model_id=\"deployment-a\"")
+        })
+    };
+    // The client's own timeout (header or body): 408 when a is picked, and however often a
+    // times out, it is not cooled down.
+    let mut timeouts = 0;
+    for i in 0..16 {
+        let mut request = gw.client().post("/v1/chat/completions");
+        let mut body = json!({"model": "pair", "messages": []});
+        if i % 2 == 0 {
+            request = request.header("x-litellm-timeout", "0.2");
+        } else {
+            body["timeout"] = json!(0.2);
+        }
+        let resp = request.json(&body).send().await.unwrap();
+        match resp.status().as_u16() {
+            200 => {}
+            408 => timeouts += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(timeouts >= 3, "a was picked {timeouts} times in 16");
+    assert!(
+        !cooled(&gw.metrics().await),
+        "a client's timeout cooled a down"
+    );
+    for sent in b.requests() {
+        assert!(
+            sent.json().get("timeout").is_none(),
+            "timeout reached the provider"
+        );
+    }
+    // The deployment's own timeout: more than half of at least 5 requests failing cools it.
+    let outcome = eventually(Duration::from_secs(20), || async {
+        let (status, _, _, _) = chat(&gw, json!({"model": "pair", "messages": []})).await;
+        assert!(status == 200 || status == 408, "{status}");
+        cooled(&gw.metrics().await).then_some(())
+    })
+    .await;
+    assert!(
+        outcome.is_some(),
+        "a was never cooled down by its own timeouts"
+    );
+    // A bad value is the client's 400.
+    let resp = gw
+        .client()
+        .post("/v1/chat/completions")
+        .header("x-litellm-timeout", "soon")
+        .json(&json!({"model": "pair", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+/// Reads an SSE response to its end: the `data:` payloads.
+async fn stream_events(resp: reqwest::Response) -> Vec<String> {
+    let text = resp.text().await.expect("stream body");
+    text.split("\n\n")
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_retried_until_its_first_event_and_never_after() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: pair
+    litellm_params: {{model: anthropic/claude-a, api_base: "http://{a}", api_key: sk-ant}}
+    model_info: {{id: deployment-a}}
+  - model_name: pair
+    litellm_params: {{model: openai/model-b, api_base: "{b}"}}
+    model_info: {{id: deployment-b}}
+  - model_name: openai-pair
+    litellm_params: {{model: openai/model-a, api_base: "{b}"}}
+    model_info: {{id: deployment-oa}}
+  - model_name: openai-pair
+    litellm_params: {{model: openai/model-b, api_base: "{b}"}}
+    model_info: {{id: deployment-ob}}
+router_settings:
+  disable_cooldowns: true
+sluice_settings:
+  threads: 1
+"#,
+        a = mock.addr,
+        b = b.api_base()
+    );
+    let gw = Gateway::start(&config).await;
+    let stream = |group: &str, mock: Value| {
+        let request = gw.client().post("/v1/chat/completions").json(&json!({
+            "model": group, "stream": true, "messages": [{"role": "user", "content": "hi"}], "mock": mock
+        }));
+        async move { request.send().await.unwrap() }
+    };
+    // Anthropic's stream begins with an `error` event (overloaded): nothing is sent yet, so the
+    // request goes to b and the client gets one clean stream.
+    let first_error = json!({"for_model": {"claude-a": {"stream_error_after": 0}}});
+    let retried = eventually(Duration::from_secs(20), || async {
+        let resp = stream("pair", first_error.clone()).await;
+        assert_eq!(resp.status(), 200);
+        let retries = header(resp.headers(), "x-litellm-attempted-retries").map(str::to_string);
+        assert_eq!(
+            header(resp.headers(), "x-litellm-model-id"),
+            Some("deployment-b")
+        );
+        let events = stream_events(resp).await;
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| e.contains("\"error\"")),
+            "{events:?}"
+        );
+        (retries.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    assert!(retried.is_some(), "a was never tried first");
+
+    // A connection reset before the first chunk: retried the same way.
+    let reset_first = json!({"for_model": {"model-a": {"reset_after_chunks": 0}}});
+    let retried = eventually(Duration::from_secs(20), || async {
+        let resp = stream("openai-pair", reset_first.clone()).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            header(resp.headers(), "x-litellm-model-id"),
+            Some("deployment-ob")
+        );
+        let retries = header(resp.headers(), "x-litellm-attempted-retries").map(str::to_string);
+        let events = stream_events(resp).await;
+        assert_eq!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "{events:?}"
+        );
+        (retries.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    assert!(retried.is_some(), "model-a was never tried first");
+
+    // After content went out, a reset is not retried: the stream ends with an error event and
+    // [DONE], and the provider was called once.
+    b.reset();
+    let resp = stream(
+        "openai-pair",
+        json!({"reset_after_chunks": 2, "chunk_delay_ms": 30}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let events = stream_events(resp).await;
+    let n = events.len();
+    assert_eq!(events[n - 1], "[DONE]", "{events:?}");
+    assert!(events[n - 2].contains("\"error\""), "{events:?}");
+    assert_eq!(b.calls(), 1, "no retry once content was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_policy_decides_per_error_class() {
+    let a = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let router = "  retry_after: 0\n  retry_policy: {BadRequestErrorRetries: 1, RateLimitErrorRetries: 0}\n  model_group_retry_policy:\n    pair: {InternalServerErrorRetries: 0}";
+    let gw = Gateway::start(&pair_config(&a, &b.api_base(), router)).await;
+    let lone = |status: u16| json!({"model": "lone", "messages": [], "mock": {"status": status, "retry_after": "0"}});
+    // The policy retries a 400 (which num_retries never does) once...
+    let (status, _, _, _) = chat(&gw, lone(400)).await;
+    assert_eq!(status, 400);
+    assert_eq!(a.calls(), 2);
+    // ...and a 429 not at all, whatever num_retries (2) says.
+    a.reset();
+    let (status, _, _, _) = chat(&gw, lone(429)).await;
+    assert_eq!(status, 429);
+    assert_eq!(a.calls(), 1);
+    // A class the policy does not name keeps num_retries: 2.
+    a.reset();
+    let (status, _, _, _) = chat(&gw, lone(503)).await;
+    assert_eq!(status, 503);
+    assert_eq!(a.calls(), 3);
+    // The group's own policy: no retry of a 500 in `pair`, not even on the other deployment.
+    a.reset();
+    let body = json!({"model": "pair", "messages": [], "mock": {"status": 500}});
+    let (status, _, _, _) = chat(&gw, body).await;
+    assert_eq!(status, 500);
+    assert_eq!(a.calls() + b.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_testing_parameters_exercise_retries_and_fallbacks_for_admins() {
+    let a = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let router = r#"  fallbacks: [{"primary": ["backup"]}]
+  context_window_fallbacks: [{"primary": ["big"]}]
+general_settings:
+  master_key: sk-test-master-1234"#;
+    let gw = Gateway::start(&fallback_config(&a, &b, router)).await;
+    // LiteLLM's load-balancing walkthrough: the master key sends mock_testing_rate_limit_error;
+    // the first attempt fails without calling the provider, the retry is served.
+    let (status, headers, json, _) = chat(
+        &gw,
+        json!({"model": "primary", "messages": [], "mock_testing_rate_limit_error": true, "num_retries": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(header(&headers, "x-litellm-attempted-retries"), Some("1"));
+    assert_eq!(header(&headers, "x-litellm-max-retries"), Some("2"));
+    assert_eq!(a.calls(), 1, "only the retry reached the provider");
+    assert!(
+        a.requests()
+            .iter()
+            .all(|r| r.json().get("mock_testing_rate_limit_error").is_none()),
+        "the parameter reached the provider"
+    );
+    // mock_testing_fallbacks and the context-window kind go straight to their fallbacks.
+    for (flag, served_by) in [
+        ("mock_testing_fallbacks", "backup"),
+        ("mock_testing_context_fallbacks", "big"),
+    ] {
+        let (status, headers, json, _) =
+            chat(&gw, json!({"model": "primary", "messages": [], flag: true})).await;
+        assert_eq!(status, 200, "{flag}: {json}");
+        assert_eq!(
+            header(&headers, "x-litellm-model-group"),
+            Some(served_by),
+            "{flag}"
+        );
+        assert_eq!(header(&headers, "x-litellm-attempted-fallbacks"), Some("1"));
+    }
+    assert_eq!(
+        a.calls(),
+        1,
+        "the requested group was never called for them"
+    );
+    // Mocked failures never cool a real deployment down.
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("litellm_deployment_cooled_down_total{"),
+        "{metrics}"
+    );
+
+    // A virtual key that is not an admin may not send them (LiteLLM's 400).
+    let (status, _, key) = gw.client().post_json("/key/generate", &json!({})).await;
+    assert_eq!(status, 200, "{key}");
+    let user = as_key(&gw, key["key"].as_str().unwrap());
+    let (status, _, json) = user
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "primary", "messages": [], "mock_testing_fallbacks": "true"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{json}");
+    let message = error_message(&json, 400);
+    assert!(
+        message.starts_with(
+            "Mock testing request params are disabled on this proxy: mock_testing_fallbacks."
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_timeout_waits_out_the_timeout_and_the_setting_opens_mocks_to_every_key() {
+    let a = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let router = r#"general_settings:
+  master_key: sk-test-master-1234
+  dangerously_allow_mock_testing_request_params: true"#;
+    let gw = Gateway::start(&fallback_config(&a, &b, router)).await;
+    let (status, _, key) = gw.client().post_json("/key/generate", &json!({})).await;
+    assert_eq!(status, 200, "{key}");
+    let user = as_key(&gw, key["key"].as_str().unwrap());
+    let started = Instant::now();
+    let (status, _, json) = user
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "primary", "messages": [], "mock_timeout": true, "timeout": 0.3}),
+        )
+        .await;
+    assert_eq!(status, 408, "{json}");
+    assert!(error_message(&json, 408).contains("mock timeout"), "{json}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.calls(), 0, "no provider call");
+    assert!(
+        gw.logs()
+            .contains("dangerously_allow_mock_testing_request_params")
+    );
+}
+
+/// `pair` with deployments a (model-a) and b (model-b) on one mock, and `strategy` lines.
+fn strategy_config(mock: &MockProvider, strategy: &str, deployment_extra: (&str, &str)) -> String {
+    format!(
+        r#"
+model_list:
+  - model_name: pair
+    litellm_params: {{model: openai/model-a, api_base: "{base}"{a_extra}}}
+    model_info: {{id: deployment-a}}
+  - model_name: pair
+    litellm_params: {{model: openai/model-b, api_base: "{base}"{b_extra}}}
+    model_info: {{id: deployment-b}}
+router_settings:
+{strategy}
+sluice_settings:
+  threads: 1
+"#,
+        base = mock.api_base(),
+        a_extra = deployment_extra.0,
+        b_extra = deployment_extra.1,
+    )
+}
+
+async fn served_by(gw: &Gateway, body: Value) -> String {
+    let (status, headers, json, _) = chat(gw, body).await;
+    assert_eq!(status, 200, "{json}");
+    header(&headers, "x-litellm-model-id").unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_sends_a_request_to_the_idle_deployment() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&strategy_config(
+        &mock,
+        "  routing_strategy: least-busy",
+        ("", ""),
+    ))
+    .await;
+    for _ in 0..4 {
+        // One slow request holds a deployment; the next goes to the other one.
+        let slow = json!({"model": "pair", "messages": [], "mock": {"latency_ms": 400}});
+        let busy = {
+            let gw_client = gw.client();
+            tokio::spawn(async move {
+                let (_, headers, _) = gw_client.post_json("/v1/chat/completions", &slow).await;
+                header(&headers, "x-litellm-model-id").unwrap().to_string()
+            })
+        };
+        // Wait until the slow one is in flight at the provider.
+        let before = mock.calls();
+        eventually(Duration::from_secs(5), || async {
+            (mock.calls() > before).then_some(())
+        })
+        .await
+        .expect("the slow request reached the provider");
+        let quick = served_by(&gw, json!({"model": "pair", "messages": []})).await;
+        let slow = busy.await.unwrap();
+        assert_ne!(quick, slow, "the busy deployment got the request");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_based_prefers_the_faster_deployment_and_retries_the_slower_after_ttl() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let clock = scratch_path("latency-clock");
+    std::fs::write(&clock, "0").unwrap();
+    let strategy = "  routing_strategy: latency-based-routing\n  routing_strategy_args: {ttl: 60}";
+    let gw = Gateway::start_with(
+        &strategy_config(&mock, strategy, ("", "")),
+        &[],
+        &[("SLUICE_TEST_CLOCK_FILE", clock.to_str().unwrap())],
+    )
+    .await;
+    // a answers in 150 ms, b at once.
+    let body = json!({"model": "pair", "messages": [], "mock": {"for_model": {"model-a": {"latency_ms": 150}}}});
+    // Unseen deployments go first: both are tried once, then b every time.
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(served_by(&gw, body.clone()).await);
+    }
+    first.sort();
+    assert_eq!(first, ["deployment-a", "deployment-b"]);
+    for _ in 0..8 {
+        assert_eq!(served_by(&gw, body.clone()).await, "deployment-b");
+    }
+    // After the ttl the samples are forgotten: a is unseen again and tried again.
+    std::fs::write(&clock, "61000").unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        (served_by(&gw, body.clone()).await == "deployment-a").then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "a never came back after the ttl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_based_picks_the_cheapest_and_usage_based_respects_rpm() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let prices = (
+        ", input_cost_per_token: 0.00001, output_cost_per_token: 0.00003",
+        ", input_cost_per_token: 0.000001, output_cost_per_token: 0.000002",
+    );
+    let gw = Gateway::start(&strategy_config(
+        &mock,
+        "  routing_strategy: cost-based-routing",
+        prices,
+    ))
+    .await;
+    for _ in 0..6 {
+        assert_eq!(
+            served_by(&gw, json!({"model": "pair", "messages": []})).await,
+            "deployment-b"
+        );
+    }
+
+    // usage-based: a may take 2 requests a minute, b 3; the sixth request finds both full.
+    let limits = (", rpm: 2", ", rpm: 3");
+    let gw = Gateway::start(&strategy_config(
+        &mock,
+        "  routing_strategy: usage-based-routing-v2",
+        limits,
+    ))
+    .await;
+    let mut served = std::collections::HashMap::new();
+    for _ in 0..5 {
+        *served
+            .entry(served_by(&gw, json!({"model": "pair", "messages": []})).await)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(served.get("deployment-a"), Some(&2), "{served:?}");
+    assert_eq!(served.get("deployment-b"), Some(&3), "{served:?}");
+    let (status, headers, json, _) = chat(&gw, json!({"model": "pair", "messages": []})).await;
+    assert_eq!(status, 429, "{json}");
+    assert_eq!(header(&headers, "retry-after"), Some("60"));
+    assert!(
+        error_message(&json, 429).starts_with("No deployments available for selected model."),
+        "{json}"
+    );
 }

@@ -11,10 +11,14 @@ pub mod env;
 pub mod keys;
 pub mod model_id;
 pub mod provider_catalog;
+mod router_settings;
 mod settings;
 pub mod upstream_url;
 mod values;
 
+pub use router_settings::{
+    FallbackKind, FallbackSettings, LatencyArgs, RetryPolicy, RouterSettings, RoutingStrategy,
+};
 pub use upstream_url::UpstreamUrl;
 
 use std::collections::HashSet;
@@ -160,89 +164,6 @@ pub struct DeploymentConfig {
     pub cooldown_time: Option<Duration>,
 }
 
-/// What the router does after a failed attempt (`router_settings`, falling back to
-/// `litellm_settings` as LiteLLM does); defaults are LiteLLM 1.109.1's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouterSettings {
-    /// Retries after a failed attempt: `router_settings.num_retries`, else
-    /// `litellm_settings.num_retries`, else 2. A request or a deployment may set its own.
-    pub num_retries: u32,
-    /// `retry_after`: the least backoff between retries when no other deployment can take one.
-    pub retry_after: Duration,
-    /// `cooldown_time`: how long a failing deployment is left out (default 5 s).
-    pub cooldown_time: Duration,
-    /// `disable_cooldowns`.
-    pub disable_cooldowns: bool,
-    /// `router_settings.allowed_fails`: failures a deployment may have within one cooldown
-    /// time before it cools down. `None`: LiteLLM's failure-rate rule instead.
-    pub allowed_fails: Option<u32>,
-}
-
-impl Default for RouterSettings {
-    fn default() -> Self {
-        RouterSettings {
-            num_retries: 2,
-            retry_after: Duration::ZERO,
-            cooldown_time: Duration::from_secs(5),
-            disable_cooldowns: false,
-            allowed_fails: None,
-        }
-    }
-}
-
-/// Other model groups a request goes to when its own group fails (`fallbacks`,
-/// `context_window_fallbacks`, `content_policy_fallbacks`, `default_fallbacks`,
-/// `max_fallbacks`; `router_settings`, else `litellm_settings`, as LiteLLM reads them).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FallbackSettings {
-    /// `{group: [targets]}` in order; `"*"` is the entry for any group without its own
-    /// (`default_fallbacks` is added as one).
-    pub generic: Vec<(String, Vec<String>)>,
-    /// `None`: not configured (such errors use `generic`); `Some`, even empty: configured, and
-    /// a group without an entry gets no fallback for such an error.
-    pub context_window: Option<Vec<(String, Vec<String>)>>,
-    pub content_policy: Option<Vec<(String, Vec<String>)>>,
-    /// How many fallback groups one request may try (default 5).
-    pub max_fallbacks: u32,
-}
-
-impl Default for FallbackSettings {
-    fn default() -> Self {
-        FallbackSettings {
-            generic: Vec::new(),
-            context_window: None,
-            content_policy: None,
-            max_fallbacks: 5,
-        }
-    }
-}
-
-/// Which fallback list an error uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackKind {
-    Generic,
-    ContextWindow,
-    ContentPolicy,
-}
-
-impl FallbackSettings {
-    /// The fallback groups for a failure of `group`: its own entry, else the `"*"` entry.
-    /// Context-window and content-policy errors use their own list when it is configured
-    /// (and then nothing else), else the generic one.
-    pub fn chain(&self, kind: FallbackKind, group: &str) -> &[String] {
-        let list = match kind {
-            FallbackKind::ContextWindow => self.context_window.as_ref(),
-            FallbackKind::ContentPolicy => self.content_policy.as_ref(),
-            FallbackKind::Generic => None,
-        };
-        let entries = list.unwrap_or(&self.generic);
-        let own = entries.iter().find(|(g, _)| g == group);
-        let any = || entries.iter().find(|(g, _)| g == "*");
-        own.or_else(any)
-            .map_or(&[], |(_, targets)| targets.as_slice())
-    }
-}
-
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -336,6 +257,9 @@ pub struct RuntimeConfig {
     pub retries: RouterSettings,
     /// Fallback model groups.
     pub fallbacks: FallbackSettings,
+    /// `general_settings.dangerously_allow_mock_testing_request_params`: keys that are not
+    /// admins may send `mock_testing_*` parameters too.
+    pub allow_mock_testing_params: bool,
     pub json_logs: bool,
     pub verbose: bool,
     pub success_callbacks: Vec<String>,
@@ -501,6 +425,21 @@ impl Builder<'_> {
                     }
                 },
             );
+        let allow_mock_testing_params =
+            get(&general, "dangerously_allow_mock_testing_request_params")
+                .and_then(|v| {
+                    self.boolean(
+                        v,
+                        "general_settings.dangerously_allow_mock_testing_request_params",
+                    )
+                })
+                .unwrap_or(false);
+        if allow_mock_testing_params {
+            self.report.warn(
+                "general_settings.dangerously_allow_mock_testing_request_params",
+                "every key may send mock_testing_* parameters, which make requests fail on purpose; never set this in production",
+            );
+        }
         let max_request_mb = get(&general, "max_request_size_mb")
             .and_then(|v| self.positive_f64(v, "general_settings.max_request_size_mb"))
             .unwrap_or(DEFAULT_MAX_REQUEST_MB);
@@ -546,7 +485,8 @@ impl Builder<'_> {
                 .unwrap_or_else(|| "simple-shuffle".into()),
             None => "simple-shuffle".into(),
         };
-        let retries = self.retry_settings(&router_settings, &litellm);
+        let mut retries = self.retry_settings(&router_settings, &litellm);
+        retries.strategy = self.strategy(&routing_strategy, &router_settings);
         let fallbacks = self.fallback_settings(&router_settings, &litellm);
         let router_timeout = get(&router_settings, "timeout")
             .and_then(|v| self.positive_f64(v, "router_settings.timeout"));
@@ -722,6 +662,7 @@ impl Builder<'_> {
             routing_strategy,
             retries,
             fallbacks,
+            allow_mock_testing_params,
             json_logs,
             verbose,
             success_callbacks,

@@ -10,10 +10,10 @@ use filters::route::Alias;
 use serde_yaml::Value;
 
 use super::keys::Section;
-use super::values::{is_truthy, join, scalar_text};
+use super::values::{closest, is_truthy, join, scalar_text};
 use super::{
-    Builder, Entries, FallbackSettings, ManagementSettings, Problem, ProxyBudget, RouterSettings,
-    get, keys,
+    Builder, Entries, FallbackSettings, LatencyArgs, ManagementSettings, Problem, ProxyBudget,
+    RetryPolicy, RouterSettings, RoutingStrategy, get, keys,
 };
 
 impl Builder<'_> {
@@ -268,7 +268,62 @@ impl Builder<'_> {
                 .and_then(|v| self.boolean(v, "router_settings.disable_cooldowns"))
                 .unwrap_or(false),
             allowed_fails: count(self, router, "router_settings", "allowed_fails"),
+            retry_policy: get(router, "retry_policy")
+                .and_then(|v| self.retry_policy(v, "router_settings.retry_policy")),
+            model_group_retry_policy: match get(router, "model_group_retry_policy") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Mapping(m)) => m
+                    .iter()
+                    .filter_map(|(group, v)| {
+                        let group = scalar_text(group);
+                        let path = format!("router_settings.model_group_retry_policy.{group}");
+                        self.retry_policy(v, &path).map(|p| (group, p))
+                    })
+                    .collect(),
+                Some(_) => {
+                    self.report.error(
+                        "router_settings.model_group_retry_policy",
+                        "must be a mapping {group: retry policy}",
+                    );
+                    Vec::new()
+                }
+            },
+            // Set by the caller, with the routing strategy's name.
+            strategy: RoutingStrategy::SimpleShuffle,
         }
+    }
+
+    /// A `RetryPolicy` mapping (`{RateLimitErrorRetries: 3, ...}`, LiteLLM's field names).
+    fn retry_policy(&mut self, v: &Value, path: &str) -> Option<RetryPolicy> {
+        let Value::Mapping(m) = v else {
+            if !v.is_null() {
+                self.report
+                    .error(path, "must be a mapping such as {RateLimitErrorRetries: 3}");
+            }
+            return None;
+        };
+        let mut policy = RetryPolicy::default();
+        for (key, value) in m {
+            let key = scalar_text(key);
+            let field_path = join(path, &key);
+            let n = self.non_negative_u64(value, &field_path);
+            match policy.field_mut(&key) {
+                Some(slot) => *slot = n.map(|n| n.min(u64::from(u32::MAX)) as u32),
+                None => {
+                    let hint = closest(&key, RetryPolicy::FIELDS.iter().copied())
+                        .map(|f| format!(" (did you mean `{f}`?)"))
+                        .unwrap_or_default();
+                    self.report.error(
+                        &field_path,
+                        format!(
+                            "is not a retry policy field{hint}; the fields are {:?}",
+                            RetryPolicy::FIELDS
+                        ),
+                    );
+                }
+            }
+        }
+        Some(policy)
     }
 
     /// The fallback lists, each from `router_settings` else `litellm_settings`.
@@ -362,13 +417,53 @@ impl Builder<'_> {
             );
             return None;
         }
-        if s != "simple-shuffle" {
-            self.report.warn(
-                path,
-                format!("{s:?} is not implemented yet; Sluice routes with simple-shuffle"),
-            );
-        }
         Some(s)
+    }
+
+    /// The strategy and its `routing_strategy_args`.
+    pub(super) fn strategy(&mut self, name: &str, router: &Entries<'_>) -> RoutingStrategy {
+        match name {
+            "least-busy" => RoutingStrategy::LeastBusy,
+            "usage-based-routing" | "usage-based-routing-v2" => RoutingStrategy::UsageBased,
+            "cost-based-routing" => RoutingStrategy::CostBased,
+            "latency-based-routing" => {
+                let mut args = LatencyArgs::default();
+                let base = "router_settings.routing_strategy_args";
+                match get(router, "routing_strategy_args") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Mapping(m)) => {
+                        for (k, v) in m {
+                            let key = scalar_text(k);
+                            let path = join(base, &key);
+                            match key.as_str() {
+                                "ttl" => {
+                                    if let Some(t) = self.positive_f64(v, &path) {
+                                        args.ttl = Duration::from_secs_f64(t);
+                                    }
+                                }
+                                "lowest_latency_buffer" => {
+                                    if let Some(b) = self.non_negative_f64(v, &path) {
+                                        args.lowest_latency_buffer = b;
+                                    }
+                                }
+                                "max_latency_list_size" => {
+                                    if let Some(n) = self.positive_u64(v, &path) {
+                                        args.max_latency_list_size = n.min(10_000) as usize;
+                                    }
+                                }
+                                _ => self.report.warn(
+                                    &path,
+                                    "not acted on (latency-based-routing reads ttl, lowest_latency_buffer, max_latency_list_size)",
+                                ),
+                            }
+                        }
+                    }
+                    Some(_) => self.report.error(base, "must be a mapping"),
+                }
+                RoutingStrategy::LatencyBased(args)
+            }
+            _ => RoutingStrategy::SimpleShuffle,
+        }
     }
 
     pub(super) fn aliases(&mut self, value: &Value) -> HashMap<String, Alias> {

@@ -604,6 +604,7 @@ litellm_settings:
             cooldown_time: Duration::from_secs(30),
             disable_cooldowns: true,
             allowed_fails: Some(3),
+            ..RouterSettings::default()
         }
     );
     assert_eq!(config.deployments[0].num_retries, Some(4));
@@ -693,4 +694,35 @@ router_settings:
     ] {
         assert!(errors.contains(&path), "{path} not in {errors:?}");
     }
+}
+
+#[test]
+fn retry_policies_use_litellms_field_names() {
+    let yaml = r#"
+model_list:
+  - model_name: a
+    litellm_params: {model: openai/x, api_base: "http://h/v1"}
+router_settings:
+  retry_policy: {RateLimitErrorRetries: 4, DefaultRetries: 1}
+  model_group_retry_policy:
+    a: {BadRequestErrorRetries: 2}
+"#;
+    let (config, report) = load_ok(yaml, &[]);
+    assert!(report.not_acted.is_empty(), "{:?}", report.not_acted);
+    let r = &config.retries;
+    assert_eq!(r.policy_for("b").unwrap().rate_limit, Some(4));
+    assert_eq!(r.policy_for("b").unwrap().default, Some(1));
+    assert_eq!(r.policy_for("a").unwrap().bad_request, Some(2));
+    assert_eq!(
+        r.policy_for("a").unwrap().rate_limit,
+        None,
+        "the group's own policy only"
+    );
+    let wrong = yaml.replace("RateLimitErrorRetries: 4", "RateLimitRetries: 4");
+    let report = load(&wrong, &[]).expect_err("an unknown policy field");
+    let message = report.lines(false).join("\n");
+    assert!(
+        message.contains("did you mean `RateLimitErrorRetries`"),
+        "{message}"
+    );
 }

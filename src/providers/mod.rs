@@ -147,6 +147,12 @@ pub fn deployment_secrets(d: &crate::config::DeploymentConfig) -> Vec<Box<str>> 
 
 /// `body` with every occurrence of each secret replaced by `[REDACTED]` (unchanged, and not
 /// copied, when none occurs).
+/// [`redact`] for text.
+pub fn redact_str(text: &str, secrets: &[Box<str>]) -> String {
+    let body = redact(bytes::Bytes::copy_from_slice(text.as_bytes()), secrets);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 pub fn redact(body: bytes::Bytes, secrets: &[Box<str>]) -> bytes::Bytes {
     if !secrets
         .iter()

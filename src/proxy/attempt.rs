@@ -86,6 +86,10 @@ pub struct Attempt<'a> {
     pub(super) upstream_model: String,
     /// The deployment's credentials, redacted from relayed error bodies.
     pub(super) secrets: &'a [Box<str>],
+    /// The longest wait for each upstream read (the deployment's `timeout`, or the request's).
+    pub(super) timeout: Duration,
+    /// For streams, the longest wait for the response header (`stream_timeout`).
+    pub(super) stream_timeout: Option<Duration>,
 }
 
 /// What an attempt keeps of the upstream's response header while it reads the body. The
@@ -127,6 +131,9 @@ pub struct Failed {
     pub retry_after: Option<HeaderValue>,
     /// Whether the provider may have received the whole request (and may bill it).
     pub may_have_received: bool,
+    /// A stream that failed before its first event: the provider took the request but
+    /// generated nothing the client saw, so it may be sent again (as LiteLLM does).
+    pub nothing_generated: bool,
     /// How long the attempt took.
     pub elapsed: Duration,
 }
@@ -237,6 +244,8 @@ impl<'a> Attempt<'a> {
             ingress,
             upstream_model,
             secrets: &app.secrets[deployment.index],
+            timeout: dc.deployment.timeout,
+            stream_timeout: dc.deployment.stream_timeout,
         })
     }
 
@@ -277,6 +286,7 @@ impl<'a> Attempt<'a> {
                 reply: Reply::Gateway(error),
                 retry_after: None,
                 may_have_received,
+                nothing_generated: false,
                 elapsed: started.elapsed(),
             }))
         };
@@ -312,7 +322,7 @@ impl<'a> Attempt<'a> {
             content_type: upstream.headers.get(CONTENT_TYPE).cloned(),
             decoder,
         };
-        up.set_read_timeout(Some(self.dc.deployment.timeout));
+        up.set_read_timeout(Some(self.timeout));
         if !(200..300).contains(&status) && !(400..600).contains(&status) {
             // Informational answers were skipped (`read_final_header`); a redirect, a switch
             // of protocols or a made-up status (999) is not an answer an LLM API gives.
@@ -382,6 +392,7 @@ impl<'a> Attempt<'a> {
             reply: Reply::Upstream { head: client, body },
             retry_after: error_headers.get("retry-after").cloned(),
             may_have_received: true,
+            nothing_generated: false,
             elapsed: started.elapsed(),
         }))
     }
@@ -412,12 +423,13 @@ impl<'a> Attempt<'a> {
                     reply: Reply::Gateway(error),
                     retry_after: None,
                     may_have_received,
+                    nothing_generated: false,
                     elapsed: started.elapsed(),
                 }))
             };
-            let header_timeout = match (self.stream, self.dc.deployment.stream_timeout) {
+            let header_timeout = match (self.stream, self.stream_timeout) {
                 (true, Some(t)) => t,
-                _ => self.dc.deployment.timeout,
+                _ => self.timeout,
             };
             let mut resends = 0;
             let (mut up, reused) = loop {
@@ -461,8 +473,8 @@ impl<'a> Attempt<'a> {
                 return Err(Failure::ClientGone);
             };
             if e.etype() == &ErrorType::ReadTimedout {
-                let error = ApiError::gateway_timeout(format!(
-                    "Timeout: deployment {} of model group {:?} sent no response within {:.1}s",
+                let error = ApiError::timeout(format!(
+                    "litellm.Timeout: APITimeoutError - Request timed out. Error_str: deployment {} of model group {:?} sent no response within {:.1}s",
                     self.dc.deployment.id,
                     &*self.plan.group,
                     header_timeout.as_secs_f64()
@@ -498,7 +510,7 @@ impl<'a> Attempt<'a> {
             );
         };
         let write = write_head_and_body(&mut stream, &head, &self.request.body);
-        match tokio::time::timeout(self.dc.deployment.timeout, write).await {
+        match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(HttpSession::H1(Http1Session::new_with_options(
                 stream,
                 &self.peer.peer,
@@ -572,8 +584,8 @@ impl<'a> Attempt<'a> {
             other => other.as_str().to_string(),
         };
         if e.etype() == &ErrorType::ConnectTimedout {
-            return ApiError::gateway_timeout(format!(
-                "Timeout {doing} deployment {} ({}) of model group {:?}: {what}",
+            return ApiError::timeout(format!(
+                "litellm.Timeout: APITimeoutError - Request timed out. Error_str: {doing} deployment {} ({}) of model group {:?}: {what}",
                 d.id,
                 d.public_api_base(),
                 &*self.plan.group
@@ -700,7 +712,9 @@ pub(super) async fn read_all<G: Future + Unpin>(
             }
             Some(Err(e)) => {
                 let error = if e.etype() == &ErrorType::ReadTimedout {
-                    ApiError::gateway_timeout("Timeout: the upstream stopped sending its response")
+                    ApiError::timeout(
+                        "litellm.Timeout: APITimeoutError - Request timed out. Error_str: the upstream stopped sending its response",
+                    )
                 } else {
                     ApiError::bad_gateway(format!(
                         "upstream connection failed while reading the response: {}",

@@ -20,10 +20,23 @@ use super::respond;
 use crate::access_log::millis_header;
 use crate::providers::codec::{self, ClientBodyError, ClientStream};
 
+/// What delivering a successful attempt came to.
+pub enum Delivery {
+    /// The answer went to the client (or the client went away).
+    Delivered,
+    /// A stream failed before its first event: nothing reached the client, and the failure
+    /// can be retried like a failed attempt.
+    NotStarted(Box<Failed>),
+}
+
 impl Attempt<'_> {
     /// Sends a successful attempt's answer to the client: streamed when the client asked for a
     /// stream and the upstream streams (or its stream is translated), else read whole.
-    pub async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) {
+    ///
+    /// A stream is committed only once its first event is in: a stream that breaks, times out
+    /// or begins with an error event before that comes back as [`Delivery::NotStarted`],
+    /// nothing sent, for the router to retry like any failed attempt.
+    pub async fn deliver(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Delivery {
         let Answer {
             mut up,
             head,
@@ -33,14 +46,19 @@ impl Attempt<'_> {
             .content_type
             .as_ref()
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if self.stream && (is_sse || self.wire.translates()) {
+        let delivery = if self.stream && (is_sse || self.wire.translates()) {
             self.deliver_stream(session, ctx, &mut up, head, started)
-                .await;
+                .await
         } else {
             self.deliver_whole(session, ctx, &mut up, head, started)
                 .await;
+            Delivery::Delivered
+        };
+        match delivery {
+            Delivery::Delivered => self.release(up).await,
+            Delivery::NotStarted(_) => up.shutdown().await,
         }
-        self.release(up).await;
+        delivery
     }
 
     /// Sends a failed attempt's error to the client.
@@ -158,11 +176,107 @@ impl Attempt<'_> {
         up: &mut HttpSession,
         head: UpstreamHead,
         started: Instant,
-    ) {
+    ) -> Delivery {
         let status = head.status.as_u16();
         let max_event = self.app.config.max_stream_event_bytes;
         let mut decoder = head.decoder;
         let mut decoded = Vec::new();
+        let mut rewriter = ClientStream::new(
+            self.ingress,
+            self.wire,
+            &self.request,
+            self.decode_options(),
+        );
+        let mut out = BytesMut::with_capacity(4096);
+        // Before anything goes to the client: read until the first event the client gets.
+        let not_started = |status: u16, error: ApiError| {
+            Delivery::NotStarted(Box::new(Failed {
+                status,
+                class: crate::providers::translate::classify(&error),
+                reply: Reply::Gateway(error),
+                retry_after: None,
+                may_have_received: true,
+                nothing_generated: true,
+                elapsed: started.elapsed(),
+            }))
+        };
+        let mut ended = false;
+        while out.is_empty() {
+            let mut next = tokio::select! {
+                biased;
+                r = up.read_response_body() => Some(r),
+                _ = session.as_downstream_mut().read_body_or_idle(true) => None,
+            };
+            if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
+                decoded.clear();
+                next = Some(match d.decode(chunk, &mut decoded, max_event) {
+                    Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
+                    Err(e) => Err(Error::explain(
+                        ErrorType::ReadError,
+                        format!("decompressing the upstream stream: {e}"),
+                    )),
+                });
+            }
+            match next {
+                None => {
+                    ctx.record.client_closed = true;
+                    up.shutdown().await;
+                    return Delivery::Delivered;
+                }
+                Some(Ok(Some(chunk))) => {
+                    if ctx.record.time_to_first_token.is_none() {
+                        ctx.record.time_to_first_token = Some(started.elapsed());
+                    }
+                    rewriter.feed(&chunk, &mut out);
+                }
+                Some(Ok(None)) => {
+                    if let Some(d) = decoder.as_mut() {
+                        decoded.clear();
+                        let _ = d.finish(&mut decoded);
+                        rewriter.feed(&decoded, &mut out);
+                    }
+                    rewriter.finish(&mut out);
+                    ended = true;
+                }
+                Some(Err(e)) => {
+                    let error = if e.etype() == &ErrorType::ReadTimedout {
+                        ApiError::timeout(format!(
+                            "litellm.Timeout: APITimeoutError - Request timed out. Error_str: deployment {} sent no stream event within {:.1}s",
+                            self.dc.deployment.id,
+                            self.timeout.as_secs_f64()
+                        ))
+                    } else {
+                        ApiError::bad_gateway(format!(
+                            "deployment {}'s stream broke before its first event: {}",
+                            self.dc.deployment.id,
+                            e.etype().as_str()
+                        ))
+                    };
+                    return not_started(error.status.as_u16(), error);
+                }
+            }
+            if let Some(message) = rewriter.upstream_error() {
+                // The provider's stream began with an error (an overloaded Anthropic, a rate
+                // limit in an OpenAI-compatible stream): a failed attempt, as LiteLLM reads
+                // the first chunk before it answers.
+                let message = crate::providers::redact_str(message, self.secrets);
+                let error = ApiError::service_unavailable(format!(
+                    "deployment {}'s stream began with an error: {message}",
+                    self.dc.deployment.id
+                ));
+                return not_started(503, error);
+            }
+            if ended {
+                break;
+            }
+        }
+        if out.is_empty() {
+            let error = ApiError::bad_gateway(format!(
+                "deployment {}'s stream ended before its first event",
+                self.dc.deployment.id
+            ));
+            return not_started(502, error);
+        }
         let mut resp = head.client;
         resp.set_static(CONTENT_TYPE, "text/event-stream");
         resp.set_static(TRANSFER_ENCODING, "chunked");
@@ -181,15 +295,26 @@ impl Attempt<'_> {
         {
             ctx.record.client_closed = true;
             up.shutdown().await;
-            return;
+            return Delivery::Delivered;
         }
-        let mut rewriter = ClientStream::new(
-            self.ingress,
-            self.wire,
-            &self.request,
-            self.decode_options(),
-        );
-        let mut out = BytesMut::with_capacity(4096);
+        // The first events, and the end when the stream was that short.
+        let first = out.split().freeze();
+        ctx.record.response_bytes += first.len() as u64;
+        if session
+            .write_response_body(Some(first), ended)
+            .await
+            .is_err()
+        {
+            ctx.record.client_closed = true;
+            up.shutdown().await;
+            return Delivery::Delivered;
+        }
+        if ended {
+            // The whole stream came in the first read.
+            ctx.record.upstream_elapsed = Some(started.elapsed());
+            ctx.record.usage = rewriter.usage();
+            return Delivery::Delivered;
+        }
         loop {
             let mut next = tokio::select! {
                 biased;
@@ -225,6 +350,9 @@ impl Attempt<'_> {
                     // here (an event over max_stream_event_mb, or the provider's own error),
                     // instead of reading the rest of a broken upstream for nothing.
                     let ended = rewriter.is_closed() && rewriter.upstream_error().is_some();
+                    if ended {
+                        self.done_after_error(&mut out);
+                    }
                     let ends_with_output = ended && !out.is_empty();
                     if !out.is_empty() {
                         let mut bytes = out.split().freeze();
@@ -287,7 +415,7 @@ impl Attempt<'_> {
                     let error = if e.etype() == &ErrorType::ReadTimedout {
                         ApiError::gateway_timeout(format!(
                             "Timeout: the upstream stream stalled for {:.1}s",
-                            self.dc.deployment.timeout.as_secs_f64()
+                            self.timeout.as_secs_f64()
                         ))
                     } else {
                         ApiError::bad_gateway(format!(
@@ -304,6 +432,7 @@ impl Attempt<'_> {
                             exception_class(FailureOrigin::Gateway, error.status.as_u16()),
                         ));
                         out.extend_from_slice(&rewriter.error_event(&error));
+                        self.done_after_error(&mut out);
                     }
                     let tail = out.split().freeze();
                     ctx.record.response_bytes += tail.len() as u64;
@@ -316,6 +445,18 @@ impl Attempt<'_> {
         }
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.usage = rewriter.usage();
+        Delivery::Delivered
+    }
+}
+
+impl Attempt<'_> {
+    /// After an error event that ends an OpenAI stream: `data: [DONE]`, as LiteLLM's proxy
+    /// ends a failed stream (clients waiting for it stop reading). Anthropic's stream format
+    /// ends at its `error` event.
+    fn done_after_error(&self, out: &mut BytesMut) {
+        if self.ingress == codec::Ingress::OpenAi && !out.ends_with(b"data: [DONE]\n\n") {
+            out.extend_from_slice(b"data: [DONE]\n\n");
+        }
     }
 }
 

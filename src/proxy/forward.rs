@@ -18,6 +18,8 @@
 //! the downstream socket), also while waiting to retry, and the upstream connection is closed,
 //! which stops the generation and the token spend.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use filters::ApiError;
 use filters::request::RequestView;
@@ -46,14 +48,20 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         endpoint: ctx.cx.endpoint(),
         options: &options,
     };
-    let primary = boxed(|| run_group(app, session, ctx, &plan, &request)).await;
+    let mut plan = plan;
+    let arranged = arrange(app, &mut plan, view.stream);
+    let primary = match (mocked_group_failure(&options.mock, &plan), arranged) {
+        // LiteLLM raises these before the group's first attempt, straight to the fallbacks.
+        (Some(e), _) | (None, Err(e)) => GroupOutcome::Refused(e),
+        (None, Ok(())) => boxed(|| run_group(app, session, ctx, &plan, &request, true)).await,
+    };
     let kind = match &primary {
         GroupOutcome::Done => return,
         GroupOutcome::Failed {
             maybe_billed: true, ..
         } => None,
         GroupOutcome::Failed { failed, .. } => Some(fallback_kind(failed.class)),
-        GroupOutcome::Refused(_) => Some(FallbackKind::Generic),
+        GroupOutcome::Refused(e) => Some(fallback_kind(crate::providers::translate::classify(e))),
     };
     let primary_deployment = ctx.record.deployment.clone();
     let (primary_status, primary_class) = match &primary {
@@ -76,11 +84,15 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
                 continue;
             }
             tried.push(target);
-            let Some(fallback) = app.config.router.plan(target, &mut fastrand::Rng::new()) else {
+            let Some(mut fallback) = app.config.router.plan(target, &mut fastrand::Rng::new())
+            else {
                 continue;
             };
+            if arrange(app, &mut fallback, view.stream).is_err() {
+                continue;
+            }
             ctx.record.fallbacks += 1;
-            let outcome = boxed(|| run_group(app, session, ctx, &fallback, &request)).await;
+            let outcome = boxed(|| run_group(app, session, ctx, &fallback, &request, false)).await;
             let served = matches!(outcome, GroupOutcome::Done);
             app.metrics.router.fallback(
                 &ctx.cx.caller,
@@ -135,6 +147,65 @@ pub fn fallback_groups<'a>(
     })
 }
 
+/// The failure `mock_testing_fallbacks` (and its context-window and content-policy kinds)
+/// fakes for the requested group, with LiteLLM's messages.
+fn mocked_group_failure(mock: &MockTesting, plan: &RoutePlan) -> Option<ApiError> {
+    let group = &*plan.group;
+    if mock.fallbacks {
+        return Some(ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            format!("This is a mock exception for model={group}, to trigger a fallback."),
+        ));
+    }
+    let (code, message) = if mock.context_fallbacks {
+        (
+            "context_length_exceeded",
+            "This is a mock context window exceeded error",
+        )
+    } else if mock.content_policy_fallbacks {
+        (
+            "content_filter",
+            "This is a mock content policy violation error",
+        )
+    } else {
+        return None;
+    };
+    let mut e = ApiError::bad_request(format!(
+        "{message} for model={group}, to trigger a fallback."
+    ));
+    e.code = Some(code.into());
+    Some(e)
+}
+
+/// Orders a group's plan by the routing strategy (`routing::strategy`). `usage-based-routing`
+/// with every deployment over its `rpm`/`tpm` this minute: LiteLLM's 429, `retry-after: 60`.
+fn arrange(app: &App, plan: &mut RoutePlan, stream: bool) -> Result<(), ApiError> {
+    let price = |index: usize| {
+        let p = app.config.deployment(index).price.as_ref()?;
+        Some(p.input_cost_per_token.unwrap_or(5.0) + p.output_cost_per_token.unwrap_or(5.0))
+    };
+    let strategy = &app.config.retries.strategy;
+    if app.health.arrange(
+        strategy,
+        &mut plan.candidates,
+        price,
+        stream,
+        crate::clock::now_ms(),
+    ) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        format!(
+            "No deployments available for selected model. Passed model={}. Every deployment is over its rpm or tpm limit this minute",
+            plan.requested_model
+        ),
+    )
+    .with_header("retry-after", "60"))
+}
+
 /// Which fallback list an error class uses.
 fn fallback_kind(class: ErrorClass) -> FallbackKind {
     match class {
@@ -155,6 +226,37 @@ pub struct RequestOptions {
     pub fallbacks: Option<Vec<String>>,
     /// `disable_fallbacks: true`.
     pub disable_fallbacks: bool,
+    /// `x-litellm-timeout`, else the body's `timeout` or `request_timeout` (seconds): each
+    /// attempt's read timeout instead of the deployment's.
+    pub timeout: Option<Duration>,
+    /// `x-litellm-stream-timeout`, else the body's `stream_timeout`: a stream's wait for its
+    /// response header.
+    pub stream_timeout: Option<Duration>,
+    /// A failure to fake (LiteLLM's `mock_testing_*` parameters): test aids that exercise
+    /// retries and fallbacks without a failing provider.
+    pub mock: MockTesting,
+}
+
+/// LiteLLM's `mock_testing_*` request parameters (and `mock_timeout`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MockTesting {
+    /// `mock_testing_fallbacks`: the requested group fails with a 500 before any attempt.
+    pub fallbacks: bool,
+    /// `mock_testing_context_fallbacks`: a context-window error instead.
+    pub context_fallbacks: bool,
+    /// `mock_testing_content_policy_fallbacks`: a content-policy error instead.
+    pub content_policy_fallbacks: bool,
+    /// `mock_testing_rate_limit_error`: the first attempt fails with a 429 without calling the
+    /// provider; the retry does call it.
+    pub rate_limit_error: bool,
+    /// `mock_timeout`: every attempt waits out its timeout and fails with a 408.
+    pub timeout: bool,
+}
+
+impl MockTesting {
+    fn any(&self) -> bool {
+        *self != MockTesting::default()
+    }
 }
 
 /// Body fields that are router parameters (LiteLLM strips them before calling a provider).
@@ -164,6 +266,15 @@ const ROUTER_PARAMS: &[&str] = &[
     "context_window_fallbacks",
     "content_policy_fallbacks",
     "disable_fallbacks",
+    "timeout",
+    "request_timeout",
+    "stream_timeout",
+    "mock_testing_fallbacks",
+    "mock_testing_context_fallbacks",
+    "mock_testing_content_policy_fallbacks",
+    "mock_testing_rate_limit_error",
+    "mock_timeout",
+    "mock_delay",
 ];
 
 impl RequestOptions {
@@ -176,7 +287,9 @@ impl RequestOptions {
     ) -> Result<(RequestOptions, Bytes, RequestView), ApiError> {
         let mut options = RequestOptions::default();
         let present = memchr::memmem::find(&body, b"num_retries\"").is_some()
-            || memchr::memmem::find(&body, b"fallbacks\"").is_some();
+            || memchr::memmem::find(&body, b"fallbacks\"").is_some()
+            || memchr::memmem::find(&body, b"timeout\"").is_some()
+            || memchr::memmem::find(&body, b"\"mock_").is_some();
         let (body, view) = if present {
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -204,6 +317,23 @@ impl RequestOptions {
                     "disable_fallbacks" => {
                         options.disable_fallbacks = value.as_bool() == Some(true)
                     }
+                    "timeout" | "request_timeout" => {
+                        options.timeout = options.timeout.or(Some(seconds(&value, name)?));
+                    }
+                    "stream_timeout" => options.stream_timeout = Some(seconds(&value, name)?),
+                    // LiteLLM reads these three with `str_to_bool`; the rate-limit one and
+                    // `mock_timeout` only as JSON `true`.
+                    "mock_testing_fallbacks" => options.mock.fallbacks = truthy(&value),
+                    "mock_testing_context_fallbacks" => {
+                        options.mock.context_fallbacks = truthy(&value)
+                    }
+                    "mock_testing_content_policy_fallbacks" => {
+                        options.mock.content_policy_fallbacks = truthy(&value)
+                    }
+                    "mock_testing_rate_limit_error" => {
+                        options.mock.rate_limit_error = value.as_bool() == Some(true)
+                    }
+                    "mock_timeout" => options.mock.timeout = value.as_bool() == Some(true),
                     // Per-request context-window and content-policy lists are not supported
                     // yet; they are dropped rather than sent to the provider.
                     _ => {}
@@ -219,15 +349,86 @@ impl RequestOptions {
         } else {
             (body, view)
         };
-        if let Some(n) = headers
-            .get("x-litellm-num-retries")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        if let Some(n) = header("x-litellm-num-retries").and_then(|v| v.parse::<u32>().ok()) {
             options.num_retries = Some(n);
+        }
+        for (name, slot) in [
+            ("x-litellm-timeout", &mut options.timeout),
+            ("x-litellm-stream-timeout", &mut options.stream_timeout),
+        ] {
+            if let Some(v) = header(name) {
+                let value = v
+                    .parse::<f64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_default();
+                *slot = Some(seconds(&value, name)?);
+            }
         }
         Ok((options, body, view))
     }
+}
+
+/// LiteLLM's `str_to_bool`: `true`, or a string such as "true" / "1" / "yes".
+fn truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(s) => {
+            matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+        }
+        _ => false,
+    }
+}
+
+/// LiteLLM's refusal of `mock_testing_*` parameters from a key that may not send them.
+pub fn mock_testing_refused(
+    options: &RequestOptions,
+    caller: &filters::Caller,
+    allowed: bool,
+) -> Option<ApiError> {
+    let admin = match caller {
+        filters::Caller::MasterKey | filters::Caller::Open => true,
+        filters::Caller::Key(k) => k.is_admin,
+        filters::Caller::Unknown => false,
+    };
+    if !options.mock.any() || admin || allowed {
+        return None;
+    }
+    let m = options.mock;
+    let names: Vec<&str> = [
+        (m.fallbacks, "mock_testing_fallbacks"),
+        (m.context_fallbacks, "mock_testing_context_fallbacks"),
+        (
+            m.content_policy_fallbacks,
+            "mock_testing_content_policy_fallbacks",
+        ),
+        (m.rate_limit_error, "mock_testing_rate_limit_error"),
+        (m.timeout, "mock_timeout"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    Some(ApiError::bad_request(format!(
+        "Mock testing request params are disabled on this proxy: {}. An admin can enable them by setting `general_settings.dangerously_allow_mock_testing_request_params: true` in config.yaml. This setting cannot be changed from the Admin UI or the API.",
+        names.join(", ")
+    )))
+}
+
+/// A timeout in seconds: a positive number.
+fn seconds(value: &serde_json::Value, name: &str) -> Result<Duration, ApiError> {
+    value
+        .as_f64()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("{name} must be a positive number of seconds"))
+                .with_param(name.to_string())
+        })
 }
 
 /// A request's `fallbacks`: model group names, or LiteLLM's `[{"model": name, ...}]` form.

@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 
 use super::attempt::{Attempt, Failed, Failure, Reply, boxed};
 use super::ctx::{AttemptRecord, Ctx};
-use super::deliver::client_gone;
+use super::deliver::{Delivery, client_gone};
 use super::forward::RequestOptions;
 use crate::app::App;
 use crate::clock;
@@ -50,6 +50,7 @@ pub(super) async fn run_group<'a>(
     ctx: &mut Ctx,
     plan: &'a RoutePlan,
     request: &Request<'a>,
+    requested_group: bool,
 ) -> GroupOutcome<'a> {
     let mut tries = Tries::new(plan.candidates.len());
     loop {
@@ -69,10 +70,16 @@ pub(super) async fn run_group<'a>(
             request.endpoint,
             &session.req_header().headers,
         );
-        let attempt = match attempt {
+        let mut attempt = match attempt {
             Ok(a) => a,
             Err(e) => return GroupOutcome::Refused(e),
         };
+        if let Some(t) = request.options.timeout {
+            attempt.timeout = t;
+        }
+        if let Some(t) = request.options.stream_timeout {
+            attempt.stream_timeout = Some(t);
+        }
         if ctx.record.upstream_started.is_none() {
             ctx.record.upstream_started = Some(std::time::Instant::now());
         }
@@ -80,55 +87,106 @@ pub(super) async fn run_group<'a>(
         // ~9 KB); boxing each stage keeps the outer futures small, since nested awaits store
         // futures twice (rust-lang/rust#62958) and an unboxed chain reached 82 KB, memcpy'd per
         // request.
-        let outcome = {
+        let mock = request.options.mock;
+        let mocked = mock.rate_limit_error && requested_group && ctx.record.attempts.is_empty();
+        app.health
+            .attempt_started(deployment.index, clock::now_ms());
+        let strategy = &app.config.retries.strategy;
+        let outcome = if mocked || mock.timeout {
+            boxed(|| mocked_failure(&attempt, session, plan, mock.timeout)).await
+        } else {
             let mut gone = std::pin::pin!(session.as_downstream_mut().read_body_or_idle(true));
             boxed(|| attempt.run(ctx, &mut gone)).await
         };
         let failed = match outcome {
             Ok(answer) => {
-                app.health.on_success(deployment.index, clock::now_ms());
-                app.metrics
-                    .router
-                    .set_state(deployment.index, DeploymentState::Healthy);
-                ctx.record.attempts.push(AttemptRecord {
-                    deployment: deployment.clone(),
-                    status: answer.head.status.as_u16(),
-                    class: None,
-                    exception: "",
-                    elapsed: answer.started.elapsed(),
-                });
-                boxed(|| attempt.deliver(session, ctx, answer)).await;
-                return GroupOutcome::Done;
+                let status = answer.head.status.as_u16();
+                let started = answer.started;
+                let delivery = boxed(|| attempt.deliver(session, ctx, answer)).await;
+                app.health.attempt_ended(deployment.index);
+                match delivery {
+                    Delivery::Delivered => {
+                        let now = clock::now_ms();
+                        app.health.on_success(deployment.index, now);
+                        let usage = ctx.record.usage.unwrap_or_default();
+                        app.health.record_answer(
+                            deployment.index,
+                            strategy,
+                            started.elapsed().as_secs_f64(),
+                            ctx.record.time_to_first_token.map(|t| t.as_secs_f64()),
+                            (usage.prompt_tokens, usage.completion_tokens),
+                            now,
+                        );
+                        app.metrics
+                            .router
+                            .set_state(deployment.index, DeploymentState::Healthy);
+                        ctx.record.attempts.push(AttemptRecord {
+                            deployment: deployment.clone(),
+                            status,
+                            class: None,
+                            exception: "",
+                            elapsed: started.elapsed(),
+                        });
+                        return GroupOutcome::Done;
+                    }
+                    // A stream that failed before its first event: nothing was sent.
+                    Delivery::NotStarted(failed) => failed,
+                }
             }
             Err(Failure::ClientGone) => {
+                app.health.attempt_ended(deployment.index);
                 ctx.record.upstream_elapsed = ctx.record.upstream_started.map(|s| s.elapsed());
                 client_gone(ctx);
                 return GroupOutcome::Done;
             }
-            Err(Failure::Failed(failed)) => failed,
+            Err(Failure::Failed(failed)) => {
+                app.health.attempt_ended(deployment.index);
+                failed
+            }
         };
         let now = clock::now_ms();
-        let retry_after = report_failure(app, ctx, plan, index, &failed, now);
+        if failed.class == ErrorClass::Timeout && !mock.timeout {
+            app.health.record_timeout(deployment.index, strategy, now);
+        }
+        // A timeout the client chose says nothing about the deployment (LiteLLM's
+        // `is_caller_timeout_408`), nor does a mocked failure: neither cools it down.
+        let caller_timeout = failed.class == ErrorClass::Timeout
+            && (request.options.timeout.is_some() || request.options.stream_timeout.is_some());
+        let says_nothing = caller_timeout || mocked || mock.timeout;
+        let retry_after = report_failure(app, ctx, plan, index, &failed, says_nothing, now);
         let dc = app.config.deployment(deployment.index);
-        let max = request
-            .options
-            .num_retries
-            .or(dc.num_retries)
-            .unwrap_or(app.config.retries.num_retries);
+        // A retry policy (the group's, else the router's) decides for the classes it names,
+        // unless the request asked for no retries; it then overrides whether the error is
+        // retried at all, as in LiteLLM.
+        let by_policy = app
+            .config
+            .retries
+            .policy_for(&plan.group)
+            .filter(|_| request.options.num_retries != Some(0))
+            .and_then(|p| routing::policy_retries(p, failed.status, failed.class));
+        let max = by_policy.unwrap_or_else(|| {
+            request
+                .options
+                .num_retries
+                .or(dc.num_retries)
+                .unwrap_or(app.config.retries.num_retries)
+        });
         ctx.record.max_retries = max;
         tries.failed(index, failed.status);
         let healthy = tries.healthy(&app.health, plan, now);
+        let retryable = match by_policy {
+            Some(_) => healthy > 0,
+            None => routing::may_retry(failed.status, failed.class, plan.candidates.len(), healthy),
+        };
         // The provider may have received the whole request and answered nothing usable (the
         // connection broke, or what came back was no HTTP answer an API gives): it may be
         // generating and billing it, so it is not sent anywhere again. Timeouts are retried,
         // as LiteLLM does.
         let maybe_billed = failed.may_have_received
             && matches!(failed.reply, Reply::Gateway(_))
-            && failed.class != ErrorClass::Timeout;
-        if tries.retries >= max
-            || maybe_billed
-            || !routing::may_retry(failed.status, failed.class, plan.candidates.len(), healthy)
-        {
+            && failed.class != ErrorClass::Timeout
+            && !failed.nothing_generated;
+        if tries.retries >= max || maybe_billed || !retryable {
             return GroupOutcome::Failed {
                 attempt: Box::new(attempt),
                 failed,
@@ -156,8 +214,51 @@ pub(super) async fn run_group<'a>(
     }
 }
 
+/// A failure `mock_testing_rate_limit_error` or `mock_timeout` fakes instead of calling the
+/// provider: LiteLLM's 429 at once, or its 408 once the attempt's timeout has passed (the
+/// client leaving ends the wait).
+async fn mocked_failure(
+    attempt: &Attempt<'_>,
+    session: &mut Session,
+    plan: &RoutePlan,
+    timeout: bool,
+) -> Result<super::attempt::Answer, Failure> {
+    let started = std::time::Instant::now();
+    let error = if timeout {
+        let wait = match (attempt.stream, attempt.stream_timeout) {
+            (true, Some(t)) => t,
+            _ => attempt.timeout,
+        };
+        let gone = session.as_downstream_mut().read_body_or_idle(true);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = gone => return Err(Failure::ClientGone),
+        }
+        ApiError::timeout("litellm.Timeout: This is a mock timeout error")
+    } else {
+        ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "This is a mock exception for model={}, to trigger a rate limit error.",
+                plan.group
+            ),
+        )
+    };
+    Err(Failure::Failed(Box::new(Failed {
+        status: error.status.as_u16(),
+        class: crate::providers::translate::classify(&error),
+        reply: Reply::Gateway(error),
+        retry_after: None,
+        may_have_received: false,
+        nothing_generated: false,
+        elapsed: started.elapsed(),
+    })))
+}
+
 /// Records a failed attempt (`ctx.record.attempts`), tells the deployments' health about it
-/// (which may cool the deployment down) and updates the router metrics. Returns the provider's
+/// (which may cool the deployment down, unless the failure says nothing about it: a timeout
+/// the client set, a mocked failure) and updates the router metrics. Returns the provider's
 /// `retry-after`, parsed.
 fn report_failure(
     app: &App,
@@ -165,6 +266,7 @@ fn report_failure(
     plan: &RoutePlan,
     index: usize,
     failed: &Failed,
+    says_nothing: bool,
     now: i64,
 ) -> Option<std::time::Duration> {
     let deployment = &plan.candidates[index];
@@ -185,18 +287,22 @@ fn report_failure(
         .as_ref()
         .and_then(|v| routing::parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
     let dc = app.config.deployment(deployment.index);
-    let cooled = app.health.on_failure(
-        deployment.index,
-        &FailureFacts {
-            status: failed.status,
-            class: failed.class,
-            retry_after,
-            group_size: plan.candidates.len(),
-            deployment_cooldown: dc.cooldown_time,
-            model_from_request: plan.wildcard_capture.is_some(),
-        },
-        now,
-    );
+    let cooled = if says_nothing {
+        None
+    } else {
+        app.health.on_failure(
+            deployment.index,
+            &FailureFacts {
+                status: failed.status,
+                class: failed.class,
+                retry_after,
+                group_size: plan.candidates.len(),
+                deployment_cooldown: dc.cooldown_time,
+                model_from_request: plan.wildcard_capture.is_some(),
+            },
+            now,
+        )
+    };
     let router_metrics = &app.metrics.router;
     match cooled {
         Some(_) => router_metrics.cooled_down(

@@ -294,6 +294,14 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
             return;
         }
     };
+    if let Some(e) = forward::mock_testing_refused(
+        &options,
+        &ctx.cx.caller,
+        app.config.allow_mock_testing_params,
+    ) {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
     ctx.options = options;
     ctx.record.requested_model = view.model.clone();
     ctx.record.stream = view.stream;

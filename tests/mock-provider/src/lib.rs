@@ -10,7 +10,8 @@
 //! by a `"mock"` object in the JSON body, which the gateway forwards untouched:
 //! `{"mock": {"status": 429, "latency_ms": 50, "chunks": 3, "chunk_delay_ms": 50,
 //! "reset_after_chunks": 1, "invalid_json": true, "model": "served-name", "content": "hi"}}`,
-//! `"status_for_model": {"model-a": 429}` (fail only where the upstream model is model-a) and
+//! `"status_for_model": {"model-a": 429}` (fail only where the upstream model is model-a),
+//! `"for_model": {"model-a": {"reset_after_chunks": 0}}` (any fields, for one upstream model) and
 //! `"retry_after": "2"`. [`MockConfig::script`] fails the first calls whatever they ask.
 //! A [`RawServer`] answers with bytes that are not HTTP at all, or closes without answering.
 
@@ -634,9 +635,24 @@ struct Plan {
 impl Plan {
     fn new(config: &MockConfig, request: &Value) -> Plan {
         // Bedrock carries extra fields in additionalModelRequestFields.
-        let m = match request.get("mock") {
+        let base = match request.get("mock") {
             Some(m) => m,
             None => &request["additionalModelRequestFields"]["mock"],
+        };
+        // `for_model: {"model-a": {...}}`: fields that apply only where the upstream model is
+        // model-a, so one request can behave differently on each deployment it is sent to.
+        let merged;
+        let m = match request["model"]
+            .as_str()
+            .and_then(|model| base["for_model"][model].as_object())
+        {
+            Some(over) => {
+                let mut all = base.as_object().cloned().unwrap_or_default();
+                all.extend(over.clone());
+                merged = Value::Object(all);
+                &merged
+            }
+            None => base,
         };
         let ms =
             |key: &str, default: Duration| m[key].as_u64().map_or(default, Duration::from_millis);

@@ -2,15 +2,16 @@
 //! route plan an attempt goes to, whether a failed attempt is retried and after how long, and
 //! whether a failure cools its deployment down (LiteLLM 1.109.1's rules; see
 //! `docs/routing.md`). The forwarder (`proxy/forward.rs`, inside Pingora's `request_filter`)
-//! asks it before each attempt and tells it how each attempt ended. Pingora-free, and time is
-//! passed in (Unix milliseconds from `crate::clock`), so tests move it.
+//! asks it before each attempt and tells it how each attempt ended; `strategy` orders a plan.
+//! Pingora-free, and time is passed in (Unix milliseconds from `crate::clock`), so tests move
+//! it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
-use crate::config::RouterSettings;
+use crate::config::{RetryPolicy, RouterSettings};
 use crate::providers::translate::ErrorClass;
 
 /// LiteLLM's failure-rate window: counters live 60 s from their first increment.
@@ -28,9 +29,27 @@ const JITTER: f64 = 0.75;
 /// A provider's `retry-after` is honoured as a backoff up to this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+mod strategy;
+
+/// Latency samples: (Unix ms, seconds), oldest first.
+type Samples = std::collections::VecDeque<(i64, f64)>;
+
+#[derive(Default)]
+struct Latency {
+    latency: Samples,
+    /// Streams' times to first token.
+    ttft: Samples,
+}
+
 /// What the router knows of one deployment.
 #[derive(Default)]
 struct DeploymentState {
+    /// Attempts in flight (`least-busy`).
+    in_flight: std::sync::atomic::AtomicU64,
+    /// This minute's (minute, requests, tokens) (`usage-based-routing`).
+    usage: Mutex<(i64, u64, u64)>,
+    /// Recent latency (`latency-based-routing`).
+    latency: Mutex<Latency>,
     /// Unix ms until which the deployment is cooling down (0: it is not).
     cooldown_until: AtomicI64,
     /// The cooldown's own length, for the "try again in" of an all-cooling answer.
@@ -84,6 +103,10 @@ impl Health {
 
     pub fn settings(&self) -> &RouterSettings {
         &self.settings
+    }
+
+    fn state(&self, index: usize) -> Option<&DeploymentState> {
+        self.deployments.get(index)
     }
 
     /// Whether the deployment is cooling down at `now`.
@@ -227,6 +250,35 @@ pub fn may_retry(status: u16, class: ErrorClass, group_size: usize, healthy: usi
         401 | 403 => group_size > 1,
         s => is_retryable_status(s),
     }
+}
+
+/// The retries a retry policy gives a failure (LiteLLM's `get_num_retries_from_retry_policy`):
+/// a 404 reads `NotFoundErrorRetries` first, then the fields of the failure's exception
+/// classes from the most specific (a context-window error is a `BadRequestError`, a
+/// content-policy one its own class and then a `BadRequestError`); the first field that is set
+/// wins, else `DefaultRetries`. `None`: the policy says nothing about it.
+pub fn policy_retries(policy: &RetryPolicy, status: u16, class: ErrorClass) -> Option<u32> {
+    let by_status = match (class, status) {
+        (ErrorClass::ContextWindowExceeded, _) => [policy.bad_request, None],
+        (ErrorClass::ContentPolicy, _) => [policy.content_policy, policy.bad_request],
+        (ErrorClass::Timeout, _) | (_, 408 | 504) => [policy.timeout, None],
+        (_, 429) => [policy.rate_limit, None],
+        (_, 401) => [policy.authentication, None],
+        (_, 503 | 529) => [policy.service_unavailable, None],
+        (_, s) if s >= 500 => [policy.internal_server, None],
+        (_, 400 | 422) => [policy.bad_request, None],
+        _ => [None, None],
+    };
+    let not_found = if status == 404 {
+        policy.not_found
+    } else {
+        None
+    };
+    std::iter::once(not_found)
+        .chain(by_status)
+        .flatten()
+        .next()
+        .or(policy.default)
 }
 
 /// Whether a failure means the deployment should be left out of this request's later
@@ -425,6 +477,38 @@ mod tests {
             !may_retry(401, ErrorClass::Auth, 1, 1),
             "no other deployment"
         );
+    }
+
+    #[test]
+    fn a_retry_policy_is_read_by_exception_class_then_default() {
+        let policy = RetryPolicy {
+            rate_limit: Some(4),
+            bad_request: Some(1),
+            not_found: Some(3),
+            default: Some(7),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            policy_retries(&policy, 429, ErrorClass::RateLimited),
+            Some(4)
+        );
+        assert_eq!(policy_retries(&policy, 404, ErrorClass::NotFound), Some(3));
+        assert_eq!(
+            policy_retries(&policy, 400, ErrorClass::ContextWindowExceeded),
+            Some(1)
+        );
+        assert_eq!(
+            policy_retries(&policy, 400, ErrorClass::ContentPolicy),
+            Some(1),
+            "then BadRequest"
+        );
+        assert_eq!(
+            policy_retries(&policy, 500, ErrorClass::Unavailable),
+            Some(7),
+            "DefaultRetries"
+        );
+        let empty = RetryPolicy::default();
+        assert_eq!(policy_retries(&empty, 429, ErrorClass::RateLimited), None);
     }
 
     #[test]
