@@ -1106,3 +1106,69 @@ async fn cost_based_picks_the_cheapest_and_usage_based_respects_rpm() {
         "{json}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_call_checks_leave_out_deployments_the_prompt_is_too_long_for() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: mixed
+    litellm_params: {{model: openai/small, api_base: "{base}"}}
+    model_info: {{id: deployment-small, max_input_tokens: 20}}
+  - model_name: mixed
+    litellm_params: {{model: openai/large, api_base: "{base}"}}
+    model_info: {{id: deployment-large, max_input_tokens: 100000}}
+  - model_name: small-only
+    litellm_params: {{model: openai/small, api_base: "{base}"}}
+    model_info: {{id: deployment-small-only, max_input_tokens: 20}}
+  - model_name: large-only
+    litellm_params: {{model: openai/large, api_base: "{base}"}}
+    model_info: {{max_input_tokens: 100000}}
+router_settings:
+  enable_pre_call_checks: true
+  context_window_fallbacks: [{{"small-only": ["large-only"]}}]
+sluice_settings:
+  threads: 1
+"#,
+        base = mock.api_base()
+    );
+    let gw = Gateway::start(&config).await;
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
+    let ask =
+        |group: &str| json!({"model": group, "messages": [{"role": "user", "content": long}]});
+    // The small deployment is never called with the long prompt.
+    for _ in 0..8 {
+        assert_eq!(served_by(&gw, ask("mixed")).await, "deployment-large");
+    }
+    assert!(
+        mock.requests().iter().all(|r| r.json()["model"] != "small"),
+        "the small deployment was called"
+    );
+    // A group where nothing fits: its context-window fallback, without calling it.
+    let (status, headers, json, _) = chat(&gw, ask("small-only")).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        header(&headers, "x-litellm-model-group"),
+        Some("large-only")
+    );
+    // A short prompt still goes anywhere.
+    let short = json!({"model": "small-only", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(served_by(&gw, short).await, "deployment-small-only");
+    // Without a fallback: LiteLLM's context-window error.
+    let config = config.replace(
+        "  context_window_fallbacks: [{\"small-only\": [\"large-only\"]}]\n",
+        "",
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, _, json, _) = chat(&gw, ask("small-only")).await;
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["error"]["code"], "context_length_exceeded");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("litellm._pre_call_checks: Context Window exceeded for given call."),
+        "{json}"
+    );
+}

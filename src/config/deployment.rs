@@ -241,6 +241,11 @@ impl Builder<'_> {
             .prices
             .lookup(&provider, &upstream_model, base_model)
             .cloned();
+        // The deployment's own context window (`model_info.max_input_tokens`) wins over the
+        // table's, as LiteLLM merges `model_info` into the model's info.
+        if let Some(n) = info_map.get("max_input_tokens").and_then(Value::as_u64) {
+            price.get_or_insert_with(Default::default).max_input_tokens = Some(n);
+        }
         // Custom prices on the deployment win over the table (LiteLLM's lookup order).
         for field in [
             "input_cost_per_token",

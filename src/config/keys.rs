@@ -221,6 +221,7 @@ pub const ROUTER_SETTINGS: Section = Section {
         "retry_policy",
         "model_group_retry_policy",
         "routing_strategy_args",
+        "enable_pre_call_checks",
     ],
     accepted: &[
         "model_list",
@@ -237,7 +238,6 @@ pub const ROUTER_SETTINGS: Section = Section {
         "default_max_parallel_requests",
         "set_verbose",
         "debug_level",
-        "enable_pre_call_checks",
         "enable_tag_filtering",
         "tag_filtering_match_any",
         "allowed_fails_policy",

@@ -26,6 +26,9 @@ pub struct RouterSettings {
     pub model_group_retry_policy: Vec<(String, RetryPolicy)>,
     /// `routing_strategy` (with `routing_strategy_args`).
     pub strategy: RoutingStrategy,
+    /// `enable_pre_call_checks`: deployments whose `max_input_tokens` the prompt exceeds are
+    /// left out before any call.
+    pub enable_pre_call_checks: bool,
 }
 
 /// LiteLLM's `routing_strategy`: how the deployments of an `order` tier are ranked.
@@ -133,6 +136,7 @@ impl Default for RouterSettings {
             retry_policy: None,
             model_group_retry_policy: Vec::new(),
             strategy: RoutingStrategy::SimpleShuffle,
+            enable_pre_call_checks: false,
         }
     }
 }

@@ -290,6 +290,9 @@ impl Builder<'_> {
             },
             // Set by the caller, with the routing strategy's name.
             strategy: RoutingStrategy::SimpleShuffle,
+            enable_pre_call_checks: get(router, "enable_pre_call_checks")
+                .and_then(|v| self.boolean(v, "router_settings.enable_pre_call_checks"))
+                .unwrap_or(false),
         }
     }
 

@@ -49,7 +49,9 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         options: &options,
     };
     let mut plan = plan;
-    let arranged = arrange(app, &mut plan, view.stream);
+    // The prompt's tokens, counted once when a pre-call check needs them.
+    let mut prompt_tokens = None;
+    let arranged = arrange(app, &mut plan, &request, &mut prompt_tokens);
     let primary = match (mocked_group_failure(&options.mock, &plan), arranged) {
         // LiteLLM raises these before the group's first attempt, straight to the fallbacks.
         (Some(e), _) | (None, Err(e)) => GroupOutcome::Refused(e),
@@ -88,7 +90,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
             else {
                 continue;
             };
-            if arrange(app, &mut fallback, view.stream).is_err() {
+            if arrange(app, &mut fallback, &request, &mut prompt_tokens).is_err() {
                 continue;
             }
             ctx.record.fallbacks += 1;
@@ -178,9 +180,41 @@ fn mocked_group_failure(mock: &MockTesting, plan: &RoutePlan) -> Option<ApiError
     Some(e)
 }
 
-/// Orders a group's plan by the routing strategy (`routing::strategy`). `usage-based-routing`
-/// with every deployment over its `rpm`/`tpm` this minute: LiteLLM's 429, `retry-after: 60`.
-fn arrange(app: &App, plan: &mut RoutePlan, stream: bool) -> Result<(), ApiError> {
+/// Orders a group's plan by the routing strategy (`routing::strategy`), after the pre-call
+/// check (`enable_pre_call_checks`) left out the deployments the prompt is too long for.
+/// `usage-based-routing` with every deployment over its `rpm`/`tpm` this minute: LiteLLM's
+/// 429, `retry-after: 60`; a prompt too long for every deployment: its context-window error.
+fn arrange(
+    app: &App,
+    plan: &mut RoutePlan,
+    request: &Request<'_>,
+    prompt_tokens: &mut Option<u64>,
+) -> Result<(), ApiError> {
+    if app.config.retries.enable_pre_call_checks && request.endpoint.is_llm() {
+        let tokens = *prompt_tokens.get_or_insert_with(|| {
+            crate::management::cost::request_shape(request.body).prompt_tokens
+        });
+        let limit = |d: &filters::route::Deployment| {
+            app.config
+                .deployment(d.index)
+                .price
+                .as_ref()
+                .and_then(|p| p.max_input_tokens)
+        };
+        let largest = plan.candidates.iter().filter_map(|d| limit(d)).max();
+        plan.candidates
+            .retain(|d| limit(d).is_none_or(|max| tokens <= max));
+        if plan.candidates.is_empty() {
+            let mut e = ApiError::bad_request(format!(
+                "litellm._pre_call_checks: Context Window exceeded for given call. No models have context window large enough for this call.\nModel={}, Max Input Tokens={}, Got={tokens}",
+                plan.requested_model,
+                largest.unwrap_or(0)
+            ));
+            e.code = Some("context_length_exceeded".into());
+            return Err(e);
+        }
+    }
+    let stream = request.view.stream;
     let price = |index: usize| {
         let p = app.config.deployment(index).price.as_ref()?;
         Some(p.input_cost_per_token.unwrap_or(5.0) + p.output_cost_per_token.unwrap_or(5.0))
