@@ -1172,3 +1172,43 @@ sluice_settings:
         "{json}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spend_log_records_the_attempts_a_retry_hid() {
+    let a = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let router =
+        "general_settings:\n  master_key: sk-test-master-1234\n  proxy_batch_write_at: 0.2";
+    let gw = Gateway::start(&pair_config(&a, &b.api_base(), router)).await;
+    let body =
+        json!({"model": "pair", "messages": [], "mock": {"status_for_model": {"model-a": 429}}});
+    // Until a is tried first (then retried on b).
+    let request_id = eventually(Duration::from_secs(20), || async {
+        let (status, headers, json, _) = chat(&gw, body.clone()).await;
+        assert_eq!(status, 200, "{json}");
+        (header(&headers, "x-litellm-attempted-retries") == Some("1"))
+            .then(|| header(&headers, "x-litellm-call-id").unwrap().to_string())
+    })
+    .await
+    .expect("a was never tried first");
+    let row = eventually(Duration::from_secs(10), || async {
+        let (status, rows) = gw
+            .client()
+            .get_json(&format!("/spend/logs?request_id={request_id}"))
+            .await;
+        assert_eq!(status, 200, "{rows}");
+        rows.as_array().and_then(|r| r.first().cloned())
+    })
+    .await
+    .expect("the spend-log row was written");
+    assert_eq!(row["model_id"], "deployment-b", "{row}");
+    let metadata = &row["metadata"];
+    assert_eq!(metadata["attempted_retries"], 1, "{row}");
+    assert_eq!(metadata["max_retries"], 2, "{row}");
+    assert_eq!(metadata["attempted_fallbacks"], 0, "{row}");
+    assert_eq!(
+        metadata["previous_models"][0]["model_id"], "deployment-a",
+        "{row}"
+    );
+    assert_eq!(metadata["previous_models"][0]["status"], 429, "{row}");
+}

@@ -92,6 +92,8 @@ pub struct Outcome<'a> {
     pub incomplete: bool,
     /// When the request finished, in [`clock::now_ms`] terms.
     pub now_ms: i64,
+    /// After a retry or a fallback, LiteLLM's routing fields for the spend log's metadata.
+    pub routing: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The proxy-wide budget's limits, and the same without the budget for requests that only
@@ -383,6 +385,13 @@ impl Management {
                 end_user: admission.end_user.clone(),
                 requester_ip_address: o.client_ip,
                 success: o.status < 400,
+                routed_metadata: o.routing.as_ref().map(|r| {
+                    let base = admission
+                        .key
+                        .as_ref()
+                        .map_or("{}", |k| k.log_metadata.as_str());
+                    spend::with_routing(base, r)
+                }),
                 spooled: None,
             });
         }

@@ -38,6 +38,9 @@ pub struct SpendEntry {
     pub end_user: Option<String>,
     pub requester_ip_address: String,
     pub success: bool,
+    /// After a retry or a fallback: the key's metadata with LiteLLM's routing fields added
+    /// (`attempted_retries`, `max_retries`, `attempted_fallbacks`, `previous_models`).
+    pub routed_metadata: Option<Box<str>>,
     /// A row read back from the spend spool (`spool.rs`): the columns a live row reads from
     /// its key and deployment, as they were when it was spooled.
     pub spooled: Option<Box<SpooledColumns>>,
@@ -80,6 +83,9 @@ impl SpendEntry {
     pub fn metadata(&self) -> &str {
         if let Some(s) = &self.spooled {
             return &s.metadata;
+        }
+        if let Some(m) = &self.routed_metadata {
+            return m;
         }
         self.key.as_ref().map_or("{}", |k| k.log_metadata.as_str())
     }
@@ -216,6 +222,16 @@ impl SpendQueue {
     pub fn take_held(&self) -> Vec<Batch> {
         std::mem::take(&mut *self.held.lock())
     }
+}
+
+/// `base` (a metadata JSON object) with `routing`'s fields added.
+pub fn with_routing(base: &str, routing: &serde_json::Map<String, Value>) -> Box<str> {
+    let mut m = match serde_json::from_str::<Value>(base) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    m.extend(routing.clone());
+    Value::Object(m).to_string().into_boxed_str()
 }
 
 /// The spend-log `metadata` column: the caller's key fields, as LiteLLM's `user_api_key_*`.

@@ -222,6 +222,7 @@ fn entry_of(r: StoredRow) -> SpendEntry {
         end_user: r.end_user,
         requester_ip_address: r.requester_ip_address,
         success: r.success,
+        routed_metadata: None,
         spooled: Some(Box::new(r.owners)),
     }
 }

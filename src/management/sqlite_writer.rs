@@ -292,6 +292,7 @@ mod tests {
             end_user: i.is_multiple_of(3).then(|| format!("user-{i}")),
             requester_ip_address: "127.0.0.1".into(),
             success: !i.is_multiple_of(5),
+            routed_metadata: None,
             spooled: None,
         }
     }

@@ -473,8 +473,37 @@ fn settle(
             first_token_ms,
             incomplete,
             now_ms,
+            routing: routing_metadata(r),
         },
     )
+}
+
+/// LiteLLM's spend-log routing fields, after a retry or a fallback: `attempted_retries` and
+/// `max_retries` (of the group that served), `attempted_fallbacks`, and `previous_models`,
+/// every failed attempt's deployment, status and exception.
+fn routing_metadata(r: &RequestRecord) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if r.attempts.len() < 2 && r.fallbacks == 0 {
+        return None;
+    }
+    let previous: Vec<serde_json::Value> = r
+        .attempts
+        .iter()
+        .filter(|a| a.class.is_some())
+        .map(|a| {
+            serde_json::json!({
+                "model_id": a.deployment.id,
+                "model_group": a.deployment.model_name,
+                "status": a.status,
+                "exception_class": a.exception,
+            })
+        })
+        .collect();
+    let mut m = serde_json::Map::new();
+    m.insert("attempted_retries".into(), r.group_retries.into());
+    m.insert("max_retries".into(), r.max_retries.into());
+    m.insert("attempted_fallbacks".into(), r.fallbacks.into());
+    m.insert("previous_models".into(), previous.into());
+    Some(m)
 }
 
 /// Reads and drops a small unread request body so the connection stays reusable; closes the
