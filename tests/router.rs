@@ -1009,6 +1009,7 @@ async fn least_busy_sends_a_request_to_the_idle_deployment() {
     for _ in 0..4 {
         // One slow request holds a deployment; the next goes to the other one.
         let slow = json!({"model": "pair", "messages": [], "mock": {"latency_ms": 400}});
+        let before = mock.calls();
         let busy = {
             let gw_client = gw.client();
             tokio::spawn(async move {
@@ -1017,7 +1018,6 @@ async fn least_busy_sends_a_request_to_the_idle_deployment() {
             })
         };
         // Wait until the slow one is in flight at the provider.
-        let before = mock.calls();
         eventually(Duration::from_secs(5), || async {
             (mock.calls() > before).then_some(())
         })
