@@ -1212,3 +1212,37 @@ async fn the_spend_log_records_the_attempts_a_retry_hid() {
     );
     assert_eq!(metadata["previous_models"][0]["status"], 429, "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_may_bring_its_own_context_window_and_content_policy_fallbacks() {
+    let a = MockProvider::start(MockConfig::default()).await;
+    let b = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&fallback_config(&a, &b, "")).await;
+    for own in [json!([{"primary": ["big"]}]), json!(["big"])] {
+        let mut body = failing_primary(400, Some(CONTEXT_ERROR));
+        body["context_window_fallbacks"] = own.clone();
+        body["content_policy_fallbacks"] = json!([{"primary": ["other"]}]);
+        let (status, headers, json, _) = chat(&gw, body).await;
+        assert_eq!(status, 200, "{own}: {json}");
+        assert_eq!(
+            header(&headers, "x-litellm-model-group"),
+            Some("big"),
+            "{own}"
+        );
+    }
+    // Lists for other kinds of error do not serve a 500, and nothing of them reaches a provider.
+    let mut body = failing_primary(500, None);
+    body["context_window_fallbacks"] = json!(["big"]);
+    let (status, _, _, _) = chat(&gw, body).await;
+    assert_eq!(status, 500);
+    for sent in a.requests().iter().chain(b.requests().iter()) {
+        let sent = sent.json();
+        assert!(sent.get("context_window_fallbacks").is_none(), "{sent}");
+        assert!(sent.get("content_policy_fallbacks").is_none(), "{sent}");
+    }
+    let mut body = failing_primary(400, Some(CONTEXT_ERROR));
+    body["context_window_fallbacks"] = json!({"primary": "big"});
+    let (status, _, json, _) = chat(&gw, body).await;
+    assert_eq!(status, 400, "{json}");
+    assert_eq!(json["error"]["param"], "context_window_fallbacks", "{json}");
+}

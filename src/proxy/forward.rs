@@ -75,8 +75,7 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         GroupOutcome::Done => (0, ""),
     };
     if let Some(kind) = kind.filter(|_| !options.disable_fallbacks) {
-        let configured = app.config.fallbacks.chain(kind, &plan.group);
-        let chain = options.fallbacks.as_deref().unwrap_or(configured);
+        let chain = options.chain(kind, &plan.group, &app.config.fallbacks);
         let mut tried: Vec<&str> = vec![&plan.group];
         for target in chain {
             if ctx.record.fallbacks >= app.config.fallbacks.max_fallbacks {
@@ -130,17 +129,17 @@ pub fn fallback_groups<'a>(
     options: &'a RequestOptions,
 ) -> impl Iterator<Item = &'a ModelGroup> + 'a {
     let settings = &app.config.fallbacks;
-    let lists: Vec<&'a [String]> = match (&options.fallbacks, options.disable_fallbacks) {
-        (_, true) => Vec::new(),
-        (Some(own), false) => vec![own.as_slice()],
-        (None, false) => [
+    let lists: Vec<&'a [String]> = if options.disable_fallbacks {
+        Vec::new()
+    } else {
+        [
             FallbackKind::Generic,
             FallbackKind::ContextWindow,
             FallbackKind::ContentPolicy,
         ]
         .into_iter()
-        .map(|kind| settings.chain(kind, &plan.group))
-        .collect(),
+        .map(|kind| options.chain(kind, &plan.group, settings))
+        .collect()
     };
     lists.into_iter().flat_map(move |list| {
         list.iter()
@@ -260,6 +259,11 @@ pub struct RequestOptions {
     pub fallbacks: Option<Vec<String>>,
     /// `disable_fallbacks: true`.
     pub disable_fallbacks: bool,
+    /// The body's `context_window_fallbacks` and `content_policy_fallbacks`: this request's
+    /// lists for those errors, `[{group: [targets]}]` as in the config (a plain list of names
+    /// is the `"*"` entry).
+    pub context_window_fallbacks: Option<Vec<(String, Vec<String>)>>,
+    pub content_policy_fallbacks: Option<Vec<(String, Vec<String>)>>,
     /// `x-litellm-timeout`, else the body's `timeout` or `request_timeout` (seconds): each
     /// attempt's read timeout instead of the deployment's.
     pub timeout: Option<Duration>,
@@ -368,8 +372,12 @@ impl RequestOptions {
                         options.mock.rate_limit_error = value.as_bool() == Some(true)
                     }
                     "mock_timeout" => options.mock.timeout = value.as_bool() == Some(true),
-                    // Per-request context-window and content-policy lists are not supported
-                    // yet; they are dropped rather than sent to the provider.
+                    "context_window_fallbacks" => {
+                        options.context_window_fallbacks = Some(fallback_list(&value, name)?)
+                    }
+                    "content_policy_fallbacks" => {
+                        options.content_policy_fallbacks = Some(fallback_list(&value, name)?)
+                    }
                     _ => {}
                 }
             }
@@ -463,6 +471,73 @@ fn seconds(value: &serde_json::Value, name: &str) -> Result<Duration, ApiError> 
             ApiError::bad_request(format!("{name} must be a positive number of seconds"))
                 .with_param(name.to_string())
         })
+}
+
+impl RequestOptions {
+    /// The fallback chain for a failure of `group`, as LiteLLM picks it: the request's own
+    /// `fallbacks` for any error; else, for a context-window or content-policy error, the
+    /// request's list of that kind; else the configured lists.
+    pub fn chain<'a>(
+        &'a self,
+        kind: FallbackKind,
+        group: &str,
+        configured: &'a crate::config::FallbackSettings,
+    ) -> &'a [String] {
+        if let Some(own) = &self.fallbacks {
+            return own;
+        }
+        let requested = match kind {
+            FallbackKind::ContextWindow => self.context_window_fallbacks.as_ref(),
+            FallbackKind::ContentPolicy => self.content_policy_fallbacks.as_ref(),
+            FallbackKind::Generic => None,
+        };
+        match requested {
+            Some(list) => {
+                let own = list.iter().find(|(g, _)| g == group);
+                let any = || list.iter().find(|(g, _)| g == "*");
+                own.or_else(any).map_or(&[], |(_, t)| t.as_slice())
+            }
+            None => configured.chain(kind, group),
+        }
+    }
+}
+
+/// A request's `context_window_fallbacks` / `content_policy_fallbacks`: `[{group: [names]}]`,
+/// or a plain list of names (for any group).
+fn fallback_list(
+    value: &serde_json::Value,
+    name: &str,
+) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "{name} must be a list such as [{{\"gpt-4o\": [\"gpt-4o-mini\"]}}]"
+        ))
+        .with_param(name.to_string())
+    };
+    let items = value.as_array().ok_or_else(invalid)?;
+    let mut out = Vec::new();
+    let mut any = Vec::new();
+    for item in items {
+        match item {
+            serde_json::Value::String(target) => any.push(target.clone()),
+            serde_json::Value::Object(m) => {
+                for (group, targets) in m {
+                    let targets = targets
+                        .as_array()
+                        .ok_or_else(invalid)?
+                        .iter()
+                        .map(|t| t.as_str().map(str::to_string).ok_or_else(invalid))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    out.push((group.clone(), targets));
+                }
+            }
+            _ => return Err(invalid()),
+        }
+    }
+    if !any.is_empty() {
+        out.push(("*".to_string(), any));
+    }
+    Ok(out)
 }
 
 /// A request's `fallbacks`: model group names, or LiteLLM's `[{"model": name, ...}]` form.
