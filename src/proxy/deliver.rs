@@ -19,6 +19,7 @@ use super::headers::*;
 use super::respond;
 use crate::access_log::millis_header;
 use crate::providers::codec::{self, ClientBodyError, ClientStream};
+use crate::providers::content_encoding::BodyDecoder;
 
 /// What delivering a successful attempt came to.
 pub enum Delivery {
@@ -202,21 +203,7 @@ impl Attempt<'_> {
         };
         let mut ended = false;
         while out.is_empty() {
-            let mut next = tokio::select! {
-                biased;
-                r = up.read_response_body() => Some(r),
-                _ = session.as_downstream_mut().read_body_or_idle(true) => None,
-            };
-            if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
-                decoded.clear();
-                next = Some(match d.decode(chunk, &mut decoded, max_event) {
-                    Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
-                    Err(e) => Err(Error::explain(
-                        ErrorType::ReadError,
-                        format!("decompressing the upstream stream: {e}"),
-                    )),
-                });
-            }
+            let next = next_chunk(up, session, decoder.as_mut(), &mut decoded, max_event).await;
             match next {
                 None => {
                     ctx.record.client_closed = true;
@@ -316,24 +303,7 @@ impl Attempt<'_> {
             return Delivery::Delivered;
         }
         loop {
-            let mut next = tokio::select! {
-                biased;
-                r = up.read_response_body() => Some(r),
-                _ = session.as_downstream_mut().read_body_or_idle(true) => None,
-            };
-            // A compressed stream is decoded before the codec sees it.
-            if let (Some(d), Some(Ok(Some(chunk)))) = (decoder.as_mut(), &next) {
-                decoded.clear();
-                // One read decodes to at most one event's limit (a decompression bomb stops
-                // there; real chunks are far smaller).
-                next = Some(match d.decode(chunk, &mut decoded, max_event) {
-                    Ok(()) => Ok(Some(Bytes::copy_from_slice(&decoded))),
-                    Err(e) => Err(Error::explain(
-                        ErrorType::ReadError,
-                        format!("decompressing the upstream stream: {e}"),
-                    )),
-                });
-            }
+            let next = next_chunk(up, session, decoder.as_mut(), &mut decoded, max_event).await;
             match next {
                 None => {
                     // The client hung up: closing the upstream connection stops the generation.
@@ -458,6 +428,35 @@ impl Attempt<'_> {
             out.extend_from_slice(b"data: [DONE]\n\n");
         }
     }
+}
+
+/// The next chunk of an upstream stream, decoded when it is compressed; `None` when the client
+/// went away first (read from both sides at once, the upstream first).
+async fn next_chunk(
+    up: &mut HttpSession,
+    session: &mut Session,
+    decoder: Option<&mut BodyDecoder>,
+    decoded: &mut Vec<u8>,
+    max_event: usize,
+) -> Option<pingora::Result<Option<Bytes>>> {
+    let next = tokio::select! {
+        biased;
+        r = up.read_response_body() => r,
+        _ = session.as_downstream_mut().read_body_or_idle(true) => return None,
+    };
+    let (Some(d), Ok(Some(chunk))) = (decoder, &next) else {
+        return Some(next);
+    };
+    decoded.clear();
+    // One read decodes to at most one event's limit (a decompression bomb stops there; real
+    // chunks are far smaller).
+    Some(match d.decode(chunk, decoded, max_event) {
+        Ok(()) => Ok(Some(Bytes::copy_from_slice(decoded))),
+        Err(e) => Err(Error::explain(
+            ErrorType::ReadError,
+            format!("decompressing the upstream stream: {e}"),
+        )),
+    })
 }
 
 /// The client went away before a response started.
