@@ -141,6 +141,12 @@ pub struct KeyIdentity {
     pub log_metadata: String,
     /// `x-litellm-key-max-budget`, `-rpm-limit`, `-tpm-limit`, rendered once.
     pub limit_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The key's and its team's tags (`tags`, `metadata.tags`): every request of the key
+    /// carries them (tag routing, spend logs).
+    pub tags: Vec<String>,
+    /// `metadata.allow_client_mock_response` on the key or its team: the key's requests may
+    /// carry `mock_response`.
+    pub allow_client_mock_response: bool,
 }
 
 impl KeyIdentity {

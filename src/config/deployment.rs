@@ -233,6 +233,38 @@ impl Builder<'_> {
                 .and_then(|v| self.non_negative_f64(v, &format!("{params_path}.cooldown_time"))),
         }
         .map(Duration::from_secs_f64);
+        let tags = super::DeploymentTags {
+            tags: param("tags")
+                .map(|v| self.string_list(v, &format!("{params_path}.tags")))
+                .unwrap_or_default(),
+            regex: param("tag_regex")
+                .map(|v| self.string_list(v, &format!("{params_path}.tag_regex")))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|pattern| match regex::Regex::new(&pattern) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.report.error(
+                            &format!("{params_path}.tag_regex"),
+                            format!("invalid regular expression {pattern:?}: {e}"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            enable_tag_filtering: match info_map.get("enable_tag_filtering") {
+                Some(v) if !v.is_null() => {
+                    self.boolean(v, &format!("{info_path}.enable_tag_filtering"))
+                }
+                _ => None,
+            },
+            allow_fail_open: match info_map.get("allow_fail_open") {
+                Some(v) if !v.is_null() => self
+                    .boolean(v, &format!("{info_path}.allow_fail_open"))
+                    .unwrap_or(false),
+                _ => false,
+            },
+        };
         let base_model = info_map
             .get("base_model")
             .and_then(Value::as_str)
@@ -341,6 +373,7 @@ impl Builder<'_> {
             aws,
             num_retries,
             cooldown_time,
+            tags,
         })
     }
 

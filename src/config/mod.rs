@@ -162,6 +162,19 @@ pub struct DeploymentConfig {
     /// `model_info.cooldown_time` (else `litellm_params.cooldown_time`): this deployment's own
     /// cooldown length.
     pub cooldown_time: Option<Duration>,
+    /// Tag routing (`routing::tags`): `litellm_params.tags`, `litellm_params.tag_regex`
+    /// (matched against `User-Agent: ...`), `model_info.enable_tag_filtering` (overrides the
+    /// router's for the group) and `model_info.allow_fail_open`.
+    pub tags: DeploymentTags,
+}
+
+/// A deployment's tag-routing settings.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentTags {
+    pub tags: Vec<String>,
+    pub regex: Vec<regex::Regex>,
+    pub enable_tag_filtering: Option<bool>,
+    pub allow_fail_open: bool,
 }
 
 /// Server settings: LiteLLM has no keys for these, so they live in `sluice_settings`.

@@ -29,6 +29,14 @@ pub struct RouterSettings {
     /// `enable_pre_call_checks`: deployments whose `max_input_tokens` the prompt exceeds are
     /// left out before any call.
     pub enable_pre_call_checks: bool,
+    /// `enable_tag_filtering`: requests' tags pick the deployments of a group.
+    pub enable_tag_filtering: bool,
+    /// `tag_filtering_match_any` (default true): a deployment matches when it has any of the
+    /// request's tags; `false`: all of them.
+    pub tag_filtering_match_any: bool,
+    /// `tag_routing_prefix`: only request tags with this prefix route (the prefix removed);
+    /// key and team tags always do.
+    pub tag_routing_prefix: Option<String>,
 }
 
 /// LiteLLM's `routing_strategy`: how the deployments of an `order` tier are ranked.
@@ -137,6 +145,9 @@ impl Default for RouterSettings {
             model_group_retry_policy: Vec::new(),
             strategy: RoutingStrategy::SimpleShuffle,
             enable_pre_call_checks: false,
+            enable_tag_filtering: false,
+            tag_filtering_match_any: true,
+            tag_routing_prefix: None,
         }
     }
 }

@@ -293,6 +293,15 @@ impl Builder<'_> {
             enable_pre_call_checks: get(router, "enable_pre_call_checks")
                 .and_then(|v| self.boolean(v, "router_settings.enable_pre_call_checks"))
                 .unwrap_or(false),
+            enable_tag_filtering: get(router, "enable_tag_filtering")
+                .and_then(|v| self.boolean(v, "router_settings.enable_tag_filtering"))
+                .unwrap_or(false),
+            tag_filtering_match_any: get(router, "tag_filtering_match_any")
+                .and_then(|v| self.boolean(v, "router_settings.tag_filtering_match_any"))
+                .unwrap_or(true),
+            tag_routing_prefix: get(router, "tag_routing_prefix")
+                .and_then(|v| self.string(v, "router_settings.tag_routing_prefix"))
+                .filter(|p| !p.is_empty()),
         }
     }
 

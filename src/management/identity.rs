@@ -210,9 +210,36 @@ pub fn build(
         key_limits,
         log_metadata: String::new(),
         limit_headers,
+        tags: owner_tags(&key.data, team.map(|t| &t.data)),
+        allow_client_mock_response: [Some(&key.data), team.map(|t| &t.data)]
+            .into_iter()
+            .flatten()
+            .any(|d| {
+                d.get("metadata")
+                    .and_then(|m| m.get("allow_client_mock_response"))
+                    == Some(&Value::Bool(true))
+            }),
     };
     identity.log_metadata = super::spend::metadata_json(&identity, key.data.get("metadata"));
     Ok(identity)
+}
+
+/// A key's tags then its team's (each from `tags` and `metadata.tags`), without repeats.
+fn owner_tags(key: &Map<String, Value>, team: Option<&Map<String, Value>>) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for data in [Some(key), team].into_iter().flatten() {
+        let metadata_tags = data.get("metadata").and_then(|m| m.get("tags"));
+        for list in [data.get("tags"), metadata_tags] {
+            for tag in list.and_then(Value::as_array).into_iter().flatten() {
+                if let Some(t) = tag.as_str()
+                    && !tags.iter().any(|have| have == t)
+                {
+                    tags.push(t.to_string());
+                }
+            }
+        }
+    }
+    tags
 }
 
 /// What the model listings (`/v1/models`, `/model/info`, `/model_group/info`) show a caller:

@@ -522,7 +522,7 @@ impl<'a> Attempt<'a> {
 
     /// The response header for the client, all but its content type: status, the upstream's
     /// headers as `llm_provider-*` (as LiteLLM does), and the routing headers.
-    fn client_header(&self, ctx: &Ctx, upstream: &ResponseHeader) -> ResponseHead {
+    pub(super) fn client_header(&self, ctx: &Ctx, upstream: &ResponseHeader) -> ResponseHead {
         // Room for every header the response gets (the map regrows and rehashes otherwise):
         // the upstream's, ours, the key's and the duration and cost headers added later.
         let keyed = ctx.record.admission.as_ref().map_or(0, |a| {

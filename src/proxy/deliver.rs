@@ -465,7 +465,12 @@ pub fn client_gone(ctx: &mut Ctx) {
     ctx.record.failure = Some((499, exception_class(FailureOrigin::Gateway, 499)));
 }
 
-async fn write_complete(session: &mut Session, ctx: &mut Ctx, resp: ResponseHeader, body: Bytes) {
+pub(super) async fn write_complete(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    resp: ResponseHeader,
+    body: Bytes,
+) {
     ctx.record.status = resp.status.as_u16();
     ctx.record.response_bytes = body.len() as u64;
     if session

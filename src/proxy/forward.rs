@@ -34,6 +34,7 @@ use crate::app::App;
 use crate::config::FallbackKind;
 use crate::metrics::FallbackTried;
 use crate::providers::translate::ErrorClass;
+use crate::routing::tags::{self, RequestTags};
 
 /// Forwards the routed request and writes the response; records the outcome in `ctx`.
 pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Bytes) {
@@ -42,11 +43,13 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         return;
     };
     let options = std::mem::take(&mut ctx.options);
+    let tags = request_tags(app, &options, &ctx.cx.caller, session.req_header());
     let request = Request {
         view: &view,
         body: &body,
         endpoint: ctx.cx.endpoint(),
         options: &options,
+        tags: &tags,
     };
     let mut plan = plan;
     // The prompt's tokens, counted once when a pre-call check needs them.
@@ -179,6 +182,71 @@ fn mocked_group_failure(mock: &MockTesting, plan: &RoutePlan) -> Option<ApiError
     Some(e)
 }
 
+/// The tags that route a request: its own (only those with `tag_routing_prefix`, without
+/// it, when one is set), then its key's and team's, without repeats.
+fn request_tags(
+    app: &App,
+    options: &RequestOptions,
+    caller: &filters::Caller,
+    header: &pingora::http::RequestHeader,
+) -> RequestTags {
+    let prefix = app.config.retries.tag_routing_prefix.as_deref();
+    let own = options.tags.iter().filter_map(|t| match prefix {
+        Some(p) => t.strip_prefix(p),
+        None => Some(t.as_str()),
+    });
+    let inherited = caller
+        .key()
+        .into_iter()
+        .flat_map(|k| k.tags.iter().map(String::as_str));
+    let mut tags: Vec<String> = Vec::new();
+    for t in own.chain(inherited) {
+        if !tags.iter().any(|have| have == t) {
+            tags.push(t.to_string());
+        }
+    }
+    RequestTags {
+        tags,
+        user_agent: header
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+/// Tag routing (`routing::tags`), when the request, its group or the router turns it on:
+/// leaves in the plan only the deployments the request's tags allow; none: LiteLLM's 401.
+fn filter_by_tags(app: &App, plan: &mut RoutePlan, request: &Request<'_>) -> Result<(), ApiError> {
+    let settings = &app.config.retries;
+    let tags_of = |d: &filters::route::Deployment| &app.config.deployment(d.index).tags;
+    let group_says = plan
+        .candidates
+        .iter()
+        .find_map(|d| tags_of(d).enable_tag_filtering);
+    if !request.options.enable_tag_filtering && !group_says.unwrap_or(settings.enable_tag_filtering)
+    {
+        return Ok(());
+    }
+    let each: Vec<&crate::config::DeploymentTags> =
+        plan.candidates.iter().map(|d| tags_of(d)).collect();
+    match tags::select(&each, request.tags, settings.tag_filtering_match_any) {
+        Ok(keep) => {
+            let mut position = 0;
+            plan.candidates.retain(|_| {
+                position += 1;
+                keep.contains(&(position - 1))
+            });
+            Ok(())
+        }
+        Err(tags::NotAllowed) => Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "auth_error",
+            tags::not_allowed_message(&plan.requested_model, &request.tags.tags),
+        )),
+    }
+}
+
 /// Orders a group's plan by the routing strategy (`routing::strategy`), after the pre-call
 /// check (`enable_pre_call_checks`) left out the deployments the prompt is too long for.
 /// `usage-based-routing` with every deployment over its `rpm`/`tpm` this minute: LiteLLM's
@@ -189,6 +257,7 @@ fn arrange(
     request: &Request<'_>,
     prompt_tokens: &mut Option<u64>,
 ) -> Result<(), ApiError> {
+    filter_by_tags(app, plan, request)?;
     if app.config.retries.enable_pre_call_checks && request.endpoint.is_llm() {
         let tokens = *prompt_tokens.get_or_insert_with(|| {
             crate::management::cost::request_shape(request.body).prompt_tokens
@@ -273,6 +342,14 @@ pub struct RequestOptions {
     /// A failure to fake (LiteLLM's `mock_testing_*` parameters): test aids that exercise
     /// retries and fallbacks without a failing provider.
     pub mock: MockTesting,
+    /// The request's own tags: the body's `tags` (else `x-litellm-tags`, comma-separated)
+    /// and `metadata.tags`. The key's and team's are added when the request is routed.
+    pub tags: Vec<String>,
+    /// The body's `enable_tag_filtering: true` (a request cannot turn it off).
+    pub enable_tag_filtering: bool,
+    /// `mock_response`: the answer to give instead of calling the provider (a text, or one
+    /// of LiteLLM's error names), when the caller may (`mock_response_allowed`).
+    pub mock_response: Option<serde_json::Value>,
 }
 
 /// LiteLLM's `mock_testing_*` request parameters (and `mock_timeout`).
@@ -313,6 +390,10 @@ const ROUTER_PARAMS: &[&str] = &[
     "mock_testing_rate_limit_error",
     "mock_timeout",
     "mock_delay",
+    "tags",
+    "enable_tag_filtering",
+    "mock_response",
+    "mock_tool_calls",
 ];
 
 impl RequestOptions {
@@ -324,14 +405,27 @@ impl RequestOptions {
         view: RequestView,
     ) -> Result<(RequestOptions, Bytes, RequestView), ApiError> {
         let mut options = RequestOptions::default();
+        let mut body_tags = false;
         let present = memchr::memmem::find(&body, b"num_retries\"").is_some()
             || memchr::memmem::find(&body, b"fallbacks\"").is_some()
             || memchr::memmem::find(&body, b"timeout\"").is_some()
+            || memchr::memmem::find(&body, b"tags\"").is_some()
+            || memchr::memmem::find(&body, b"enable_tag_filtering\"").is_some()
             || memchr::memmem::find(&body, b"\"mock_").is_some();
         let (body, view) = if present {
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
             let mut found = false;
+            // `metadata.tags` route too; `metadata` itself stays in the body.
+            if let Some(list) = map
+                .get("metadata")
+                .and_then(|m| m.get("tags"))
+                .and_then(|t| t.as_array())
+            {
+                options
+                    .tags
+                    .extend(list.iter().filter_map(|t| Some(t.as_str()?.to_string())));
+            }
             for name in ROUTER_PARAMS {
                 let Some(value) = map.remove(*name) else {
                     continue;
@@ -372,6 +466,22 @@ impl RequestOptions {
                         options.mock.rate_limit_error = value.as_bool() == Some(true)
                     }
                     "mock_timeout" => options.mock.timeout = value.as_bool() == Some(true),
+                    "tags" => {
+                        let list = value.as_array().ok_or_else(|| {
+                            ApiError::bad_request("tags must be a list of strings")
+                                .with_param("tags")
+                        })?;
+                        let own: Vec<String> = list
+                            .iter()
+                            .filter_map(|t| Some(t.as_str()?.to_string()))
+                            .collect();
+                        options.tags.splice(0..0, own);
+                        body_tags = true;
+                    }
+                    "enable_tag_filtering" => {
+                        options.enable_tag_filtering = value.as_bool() == Some(true)
+                    }
+                    "mock_response" if !value.is_null() => options.mock_response = Some(value),
                     "context_window_fallbacks" => {
                         options.context_window_fallbacks = Some(fallback_list(&value, name)?)
                     }
@@ -397,6 +507,16 @@ impl RequestOptions {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
         };
+        // LiteLLM: the body's `tags` win over the header's.
+        if !body_tags && let Some(v) = header("x-litellm-tags") {
+            let own: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            options.tags.splice(0..0, own);
+        }
         if let Some(n) = header("x-litellm-num-retries").and_then(|v| v.parse::<u32>().ok()) {
             options.num_retries = Some(n);
         }
@@ -425,6 +545,19 @@ fn truthy(value: &serde_json::Value) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether a request's `mock_response` is honoured: for the master key and proxy admins, keys
+/// whose key or team metadata has `allow_client_mock_response: true`, or every key with
+/// `dangerously_allow_mock_testing_request_params`. Otherwise LiteLLM drops it silently, and
+/// so does Sluice.
+pub fn mock_response_allowed(caller: &filters::Caller, allowed: bool) -> bool {
+    allowed
+        || match caller {
+            filters::Caller::MasterKey | filters::Caller::Open => true,
+            filters::Caller::Key(k) => k.is_admin || k.allow_client_mock_response,
+            filters::Caller::Unknown => false,
+        }
 }
 
 /// LiteLLM's refusal of `mock_testing_*` parameters from a key that may not send them.

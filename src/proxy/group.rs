@@ -40,6 +40,8 @@ pub(super) struct Request<'r> {
     pub body: &'r Bytes,
     pub endpoint: Endpoint,
     pub options: &'r RequestOptions,
+    /// Every tag that routes it (its own and its key's and team's).
+    pub tags: &'r crate::routing::tags::RequestTags,
 }
 
 /// Tries `plan`'s deployments with retries until one answers, the retries run out, or a
@@ -92,8 +94,41 @@ pub(super) async fn run_group<'a>(
         app.health
             .attempt_started(deployment.index, clock::now_ms());
         let strategy = &app.config.retries.strategy;
+        let mock_response = request
+            .options
+            .mock_response
+            .as_ref()
+            .filter(|_| request.endpoint == Endpoint::ChatCompletions);
         let outcome = if mocked || mock.timeout {
             boxed(|| mocked_failure(&attempt, session, plan, mock.timeout)).await
+        } else if let Some(value) = mock_response {
+            let started = std::time::Instant::now();
+            match super::mock_response::read(value, started) {
+                Ok(answer) => {
+                    let include_usage = request.view.include_usage == Some(true);
+                    boxed(|| {
+                        attempt.deliver_mock(
+                            session,
+                            ctx,
+                            answer,
+                            request.body,
+                            include_usage,
+                            started,
+                        )
+                    })
+                    .await;
+                    app.health.attempt_ended(deployment.index);
+                    ctx.record.attempts.push(AttemptRecord {
+                        deployment: deployment.clone(),
+                        status: 200,
+                        class: None,
+                        exception: "",
+                        elapsed: started.elapsed(),
+                    });
+                    return GroupOutcome::Done;
+                }
+                Err(failed) => Err(Failure::Failed(failed)),
+            }
         } else {
             let mut gone = std::pin::pin!(session.as_downstream_mut().read_body_or_idle(true));
             boxed(|| attempt.run(ctx, &mut gone)).await
@@ -152,7 +187,7 @@ pub(super) async fn run_group<'a>(
         // `is_caller_timeout_408`), nor does a mocked failure: neither cools it down.
         let caller_timeout = failed.class == ErrorClass::Timeout
             && (request.options.timeout.is_some() || request.options.stream_timeout.is_some());
-        let says_nothing = caller_timeout || mocked || mock.timeout;
+        let says_nothing = caller_timeout || mocked || mock.timeout || mock_response.is_some();
         let retry_after = report_failure(app, ctx, plan, index, &failed, says_nothing, now);
         let dc = app.config.deployment(deployment.index);
         // A retry policy (the group's, else the router's) decides for the classes it names,

@@ -24,6 +24,7 @@ pub mod forward;
 mod group;
 pub mod header_read;
 pub mod headers;
+mod mock_response;
 pub mod respond;
 
 use std::sync::Arc;
@@ -301,6 +302,12 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
     ) {
         respond::error(session, ctx, &e).await;
         return;
+    }
+    let mut options = options;
+    if options.mock_response.is_some()
+        && !forward::mock_response_allowed(&ctx.cx.caller, app.config.allow_mock_testing_params)
+    {
+        options.mock_response = None;
     }
     ctx.options = options;
     ctx.record.requested_model = view.model.clone();

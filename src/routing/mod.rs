@@ -30,6 +30,7 @@ const JITTER: f64 = 0.75;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 mod strategy;
+pub mod tags;
 
 /// Latency samples: (Unix ms, seconds), oldest first.
 type Samples = std::collections::VecDeque<(i64, f64)>;
