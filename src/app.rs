@@ -45,7 +45,7 @@ pub struct App {
     /// Keys, budgets and spend (with a master key set).
     pub management: Option<Arc<Management>>,
     /// Cooldowns and failure counts of the deployments, by index.
-    pub health: crate::routing::Health,
+    pub health: Arc<crate::routing::Health>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     pub started_at: SystemTime,
@@ -123,7 +123,10 @@ impl App {
             listings: Listings::new(&config),
             prices,
             management,
-            health: crate::routing::Health::new(config.deployments.len(), config.retries.clone()),
+            health: Arc::new(crate::routing::Health::new(
+                config.deployments.len(),
+                config.retries.clone(),
+            )),
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             started_at: SystemTime::now(),

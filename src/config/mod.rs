@@ -279,6 +279,9 @@ pub struct RuntimeConfig {
     pub server: ServerSettings,
     /// `None` without a master key: no admin can exist, so no key store is opened.
     pub management: Option<ManagementSettings>,
+    /// The Redis several instances share: the router's cooldowns, failure counts, usage and
+    /// latency (`routing::shared`), and with a key store, budgets' ledger.
+    pub redis_url: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -654,8 +657,11 @@ impl Builder<'_> {
                 "no master key is set (nor LITELLM_MASTER_KEY): every route is open to anyone who can reach the port",
             );
         }
-        let mut management =
-            self.management(&general, &router_settings, &sluice, master_key.is_some());
+        let mut management = self.management(&general, &sluice, master_key.is_some());
+        let redis_url = self.redis_url(&router_settings);
+        if let Some(m) = &mut management {
+            m.redis_url = redis_url.clone();
+        }
         let budgets = self.proxy_budgets(&litellm);
         if let Some(m) = &mut management {
             (m.proxy_budget, m.max_end_user_budget) = budgets;
@@ -681,6 +687,7 @@ impl Builder<'_> {
             success_callbacks,
             server,
             management,
+            redis_url,
         })
     }
 }

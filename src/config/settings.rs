@@ -54,10 +54,38 @@ impl Builder<'_> {
         (proxy, end_user)
     }
 
+    /// The Redis instances share (`router_settings.redis_url`, else `redis_host`/`redis_port`/
+    /// `redis_password`, else `REDIS_URL`, `REDIS_HOST`, ...): budgets' ledger and the router's
+    /// state.
+    pub(super) fn redis_url(&mut self, router: &Entries<'_>) -> Option<String> {
+        let env = self.env;
+        match get(router, "redis_url")
+            .and_then(|v| self.string(v, "router_settings.redis_url"))
+            .or_else(|| env.get("REDIS_URL"))
+        {
+            Some(url) => Some(url),
+            None => {
+                let host = get(router, "redis_host")
+                    .and_then(|v| self.string(v, "router_settings.redis_host"))
+                    .or_else(|| env.get("REDIS_HOST"));
+                let port = get(router, "redis_port")
+                    .map(scalar_text)
+                    .or_else(|| env.get("REDIS_PORT"))
+                    .unwrap_or_else(|| "6379".into());
+                let password = get(router, "redis_password")
+                    .and_then(|v| self.string(v, "router_settings.redis_password"))
+                    .or_else(|| env.get("REDIS_PASSWORD"));
+                host.map(|h| match password {
+                    Some(p) if !p.is_empty() => format!("redis://:{p}@{h}:{port}"),
+                    _ => format!("redis://{h}:{port}"),
+                })
+            }
+        }
+    }
+
     pub(super) fn management(
         &mut self,
         general: &Entries<'_>,
-        router: &Entries<'_>,
         sluice: &Entries<'_>,
         has_master_key: bool,
     ) -> Option<ManagementSettings> {
@@ -122,28 +150,8 @@ impl Builder<'_> {
         let disable_reset = get(general, "disable_reset_budget")
             .and_then(|v| self.boolean(v, "general_settings.disable_reset_budget"))
             .unwrap_or(false);
-        let redis_url = match get(router, "redis_url")
-            .and_then(|v| self.string(v, "router_settings.redis_url"))
-            .or_else(|| env.get("REDIS_URL"))
-        {
-            Some(url) => Some(url),
-            None => {
-                let host = get(router, "redis_host")
-                    .and_then(|v| self.string(v, "router_settings.redis_host"))
-                    .or_else(|| env.get("REDIS_HOST"));
-                let port = get(router, "redis_port")
-                    .map(scalar_text)
-                    .or_else(|| env.get("REDIS_PORT"))
-                    .unwrap_or_else(|| "6379".into());
-                let password = get(router, "redis_password")
-                    .and_then(|v| self.string(v, "router_settings.redis_password"))
-                    .or_else(|| env.get("REDIS_PASSWORD"));
-                host.map(|h| match password {
-                    Some(p) if !p.is_empty() => format!("redis://:{p}@{h}:{port}"),
-                    _ => format!("redis://{h}:{port}"),
-                })
-            }
-        };
+        // Filled in by the caller (`redis_url`), which reads it once for the router too.
+        let redis_url = None;
         Some(ManagementSettings {
             database_url,
             pool_limit,

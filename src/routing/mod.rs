@@ -29,6 +29,7 @@ const JITTER: f64 = 0.75;
 /// A provider's `retry-after` is honoured as a backoff up to this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+pub mod shared;
 mod strategy;
 pub mod tags;
 
@@ -51,11 +52,16 @@ struct DeploymentState {
     usage: Mutex<(i64, u64, u64)>,
     /// Recent latency (`latency-based-routing`).
     latency: Mutex<Latency>,
-    /// Unix ms until which the deployment is cooling down (0: it is not).
+    /// Unix ms until which the deployment is cooling down (0: it is not), by this instance's
+    /// decision or another's (`shared`).
     cooldown_until: AtomicI64,
+    /// This instance's own decisions only (what it tells the others).
+    own_cooldown_until: AtomicI64,
     /// The cooldown's own length, for the "try again in" of an all-cooling answer.
     cooldown_ms: AtomicI64,
     counts: Mutex<Counts>,
+    /// What the other instances know of it (`shared`; zero without Redis).
+    peers: Mutex<shared::Peers>,
 }
 
 #[derive(Default)]
@@ -73,6 +79,8 @@ struct Counts {
 pub struct Health {
     deployments: Vec<DeploymentState>,
     settings: RouterSettings,
+    /// Woken when this instance cools a deployment down, so `shared` tells the others at once.
+    cooled: tokio::sync::Notify,
 }
 
 /// How an attempt failed, as the cooldown rules read it.
@@ -99,6 +107,7 @@ impl Health {
                 .map(|_| DeploymentState::default())
                 .collect(),
             settings,
+            cooled: tokio::sync::Notify::new(),
         }
     }
 
@@ -139,11 +148,19 @@ impl Health {
     pub fn on_failure(&self, index: usize, f: &FailureFacts, now: i64) -> Option<Duration> {
         let d = self.deployments.get(index)?;
         let length = self.cooldown_length_for(f);
+        let peers = {
+            let p = d.peers.lock();
+            PeerCounts {
+                fails: p.fails,
+                successes: p.successes,
+                allowed_fails: p.allowed_fails,
+            }
+        };
         let cool = {
             let mut c = d.counts.lock();
             c.roll(now);
             c.fails += 1;
-            self.should_cool_down(&mut c, f, length, now)
+            self.should_cool_down(&mut c, f, length, now, peers)
         };
         if !cool || length.is_zero() {
             return None;
@@ -151,6 +168,8 @@ impl Health {
         let ms = length.as_millis() as i64;
         d.cooldown_ms.store(ms, Ordering::Relaxed);
         d.cooldown_until.fetch_max(now + ms, Ordering::Relaxed);
+        d.own_cooldown_until.fetch_max(now + ms, Ordering::Relaxed);
+        self.cooled.notify_one();
         Some(length)
     }
 
@@ -169,6 +188,7 @@ impl Health {
         f: &FailureFacts,
         length: Duration,
         now: i64,
+        peers: PeerCounts,
     ) -> bool {
         if self.settings.disable_cooldowns || length.is_zero() {
             return false;
@@ -198,13 +218,15 @@ impl Health {
                 c.allowed_count = 0;
             }
             c.allowed_count += 1;
-            return c.allowed_count > allowed;
+            return c.allowed_count + peers.allowed_fails > allowed;
         }
         if f.status == 429 && !single {
             return true;
         }
-        let total = c.fails + c.successes;
-        let rate = f64::from(c.fails) / f64::from(total.max(1));
+        // The fleet's counts when instances share them (`shared`), else this instance's.
+        let fails = c.fails + peers.fails;
+        let total = fails + c.successes + peers.successes;
+        let rate = f64::from(fails) / f64::from(total.max(1));
         if rate >= 1.0 && total >= SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD {
             return true;
         }
@@ -214,6 +236,14 @@ impl Health {
         // 401, 402, 404: not worth retrying, so not worth sending more traffic to.
         !is_retryable_status(f.status)
     }
+}
+
+/// The other instances' counts of a deployment, added to this one's in cooldown decisions.
+#[derive(Clone, Copy)]
+struct PeerCounts {
+    fails: u32,
+    successes: u32,
+    allowed_fails: u32,
 }
 
 impl Counts {

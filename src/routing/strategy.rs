@@ -42,9 +42,9 @@ impl Health {
             RoutingStrategy::LeastBusy => candidates
                 .iter()
                 .map(|d| {
-                    self.state(d.index)
-                        .map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
-                        as f64
+                    self.state(d.index).map_or(0, |s| {
+                        s.in_flight.load(Ordering::Relaxed) + s.peers.lock().in_flight
+                    }) as f64
                 })
                 .collect(),
             RoutingStrategy::CostBased => candidates
@@ -174,11 +174,17 @@ impl Health {
     /// Requests and tokens of the deployment this minute.
     fn usage(&self, index: usize, this_minute: i64) -> (u64, u64) {
         self.state(index).map_or((0, 0), |s| {
-            let u = s.usage.lock();
-            if u.0 == this_minute {
+            let u = *s.usage.lock();
+            let own = if u.0 == this_minute {
                 (u.1, u.2)
             } else {
                 (0, 0)
+            };
+            let p = s.peers.lock().usage;
+            if p.0 == this_minute {
+                (own.0 + p.1, own.1 + p.2)
+            } else {
+                own
             }
         })
     }
@@ -191,17 +197,23 @@ impl Health {
             return 0.0;
         };
         let l = s.latency.lock();
-        let fresh = |samples: &Samples| -> Vec<f64> {
+        let peers = s.peers.lock();
+        // This instance's samples and the others' (`shared`).
+        let fresh = |own: &Samples, theirs: &[(i64, f64)]| -> Vec<f64> {
             let ttl = args.ttl.as_millis() as i64;
-            samples
-                .iter()
+            own.iter()
+                .chain(theirs)
                 .filter(|(at, v)| now - at < ttl && v.is_finite() && *v >= 0.0)
                 .map(|(_, v)| *v)
                 .collect()
         };
-        let ttft = if stream { fresh(&l.ttft) } else { Vec::new() };
+        let ttft = if stream {
+            fresh(&l.ttft, &peers.ttft)
+        } else {
+            Vec::new()
+        };
         let samples = if ttft.is_empty() {
-            fresh(&l.latency)
+            fresh(&l.latency, &peers.latency)
         } else {
             ttft
         };
