@@ -35,11 +35,11 @@ SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 # general_settings.disable_spend_logs (spend counters stay).
 SLUICE_SPEND_LOGS=${SLUICE_SPEND_LOGS:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
-TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-no-spend-logs sluice-anthropic sluice-vkey"}
+TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-no-spend-logs sluice-anthropic sluice-vkey sluice-router sluice-failover"}
 STREAMING=${STREAMING:-1}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
-MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083 SLUICE_NO_LOGS_PORT=18084
+MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083 SLUICE_NO_LOGS_PORT=18084 SLUICE_ROUTER_PORT=18085
 KEY=sk-bench-master-key
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -48,7 +48,7 @@ if ! need nginx || ! need taskset || ! need cmake; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light util-linux cmake >/dev/null
 fi
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT; do
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use; stop whatever listens there first" >&2
     exit 1
@@ -168,7 +168,45 @@ sed 's/^  disable_spend_logs: .*/  disable_spend_logs: true/' "$WORK/sluice.yaml
 SLUICE_DATABASE_PATH="$WORK/sluice-no-spend-logs.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice-no-spend-logs.yaml" --host 127.0.0.1 --port "$SLUICE_NO_LOGS_PORT" >"$WORK/sluice-no-spend-logs.log" 2>&1 &
 PIDS+=($!)
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT; do wait_port "$p"; done
+# The router configured (the sluice-router and sluice-failover targets): two deployments of
+# gpt-4o, num_retries 2, a fallback group, latency-based routing (issue 16). sluice-failover
+# sends the same instance requests on which the second deployment answers 429 (retry-after 1)
+# to half its calls: the retries and cooldowns must hide every one from the client.
+cat >"$WORK/sluice-router.yaml" <<EOF
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: sk-upstream-a
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o-mini-2024-07-18
+      api_base: http://127.0.0.1:$MOCK_PORT
+      api_key: sk-upstream-b
+  - model_name: gpt-4o-backup
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$MOCK_PORT
+      api_key: sk-upstream-c
+router_settings:
+  routing_strategy: latency-based-routing
+  num_retries: 2
+  fallbacks: [{"gpt-4o": ["gpt-4o-backup"]}]
+litellm_settings:
+  callbacks: ["prometheus"]
+general_settings:
+  master_key: $KEY
+  disable_spend_logs: $([ "$SLUICE_SPEND_LOGS" = true ] && echo false || echo true)
+sluice_settings:
+  threads: $PROXY_THREADS
+  access_log: $SLUICE_ACCESS_LOG
+  work_stealing: $SLUICE_WORK_STEALING
+EOF
+SLUICE_DATABASE_PATH="$WORK/sluice-router.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice-router.yaml" --host 127.0.0.1 --port "$SLUICE_ROUTER_PORT" >"$WORK/sluice-router.log" 2>&1 &
+PIDS+=($!)
+
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT; do wait_port "$p"; done
 # taskset execs its command, so $! above is the server's own pid.
 declare -A PID_OF=(
   [pingora]=${PIDS[1]}
@@ -177,6 +215,8 @@ declare -A PID_OF=(
   [sluice-anthropic]=${PIDS[3]}
   [sluice-vkey]=${PIDS[3]}
   [sluice-no-spend-logs]=${PIDS[4]}
+  [sluice-router]=${PIDS[5]}
+  [sluice-failover]=${PIDS[5]}
 )
 # A virtual key with a budget and rate limits (the sluice-vkey target): every request is looked
 # up in the key cache, its worst case reserved and settled, its spend logged.
@@ -212,7 +252,12 @@ cpu_ticks() { # pids...
 }
 # The body a target gets: the translated path asks for the Anthropic-backed group.
 body_for() { # target body
-  if [ "$1" = sluice-anthropic ]; then echo "${2/\"gpt-4o\"/\"claude\"}"; else echo "$2"; fi
+  case $1 in
+  sluice-anthropic) echo "${2/\"gpt-4o\"/\"claude\"}" ;;
+  # The mock answers 429 to half of deployment b's calls.
+  sluice-failover) echo "${2%\}},\"mock\":{\"for_model\":{\"gpt-4o-mini-2024-07-18\":{\"status\":429,\"status_ratio\":0.5}}}}" ;;
+  *) echo "$2" ;;
+  esac
 }
 key_for() { # target
   if [ "$1" = sluice-vkey ]; then echo "$VKEY"; else echo "$KEY"; fi
@@ -242,6 +287,8 @@ declare -A URL=(
   [sluice-anthropic]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
   [sluice-vkey]="http://127.0.0.1:$SLUICE_PORT/v1/chat/completions"
   [sluice-no-spend-logs]="http://127.0.0.1:$SLUICE_NO_LOGS_PORT/v1/chat/completions"
+  [sluice-router]="http://127.0.0.1:$SLUICE_ROUTER_PORT/v1/chat/completions"
+  [sluice-failover]="http://127.0.0.1:$SLUICE_ROUTER_PORT/v1/chat/completions"
 )
 # Targets are interleaved within each round, and the order rotates from round to round, so a
 # noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the

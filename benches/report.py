@@ -53,7 +53,8 @@ for (label, c), rs in groups.items():
         streams[c][target] = median_row(rs)
 stream = streams.get(1, {})
 
-TARGETS = ["direct", "pingora", "nginx", "sluice", "sluice-no-spend-logs", "sluice-anthropic", "sluice-vkey"]
+TARGETS = ["direct", "pingora", "nginx", "sluice", "sluice-no-spend-logs", "sluice-anthropic", "sluice-vkey",
+           "sluice-router", "sluice-failover"]
 
 print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
       f"mock provider and load generator on CPU {harness_cpus}. Each point: median of {rounds} "
@@ -147,3 +148,26 @@ def against_sluice(issue, target, what, goal):
 
 against_sluice(3, "sluice-anthropic", "translated (Anthropic) throughput vs passthrough:", 0.85)
 against_sluice(4, "sluice-vkey", "virtual key with a budget (cached) vs the master key's throughput:", 0.90)
+
+
+# Issue 16: the router configured (latency-based, retries, fallbacks) against plain Sluice
+# (simple-shuffle, same floor), and the failover run against the healthy router run.
+if any("sluice-router" in chat[c] for c in chat):
+    print("\nTargets (issue 16):")
+    for c in sorted(chat):
+        row = chat[c]
+        if "sluice" in row and "sluice-router" in row:
+            ratio = paired("sluice-router", "sluice", c)
+            t, s_ = row["sluice-router"]["cpu_us"], row["sluice"]["cpu_us"]
+            if ratio is not None:
+                cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs ({t / s_:.2f}x)" if t and s_ else ""
+                verdict = "met" if ratio >= 0.97 else "NOT met"
+                print(f"- concurrency {c}: router configured (latency-based, num_retries 2, fallbacks) vs simple-shuffle: "
+                      f"{ratio:.0%} of its throughput, median of the per-round ratios (target >= 97%): {verdict}{cpu}")
+        if "sluice-router" in row and "sluice-failover" in row:
+            ratio = paired("sluice-failover", "sluice-router", c)
+            errors = row["sluice-failover"]["errors"]
+            if ratio is not None:
+                verdict = "met" if ratio >= 0.90 and errors == 0 else "NOT met"
+                print(f"- concurrency {c}: failover (deployment b answers 429 to half its calls) vs healthy: "
+                      f"{ratio:.0%} of its throughput, {errors} errors seen by clients (target >= 90%, 0 errors): {verdict}")

@@ -225,6 +225,7 @@ pub const ROUTER_SETTINGS: Section = Section {
         "enable_tag_filtering",
         "tag_filtering_match_any",
         "tag_routing_prefix",
+        "allowed_fails_policy",
     ],
     accepted: &[
         "model_list",
@@ -241,7 +242,6 @@ pub const ROUTER_SETTINGS: Section = Section {
         "default_max_parallel_requests",
         "set_verbose",
         "debug_level",
-        "allowed_fails_policy",
         "optional_pre_call_checks",
         "provider_budget_config",
         "alerting_config",

@@ -20,6 +20,11 @@ pub struct RouterSettings {
     /// `router_settings.allowed_fails`: failures a deployment may have within one cooldown
     /// time before it cools down. `None`: LiteLLM's failure-rate rule instead.
     pub allowed_fails: Option<u32>,
+    /// `allowed_fails_policy`: `allowed_fails` per error class (LiteLLM's
+    /// `AllowedFailsPolicy`, `RateLimitErrorAllowedFails`, ...), in a [`RetryPolicy`]'s shape.
+    /// Set, it turns the `allowed_fails` rule on (a class without an entry uses
+    /// `allowed_fails`, else LiteLLM's default 3).
+    pub allowed_fails_policy: Option<RetryPolicy>,
     /// `retry_policy`: retries per error class, overriding `num_retries` for that class.
     pub retry_policy: Option<RetryPolicy>,
     /// `model_group_retry_policy`: `{group: policy}`, over `retry_policy` for that group.
@@ -90,6 +95,9 @@ pub struct RetryPolicy {
     pub not_found: Option<u32>,
     /// `DefaultRetries`: every class whose own field is not set.
     pub default: Option<u32>,
+    /// `BadGatewayErrorAllowedFails` (allowed-fails policies only; 502 is otherwise an
+    /// internal server error).
+    pub bad_gateway: Option<u32>,
 }
 
 impl RetryPolicy {
@@ -141,6 +149,7 @@ impl Default for RouterSettings {
             cooldown_time: Duration::from_secs(5),
             disable_cooldowns: false,
             allowed_fails: None,
+            allowed_fails_policy: None,
             retry_policy: None,
             model_group_retry_policy: Vec::new(),
             strategy: RoutingStrategy::SimpleShuffle,

@@ -276,6 +276,8 @@ impl Builder<'_> {
                 .and_then(|v| self.boolean(v, "router_settings.disable_cooldowns"))
                 .unwrap_or(false),
             allowed_fails: count(self, router, "router_settings", "allowed_fails"),
+            allowed_fails_policy: get(router, "allowed_fails_policy")
+                .and_then(|v| self.allowed_fails_policy(v, "router_settings.allowed_fails_policy")),
             retry_policy: get(router, "retry_policy")
                 .and_then(|v| self.retry_policy(v, "router_settings.retry_policy")),
             model_group_retry_policy: match get(router, "model_group_retry_policy") {
@@ -338,6 +340,60 @@ impl Builder<'_> {
                         format!(
                             "is not a retry policy field{hint}; the fields are {:?}",
                             RetryPolicy::FIELDS
+                        ),
+                    );
+                }
+            }
+        }
+        Some(policy)
+    }
+
+    /// An `AllowedFailsPolicy` mapping (`{RateLimitErrorAllowedFails: 3, ...}`).
+    fn allowed_fails_policy(&mut self, v: &Value, path: &str) -> Option<RetryPolicy> {
+        const FIELDS: [&str; 9] = [
+            "BadRequestErrorAllowedFails",
+            "AuthenticationErrorAllowedFails",
+            "TimeoutErrorAllowedFails",
+            "RateLimitErrorAllowedFails",
+            "ContentPolicyViolationErrorAllowedFails",
+            "InternalServerErrorAllowedFails",
+            "ServiceUnavailableErrorAllowedFails",
+            "BadGatewayErrorAllowedFails",
+            "NotFoundErrorAllowedFails",
+        ];
+        let Value::Mapping(m) = v else {
+            if !v.is_null() {
+                self.report.error(
+                    path,
+                    "must be a mapping such as {RateLimitErrorAllowedFails: 3}",
+                );
+            }
+            return None;
+        };
+        let mut policy = RetryPolicy::default();
+        for (key, value) in m {
+            let key = scalar_text(key);
+            let field_path = join(path, &key);
+            let n = self
+                .non_negative_u64(value, &field_path)
+                .map(|n| n.min(u64::from(u32::MAX)) as u32);
+            let slot = match key.as_str() {
+                "BadGatewayErrorAllowedFails" => Some(&mut policy.bad_gateway),
+                k if FIELDS.contains(&k) => k
+                    .strip_suffix("AllowedFails")
+                    .and_then(|class| policy.field_mut(&format!("{class}Retries"))),
+                _ => None,
+            };
+            match slot {
+                Some(slot) => *slot = n,
+                None => {
+                    let hint = closest(&key, FIELDS.iter().copied())
+                        .map(|f| format!(" (did you mean `{f}`?)"))
+                        .unwrap_or_default();
+                    self.report.error(
+                        &field_path,
+                        format!(
+                            "is not an allowed-fails policy field{hint}; the fields are {FIELDS:?}"
                         ),
                     );
                 }

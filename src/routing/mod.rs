@@ -22,6 +22,9 @@ const FAILURE_THRESHOLD: f64 = 0.5;
 const FAILURE_THRESHOLD_MINIMUM_REQUESTS: u32 = 5;
 /// A lone deployment cools down only when every one of this many requests failed.
 const SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD: u32 = 1000;
+/// `litellm.allowed_fails`: the threshold when a policy is set but names neither the failure's
+/// class nor `allowed_fails`.
+const DEFAULT_ALLOWED_FAILS: u32 = 3;
 /// Backoff: 0.5 s x 2^n, at most 8 s, plus up to 0.75 s of jitter (LiteLLM's constants).
 const INITIAL_RETRY_DELAY: f64 = 0.5;
 const MAX_RETRY_DELAY: f64 = 8.0;
@@ -206,11 +209,20 @@ impl Health {
         if f.status == 404 && f.model_from_request {
             return false;
         }
-        if let Some(allowed) = self.settings.allowed_fails {
-            // A lone deployment has nowhere else to send its traffic.
-            if single {
+        let by_policy = self
+            .settings
+            .allowed_fails_policy
+            .as_ref()
+            .and_then(|p| allowed_fails_for(p, f.status, f.class));
+        if self.settings.allowed_fails.is_some() || self.settings.allowed_fails_policy.is_some() {
+            // A lone deployment has nowhere else to send its traffic, unless the policy names
+            // this failure's class.
+            if single && by_policy.is_none() {
                 return false;
             }
+            let allowed = by_policy
+                .or(self.settings.allowed_fails)
+                .unwrap_or(DEFAULT_ALLOWED_FAILS);
             if c.allowed_start
                 .is_none_or(|start| now - start >= length.as_millis() as i64)
             {
@@ -312,6 +324,23 @@ pub fn policy_retries(policy: &RetryPolicy, status: u16, class: ErrorClass) -> O
         .or(policy.default)
 }
 
+/// The `allowed_fails_policy` entry for a failure (LiteLLM's
+/// `_core_get_allowed_fails_from_policy`, by the failure's exception class).
+fn allowed_fails_for(policy: &RetryPolicy, status: u16, class: ErrorClass) -> Option<u32> {
+    match (class, status) {
+        (ErrorClass::ContentPolicy, _) => policy.content_policy.or(policy.bad_request),
+        (ErrorClass::ContextWindowExceeded, _) | (_, 400 | 422) => policy.bad_request,
+        (ErrorClass::Timeout, _) | (_, 408 | 504) => policy.timeout,
+        (_, 429) => policy.rate_limit,
+        (_, 401) => policy.authentication,
+        (_, 404) => policy.not_found,
+        (_, 502) => policy.bad_gateway,
+        (_, 503 | 529) => policy.service_unavailable,
+        (_, s) if s >= 500 => policy.internal_server,
+        _ => None,
+    }
+}
+
 /// Whether a failure means the deployment should be left out of this request's later
 /// attempts (LiteLLM skips deployments whose error is not retryable in itself: 401, 403).
 pub fn skip_on_retry(status: u16) -> bool {
@@ -411,6 +440,46 @@ mod tests {
             assert_eq!(h.on_failure(1, &f, t), None, "fewer than 5 requests");
         }
         assert_eq!(h.on_failure(1, &f, 60_000), None, "the window rolled over");
+    }
+
+    #[test]
+    fn an_allowed_fails_policy_sets_the_threshold_per_error_class() {
+        let mut s = settings();
+        s.allowed_fails_policy = Some(RetryPolicy {
+            rate_limit: Some(2),
+            internal_server: Some(0),
+            ..RetryPolicy::default()
+        });
+        let h = Health::new(2, s.clone());
+        let limited = facts(429, ErrorClass::RateLimited, 2);
+        // Two 429s are allowed, the third cools it down.
+        assert_eq!(h.on_failure(0, &limited, 0), None);
+        assert_eq!(h.on_failure(0, &limited, 10), None);
+        assert!(h.on_failure(0, &limited, 20).is_some());
+        // No 500 is allowed: the first cools it down.
+        assert!(
+            h.on_failure(1, &facts(500, ErrorClass::Unavailable, 2), 0)
+                .is_some()
+        );
+        // A class the policy does not name: LiteLLM's default of 3 allowed fails.
+        let h = Health::new(2, s.clone());
+        let timeout = facts(408, ErrorClass::Timeout, 2);
+        for t in 0..3 {
+            assert_eq!(h.on_failure(0, &timeout, t), None);
+        }
+        assert!(h.on_failure(0, &timeout, 3).is_some());
+        // A lone deployment cools down only for the classes the policy names.
+        let lone = Health::new(1, s);
+        assert!(
+            lone.on_failure(0, &facts(500, ErrorClass::Unavailable, 1), 0)
+                .is_some()
+        );
+        for t in 0..5 {
+            assert_eq!(
+                lone.on_failure(0, &facts(408, ErrorClass::Timeout, 1), t),
+                None
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! "reset_after_chunks": 1, "invalid_json": true, "model": "served-name", "content": "hi"}}`,
 //! `"status_for_model": {"model-a": 429}` (fail only where the upstream model is model-a),
 //! `"for_model": {"model-a": {"reset_after_chunks": 0}}` (any fields, for one upstream model) and
-//! `"retry_after": "2"`. [`MockConfig::script`] fails the first calls whatever they ask.
+//! `"retry_after": "2"`, `"status_ratio": 0.5` (the status for half the calls only).
+//! [`MockConfig::script`] fails the first calls whatever they ask.
 //! A [`RawServer`] answers with bytes that are not HTTP at all, or closes without answering.
 
 use std::collections::HashMap;
@@ -632,6 +633,14 @@ struct Plan {
     retry_after: Option<String>,
 }
 
+/// The next of an evenly spread sequence in [0, 1) (Weyl's, golden-ratio step): which calls a
+/// `status_ratio` fails.
+fn draw() -> f64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 impl Plan {
     fn new(config: &MockConfig, request: &Value) -> Plan {
         // Bedrock carries extra fields in additionalModelRequestFields.
@@ -666,7 +675,15 @@ impl Plan {
                 .as_str()
                 .and_then(|model| m["status_for_model"][model].as_u64())
                 .or_else(|| m["status"].as_u64())
-                .map(|s| s as u16),
+                .map(|s| s as u16)
+                // `status_ratio: 0.5`: the status for that share of the calls only (an evenly
+                // spread sequence, the rest answer normally), e.g. a deployment that answers
+                // 429 to half its requests.
+                .filter(|_| {
+                    m["status_ratio"]
+                        .as_f64()
+                        .is_none_or(|ratio| draw() < ratio)
+                }),
             error_body: m["error_body"].as_str().map(str::to_owned),
             reset_after_chunks: m["reset_after_chunks"].as_u64().map(|c| c as usize),
             invalid_json: m["invalid_json"].as_bool() == Some(true),
