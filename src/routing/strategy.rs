@@ -198,30 +198,26 @@ impl Health {
         };
         let l = s.latency.lock();
         let peers = s.peers.lock();
-        // This instance's samples and the others' (`shared`).
-        let fresh = |own: &Samples, theirs: &[(i64, f64)]| -> Vec<f64> {
-            let ttl = args.ttl.as_millis() as i64;
+        // This instance's samples and the others' (`shared`): (sum, count) of the fresh ones,
+        // without allocating (this runs for every candidate of every request).
+        let ttl = args.ttl.as_millis() as i64;
+        let fresh = |own: &Samples, theirs: &[(i64, f64)]| -> (f64, u32) {
             own.iter()
                 .chain(theirs)
                 .filter(|(at, v)| now - at < ttl && v.is_finite() && *v >= 0.0)
-                .map(|(_, v)| *v)
-                .collect()
+                .fold((0.0, 0), |(sum, n), (_, v)| (sum + v, n + 1))
         };
         let ttft = if stream {
             fresh(&l.ttft, &peers.ttft)
         } else {
-            Vec::new()
+            (0.0, 0)
         };
-        let samples = if ttft.is_empty() {
+        let (sum, n) = if ttft.1 == 0 {
             fresh(&l.latency, &peers.latency)
         } else {
             ttft
         };
-        if samples.is_empty() {
-            0.0
-        } else {
-            samples.iter().sum::<f64>() / samples.len() as f64
-        }
+        if n == 0 { 0.0 } else { sum / f64::from(n) }
     }
 }
 
