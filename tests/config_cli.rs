@@ -165,7 +165,7 @@ fn a_missing_config_file_is_a_clear_error() {
 async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
     let mock = MockProvider::start(MockConfig::default()).await;
     let config = format!(
-        "{}router_settings:\n  routing_strategy: least-busy\n  enable_tag_filtering: true\n",
+        "{}router_settings:\n  routing_strategy: least-busy\n  optional_pre_call_checks: [prompt_caching]\n",
         basic_config(&mock)
     );
     let gw = Gateway::start(&config).await;
@@ -173,7 +173,7 @@ async fn start_up_warnings_are_logged_and_a_taken_port_fails_fast() {
     // least-busy is a strategy Sluice routes with: no warning about it.
     assert!(!logs.contains("least-busy"), "{logs}");
     assert!(
-        logs.contains("router_settings.enable_tag_filtering"),
+        logs.contains("router_settings.optional_pre_call_checks"),
         "{logs}"
     );
 

@@ -60,15 +60,44 @@ async fn lifecycle(database: &str) {
     assert_eq!(team["max_budget"], 10.0);
     assert_eq!(team["spend"], 0.0);
 
-    // A key may not exceed its team's budget.
+    // A proxy admin may give a team key a budget above the team's (as LiteLLM); the team's
+    // budget still caps it on every request.
     let (status, _, body) = admin
         .post_json(
             "/key/generate",
             &json!({"team_id": team_id, "max_budget": 20.0}),
         )
         .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["max_budget"], 20.0);
+    let (status, _, deleted) = admin
+        .post_json("/key/delete", &json!({"keys": [body["key"]]}))
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    let (status, _, spent_team) = admin
+        .post_json(
+            "/team/new",
+            &json!({"team_alias": unique("spent"), "max_budget": 0.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{spent_team}");
+    let (status, _, big) = admin
+        .post_json(
+            "/key/generate",
+            &json!({"team_id": spent_team["team_id"], "max_budget": 100.0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{big}");
+    let calls = mock.calls();
+    let (status, _, body) = as_key(&gw, big["key"].as_str().unwrap())
+        .post_json("/v1/chat/completions", &chat())
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(error_message(&body, 400).contains("max_budget"), "{body}");
+    assert!(
+        error_message(&body, 400).contains("Budget has been exceeded! Team="),
+        "{body}"
+    );
+    assert_eq!(mock.calls(), calls, "refused before the provider");
     let (status, _, body) = admin
         .post_json("/key/generate", &json!({"team_id": "no-such-team"}))
         .await;
@@ -126,41 +155,27 @@ async fn lifecycle(database: &str) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(h["x-litellm-key-spend"], "0", "{h:?}");
 
-    // Nor a user's, when the key is generated or updated.
+    // Nor over a user's, for a proxy admin either (the user's budget caps the key's spend).
     let capped = unique("capped");
     let (status, _, body) = admin
         .post_json("/user/new", &json!({"user_id": capped, "max_budget": 2.0}))
         .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = admin
-        .post_json(
-            "/key/generate",
-            &json!({"user_id": capped, "max_budget": 3.0}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
     let (status, _, capped_key) = admin
         .post_json(
             "/key/generate",
-            &json!({"user_id": capped, "max_budget": 1.0}),
+            &json!({"user_id": capped, "max_budget": 3.0}),
         )
         .await;
     assert_eq!(status, 200, "{capped_key}");
     let (status, _, body) = admin
         .post_json(
             "/key/update",
-            &json!({"key": capped_key["key"], "max_budget": 3.0}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(error_message(&body, 400).contains("user"), "{body}");
-    let (status, _, body) = admin
-        .post_json(
-            "/key/update",
-            &json!({"key": capped_key["key"], "max_budget": 1.5}),
+            &json!({"key": capped_key["key"], "max_budget": 4.0}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["max_budget"], 4.0);
 
     // Models outside the key's list are refused.
     let (status, _, body) = user

@@ -232,7 +232,7 @@ pub(super) async fn member_route(
                 )?;
             }
             match route {
-                "/key/update" => key_update(m, b).await,
+                "/key/update" => key_update(m, b, false).await,
                 "/key/regenerate" => key_regenerate(m, path_key.map(str::to_string), b).await,
                 _ => key_block(m, b, route == "/key/block").await,
             }

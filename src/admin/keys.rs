@@ -89,13 +89,19 @@ pub(super) async fn key_generate(
         Some(t) => Some(load_team(m, &t).await?),
         None => None,
     };
-    if let Some(t) = &team {
+    // A proxy admin may give a key limits above its team's or user's (LiteLLM); theirs still
+    // cap it on every request. Others may not.
+    let admin = caller_is_admin(caller);
+    if let Some(t) = &team
+        && !admin
+    {
         check_within(&b, t, "team")?;
     }
     let user_id = string_of(&b, "user_id");
     if let Some(u) = &user_id {
         match m.store.get(Kind::User, u).await.map_err(db_error)? {
-            Some(user) => check_within(&b, &user, "user")?,
+            Some(user) if !admin => check_within(&b, &user, "user")?,
+            Some(_) => {}
             None => {
                 // LiteLLM creates the user row the key names.
                 let user = new_object(
@@ -148,6 +154,15 @@ pub(super) async fn key_generate(
     Ok((StatusCode::OK, out))
 }
 
+/// The master key, an open gateway, or a key of a proxy admin.
+fn caller_is_admin(caller: &Caller) -> bool {
+    match caller {
+        Caller::MasterKey | Caller::Open => true,
+        Caller::Key(k) => k.is_admin,
+        Caller::Unknown => false,
+    }
+}
+
 /// Finds the key a body or query names by `key` (raw or hash) or `key_alias`.
 pub(super) async fn find_key(
     m: &Management,
@@ -163,7 +178,8 @@ pub(super) async fn find_key(
     found.ok_or_else(|| not_found("Key not found in database"))
 }
 
-pub(super) async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> Answer {
+/// `admin`: the caller is a proxy admin, who may set limits above the key's team's or user's.
+pub(super) async fn key_update(m: &Arc<Management>, b: Map<String, Value>, admin: bool) -> Answer {
     validate(&b)?;
     let b = with_budget(m, b).await?;
     let mut o = find_key(m, str_field(&b, "key"), str_field(&b, "key_alias")).await?;
@@ -174,12 +190,15 @@ pub(super) async fn key_update(m: &Arc<Management>, b: Map<String, Value>) -> An
         let team = load_team(m, t).await?;
         let mut merged = o.data.clone();
         merged.extend(b.clone());
-        check_within(&merged, &team, "team")?;
+        if !admin {
+            check_within(&merged, &team, "team")?;
+        }
     }
     if b.contains_key("user_id") {
         o.user_id = string_of(&b, "user_id");
     }
     if let Some(u) = &o.user_id
+        && !admin
         && let Some(user) = m.store.get(Kind::User, u).await.map_err(db_error)?
     {
         let mut merged = o.data.clone();

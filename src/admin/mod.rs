@@ -152,7 +152,7 @@ async fn admin_route(
     let body = || parse_body(c.body);
     match (path, get, post) {
         ("/key/generate", _, true) => key_generate(m, body()?, c.caller).await,
-        ("/key/update", _, true) => key_update(m, body()?).await,
+        ("/key/update", _, true) => key_update(m, body()?, true).await,
         ("/key/list", true, _) => key_list(m, c.query, Owner::Any).await,
         ("/key/delete", _, true) => key_delete(m, body()?).await,
         ("/key/regenerate", _, true) => key_regenerate(m, None, body()?).await,
