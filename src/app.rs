@@ -134,6 +134,21 @@ impl App {
         }
     }
 
+    /// With Redis configured, starts sharing the router's state (cooldowns, failure counts,
+    /// usage, latency) with the other instances (`routing::shared`).
+    pub fn share_router_state(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.config.redis_url else {
+            return Ok(());
+        };
+        let ids = self
+            .config
+            .deployments
+            .iter()
+            .map(|d| d.deployment.id.clone())
+            .collect();
+        crate::routing::shared::start(self.health.clone(), ids, url.clone())
+    }
+
     /// Counts a request in flight until the guard drops.
     pub fn track_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);

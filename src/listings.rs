@@ -121,6 +121,14 @@ impl Listings {
         }
     }
 
+    /// `GET /v1/models/{id}`: the entry `/v1/models` lists under that id, if the caller sees it.
+    pub fn model(&self, id: &str, visible: Option<Visible<'_>>) -> Option<Bytes> {
+        self.model_entries
+            .iter()
+            .find(|(name, group, _)| name == id && visible.is_none_or(|v| v(name, group)))
+            .map(|(_, _, v)| Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+    }
+
     /// `GET /model/info[?litellm_model_id=]`.
     pub fn model_info(&self, query: Option<&str>, visible: Option<Visible<'_>>) -> Bytes {
         let wanted = query_param(query, "litellm_model_id");

@@ -60,16 +60,7 @@ pub fn run(
     };
     let app = Arc::new(App::new(config, prices, management));
     resolve_upstreams_once(&app);
-    if let Some(url) = &app.config.redis_url {
-        // Cooldowns, failure counts, usage and latency shared with the other instances.
-        let ids = app
-            .config
-            .deployments
-            .iter()
-            .map(|d| d.deployment.id.clone())
-            .collect();
-        crate::routing::shared::start(app.health.clone(), ids, url.clone())?;
-    }
+    app.share_router_state()?;
 
     // Two faces of the same proxy: HTTP/1 requests (whose connections downstream.rs drives)
     // and HTTP/2 connections (prior knowledge on the plaintext port, or ALPN with TLS).

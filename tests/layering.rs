@@ -21,7 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["access_log", "config"]),
     ("upstream", &["config"]),
     ("providers", &["config"]),
-    ("routing", &["config", "providers"]),
+    ("routing", &["clock", "config", "providers"]),
     ("listings", &["clock", "config", "http_query"]),
     ("management", &["clock", "config", "decimal", "pricing"]),
     ("admin", &["clock", "http_query", "management"]),

@@ -12,6 +12,8 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// `GET /v1/models/{id}` (the OpenAI SDK's `models.retrieve`).
+    ModelRetrieve,
     ModelInfo,
     ModelGroupInfo,
     HealthLiveness,
@@ -55,6 +57,9 @@ impl Endpoint {
             "/completions" => (Endpoint::Completions, Method::POST),
             "/embeddings" => (Endpoint::Embeddings, Method::POST),
             "/models" => (Endpoint::Models, Method::GET),
+            r if r.len() > "/models/".len() && r.starts_with("/models/") => {
+                (Endpoint::ModelRetrieve, Method::GET)
+            }
             "/model/info" => (Endpoint::ModelInfo, Method::GET),
             "/model_group/info" if unversioned.is_none() => (Endpoint::ModelGroupInfo, Method::GET),
             "/health/liveness" | "/health/liveliness" if unversioned.is_none() => {
@@ -116,6 +121,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Models => "/models",
+            Endpoint::ModelRetrieve => "/models/{model_id}",
             Endpoint::ModelInfo => "/model/info",
             Endpoint::ModelGroupInfo => "/model_group/info",
             Endpoint::HealthLiveness => "/health/liveness",
@@ -169,6 +175,13 @@ mod tests {
         assert_eq!(
             Endpoint::classify(&Method::GET, "/v1/model/info"),
             Endpoint::ModelInfo
+        );
+        for p in ["/v1/models/gpt-4o", "/models/openai/gpt-4o"] {
+            assert_eq!(Endpoint::classify(&Method::GET, p), Endpoint::ModelRetrieve);
+        }
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/v1/models/gpt-4o"),
+            Endpoint::MethodNotAllowed
         );
         assert_eq!(
             Endpoint::classify(&Method::GET, "/model_group/info"),

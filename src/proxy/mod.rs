@@ -249,6 +249,35 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             let body = bytes::Bytes::from(text);
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
+        Endpoint::ModelRetrieve => {
+            let path = session.req_header().uri.path();
+            let raw = path.split_once("/models/").map_or("", |(_, id)| id);
+            let id = raw.strip_suffix('/').unwrap_or(raw);
+            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+            let no_groups = Default::default();
+            let groups = app
+                .management
+                .as_ref()
+                .map_or(&no_groups, |m| &m.access_groups);
+            let found = {
+                let filter = identity::listing_filter(&ctx.cx.caller, groups);
+                let visible: Option<listings::Visible<'_>> = filter.as_ref().map(|f| f as _);
+                app.listings.model(&id, visible)
+            };
+            match found {
+                Some(body) => respond::send(session, ctx, 200, "application/json", &[], body).await,
+                None => {
+                    let mut e = ApiError::new(
+                        http::StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        format!("The model `{id}` does not exist or is not accessible"),
+                    )
+                    .with_param("model");
+                    e.code = Some("model_not_found".into());
+                    respond::error(session, ctx, &e).await
+                }
+            }
+        }
         Endpoint::Models | Endpoint::ModelInfo | Endpoint::ModelGroupInfo => {
             let no_groups = Default::default();
             let groups = app

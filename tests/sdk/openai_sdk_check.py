@@ -61,6 +61,14 @@ assert embeddings.model == "text-embedding"
 # The model list.
 ids = [m.id for m in client.models.list()]
 assert ids[:2] == ["gpt-4o", "text-embedding"], ids
+# One model (`models.retrieve`), and an unknown one as the SDK's NotFoundError.
+model = client.models.retrieve("gpt-4o")
+assert model.id == "gpt-4o" and model.object == "model" and model.owned_by, model
+try:
+    client.models.retrieve("no-such-model")
+    raise AssertionError("an unknown model was found")
+except openai.NotFoundError as e:
+    assert e.status_code == 404 and "no-such-model" in str(e)
 
 # Errors surface as the SDK's exception classes.
 try:
