@@ -190,7 +190,7 @@ model_list:
       api_base: http://127.0.0.1:$MOCK_PORT
       api_key: sk-upstream-c
 router_settings:
-  routing_strategy: latency-based-routing
+  routing_strategy: ${ROUTER_STRATEGY:-latency-based-routing}
   num_retries: 2
   fallbacks: [{"gpt-4o": ["gpt-4o-backup"]}]
 litellm_settings:
