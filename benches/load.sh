@@ -35,11 +35,11 @@ SLUICE_ACCESS_LOG=${SLUICE_ACCESS_LOG:-true}
 # general_settings.disable_spend_logs (spend counters stay).
 SLUICE_SPEND_LOGS=${SLUICE_SPEND_LOGS:-true}
 SLUICE_WORK_STEALING=${SLUICE_WORK_STEALING:-true}
-TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-no-spend-logs sluice-anthropic sluice-vkey sluice-router sluice-failover"}
+TARGETS=${TARGETS:-"direct pingora nginx sluice sluice-no-spend-logs sluice-anthropic sluice-vkey sluice-shuffle sluice-router sluice-failover"}
 STREAMING=${STREAMING:-1}
 HALT_POLL_NS=${HALT_POLL_NS-200000}
 HALT_POLL=/sys/module/haltpoll/parameters/guest_halt_poll_ns
-MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083 SLUICE_NO_LOGS_PORT=18084 SLUICE_ROUTER_PORT=18085
+MOCK_PORT=18080 BASELINE_PORT=18081 NGINX_PORT=18082 SLUICE_PORT=18083 SLUICE_NO_LOGS_PORT=18084 SLUICE_ROUTER_PORT=18085 SLUICE_SHUFFLE_PORT=18086
 KEY=sk-bench-master-key
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -48,7 +48,7 @@ if ! need nginx || ! need taskset || ! need cmake; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light util-linux cmake >/dev/null
 fi
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT; do
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT $SLUICE_SHUFFLE_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "port $p is already in use; stop whatever listens there first" >&2
     exit 1
@@ -205,8 +205,13 @@ sluice_settings:
 EOF
 SLUICE_DATABASE_PATH="$WORK/sluice-router.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice-router.yaml" --host 127.0.0.1 --port "$SLUICE_ROUTER_PORT" >"$WORK/sluice-router.log" 2>&1 &
 PIDS+=($!)
+# The same config with simple-shuffle (the sluice-shuffle target): what the router's strategy
+# costs, with everything else equal.
+sed 's/^  routing_strategy: .*/  routing_strategy: simple-shuffle/' "$WORK/sluice-router.yaml" >"$WORK/sluice-shuffle.yaml"
+SLUICE_DATABASE_PATH="$WORK/sluice-shuffle.db" taskset -c "$PROXY_CPUS" "$BIN/sluice" --config "$WORK/sluice-shuffle.yaml" --host 127.0.0.1 --port "$SLUICE_SHUFFLE_PORT" >"$WORK/sluice-shuffle.log" 2>&1 &
+PIDS+=($!)
 
-for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT; do wait_port "$p"; done
+for p in $MOCK_PORT $BASELINE_PORT $NGINX_PORT $SLUICE_PORT $SLUICE_NO_LOGS_PORT $SLUICE_ROUTER_PORT $SLUICE_SHUFFLE_PORT; do wait_port "$p"; done
 # taskset execs its command, so $! above is the server's own pid.
 declare -A PID_OF=(
   [pingora]=${PIDS[1]}
@@ -217,6 +222,7 @@ declare -A PID_OF=(
   [sluice-no-spend-logs]=${PIDS[4]}
   [sluice-router]=${PIDS[5]}
   [sluice-failover]=${PIDS[5]}
+  [sluice-shuffle]=${PIDS[6]}
 )
 # A virtual key with a budget and rate limits (the sluice-vkey target): every request is looked
 # up in the key cache, its worst case reserved and settled, its spend logged.
@@ -289,6 +295,7 @@ declare -A URL=(
   [sluice-no-spend-logs]="http://127.0.0.1:$SLUICE_NO_LOGS_PORT/v1/chat/completions"
   [sluice-router]="http://127.0.0.1:$SLUICE_ROUTER_PORT/v1/chat/completions"
   [sluice-failover]="http://127.0.0.1:$SLUICE_ROUTER_PORT/v1/chat/completions"
+  [sluice-shuffle]="http://127.0.0.1:$SLUICE_SHUFFLE_PORT/v1/chat/completions"
 )
 # Targets are interleaved within each round, and the order rotates from round to round, so a
 # noisy neighbour on the shared machine (or whatever ran just before) hurts them alike; the

@@ -54,7 +54,7 @@ for (label, c), rs in groups.items():
 stream = streams.get(1, {})
 
 TARGETS = ["direct", "pingora", "nginx", "sluice", "sluice-no-spend-logs", "sluice-anthropic", "sluice-vkey",
-           "sluice-router", "sluice-failover"]
+           "sluice-shuffle", "sluice-router", "sluice-failover"]
 
 print(f"Pinning: proxy under test on CPU {proxy_cpus} with {threads} worker thread(s); "
       f"mock provider and load generator on CPU {harness_cpus}. Each point: median of {rounds} "
@@ -163,6 +163,14 @@ if any("sluice-router" in chat[c] for c in chat):
                 cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs ({t / s_:.2f}x)" if t and s_ else ""
                 verdict = "met" if ratio >= 0.97 else "NOT met"
                 print(f"- concurrency {c}: router configured (latency-based, num_retries 2, fallbacks) vs simple-shuffle: "
+                      f"{ratio:.0%} of its throughput, median of the per-round ratios (target >= 97%): {verdict}{cpu}")
+        if "sluice-shuffle" in row and "sluice-router" in row:
+            ratio = paired("sluice-router", "sluice-shuffle", c)
+            t, s_ = row["sluice-router"]["cpu_us"], row["sluice-shuffle"]["cpu_us"]
+            if ratio is not None:
+                cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs ({t / s_:.2f}x)" if t and s_ else ""
+                verdict = "met" if ratio >= 0.97 else "NOT met"
+                print(f"- concurrency {c}: the same router config, latency-based vs simple-shuffle: "
                       f"{ratio:.0%} of its throughput, median of the per-round ratios (target >= 97%): {verdict}{cpu}")
         if "sluice-router" in row and "sluice-failover" in row:
             ratio = paired("sluice-failover", "sluice-router", c)

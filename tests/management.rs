@@ -633,15 +633,23 @@ async fn budgets_and_rate_limits_are_enforced(redis: &str) {
     let gw = Gateway::start(&config(&mock, "", "", redis)).await;
     let admin = gw.client();
 
-    // Budget: 0.12 covers two calls at 0.05; the third would pass it.
+    // Budget: 0.12 covers two calls at 0.05 and part of a third. As LiteLLM, a call goes while
+    // anything is left, its reservation capped at what is left: the third goes (spend 0.15,
+    // over by less than one call), the fourth is refused.
     let (_, _, k) = admin
         .post_json("/key/generate", &json!({"max_budget": 0.12}))
         .await;
     let user = as_key(&gw, k["key"].as_str().unwrap());
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
         assert_eq!(s, 200, "{b}");
     }
+    let spent = eventually(Duration::from_secs(5), || async {
+        let s = key_spend(&admin, k["key"].as_str().unwrap()).await;
+        ((s - 0.15).abs() < 1e-9).then_some(s)
+    })
+    .await;
+    assert!(spent.is_some(), "spend never reached 0.15");
     let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["type"], "budget_exceeded");
@@ -1470,11 +1478,20 @@ async fn hanging_up_on_a_stream_or_asking_for_many_choices_cannot_dodge_the_budg
         key_spend(&admin, &key).await
     );
 
-    // n = 8 completions reserve eight outputs: over a 0.3 budget although one would fit.
-    let (_, _, k) = admin
+    // n = 8 completions reserve eight outputs. With fail_closed_budget_enforcement the whole
+    // worst case must fit: over a 0.3 budget although one completion would fit.
+    let strict = Gateway::start(&config(
+        &mock,
+        "",
+        "  fail_closed_budget_enforcement: true\n",
+        "",
+    ))
+    .await;
+    let (_, _, k) = strict
+        .client()
         .post_json("/key/generate", &json!({"max_budget": 0.3}))
         .await;
-    let small = as_key(&gw, k["key"].as_str().unwrap());
+    let small = as_key(&strict, k["key"].as_str().unwrap());
     let mut many = chat();
     many["n"] = json!(8);
     let (s, _, b) = small.post_json("/v1/chat/completions", &many).await;
@@ -2892,4 +2909,36 @@ async fn user_list_budget_routes_member_update_and_spend_reset() {
     assert_eq!(key_spend(&admin, &key).await, 0.0);
     let (s, _, b) = user.post_json("/v1/chat/completions", &chat()).await;
     assert_eq!(s, 200, "spend was reset: {b}");
+}
+
+/// 6 concurrent calls at 0.05 on a 0.12 budget: with reservations (capped at what is left) 3
+/// go (0.05, 0.05 and the last 0.02 reserved) and 3 are refused; with
+/// `disable_budget_reservation` only spend is checked, so all 6 go (as LiteLLM documents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_reserve_what_is_left_unless_reservations_are_off() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    for (general, admitted) in [("", 3), ("  disable_budget_reservation: true\n", 6)] {
+        let gw = Gateway::start(&config(&mock, "", general, "")).await;
+        let (_, _, k) = gw
+            .client()
+            .post_json("/key/generate", &json!({"max_budget": 0.12}))
+            .await;
+        let user = as_key(&gw, k["key"].as_str().unwrap());
+        let mut slow = chat();
+        slow["mock"] = json!({"latency_ms": 400});
+        let calls = (0..6).map(|_| {
+            let user = user.clone();
+            let body = slow.clone();
+            tokio::spawn(async move { user.post_json("/v1/chat/completions", &body).await.0 })
+        });
+        let mut ok = 0;
+        for c in calls.collect::<Vec<_>>() {
+            match c.await.unwrap() {
+                200 => ok += 1,
+                400 => {}
+                s => panic!("status {s}"),
+            }
+        }
+        assert_eq!(ok, admitted, "with {general:?}");
+    }
 }

@@ -231,6 +231,12 @@ pub struct ManagementSettings {
     pub budget_reset_interval: Duration,
     /// `disable_reset_budget`: spend is never reset when a window ends.
     pub disable_reset_budget: bool,
+    /// `general_settings.fail_closed_budget_enforcement`: a request is refused unless its whole
+    /// worst case fits every budget (default: reserved up to what is left, as LiteLLM).
+    pub fail_closed_budget_enforcement: bool,
+    /// `general_settings.disable_budget_reservation`: budgets check spend only, nothing is
+    /// reserved.
+    pub disable_budget_reservation: bool,
     pub redis_url: Option<String>,
     /// Where spend the database cannot take waits on disk (`sluice_settings.spend_spool_dir`,
     /// env `SLUICE_SPEND_SPOOL_DIR`, default `sluice-spend-spool` in the working directory).

@@ -163,6 +163,12 @@ impl Builder<'_> {
             run_migrations: !no_schema_update,
             budget_reset_interval: Duration::from_secs(1),
             disable_reset_budget: disable_reset,
+            fail_closed_budget_enforcement: get(general, "fail_closed_budget_enforcement")
+                .and_then(|v| self.boolean(v, "general_settings.fail_closed_budget_enforcement"))
+                .unwrap_or(false),
+            disable_budget_reservation: get(general, "disable_budget_reservation")
+                .and_then(|v| self.boolean(v, "general_settings.disable_budget_reservation"))
+                .unwrap_or(false),
             redis_url,
             spend_spool_configured: spool.is_some(),
             spend_spool_dir: spool.unwrap_or_else(|| "sluice-spend-spool".into()).into(),

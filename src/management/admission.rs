@@ -260,9 +260,10 @@ impl Management {
             Some(Some(quick)) => (quick, false),
             Some(None) => (cost::request_shape(body), true),
         };
+        let fail_closed = self.settings.fail_closed_budget_enforcement;
         let result = loop {
             // The worst case of the most expensive deployment the router may send it to.
-            let estimate = if budgeted {
+            let estimate = if budgeted && !self.settings.disable_budget_reservation {
                 prices
                     .iter()
                     .map(|&price| {
@@ -277,8 +278,8 @@ impl Management {
                 // Boxed: the Redis call's future is large, and inline it would grow every
                 // request's future also when Redis is not configured. Bounded by
                 // `redis_ledger::REDIS_TIMEOUT`, and answered at once during an outage.
-                Some(r) => Box::pin(r.admit(&checks, estimate, now)).await,
-                None => Ok(self.local.admit(&checks, estimate, now)),
+                Some(r) => Box::pin(r.admit(&checks, estimate, now, fail_closed)).await,
+                None => Ok(self.local.admit(&checks, estimate, now, fail_closed)),
             };
             if !counted && matches!(result, Ok(Err(Refusal::Budget { .. }))) {
                 shape = cost::request_shape(body);

@@ -3,10 +3,17 @@
 //!
 //! A request reserves its worst-case cost on every owner whose budget applies (key, team, user,
 //! end user, key+model) in one step: all checks pass and all reservations are taken, or nothing
-//! is taken. Settling releases the reservation and adds the actual cost. So concurrent requests
-//! can never push spend past `max_budget` unless a request costs more than it reserved (an
-//! unknown output limit, or a provider counting more prompt tokens than tiktoken did); the
-//! overshoot is bounded by that difference.
+//! is taken. Settling releases the reservation and adds the actual cost.
+//!
+//! As LiteLLM 1.109.1 (`_apply_over_budget_reservation_policy`), the reservation is capped at
+//! what the tightest owner has left, and a request is refused only when an owner has nothing
+//! left (spend plus what others reserved reaches its budget): a key with budget for one and a
+//! half calls makes its first call. Concurrent requests still cannot together pass a budget,
+//! since each one reserves what it takes; a budget is passed at most by what one request costs
+//! beyond the part of the budget it reserved. With `fail_closed_budget_enforcement` the whole
+//! worst case must fit instead (a budget is then passed only when a request costs more than its
+//! worst case: an unknown output limit, or a provider counting more prompt tokens than
+//! tiktoken did).
 //!
 //! Two implementations share these semantics: in process (one instance), and a Redis script
 //! (several instances sharing one Redis), see `redis_ledger.rs`.
@@ -160,9 +167,16 @@ pub struct LocalLedger {
 
 impl LocalLedger {
     /// Checks every owner and, when all pass, takes a request slot and `estimate` of budget on
-    /// each.
-    pub fn admit(&self, checks: &[Check], estimate: f64, now_ms: i64) -> Result<Hold, Refusal> {
+    /// each (capped at what the tightest owner has left, unless `fail_closed`).
+    pub fn admit(
+        &self,
+        checks: &[Check],
+        estimate: f64,
+        now_ms: i64,
+        fail_closed: bool,
+    ) -> Result<Hold, Refusal> {
         let mut accounts = self.accounts.lock();
+        let mut reservation = estimate;
         for c in checks {
             let a = accounts.entry(c.key.clone()).or_insert_with(|| Account {
                 spend: c.limits.spend,
@@ -180,8 +194,13 @@ impl LocalLedger {
                 a.requests,
                 a.tokens,
                 now_ms,
+                fail_closed,
             )?;
+            if let Some(max) = c.limits.max_budget {
+                reservation = reservation.min((max - a.spend - a.reserved).max(0.0));
+            }
         }
+        let estimate = reservation;
         let mut hold = Hold {
             reserved: estimate,
             ..Hold::default()
@@ -252,7 +271,9 @@ impl LocalLedger {
     }
 }
 
-/// The checks every implementation makes, in order: budget, parallel, requests, tokens.
+/// The checks every implementation makes, in order: budget, parallel, requests, tokens. The
+/// budget check refuses when nothing is left (spend and others' reservations reach it), or,
+/// `fail_closed`, when the whole `estimate` does not fit.
 #[allow(clippy::too_many_arguments)]
 pub fn refuse_if_over(
     c: &Check,
@@ -263,11 +284,19 @@ pub fn refuse_if_over(
     requests: u64,
     tokens: u64,
     now_ms: i64,
+    fail_closed: bool,
 ) -> Result<(), Refusal> {
     let (kind, id) = (c.key.0, &c.key.1);
     let l = &c.limits;
+    let nothing_fits = |max: f64| {
+        if fail_closed {
+            spend + reserved + estimate > max + 1e-12
+        } else {
+            spend + reserved >= max - 1e-12
+        }
+    };
     if let Some(max) = l.max_budget
-        && (spend >= max || spend + reserved + estimate > max + 1e-12)
+        && (spend >= max || nothing_fits(max))
     {
         return Err(Refusal::Budget {
             kind,
@@ -338,7 +367,7 @@ mod tests {
         let mut ok = 0;
         let mut held = Vec::new();
         for _ in 0..10 {
-            if let Ok(h) = ledger.admit(&checks, 0.3, 0) {
+            if let Ok(h) = ledger.admit(&checks, 0.3, 0, true) {
                 ok += 1;
                 held.push(h);
             }
@@ -351,9 +380,34 @@ mod tests {
         }
         let (spend, reserved) = ledger.spend_of(&(ScopeKind::Key, Arc::from("k"))).unwrap();
         assert!((spend - 0.3).abs() < 1e-9 && reserved.abs() < 1e-9);
-        assert!(ledger.admit(&checks, 0.3, 0).is_ok());
-        assert!(ledger.admit(&checks, 0.3, 0).is_ok());
-        assert!(ledger.admit(&checks, 0.3, 0).is_err());
+        assert!(ledger.admit(&checks, 0.3, 0, true).is_ok());
+        assert!(ledger.admit(&checks, 0.3, 0, true).is_ok());
+        assert!(ledger.admit(&checks, 0.3, 0, true).is_err());
+    }
+
+    #[test]
+    fn by_default_a_reservation_is_capped_at_what_is_left() {
+        // Budget 1.0, worst case 0.7 per call, real cost 0.6: the first call reserves 0.7, the
+        // second what is left (0.3), a third finds nothing left.
+        let checks = [check(ScopeKind::Key, "k", budget(1.0))];
+        let ledger = LocalLedger::default();
+        let first = ledger.admit(&checks, 0.7, 0, false).unwrap();
+        let second = ledger.admit(&checks, 0.7, 0, false).unwrap();
+        assert!((first.reserved - 0.7).abs() < 1e-9);
+        assert!((second.reserved - 0.3).abs() < 1e-9);
+        assert!(
+            ledger.admit(&checks, 0.7, 0, false).is_err(),
+            "nothing left"
+        );
+        ledger.settle(&first, 0.6, 0, 0);
+        ledger.settle(&second, 0.6, 0, 0);
+        // Spend 1.2: passed by what the second cost beyond its 0.3, and nothing more goes.
+        assert!(ledger.admit(&checks, 0.7, 0, false).is_err());
+        // A key whose budget covers one and a half calls makes its first call (fail-closed:
+        // refused, the whole worst case must fit).
+        let small = [check(ScopeKind::Key, "s", budget(0.5))];
+        assert!(ledger.admit(&small, 0.7, 0, true).is_err());
+        assert!(ledger.admit(&small, 0.7, 0, false).is_ok());
     }
 
     #[test]
@@ -361,9 +415,13 @@ mod tests {
         let ledger = LocalLedger::default();
         let key = check(ScopeKind::Key, "k", budget(10.0));
         let team = check(ScopeKind::Team, "t", budget(0.5));
-        assert!(ledger.admit(&[key.clone(), team.clone()], 0.4, 0).is_ok());
+        assert!(
+            ledger
+                .admit(&[key.clone(), team.clone()], 0.4, 0, true)
+                .is_ok()
+        );
         let refused = ledger
-            .admit(&[key.clone(), team.clone()], 0.4, 0)
+            .admit(&[key.clone(), team.clone()], 0.4, 0, true)
             .unwrap_err();
         assert!(matches!(
             refused,
@@ -388,13 +446,13 @@ mod tests {
             ..Limits::default()
         };
         let checks = [check(ScopeKind::Key, "k", limits)];
-        assert!(ledger.admit(&checks, 0.1, 29_999).is_err());
-        let hold = ledger.admit(&checks, 0.1, 30_000).unwrap();
+        assert!(ledger.admit(&checks, 0.1, 29_999, true).is_err());
+        let hold = ledger.admit(&checks, 0.1, 30_000, true).unwrap();
         ledger.settle(&hold, 0.1, 0, 30_000);
         let (spend, _) = ledger.spend_of(&(ScopeKind::Key, Arc::from("k"))).unwrap();
         assert!((spend - 0.1).abs() < 1e-9);
         // Next window ends at 60 s: an injected clock far ahead resets again.
-        let hold = ledger.admit(&checks, 0.1, 125_000).unwrap();
+        let hold = ledger.admit(&checks, 0.1, 125_000, true).unwrap();
         assert_eq!(hold.key_spend, Some(0.0));
     }
 
@@ -406,11 +464,11 @@ mod tests {
             ..Limits::default()
         };
         let checks = [check(ScopeKind::Key, "k", limits)];
-        let h1 = ledger.admit(&checks, 0.0, 1_000).unwrap();
+        let h1 = ledger.admit(&checks, 0.0, 1_000, false).unwrap();
         assert_eq!(h1.remaining_requests, Some(1));
         ledger.settle(&h1, 0.0, 5, 1_000);
-        ledger.admit(&checks, 0.0, 2_000).unwrap();
-        match ledger.admit(&checks, 0.0, 3_000) {
+        ledger.admit(&checks, 0.0, 2_000, false).unwrap();
+        match ledger.admit(&checks, 0.0, 3_000, false) {
             Err(Refusal::Rate {
                 what,
                 retry_after_ms,
@@ -421,7 +479,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(ledger.admit(&checks, 0.0, 60_000).is_ok(), "a new minute");
+        assert!(
+            ledger.admit(&checks, 0.0, 60_000, false).is_ok(),
+            "a new minute"
+        );
 
         let tpm = [check(
             ScopeKind::Team,
@@ -431,10 +492,10 @@ mod tests {
                 ..Limits::default()
             },
         )];
-        let h = ledger.admit(&tpm, 0.0, 0).unwrap();
+        let h = ledger.admit(&tpm, 0.0, 0, false).unwrap();
         ledger.settle(&h, 0.0, 100, 0);
         assert!(matches!(
-            ledger.admit(&tpm, 0.0, 1),
+            ledger.admit(&tpm, 0.0, 1, false),
             Err(Refusal::Rate { what: "tokens", .. })
         ));
 
@@ -446,15 +507,15 @@ mod tests {
                 ..Limits::default()
             },
         )];
-        let h = ledger.admit(&par, 0.0, 0).unwrap();
+        let h = ledger.admit(&par, 0.0, 0, false).unwrap();
         assert!(matches!(
-            ledger.admit(&par, 0.0, 0),
+            ledger.admit(&par, 0.0, 0, false),
             Err(Refusal::Rate {
                 what: "parallel_requests",
                 ..
             })
         ));
         ledger.settle(&h, 0.0, 0, 0);
-        assert!(ledger.admit(&par, 0.0, 0).is_ok());
+        assert!(ledger.admit(&par, 0.0, 0, false).is_ok());
     }
 }

@@ -18,7 +18,8 @@ use super::ledger::{Check, Hold, Refusal};
 use crate::clock::parse_span;
 
 /// Checks every owner, then reserves on all of them, or returns which check failed.
-/// ARGV: now, estimate, hold id, this instance's id, then per owner: max_budget, initial
+/// ARGV: now, estimate, hold id, this instance's id, fail-closed ("1": the whole estimate must
+/// fit; else it is capped at what the tightest owner has left), then per owner: max_budget, initial
 /// spend, window end from the database, end of the window that contains now (computed by the
 /// caller, as the in-process ledger rolls windows), max parallel, rpm, tpm ("" = none). The
 /// hold is recorded (for a day) so that its settle applies once.
@@ -34,11 +35,13 @@ local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[2])
 local hold = ARGV[3]
 local me = ARGV[4]
+local fail_closed = ARGV[5] == '1'
+local cap = est
 local minute = math.floor(now / 60000)
 local live = {}
 local state = {}
 for i = 1, #KEYS do
-  local b = 4 + (i - 1) * 7
+  local b = 5 + (i - 1) * 7
   local k = KEYS[i]
   local max, init, db_end, cur_end = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local par, rpm, tpm = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
@@ -83,8 +86,16 @@ for i = 1, #KEYS do
     requests = 0; tokens = 0
     redis.call('HSET', k, 'minute', minute, 'requests', 0, 'tokens', 0)
   end
-  if max ~= '' and (spend >= tonumber(max) or spend + reserved + est > tonumber(max) + 1e-12) then
-    return {'budget', tostring(i), tostring(spend), max}
+  if max ~= '' then
+    local m = tonumber(max)
+    local over
+    if fail_closed then over = spend + reserved + est > m + 1e-12 else over = spend + reserved >= m - 1e-12 end
+    if spend >= m or over then
+      return {'budget', tostring(i), tostring(spend), max}
+    end
+    local left = m - spend - reserved
+    if left < 0 then left = 0 end
+    if left < cap then cap = left end
   end
   if par ~= '' and inflight >= tonumber(par) then return {'parallel_requests', tostring(i), '', par} end
   if rpm ~= '' and requests >= tonumber(rpm) then return {'requests', tostring(i), '', rpm} end
@@ -92,7 +103,8 @@ for i = 1, #KEYS do
   state[i] = {spend, requests, tokens}
 end
 redis.call('SET', 'sluice:hold:' .. hold, 1, 'EX', 86400)
-local out = {'ok'}
+est = cap
+local out = {'ok', tostring(est)}
 for i = 1, #KEYS do
   local k = KEYS[i]
   redis.call('HINCRBYFLOAT', k, 'r:' .. me, est)
@@ -357,13 +369,15 @@ impl RedisLedger {
         checks: &[Check],
         estimate: f64,
         now_ms: i64,
+        fail_closed: bool,
     ) -> redis::RedisResult<Result<Hold, Refusal>> {
         let hold_id = uuid::Uuid::new_v4().to_string();
         let mut inv = self.admit.prepare_invoke();
         inv.arg(now_ms)
             .arg(estimate)
             .arg(&hold_id)
-            .arg(&self.instance);
+            .arg(&self.instance)
+            .arg(if fail_closed { "1" } else { "0" });
         for c in checks {
             let l = &c.limits;
             // The window that contains now, computed here for every kind of span (calendar
@@ -417,13 +431,15 @@ impl RedisLedger {
                 }
             }));
         }
+        // What the script reserved: the estimate, capped at what the tightest owner had left.
+        let reserved = out.get(1).and_then(|r| r.parse().ok()).unwrap_or(estimate);
         let mut hold = Hold {
             id: hold_id,
-            reserved: estimate,
+            reserved,
             ..Hold::default()
         };
         for (i, c) in checks.iter().enumerate() {
-            let field = |j: usize| out.get(1 + i * 3 + j).cloned().unwrap_or_default();
+            let field = |j: usize| out.get(2 + i * 3 + j).cloned().unwrap_or_default();
             if i == 0 {
                 hold.key_spend = field(0).parse().ok();
             }
