@@ -248,7 +248,9 @@ fn budgets(c: &mut Criterion) {
     ];
     g.bench_function("ledger/admit_and_settle_key_and_team", |b| {
         b.iter(|| {
-            let hold = ledger.admit(black_box(&checks), 0.01, 1_000, false).unwrap();
+            let hold = ledger
+                .admit(black_box(&checks), 0.01, 1_000, false)
+                .unwrap();
             ledger.settle(&hold, 0.005, 40, 1_000);
         })
     });
