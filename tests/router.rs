@@ -318,7 +318,8 @@ async fn the_budget_reservation_covers_the_dearest_deployment_a_retry_may_reach(
     let a = MockProvider::start(MockConfig::default()).await;
     let b = MockProvider::start(MockConfig::default()).await;
     // cheap: 0.001 per output token; dear: 0.1. With max_tokens 10 the worst cases are 0.01
-    // and 1.0; a key with 0.5 left can afford the cheap one only.
+    // and 1.0; a key with 0.5 left can afford the cheap one only. Fail-closed, so the whole
+    // worst case must fit (by default it would be reserved up to the 0.5 left, as LiteLLM).
     let config = format!(
         r#"
 model_list:
@@ -336,6 +337,7 @@ router_settings:
   fallbacks: [{{"guarded": ["dear-only"]}}]
 general_settings:
   master_key: {MASTER_KEY}
+  fail_closed_budget_enforcement: true
 sluice_settings:
   threads: 1
 "#,
