@@ -156,22 +156,17 @@ if any("sluice-router" in chat[c] for c in chat):
     print("\nTargets (issue 16):")
     for c in sorted(chat):
         row = chat[c]
-        if "sluice" in row and "sluice-router" in row:
-            ratio = paired("sluice-router", "sluice", c)
-            t, s_ = row["sluice-router"]["cpu_us"], row["sluice"]["cpu_us"]
+        for base, what in [("sluice", "router configured (latency-based, num_retries 2, fallbacks) vs simple-shuffle"),
+                           ("sluice-shuffle", "the same router config, latency-based vs simple-shuffle")]:
+            if base not in row or "sluice-router" not in row:
+                continue
+            ratio = paired("sluice-router", base, c)
+            t, s_ = row["sluice-router"]["cpu_us"], row[base]["cpu_us"]
             if ratio is not None:
                 cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs ({t / s_:.2f}x)" if t and s_ else ""
                 verdict = "met" if ratio >= 0.97 else "NOT met"
-                print(f"- concurrency {c}: router configured (latency-based, num_retries 2, fallbacks) vs simple-shuffle: "
-                      f"{ratio:.0%} of its throughput, median of the per-round ratios (target >= 97%): {verdict}{cpu}")
-        if "sluice-shuffle" in row and "sluice-router" in row:
-            ratio = paired("sluice-router", "sluice-shuffle", c)
-            t, s_ = row["sluice-router"]["cpu_us"], row["sluice-shuffle"]["cpu_us"]
-            if ratio is not None:
-                cpu = f"; CPU per request {t:.1f} vs {s_:.1f} µs ({t / s_:.2f}x)" if t and s_ else ""
-                verdict = "met" if ratio >= 0.97 else "NOT met"
-                print(f"- concurrency {c}: the same router config, latency-based vs simple-shuffle: "
-                      f"{ratio:.0%} of its throughput, median of the per-round ratios (target >= 97%): {verdict}{cpu}")
+                print(f"- concurrency {c}: {what}: {ratio:.0%} of its throughput, "
+                      f"median of the per-round ratios (target >= 97%): {verdict}{cpu}")
         if "sluice-router" in row and "sluice-failover" in row:
             ratio = paired("sluice-failover", "sluice-router", c)
             errors = row["sluice-failover"]["errors"]

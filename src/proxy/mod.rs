@@ -249,24 +249,41 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             let body = bytes::Bytes::from(text);
             respond::send(session, ctx, 200, "text/plain; version=0.0.4", &[], body).await
         }
-        Endpoint::ModelRetrieve => {
-            let path = session.req_header().uri.path();
-            let raw = path.split_once("/models/").map_or("", |(_, id)| id);
-            let id = raw.strip_suffix('/').unwrap_or(raw);
-            let id = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+        Endpoint::Models
+        | Endpoint::ModelRetrieve
+        | Endpoint::ModelInfo
+        | Endpoint::ModelGroupInfo => {
             let no_groups = Default::default();
             let groups = app
                 .management
                 .as_ref()
                 .map_or(&no_groups, |m| &m.access_groups);
-            let found = {
+            let header = session.req_header();
+            let (body, missing) = {
                 let filter = identity::listing_filter(&ctx.cx.caller, groups);
                 let visible: Option<listings::Visible<'_>> = filter.as_ref().map(|f| f as _);
-                app.listings.model(&id, visible)
+                let query = header.uri.query();
+                match endpoint {
+                    Endpoint::Models => (Some(app.listings.models(visible)), None),
+                    Endpoint::ModelRetrieve => {
+                        let path = header.uri.path();
+                        let raw = path.split_once("/models/").map_or("", |(_, id)| id);
+                        let raw = raw.strip_suffix('/').unwrap_or(raw);
+                        let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                        let found = app.listings.model(&id, visible);
+                        let missing = found.is_none().then(|| id.into_owned());
+                        (found, missing)
+                    }
+                    Endpoint::ModelInfo => (Some(app.listings.model_info(query, visible)), None),
+                    _ => (Some(app.listings.model_group_info(query, visible)), None),
+                }
             };
-            match found {
-                Some(body) => respond::send(session, ctx, 200, "application/json", &[], body).await,
-                None => {
+            match (body, missing) {
+                (Some(body), _) => {
+                    respond::send(session, ctx, 200, "application/json", &[], body).await
+                }
+                (None, id) => {
+                    let id = id.unwrap_or_default();
                     let mut e = ApiError::new(
                         http::StatusCode::NOT_FOUND,
                         "invalid_request_error",
@@ -277,24 +294,6 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
                     respond::error(session, ctx, &e).await
                 }
             }
-        }
-        Endpoint::Models | Endpoint::ModelInfo | Endpoint::ModelGroupInfo => {
-            let no_groups = Default::default();
-            let groups = app
-                .management
-                .as_ref()
-                .map_or(&no_groups, |m| &m.access_groups);
-            let body = {
-                let filter = identity::listing_filter(&ctx.cx.caller, groups);
-                let visible: Option<listings::Visible<'_>> = filter.as_ref().map(|f| f as _);
-                let query = session.req_header().uri.query();
-                match endpoint {
-                    Endpoint::Models => app.listings.models(visible),
-                    Endpoint::ModelInfo => app.listings.model_info(query, visible),
-                    _ => app.listings.model_group_info(query, visible),
-                }
-            };
-            respond::send(session, ctx, 200, "application/json", &[], body).await
         }
         Endpoint::Management => forward::boxed(|| management(app, session, ctx)).await,
         Endpoint::ChatCompletions
