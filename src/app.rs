@@ -46,6 +46,9 @@ pub struct App {
     pub management: Option<Arc<Management>>,
     /// Cooldowns and failure counts of the deployments, by index.
     pub health: Arc<crate::routing::Health>,
+    /// Tag routing is on for the router or for some group (`model_info.enable_tag_filtering`):
+    /// only then are a request's tags gathered (decided once, at start-up).
+    pub tag_routing_configured: bool,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     pub started_at: SystemTime,
@@ -123,6 +126,11 @@ impl App {
             listings: Listings::new(&config),
             prices,
             management,
+            tag_routing_configured: config.retries.enable_tag_filtering
+                || config
+                    .deployments
+                    .iter()
+                    .any(|d| d.tags.enable_tag_filtering == Some(true)),
             health: Arc::new(crate::routing::Health::new(
                 config.deployments.len(),
                 config.retries.clone(),

@@ -43,7 +43,12 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
         return;
     };
     let options = std::mem::take(&mut ctx.options);
-    let tags = request_tags(app, &options, &ctx.cx.caller, session.req_header());
+    // Gathered only where tag routing may apply: most requests never need them.
+    let tags = if app.tag_routing_configured || options.enable_tag_filtering {
+        request_tags(app, &options, &ctx.cx.caller, session.req_header())
+    } else {
+        RequestTags::default()
+    };
     let request = Request {
         view: &view,
         body: &body,
