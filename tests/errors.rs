@@ -85,6 +85,95 @@ async fn client_mistakes_are_400_404_405_and_413() {
     still_serving(&gw).await;
 }
 
+/// Chat `messages`, embeddings `input` and completions `prompt` are checked before routing:
+/// a body without them is a 400 in OpenAI's words, and the provider is never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_missing_what_the_endpoint_needs_never_reach_the_provider() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&basic_config(&mock)).await;
+    let c = gw.client();
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o"}),
+            "messages",
+            "Missing required parameter: 'messages'.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": "hello"}),
+            "messages",
+            "Invalid type for 'messages': expected an array, but got a string instead.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "a"}, 7]}),
+            "messages[1]",
+            "Invalid type for 'messages[1]': expected an object, but got a number instead.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"content": "no role"}]}),
+            "messages[0].role",
+            "Missing required parameter: 'messages[0].role'.",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "gpt-4o", "max_tokens": 5}),
+            "messages",
+            "Missing required parameter: 'messages'.",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding"}),
+            "input",
+            "Missing required parameter: 'input'.",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding", "input": {"text": "x"}}),
+            "input",
+            "Invalid type for 'input': expected one of a string, array of strings, array of integers, or array of arrays of integers, but got an object instead.",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "instruct", "max_tokens": 3}),
+            "prompt",
+            "Missing required parameter: 'prompt'.",
+        ),
+    ];
+    for (path, body, param, message) in cases {
+        let (status, _, answer) = c.post_json(path, &body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(error_message(&answer, 400), message, "{path} {body}");
+        assert_eq!(answer["error"]["param"], param, "{path} {body}");
+        assert_eq!(answer["error"]["type"], "invalid_request_error");
+    }
+    // The model is judged first, as LiteLLM does.
+    let (status, _, answer) = c
+        .post_json("/v1/chat/completions", &json!({"model": "nope"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_message(&answer, 400).contains("Invalid model name passed in model=nope"));
+    assert_eq!(mock.calls(), 0, "no invalid body reached the provider");
+    // Well-formed bodies of each kind still go through.
+    for (path, body) in [
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding", "input": ["a", "b"]}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "instruct", "prompt": "Say hi"}),
+        ),
+    ] {
+        let (status, _, answer) = c.post_json(path, &body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    still_serving(&gw).await;
+    assert_eq!(mock.calls(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_pass_through_with_their_status_and_body() {
     let mock = MockProvider::start(MockConfig::default()).await;

@@ -114,6 +114,17 @@ impl Endpoint {
     }
 
     /// LiteLLM's `route` label value.
+    /// The body member this endpoint cannot do without, checked before any provider call.
+    pub fn required(self) -> Option<crate::request::Required> {
+        use crate::request::Required;
+        match self {
+            Endpoint::ChatCompletions | Endpoint::Messages => Some(Required::Messages),
+            Endpoint::Embeddings => Some(Required::Input),
+            Endpoint::Completions => Some(Required::Prompt),
+            _ => None,
+        }
+    }
+
     pub fn route_label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",

@@ -34,6 +34,110 @@ pub struct RequestView {
     pub max_tokens: Option<u64>,
     /// Byte offset of the closing `}` of the top-level object.
     pub object_end: usize,
+    /// How `messages` looked (chat completions and `/v1/messages` require a list of objects,
+    /// each with a `role`).
+    pub messages: Shape,
+    /// How `input` looked (embeddings require a string or a list).
+    pub input: Shape,
+    /// How `prompt` looked (text completions require a string or a list).
+    pub prompt: Shape,
+}
+
+/// The JSON type of a value, as named in an error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    Null,
+    Boolean,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl JsonKind {
+    /// OpenAI's wording: "expected an array, but got a string instead".
+    fn with_article(self) -> &'static str {
+        match self {
+            JsonKind::Null => "null",
+            JsonKind::Boolean => "a boolean",
+            JsonKind::Number => "a number",
+            JsonKind::String => "a string",
+            JsonKind::Array => "an array",
+            JsonKind::Object => "an object",
+        }
+    }
+}
+
+/// The shape of a member an endpoint requires, recorded by both readings of the body so the
+/// request can be refused before any provider is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    #[default]
+    Absent,
+    /// A string.
+    Text,
+    /// An array (for `messages`: of objects that each have a `role`).
+    List,
+    /// Any other type.
+    Other(JsonKind),
+    /// `messages[index]` is not an object.
+    ItemNotObject { index: u32, kind: JsonKind },
+    /// `messages[index]` has no `role`.
+    ItemWithoutRole { index: u32 },
+}
+
+/// Which members an endpoint requires: checked against the view before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// Chat completions and Anthropic's Messages API: `messages`, a list of objects with roles.
+    Messages,
+    /// Embeddings: `input`, a string or a list.
+    Input,
+    /// Text completions: `prompt`, a string or a list.
+    Prompt,
+}
+
+impl Required {
+    /// The error for a body that lacks what the endpoint requires: OpenAI's messages in
+    /// LiteLLM's envelope (`code` is the status). LiteLLM itself lets these through to a 500 or
+    /// to the provider.
+    pub fn check(self, view: &RequestView) -> Result<(), ApiError> {
+        let (name, shape, expected) = match self {
+            Required::Messages => ("messages", view.messages, "an array"),
+            Required::Input => (
+                "input",
+                view.input,
+                "one of a string, array of strings, array of integers, or array of arrays of integers",
+            ),
+            Required::Prompt => (
+                "prompt",
+                view.prompt,
+                "one of a string, array of strings, array of integers, or array of arrays of integers",
+            ),
+        };
+        let missing = |param: String| {
+            ApiError::bad_request(format!("Missing required parameter: '{param}'."))
+                .with_param(param)
+        };
+        let wrong = |param: String, expected: &str, kind: JsonKind| {
+            ApiError::bad_request(format!(
+                "Invalid type for '{param}': expected {expected}, but got {} instead.",
+                kind.with_article()
+            ))
+            .with_param(param)
+        };
+        match shape {
+            Shape::List => Ok(()),
+            Shape::Text if self != Required::Messages => Ok(()),
+            Shape::Text => Err(wrong(name.into(), expected, JsonKind::String)),
+            Shape::Absent => Err(missing(name.into())),
+            Shape::Other(kind) => Err(wrong(name.into(), expected, kind)),
+            Shape::ItemNotObject { index, kind } => {
+                Err(wrong(format!("{name}[{index}]"), "an object", kind))
+            }
+            Shape::ItemWithoutRole { index } => Err(missing(format!("{name}[{index}].role"))),
+        }
+    }
 }
 
 impl RequestView {
@@ -118,6 +222,9 @@ enum Key {
     User,
     MaxTokens,
     MaxCompletionTokens,
+    Messages,
+    Input,
+    Prompt,
     Other,
 }
 
@@ -137,6 +244,9 @@ impl<'de> de::Deserialize<'de> for Key {
                     "user" => Key::User,
                     "max_tokens" => Key::MaxTokens,
                     "max_completion_tokens" => Key::MaxCompletionTokens,
+                    "messages" => Key::Messages,
+                    "input" => Key::Input,
+                    "prompt" => Key::Prompt,
                     _ => Key::Other,
                 })
             }
@@ -202,6 +312,9 @@ impl<'de> Visitor<'de> for ViewVisitor {
                 Key::MaxCompletionTokens => {
                     max_completion_tokens = map.next_value::<Option<u64>>().ok().flatten()
                 }
+                Key::Messages => view.messages = map.next_value::<MessagesShape>()?.0,
+                Key::Input => view.input = map.next_value::<ValueShape>()?.0,
+                Key::Prompt => view.prompt = map.next_value::<ValueShape>()?.0,
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -209,6 +322,111 @@ impl<'de> Visitor<'de> for ViewVisitor {
         }
         view.max_tokens = max_completion_tokens.or(max_tokens);
         Ok(view)
+    }
+}
+
+/// The type of a value from its first byte (a raw value is valid JSON).
+fn kind_of(raw: &RawValue) -> JsonKind {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'"') => JsonKind::String,
+        Some(b'{') => JsonKind::Object,
+        Some(b'[') => JsonKind::Array,
+        Some(b't' | b'f') => JsonKind::Boolean,
+        Some(b'n') => JsonKind::Null,
+        _ => JsonKind::Number,
+    }
+}
+
+/// A required member's shape by its type (`input`, `prompt`, and `messages` that is no list).
+fn shape_by_kind(kind: JsonKind) -> Shape {
+    match kind {
+        JsonKind::String => Shape::Text,
+        JsonKind::Array => Shape::List,
+        other => Shape::Other(other),
+    }
+}
+
+/// `input` or `prompt`: its type. Read raw, so numbers are never converted (serde_json refuses
+/// one beyond `f64`'s range that skipping accepts).
+struct ValueShape(Shape);
+
+impl<'de> de::Deserialize<'de> for ValueShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(d)?;
+        Ok(ValueShape(shape_by_kind(kind_of(raw))))
+    }
+}
+
+/// `messages`: its type and, for a list, the first item that is not an object with a `role`.
+/// Items are read a second time from their raw text; this is the slow path's business only.
+struct MessagesShape(Shape);
+
+impl<'de> de::Deserialize<'de> for MessagesShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(d)?;
+        let kind = kind_of(raw);
+        if kind != JsonKind::Array {
+            return Ok(MessagesShape(shape_by_kind(kind)));
+        }
+        let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+        for (index, item) in items.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let problem = match kind_of(item) {
+                JsonKind::Object => match serde_json::from_str::<HasRole>(item.get()) {
+                    Ok(HasRole(true)) => None,
+                    Ok(HasRole(false)) => Some(Shape::ItemWithoutRole { index }),
+                    Err(e) => return Err(de::Error::custom(e)),
+                },
+                kind => Some(Shape::ItemNotObject { index, kind }),
+            };
+            if let Some(problem) = problem {
+                return Ok(MessagesShape(problem));
+            }
+        }
+        Ok(MessagesShape(Shape::List))
+    }
+}
+
+/// Whether an object has a `role` member.
+struct HasRole(bool);
+
+impl<'de> de::Deserialize<'de> for HasRole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = HasRole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HasRole, A::Error> {
+                let mut role = false;
+                while let Some(IsRole(is_role)) = map.next_key()? {
+                    role |= is_role;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(HasRole(role))
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Whether a member name is `role` (read without allocating).
+struct IsRole(bool);
+
+impl<'de> de::Deserialize<'de> for IsRole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = IsRole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IsRole, E> {
+                Ok(IsRole(v == "role"))
+            }
+        }
+        d.deserialize_str(NameVisitor)
     }
 }
 
@@ -328,5 +546,96 @@ mod tests {
     fn missing_model_is_not_a_parse_error() {
         let v = parse(r#"{"messages":[]}"#).unwrap();
         assert!(v.model.is_none());
+    }
+
+    /// Each shape a required member can have, read the same by both readings, and the error
+    /// each endpoint gives for it.
+    #[test]
+    fn required_members_are_checked_with_openai_messages() {
+        let cases: [(&str, Required, Option<(&str, &str)>); 14] = [
+            (
+                r#"{"messages":[{"role":"user"}]}"#,
+                Required::Messages,
+                None,
+            ),
+            (r#"{"messages":[]}"#, Required::Messages, None),
+            (
+                r#"{"model":"m"}"#,
+                Required::Messages,
+                Some(("messages", "Missing required parameter: 'messages'.")),
+            ),
+            (
+                r#"{"messages":"hi"}"#,
+                Required::Messages,
+                Some((
+                    "messages",
+                    "Invalid type for 'messages': expected an array, but got a string instead.",
+                )),
+            ),
+            (
+                r#"{"messages":{"role":"user"}}"#,
+                Required::Messages,
+                Some(("messages", "but got an object instead")),
+            ),
+            (
+                r#"{"messages":null}"#,
+                Required::Messages,
+                Some(("messages", "but got null instead")),
+            ),
+            (
+                r#"{"messages":[{"role":"user"},"hi",{"x":1}]}"#,
+                Required::Messages,
+                Some((
+                    "messages[1]",
+                    "Invalid type for 'messages[1]': expected an object, but got a string instead.",
+                )),
+            ),
+            (
+                r#"{"messages":[{"role":"user"},{"content":"x","roles":"a"}]}"#,
+                Required::Messages,
+                Some((
+                    "messages[1].role",
+                    "Missing required parameter: 'messages[1].role'.",
+                )),
+            ),
+            (
+                r#"{"messages":[{"r\u006fle":"user"}]}"#,
+                Required::Messages,
+                None,
+            ),
+            (r#"{"input":"a"}"#, Required::Input, None),
+            (r#"{"input":[[1,2]]}"#, Required::Input, None),
+            (
+                r#"{"input":5}"#,
+                Required::Input,
+                Some((
+                    "input",
+                    "Invalid type for 'input': expected one of a string",
+                )),
+            ),
+            (
+                r#"{"model":"m","messages":[]}"#,
+                Required::Prompt,
+                Some(("prompt", "Missing required parameter: 'prompt'.")),
+            ),
+            (r#"{"prompt":["a","b"]}"#, Required::Prompt, None),
+        ];
+        for (body, required, expected) in cases {
+            let view = parse(body).unwrap();
+            assert_eq!(
+                Some(&view),
+                RequestView::parse_with_serde(body.as_bytes()).ok().as_ref(),
+                "{body}"
+            );
+            match (required.check(&view), expected) {
+                (Ok(()), None) => {}
+                (Err(e), Some((param, message))) => {
+                    assert_eq!(e.status.as_u16(), 400, "{body}");
+                    assert_eq!(e.param.as_deref(), Some(param), "{body}");
+                    assert!(e.message.contains(message), "{body}: {}", e.message);
+                }
+                (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

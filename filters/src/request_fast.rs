@@ -7,7 +7,7 @@
 //! type, a duplicate `model`, deep nesting) gets `None`, and [`RequestView::parse`] hands it to
 //! serde, which gives the exact error LiteLLM users see. The differential tests hold it to that.
 
-use crate::request::RequestView;
+use crate::request::{JsonKind, RequestView, Shape};
 
 /// Deeper documents go to serde (its own limit is 128).
 const MAX_DEPTH: u32 = 100;
@@ -48,6 +48,9 @@ pub(crate) fn parse(body: &[u8]) -> Option<RequestView> {
             }
             b"max_tokens" => max_tokens = p.optional_count()?,
             b"max_completion_tokens" => max_completion_tokens = p.optional_count()?,
+            b"messages" => view.messages = p.messages_shape()?,
+            b"input" => view.input = p.value_shape()?,
+            b"prompt" => view.prompt = p.value_shape()?,
             _ => p.value(1)?,
         }
         Some(())
@@ -306,6 +309,72 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The type of the value at the reader's position, from its first byte.
+    fn kind(&self) -> Option<JsonKind> {
+        Some(match self.peek()? {
+            b'"' => JsonKind::String,
+            b'{' => JsonKind::Object,
+            b'[' => JsonKind::Array,
+            b't' | b'f' => JsonKind::Boolean,
+            b'n' => JsonKind::Null,
+            b'-' | b'0'..=b'9' => JsonKind::Number,
+            _ => return None,
+        })
+    }
+
+    /// A top-level member's value, checked and skipped: its [`Shape`] by type.
+    fn value_shape(&mut self) -> Option<Shape> {
+        let kind = self.kind()?;
+        self.value(1)?;
+        Some(match kind {
+            JsonKind::String => Shape::Text,
+            JsonKind::Array => Shape::List,
+            other => Shape::Other(other),
+        })
+    }
+
+    /// `messages`: as [`Parser::value_shape`], and for a list the first item that is not an
+    /// object with a `role` member.
+    fn messages_shape(&mut self) -> Option<Shape> {
+        if self.peek()? != b'[' {
+            return self.value_shape();
+        }
+        self.i += 1;
+        self.ws();
+        let mut shape = Shape::List;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(shape);
+        }
+        let mut index = 0u32;
+        loop {
+            let kind = self.kind()?;
+            let problem = if kind == JsonKind::Object {
+                let mut role = false;
+                self.object(|p, key| {
+                    role |= key.plain()? == b"role";
+                    p.value(3)
+                })?;
+                (!role).then_some(Shape::ItemWithoutRole { index })
+            } else {
+                self.value(2)?;
+                Some(Shape::ItemNotObject { index, kind })
+            };
+            if shape == Shape::List
+                && let Some(problem) = problem
+            {
+                shape = problem;
+            }
+            index = index.saturating_add(1);
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Some(shape),
+                _ => return None,
+            }
+        }
+    }
+
     /// `true`, `false` or `null`.
     fn optional_bool(&mut self) -> Option<Option<bool>> {
         match self.peek()? {
@@ -456,13 +525,24 @@ mod tests {
                 "max_tokens",
                 "max_completion_tokens",
                 "temperature",
+                "input",
+                "prompt",
             ] {
                 if rng.u8(0..5) == 0 {
                     continue;
                 }
                 let value = match key {
-                    "messages" => {
-                        serde_json::json!([{"role": "user", "content": text(&mut rng)}, {"content": [scalar(&mut rng)]}])
+                    "messages" => match rng.u8(0..6) {
+                        0 => scalar(&mut rng),
+                        1 => serde_json::json!([{"role": "user"}, scalar(&mut rng)]),
+                        2 => serde_json::json!([{"role": "user"}, {"content": "x"}, []]),
+                        _ => serde_json::json!([
+                            {"role": "user", "content": text(&mut rng)},
+                            {"content": [scalar(&mut rng)], "role": scalar(&mut rng)}
+                        ]),
+                    },
+                    "input" | "prompt" if rng.bool() => {
+                        serde_json::json!([text(&mut rng), [rng.u32(..)], {"a": scalar(&mut rng)}])
                     }
                     "stream_options" if rng.u8(0..8) != 0 => {
                         let include = if rng.u8(0..8) == 0 {

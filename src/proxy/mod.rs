@@ -349,6 +349,13 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         respond::error(session, ctx, &e).await;
         return;
     }
+    // A body without what the endpoint needs never reaches a provider (or a budget).
+    if let (Some(required), Some(view)) = (ctx.cx.endpoint().required(), &ctx.cx.view)
+        && let Err(e) = required.check(view)
+    {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
     if let Some(plan) = &ctx.cx.plan {
         ctx.record.model_label = match &plan.wildcard_capture {
             Some(capture)
