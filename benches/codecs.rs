@@ -74,15 +74,8 @@ fn opts() -> DecodeOptions {
 
 fn request() -> UpstreamRequest {
     UpstreamRequest {
-        method: http::Method::POST,
-        target: "/".into(),
-        headers: Default::default(),
-        accept: None,
-        body: Bytes::new(),
-        injected_usage: false,
-        json_tool: false,
         include_usage: true,
-        embedding: None,
+        ..UpstreamRequest::post("/".into(), &Default::default(), Bytes::new(), None)
     }
 }
 

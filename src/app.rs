@@ -44,6 +44,8 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Keys, budgets and spend (with a master key set).
     pub management: Option<Arc<Management>>,
+    /// Responses API answers kept for `previous_response_id` and retrieval.
+    pub responses: Arc<crate::management::stored_responses::ResponseStore>,
     /// Cooldowns and failure counts of the deployments, by index.
     pub health: Arc<crate::routing::Health>,
     /// Tag routing is on for the router or for some group (`model_info.enable_tag_filtering`):
@@ -125,6 +127,9 @@ impl App {
             metrics,
             listings: Listings::new(&config),
             prices,
+            responses: Arc::new(crate::management::stored_responses::ResponseStore::new(
+                management.as_ref().map(|m| m.store.clone()),
+            )),
             management,
             tag_routing_configured: config.retries.enable_tag_filtering
                 || config

@@ -300,6 +300,11 @@ async fn unsupported_parameters_are_refused_unless_dropped() {
 /// Runs an SDK script from `tests/sdk/` against every group in `GROUPS` and returns its
 /// per-group JSON summaries, the group name removed so they can be compared.
 async fn run_sdk_script(gw: &Gateway, script: &str) -> Vec<Value> {
+    run_sdk_script_for(gw, script, GROUPS).await
+}
+
+/// [`run_sdk_script`] for the given groups.
+async fn run_sdk_script_for(gw: &Gateway, script: &str, groups: &[&str]) -> Vec<Value> {
     let python = tokio::task::spawn_blocking(support::python_with_openai)
         .await
         .unwrap();
@@ -310,7 +315,7 @@ async fn run_sdk_script(gw: &Gateway, script: &str) -> Vec<Value> {
         .arg(&script)
         .arg(gw.url(""))
         .arg(MASTER_KEY)
-        .args(GROUPS)
+        .args(groups)
         .output()
         .await
         .expect("run the SDK script");
@@ -327,7 +332,7 @@ async fn run_sdk_script(gw: &Gateway, script: &str) -> Vec<Value> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(summaries.len(), GROUPS.len(), "{stdout}");
+    assert_eq!(summaries.len(), groups.len(), "{stdout}");
     for s in &mut summaries {
         s.as_object_mut().unwrap().remove("group");
     }
@@ -347,6 +352,121 @@ async fn the_same_openai_sdk_script_gets_identical_answers_from_every_provider()
     );
     for (group, s) in GROUPS.iter().zip(&summaries) {
         assert_eq!(s, reference, "{group} differs from via-openai");
+    }
+}
+
+/// `client.responses.create` through every provider: OpenAI and Azure get the Responses API
+/// itself, the others (and a chat-only OpenAI-compatible server) chat, translated both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_responses_api_works_against_every_provider() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let vllm = format!(
+        "  - model_name: via-vllm\n    litellm_params: {{model: hosted_vllm/llama, api_base: \"http://{}/v1\"}}",
+        mock.addr
+    );
+    let gw = Gateway::start(&providers_config(&mock, &vllm)).await;
+    let mut groups = GROUPS.to_vec();
+    groups.push("via-vllm");
+    let summaries = run_sdk_script_for(&gw, "responses_sdk_check.py", &groups).await;
+    let text_events = json!([
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed"
+    ]);
+    let reference = json!({
+        "text": "Hello word1 word2 word3 word4", "status": "completed", "output_tokens": 5,
+        "stream_text": "Hello word1 word2 word3 word4", "stream_events": text_events,
+        "stream_output_tokens": 5,
+        "tool": ["get_weather", {"city": "Paris"}],
+        "tool_followup": "Hello word1 word2 word3 word4",
+        "stream_tool": ["get_weather", {"city": "Paris"}],
+        "input_items": [["message", "user", "What is my name?"]],
+        "unknown_previous": "Previous response with id 'resp_nope' not found.",
+    });
+    for (group, s) in groups.iter().zip(&summaries) {
+        assert_eq!(s, &reference, "{group}");
+    }
+    // OpenAI and Azure got the Responses API; the others their chat APIs.
+    let calls = mock.requests();
+    let to = |path: &str| calls.iter().filter(|r| r.path == path).count();
+    assert_eq!(to("/v1/responses"), 7, "OpenAI: seven calls");
+    assert_eq!(to("/openai/responses"), 7, "Azure: seven calls");
+    let azure = calls
+        .iter()
+        .find(|r| r.path == "/openai/responses")
+        .unwrap();
+    assert_eq!(azure.json()["model"], "gpt4o-deploy");
+    assert_eq!(to("/v1/messages"), 7, "Anthropic: seven calls");
+    // The provider that keeps a native response was asked to read, list and delete it.
+    let kept = |method: &str, suffix: &str| {
+        calls
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with("/v1/responses/resp_mock"))
+            .filter(|r| r.path.ends_with(suffix))
+            .count()
+    };
+    assert_eq!(kept("GET", "/input_items"), 1);
+    assert_eq!(kept("DELETE", ""), 1);
+    // The translated conversation was continued with its first turn in front.
+    let continued = calls
+        .iter()
+        .filter(|r| r.path == "/v1/messages")
+        .find(|r| {
+            r.json()["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 3)
+                && r.json()["messages"][0]["content"]
+                    .to_string()
+                    .contains("My name is Ada.")
+        })
+        .unwrap_or_else(|| {
+            let sent: Vec<Value> = calls
+                .iter()
+                .filter(|r| r.path == "/v1/messages")
+                .map(|r| r.json()["messages"].clone())
+                .collect();
+            panic!("the continued conversation: {sent:#?}")
+        });
+    assert_eq!(continued.json()["messages"][1]["role"], "assistant");
+    let last = continued.json()["messages"][2].clone();
+    assert_eq!(last["role"], "user");
+    assert!(
+        last["content"].to_string().contains("What is my name?"),
+        "{last}"
+    );
+    let anthropic = calls.iter().find(|r| r.path == "/v1/messages").unwrap();
+    assert_eq!(anthropic.json()["system"], "You are terse.");
+    assert_eq!(anthropic.json()["max_tokens"], 50);
+    // The round trip's second call carried the call and its result in the provider's terms.
+    let round_trip = calls
+        .iter()
+        .filter(|r| r.path == "/v1/messages")
+        .find(|r| {
+            r.json()["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 3)
+        })
+        .expect("the follow-up call");
+    let messages = &round_trip.json()["messages"];
+    assert_eq!(messages[1]["content"][0]["type"], "tool_use");
+    assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+    assert_eq!(messages[2]["content"][0]["content"], "18C and sunny");
+    let metrics = gw.metrics().await;
+    for group in &groups {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("litellm_output_tokens_metric_total")
+                    && l.contains(&format!("requested_model=\"{group}\""))
+                    && l.ends_with(" 35")),
+            "{group}: 35 output tokens counted (seven answers of five)\n{metrics}"
+        );
     }
 }
 

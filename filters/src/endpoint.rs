@@ -12,6 +12,12 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// OpenAI's Responses API (`POST /v1/responses`).
+    Responses,
+    /// `GET` or `DELETE /v1/responses/{id}`.
+    ResponseItem,
+    /// `GET /v1/responses/{id}/input_items`.
+    ResponseInputItems,
     /// `GET /v1/models/{id}` (the OpenAI SDK's `models.retrieve`).
     ModelRetrieve,
     ModelInfo,
@@ -56,6 +62,16 @@ impl Endpoint {
             "/messages" => (Endpoint::Messages, Method::POST),
             "/completions" => (Endpoint::Completions, Method::POST),
             "/embeddings" => (Endpoint::Embeddings, Method::POST),
+            "/responses" => (Endpoint::Responses, Method::POST),
+            r if r.starts_with("/responses/") && r.len() > "/responses/".len() => {
+                if r.ends_with("/input_items") {
+                    (Endpoint::ResponseInputItems, Method::GET)
+                } else if *method == Method::DELETE {
+                    return Endpoint::ResponseItem;
+                } else {
+                    (Endpoint::ResponseItem, Method::GET)
+                }
+            }
             "/models" => (Endpoint::Models, Method::GET),
             r if r.len() > "/models/".len() && r.starts_with("/models/") => {
                 (Endpoint::ModelRetrieve, Method::GET)
@@ -87,6 +103,7 @@ impl Endpoint {
                 | Endpoint::Messages
                 | Endpoint::Completions
                 | Endpoint::Embeddings
+                | Endpoint::Responses
         )
     }
 
@@ -109,11 +126,11 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
             _ => "",
         }
     }
 
-    /// LiteLLM's `route` label value.
     /// The body member this endpoint cannot do without, checked before any provider call.
     pub fn required(self) -> Option<crate::request::Required> {
         use crate::request::Required;
@@ -125,12 +142,16 @@ impl Endpoint {
         }
     }
 
+    /// LiteLLM's `route` label value.
     pub fn route_label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Messages => "/v1/messages",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::ResponseItem => "/v1/responses/{response_id}",
+            Endpoint::ResponseInputItems => "/v1/responses/{response_id}/input_items",
             Endpoint::Models => "/models",
             Endpoint::ModelRetrieve => "/models/{model_id}",
             Endpoint::ModelInfo => "/model/info",
@@ -150,6 +171,9 @@ impl Endpoint {
             Endpoint::Messages => "anthropic_messages",
             Endpoint::Completions => "atext_completion",
             Endpoint::Embeddings => "aembedding",
+            Endpoint::Responses => "aresponses",
+            Endpoint::ResponseItem => "aget_responses",
+            Endpoint::ResponseInputItems => "alist_input_items",
             _ => "",
         }
     }
@@ -186,6 +210,24 @@ mod tests {
         assert_eq!(
             Endpoint::classify(&Method::GET, "/v1/model/info"),
             Endpoint::ModelInfo
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/v1/responses"),
+            Endpoint::Responses
+        );
+        for m in [Method::GET, Method::DELETE] {
+            assert_eq!(
+                Endpoint::classify(&m, "/v1/responses/resp_1"),
+                Endpoint::ResponseItem
+            );
+        }
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/responses/resp_1/input_items"),
+            Endpoint::ResponseInputItems
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::POST, "/v1/responses/resp_1"),
+            Endpoint::MethodNotAllowed
         );
         for p in ["/v1/models/gpt-4o", "/models/openai/gpt-4o"] {
             assert_eq!(Endpoint::classify(&Method::GET, p), Endpoint::ModelRetrieve);

@@ -25,6 +25,7 @@ mod spend_writer;
 pub mod spool;
 pub mod sqlite_writer;
 pub mod store;
+pub mod stored_responses;
 
 use crate::clock;
 use std::collections::{HashMap, HashSet};
@@ -356,6 +357,8 @@ impl Management {
                 // within days (from a spool file) or never.
                 let _ = self.store.prune_changes(now - 3_600_000).await;
                 let _ = self.store.prune_spend_batches(now - 30 * 86_400_000).await;
+                let retention = stored_responses::RETENTION.as_millis() as i64;
+                let _ = self.store.prune_responses(now - retention).await;
                 last_prune = now;
             }
             if self.settings.disable_reset_budget {

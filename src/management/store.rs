@@ -691,6 +691,52 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps a Responses API answer (replacing one of the same id).
+    pub async fn insert_response(&self, r: &super::stored_responses::StoredResponse) -> Result<()> {
+        let record = serde_json::to_string(r).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO sluice_responses (id, owner, created_at, record) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, created_at = excluded.created_at, record = excluded.record",
+        )
+        .bind(&r.id)
+        .bind(&r.owner)
+        .bind(r.created_at_ms)
+        .bind(record)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_response(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::stored_responses::StoredResponse>> {
+        let row = sqlx::query("SELECT record FROM sluice_responses WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<String, _>("record").ok())
+            .and_then(|record| serde_json::from_str(&record).ok()))
+    }
+
+    /// Whether a response was deleted.
+    pub async fn delete_response(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sluice_responses WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn prune_responses(&self, before_ms: i64) -> Result<()> {
+        sqlx::query("DELETE FROM sluice_responses WHERE created_at < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The newest change number (where a new instance starts following the feed).
     pub async fn last_change(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM sluice_changes")

@@ -30,6 +30,31 @@ pub fn target(base_path: &str, deployment: &str, endpoint: Endpoint, api_version
     )
 }
 
+/// The Responses API's target, as LiteLLM builds it: `{api_base}/openai/responses` with the
+/// deployment's `api-version`, except that dated GA versions (`2024-10-21`), which predate the
+/// API on Azure and 404 there, become `preview`, as does a missing one. The model travels in
+/// the body.
+pub fn responses_target(base_path: &str, api_version: Option<&str>) -> String {
+    let base = base_path.trim_end_matches('/');
+    let dated = |v: &str| {
+        v.len() == 10
+            && v.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
+    let version = api_version.filter(|v| !dated(v)).unwrap_or("preview");
+    let path = if base.ends_with("/openai/v1") {
+        format!("{base}/responses")
+    } else {
+        format!("{base}/openai/responses")
+    };
+    format!("{path}?api-version={}", super::path::segment(version))
+}
+
 /// Auth headers: `api-key: <key>`, or `Authorization: Bearer <token>` with an Entra ID token.
 pub fn auth_headers(key: Option<&str>, ad_token: Option<&str>, headers: &mut http::HeaderMap) {
     headers.remove(http::header::AUTHORIZATION);
@@ -59,6 +84,22 @@ mod tests {
         assert_eq!(
             target("/proxy/", "emb", Endpoint::Embeddings, "2024-02-01"),
             "/proxy/openai/deployments/emb/embeddings?api-version=2024-02-01"
+        );
+    }
+
+    #[test]
+    fn responses_go_to_the_resource_with_a_responses_api_version() {
+        assert_eq!(
+            responses_target("", Some("2024-10-21")),
+            "/openai/responses?api-version=preview"
+        );
+        assert_eq!(
+            responses_target("/", Some("2025-04-01-preview")),
+            "/openai/responses?api-version=2025-04-01-preview"
+        );
+        assert_eq!(
+            responses_target("/openai/v1", None),
+            "/openai/v1/responses?api-version=preview"
         );
     }
 

@@ -8,8 +8,9 @@ use filters::usage::Usage;
 use filters::{ApiError, Endpoint};
 use serde_json::{Map, Value};
 
-use super::messages_api::{self, PassthroughObserver, ToAnthropicStream};
+use super::messages_api::{self, Dialect, PassthroughObserver, ToAnthropicStream};
 use super::openai::{self, Target, UpstreamRequest};
+use super::responses_api::{self, Echo, ToResponsesStream};
 use super::sse::SseRewriter;
 use super::translate::{ChatRequest, DecodeOptions, ParamPolicy, TranslatedStream};
 use super::{Wire, anthropic, azure, bedrock, cohere, embeddings, gemini, ollama};
@@ -21,6 +22,8 @@ pub enum Ingress {
     OpenAi,
     /// Anthropic's Messages API (`/v1/messages`).
     Anthropic,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
 }
 
 /// Encodes a `/v1/messages` request: as it is for an Anthropic deployment, else converted to
@@ -47,6 +50,89 @@ pub fn encode_messages(
         false,
         policy,
     )
+}
+
+/// Encodes a `/v1/responses` request: as it is for a deployment with the API (`native`: OpenAI
+/// and Azure), else converted to OpenAI's chat format (after `history`, the conversation of
+/// its `previous_response_id`) and encoded for the deployment's wire, with what the answer's
+/// conversion back needs in [`UpstreamRequest::responses`].
+pub fn encode_responses(
+    target: &Target<'_>,
+    view: &RequestView,
+    body: &Bytes,
+    policy: &ParamPolicy,
+    native: bool,
+    echo: Echo,
+    history: &[Value],
+) -> Result<UpstreamRequest, ApiError> {
+    if native {
+        let mut request = openai::encode(Endpoint::Responses, target, view, body, false)?;
+        if target.wire == Wire::Azure {
+            request.target = azure::responses_target(&target.base.path, target.api_version);
+        }
+        return Ok(request);
+    }
+    let chat = responses_api::to_openai_chat(body, history)?;
+    let mut request = if target.wire.translates() {
+        encode_chat(target, chat, policy)?
+    } else {
+        let chat = Bytes::from(serde_json::to_vec(&Value::Object(chat)).unwrap_or_default());
+        let chat_view = RequestView::parse(&chat)?;
+        let mut request = encode(
+            Endpoint::ChatCompletions,
+            target,
+            &chat_view,
+            &chat,
+            false,
+            policy,
+        )?;
+        request.include_usage = chat_view.stream;
+        request
+    };
+    request.responses = Some(Box::new(echo));
+    Ok(request)
+}
+
+/// A retrieval or deletion of a stored response (`GET`/`DELETE /v1/responses/{id}`,
+/// `.../input_items`) for the OpenAI or Azure deployment that keeps it: the client's method,
+/// path after `/responses/` and query, on the deployment's base.
+pub fn encode_stored_response_call(
+    target: &Target<'_>,
+    native: bool,
+    client: &http::request::Parts,
+) -> Result<UpstreamRequest, ApiError> {
+    if !native {
+        return Err(ApiError::bad_request(
+            "only OpenAI and Azure deployments keep responses themselves",
+        ));
+    }
+    let path = client.uri.path();
+    let rest = path.split("/responses/").nth(1).unwrap_or_default();
+    let rest: String = rest
+        .split('/')
+        .map(super::path::segment)
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut upstream = if target.wire == Wire::Azure {
+        let base = azure::responses_target(&target.base.path, target.api_version);
+        let (path, query) = base.split_once('?').unwrap_or((&base, ""));
+        format!("{path}/{rest}?{query}")
+    } else {
+        target.base.target(&format!("/responses/{rest}"))
+    };
+    if let Some(query) = client.uri.query() {
+        upstream.push(if upstream.contains('?') { '&' } else { '?' });
+        upstream.push_str(query);
+    }
+    Ok(UpstreamRequest {
+        method: client.method.clone(),
+        ..UpstreamRequest::post(
+            upstream,
+            target.headers,
+            Bytes::new(),
+            Some("application/json"),
+        )
+    })
 }
 
 /// Encodes the client's request for the deployment behind `target`.
@@ -250,7 +336,7 @@ pub fn client_error(
         (error.body(), class)
     };
     let client = match (ingress, wire) {
-        (Ingress::OpenAi, _) => openai,
+        (Ingress::OpenAi | Ingress::Responses, _) => openai,
         // An Anthropic deployment's error is already in the client's format.
         (Ingress::Anthropic, Wire::Anthropic)
             if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
@@ -303,6 +389,21 @@ pub fn client_body(
         .as_deref()
         .unwrap_or(&opts.fallback_model);
     let quoted = super::sse::quote(requested);
+    if ingress == Ingress::Responses && request.responses.is_none() {
+        // An OpenAI or Azure Response (or a retrieval's answer), passed on as it is; only a
+        // new Response is paid for.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+            return Err(ClientBodyError::NotJson);
+        }
+        let created = request.method == http::Method::POST;
+        return Ok(ClientBody {
+            usage: created
+                .then(|| responses_api::usage_of_response(&body))
+                .flatten(),
+            body,
+            content_type_is_upstream: upstream_json,
+        });
+    }
     let (body, usage) = if ingress == Ingress::Anthropic && wire == Wire::Anthropic {
         // Passthrough: the Messages response with `model` set to the requested name.
         let usage = messages_api::usage_of_response(&body);
@@ -320,10 +421,14 @@ pub fn client_body(
             Err(_) => return Err(ClientBodyError::NotJson),
         }
     };
-    let body = if ingress == Ingress::Anthropic && wire != Wire::Anthropic {
-        messages_api::to_anthropic_response(&body, requested).map_err(ClientBodyError::Api)?
-    } else {
-        body
+    let body = match (&request.responses, ingress) {
+        (Some(echo), _) => {
+            responses_api::to_responses_response(&body, echo).map_err(ClientBodyError::Api)?
+        }
+        (None, Ingress::Anthropic) if wire != Wire::Anthropic => {
+            messages_api::to_anthropic_response(&body, requested).map_err(ClientBodyError::Api)?
+        }
+        _ => body,
     };
     Ok(ClientBody {
         body,
@@ -332,15 +437,20 @@ pub fn client_body(
     })
 }
 
-/// What a streaming response becomes for the client: OpenAI chunks, an Anthropic stream passed
-/// through, or OpenAI chunks converted to Messages events.
+/// What a streaming response becomes for the client: OpenAI chunks, an Anthropic or
+/// Responses stream passed through, or OpenAI chunks converted to Messages or Responses events.
 #[derive(Debug)]
 pub enum ClientStream {
     OpenAi(StreamDecoder),
-    AnthropicPassthrough(PassthroughObserver),
+    Passthrough(PassthroughObserver),
     ToAnthropic {
         inner: StreamDecoder,
         convert: Box<ToAnthropicStream>,
+        scratch: BytesMut,
+    },
+    ToResponses {
+        inner: StreamDecoder,
+        convert: Box<ToResponsesStream>,
         scratch: BytesMut,
     },
 }
@@ -354,9 +464,20 @@ impl ClientStream {
     ) -> ClientStream {
         match (ingress, wire) {
             (Ingress::OpenAi, _) => ClientStream::OpenAi(StreamDecoder::new(wire, request, opts)),
-            (Ingress::Anthropic, Wire::Anthropic) => {
-                ClientStream::AnthropicPassthrough(PassthroughObserver::new(opts.max_event_bytes))
-            }
+            (Ingress::Anthropic, Wire::Anthropic) => ClientStream::Passthrough(
+                PassthroughObserver::new(Dialect::Anthropic, opts.max_event_bytes),
+            ),
+            (Ingress::Responses, _) => match &request.responses {
+                None => ClientStream::Passthrough(PassthroughObserver::new(
+                    Dialect::Responses,
+                    opts.max_event_bytes,
+                )),
+                Some(echo) => ClientStream::ToResponses {
+                    inner: StreamDecoder::new(wire, request, opts),
+                    convert: Box::new(ToResponsesStream::new(Echo::clone(echo))),
+                    scratch: BytesMut::new(),
+                },
+            },
             (Ingress::Anthropic, _) => {
                 let model = opts
                     .model_override
@@ -374,8 +495,17 @@ impl ClientStream {
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
         match self {
             ClientStream::OpenAi(d) => d.feed(chunk, out),
-            ClientStream::AnthropicPassthrough(o) => o.feed(chunk, out),
+            ClientStream::Passthrough(o) => o.feed(chunk, out),
             ClientStream::ToAnthropic {
+                inner,
+                convert,
+                scratch,
+            } => {
+                inner.feed(chunk, scratch);
+                convert.feed(scratch, out);
+                scratch.clear();
+            }
+            ClientStream::ToResponses {
                 inner,
                 convert,
                 scratch,
@@ -390,8 +520,18 @@ impl ClientStream {
     pub fn finish(&mut self, out: &mut BytesMut) {
         match self {
             ClientStream::OpenAi(d) => d.finish(out),
-            ClientStream::AnthropicPassthrough(o) => o.finish(out),
+            ClientStream::Passthrough(o) => o.finish(out),
             ClientStream::ToAnthropic {
+                inner,
+                convert,
+                scratch,
+            } => {
+                inner.finish(scratch);
+                convert.feed(scratch, out);
+                scratch.clear();
+                convert.finish(out);
+            }
+            ClientStream::ToResponses {
                 inner,
                 convert,
                 scratch,
@@ -417,8 +557,9 @@ impl ClientStream {
     pub fn is_closed(&self) -> bool {
         match self {
             ClientStream::OpenAi(d) => d.is_closed(),
-            ClientStream::AnthropicPassthrough(o) => o.is_closed(),
+            ClientStream::Passthrough(o) => o.is_closed(),
             ClientStream::ToAnthropic { convert, .. } => convert.is_closed(),
+            ClientStream::ToResponses { convert, .. } => convert.is_closed(),
         }
     }
 
@@ -426,6 +567,12 @@ impl ClientStream {
     pub fn error_event(&self, error: &ApiError) -> Bytes {
         match self {
             ClientStream::OpenAi(_) => error.sse_event(),
+            ClientStream::ToResponses { convert, .. } => {
+                responses_api::error_event(error, convert.sequence())
+            }
+            ClientStream::Passthrough(o) if o.dialect() == Dialect::Responses => {
+                responses_api::error_event(error, 0)
+            }
             _ => {
                 let mut event = b"event: error\ndata: ".to_vec();
                 event.extend_from_slice(&messages_api::error_body(error));
@@ -438,16 +585,33 @@ impl ClientStream {
     pub fn usage(&self) -> Option<Usage> {
         match self {
             ClientStream::OpenAi(d) => d.usage(),
-            ClientStream::AnthropicPassthrough(o) => o.usage(),
+            ClientStream::Passthrough(o) => o.usage(),
             ClientStream::ToAnthropic { inner, .. } => inner.usage(),
+            ClientStream::ToResponses { inner, convert, .. } => convert.usage().or(inner.usage()),
+        }
+    }
+
+    /// What a Responses stream leaves to store, once it completed.
+    pub fn responses_outcome(&self) -> Option<responses_api::Outcome> {
+        match self {
+            ClientStream::Passthrough(o) if o.dialect() == Dialect::Responses => {
+                Some(responses_api::Outcome::Native(o.completed_id()?.to_owned()))
+            }
+            ClientStream::ToResponses { convert, .. } => Some(responses_api::Outcome::Translated(
+                convert.completed()?.clone(),
+            )),
+            _ => None,
         }
     }
 
     pub fn upstream_error(&self) -> Option<&str> {
         match self {
             ClientStream::OpenAi(d) => d.upstream_error(),
-            ClientStream::AnthropicPassthrough(o) => o.upstream_error(),
+            ClientStream::Passthrough(o) => o.upstream_error(),
             ClientStream::ToAnthropic { inner, convert, .. } => {
+                inner.upstream_error().or(convert.error())
+            }
+            ClientStream::ToResponses { inner, convert, .. } => {
                 inner.upstream_error().or(convert.error())
             }
         }

@@ -334,27 +334,45 @@ fn last_event_end(buf: &[u8]) -> Option<usize> {
     lf.max(crlf)
 }
 
-/// Passthrough of an Anthropic stream to a Messages client: bytes forwarded untouched, whole
-/// events at a time (the unfinished tail of a read waits for its end, so an error event is
-/// recognised, and its credentials redacted, before any of it goes out), events read on the
-/// side for usage and errors.
+/// Which API's events a [`PassthroughObserver`] reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Anthropic's Messages stream (to a `/v1/messages` client).
+    #[default]
+    Anthropic,
+    /// OpenAI's Responses stream (to a `/v1/responses` client).
+    Responses,
+}
+
+/// Passthrough of an Anthropic stream to a Messages client, or of a Responses stream to a
+/// Responses client: bytes forwarded untouched, whole events at a time (the unfinished tail of
+/// a read waits for its end, so an error event is recognised, and its credentials redacted,
+/// before any of it goes out), events read on the side for usage and errors.
 #[derive(Debug, Default)]
 pub struct PassthroughObserver {
+    dialect: Dialect,
     events: SseEvents,
     /// The bytes after the last complete event seen.
     tail: BytesMut,
     usage: Option<Usage>,
     error: Option<String>,
     stopped: bool,
+    /// A Responses stream's Response id, once it completed.
+    completed_id: Option<String>,
 }
 
 impl PassthroughObserver {
     /// Events larger than `max_event` bytes are passed on without being read.
-    pub fn new(max_event: usize) -> PassthroughObserver {
+    pub fn new(dialect: Dialect, max_event: usize) -> PassthroughObserver {
         PassthroughObserver {
+            dialect,
             events: SseEvents::with_limit(max_event),
             ..PassthroughObserver::default()
         }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
@@ -378,6 +396,9 @@ impl PassthroughObserver {
     }
 
     fn event(&mut self, data: &str) {
+        if self.dialect == Dialect::Responses {
+            return self.responses_event(data);
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -401,11 +422,49 @@ impl PassthroughObserver {
         }
     }
 
+    /// A Responses event: usage and the end from the final Response, errors. Deltas (nearly
+    /// every event) are told apart by their type without parsing them.
+    fn responses_event(&mut self, data: &str) {
+        const ENDS: [&str; 3] = [
+            r#""type":"response.completed""#,
+            r#""type":"response.incomplete""#,
+            r#""type":"response.failed""#,
+        ];
+        let ends = ENDS.iter().any(|t| data.contains(t));
+        if !ends && !data.contains(r#""type":"error""#) {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        match v["type"].as_str() {
+            Some("error") => {
+                self.error = Some(v["message"].as_str().unwrap_or("upstream error").to_owned());
+            }
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                let response = &v["response"];
+                self.usage = super::responses_api::usage_of(&response["usage"]).or(self.usage);
+                if let Some(message) = response["error"]["message"].as_str() {
+                    self.error = Some(message.to_owned());
+                } else {
+                    self.completed_id = response["id"].as_str().map(str::to_owned);
+                }
+                self.stopped = true;
+            }
+            _ => {}
+        }
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
 
-    /// `message_stop` or an error event went through.
+    /// A Responses stream's Response id, once it completed (or was cut at its token limit).
+    pub fn completed_id(&self) -> Option<&str> {
+        self.completed_id.as_deref()
+    }
+
+    /// `message_stop` (`response.completed`) or an error event went through.
     pub fn is_closed(&self) -> bool {
         self.stopped || self.error.is_some()
     }
@@ -744,7 +803,7 @@ mod tests {
     /// recognised before any of it is sent); the bytes are the upstream's, in order.
     #[test]
     fn passthrough_forwards_whole_events() {
-        let mut o = PassthroughObserver::new(1024);
+        let mut o = PassthroughObserver::new(Dialect::Anthropic, 1024);
         let mut out = BytesMut::new();
         o.feed(
             b"event: ping\ndata: {\"type\":\"ping\"}\n\nevent: error\ndata: {\"type\":\"er",
@@ -772,5 +831,37 @@ mod tests {
         assert_eq!(out, upstream.as_bytes());
         let u = o.usage().unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (58, 41));
+    }
+
+    /// A Responses stream passes untouched; its usage comes from `response.completed`, its
+    /// end from there or an `error` event.
+    #[test]
+    fn responses_passthrough_reads_the_final_usage() {
+        let upstream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hi\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":3,\"total_tokens\":15}}}\n\n",
+        );
+        let mut o = PassthroughObserver::new(Dialect::Responses, 1 << 20);
+        let mut out = BytesMut::new();
+        o.feed(&upstream.as_bytes()[..100], &mut out);
+        assert!(!o.is_closed());
+        o.feed(&upstream.as_bytes()[100..], &mut out);
+        o.finish(&mut out);
+        assert_eq!(out, upstream.as_bytes());
+        assert!(o.is_closed());
+        assert_eq!(o.completed_id(), Some("resp_1"));
+        let u = o.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+            (12, 3, 2)
+        );
+        let mut o = PassthroughObserver::new(Dialect::Responses, 1 << 20);
+        o.feed(
+            b"event: error\ndata: {\"type\":\"error\",\"message\":\"overloaded\",\"sequence_number\":0}\n\n",
+            &mut out,
+        );
+        assert_eq!(o.upstream_error(), Some("overloaded"));
+        assert!(o.is_closed());
     }
 }

@@ -21,6 +21,7 @@ pub mod openai;
 pub mod openai_response;
 pub mod path;
 pub mod provider_error;
+pub mod responses_api;
 #[cfg(test)]
 mod robustness_tests;
 pub mod sse;

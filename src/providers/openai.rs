@@ -39,6 +39,8 @@ pub struct UpstreamRequest {
     pub include_usage: bool,
     /// A translated embeddings call, and how to decode its answer.
     pub embedding: Option<super::embeddings::EmbeddingPlan>,
+    /// A Responses request sent as a chat request: what the Response echoes of it.
+    pub responses: Option<Box<super::responses_api::Echo>>,
 }
 
 impl UpstreamRequest {
@@ -60,6 +62,7 @@ impl UpstreamRequest {
             json_tool: false,
             include_usage: false,
             embedding: None,
+            responses: None,
         }
     }
 

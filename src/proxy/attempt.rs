@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use filters::ApiError;
-use filters::request::RequestView;
 use filters::route::RoutePlan;
 use http::header::{HeaderName, HeaderValue};
 use pingora::connectors::TransportConnector;
@@ -161,15 +160,15 @@ impl<'a> Attempt<'a> {
     /// The attempt of `plan`'s deployment `index` (into `plan.candidates`): the request encoded
     /// for it. `Err` is the client's error (an unsupported provider, a request the provider
     /// cannot take, an endpoint that does not resolve).
-    pub fn prepare(
+    pub(super) fn prepare(
         app: &'a App,
         plan: &'a RoutePlan,
         index: usize,
-        view: &RequestView,
-        body: &Bytes,
-        endpoint: filters::Endpoint,
-        client_headers: &http::HeaderMap,
+        request: &super::group::Request<'_>,
+        client: &pingora::http::RequestHeader,
     ) -> Result<Attempt<'a>, ApiError> {
+        let (view, body, endpoint) = (request.view, request.body, request.endpoint);
+        let client_headers = &client.headers;
         let deployment = &plan.candidates[index];
         let dc = app.config.deployment(deployment.index);
         let Some(wire) = dc.wire else {
@@ -206,13 +205,39 @@ impl<'a> Attempt<'a> {
                 &app.upstream_headers[deployment.index],
             )
         };
-        let ingress = if endpoint == filters::Endpoint::Messages {
-            Ingress::Anthropic
-        } else {
-            Ingress::OpenAi
+        let ingress = match endpoint {
+            filters::Endpoint::Messages => Ingress::Anthropic,
+            filters::Endpoint::Responses
+            | filters::Endpoint::ResponseItem
+            | filters::Endpoint::ResponseInputItems => Ingress::Responses,
+            _ => Ingress::OpenAi,
         };
+        // OpenAI and Azure have the Responses API; everyone else gets chat (as in LiteLLM).
+        // A conversation kept by Sluice (a translated earlier turn) goes as chat too.
+        let native_responses = request.history.is_empty()
+            && (wire == Wire::Azure || (wire == Wire::OpenAi && deployment.provider == "openai"));
         let mut request = match ingress {
             Ingress::Anthropic => codec::encode_messages(&target, view, body, &dc.params),
+            Ingress::Responses if endpoint != filters::Endpoint::Responses => {
+                codec::encode_stored_response_call(&target, native_responses, client)
+            }
+            Ingress::Responses => {
+                let echo = crate::providers::responses_api::Echo::of_request(
+                    body,
+                    crate::providers::responses_api::new_id("resp"),
+                    &plan.requested_model,
+                    u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0),
+                );
+                codec::encode_responses(
+                    &target,
+                    view,
+                    body,
+                    &dc.params,
+                    native_responses,
+                    echo,
+                    request.history,
+                )
+            }
             Ingress::OpenAi => codec::encode(
                 endpoint,
                 &target,

@@ -17,7 +17,7 @@ use crate::config::env::Env;
 use crate::config::{Overrides, load_str};
 use crate::pricing::PriceTable;
 use crate::providers::translate::ErrorClass;
-use crate::proxy::ctx::{Ctx, RequestRecord};
+use crate::proxy::ctx::Ctx;
 
 const SECRET: &str = "sk-unit-attempt-secret-4711";
 
@@ -39,14 +39,9 @@ fn app(api_base: &str) -> Arc<App> {
 }
 
 fn ctx(app: &Arc<App>) -> Ctx {
-    Ctx {
-        request_id: "req-1".into(),
-        started: std::time::Instant::now(),
-        cx: Default::default(),
-        record: RequestRecord::default(),
-        options: Default::default(),
-        _in_flight: app.track_request(),
-    }
+    let mut ctx = Ctx::new(app.track_request());
+    ctx.request_id = "req-1".into();
+    ctx
 }
 
 fn plan(app: &App) -> RoutePlan {
@@ -66,16 +61,19 @@ async fn run<G: std::future::Future + Unpin + Send>(
     let plan = plan(app);
     let body = Bytes::from_static(BODY);
     let view = RequestView::parse(&body).expect("request");
-    let attempt = Attempt::prepare(
-        app,
-        &plan,
-        0,
-        &view,
-        &body,
-        filters::Endpoint::ChatCompletions,
-        &http::HeaderMap::new(),
-    )
-    .unwrap_or_else(|e| panic!("prepare: {}", e.message));
+    let (options, tags) = (Default::default(), Default::default());
+    let request = crate::proxy::group::Request {
+        view: &view,
+        body: &body,
+        endpoint: filters::Endpoint::ChatCompletions,
+        options: &options,
+        tags: &tags,
+        history: &[],
+    };
+    let client = pingora::http::RequestHeader::build("POST", b"/v1/chat/completions", None)
+        .expect("request header");
+    let attempt = Attempt::prepare(app, &plan, 0, &request, &client)
+        .unwrap_or_else(|e| panic!("prepare: {}", e.message));
     let ctx = ctx(app);
     let answer = attempt.run(&ctx, &mut gone).await?;
     let status = answer.head.status.as_u16();

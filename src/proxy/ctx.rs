@@ -88,5 +88,25 @@ pub struct Ctx {
     pub record: RequestRecord,
     /// The request's router parameters, taken out of its body.
     pub options: super::forward::RequestOptions,
+    /// A Responses API request's state (what it continues, whether to store its answer).
+    pub responses: Option<Box<super::responses::ResponsesTurn>>,
+    /// What a delivered Responses answer leaves to store.
+    pub responses_outcome: Option<crate::providers::responses_api::Outcome>,
     pub(crate) _in_flight: InFlight,
+}
+
+impl Ctx {
+    /// A request's context from its start (`in_flight` counts it until it is dropped).
+    pub fn new(in_flight: InFlight) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            cx: RequestCx::default(),
+            record: RequestRecord::default(),
+            options: Default::default(),
+            responses: None,
+            responses_outcome: None,
+            _in_flight: in_flight,
+        }
+    }
 }

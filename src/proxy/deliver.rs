@@ -147,6 +147,12 @@ impl Attempt<'_> {
             }
         };
         ctx.record.usage = answer.usage;
+        if self.ingress == codec::Ingress::Responses && self.request.method == http::Method::POST {
+            ctx.responses_outcome = crate::providers::responses_api::Outcome::of_body(
+                &answer.body,
+                self.request.responses.is_some(),
+            );
+        }
         let mut resp = head.client;
         if answer.content_type_is_upstream {
             resp.set(CONTENT_TYPE, upstream_type);
@@ -300,6 +306,7 @@ impl Attempt<'_> {
             // The whole stream came in the first read.
             ctx.record.upstream_elapsed = Some(started.elapsed());
             ctx.record.usage = rewriter.usage();
+            ctx.responses_outcome = rewriter.responses_outcome();
             return Delivery::Delivered;
         }
         loop {
@@ -415,6 +422,7 @@ impl Attempt<'_> {
         }
         ctx.record.upstream_elapsed = Some(started.elapsed());
         ctx.record.usage = rewriter.usage();
+        ctx.responses_outcome = rewriter.responses_outcome();
         Delivery::Delivered
     }
 }

@@ -49,12 +49,19 @@ pub async fn forward(app: &App, session: &mut Session, ctx: &mut Ctx, body: Byte
     } else {
         RequestTags::default()
     };
+    // The conversation a Responses request continues (cloned: the turn stays in `ctx`).
+    let history: Vec<serde_json::Value> = ctx
+        .responses
+        .as_ref()
+        .map(|turn| turn.history().to_vec())
+        .unwrap_or_default();
     let request = Request {
         view: &view,
         body: &body,
         endpoint: ctx.cx.endpoint(),
         options: &options,
         tags: &tags,
+        history: &history,
     };
     let mut plan = plan;
     // The prompt's tokens, counted once when a pre-call check needs them.

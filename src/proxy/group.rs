@@ -42,6 +42,8 @@ pub(super) struct Request<'r> {
     pub options: &'r RequestOptions,
     /// Every tag that routes it (its own and its key's and team's).
     pub tags: &'r crate::routing::tags::RequestTags,
+    /// A Responses request's earlier conversation (`previous_response_id`), as chat messages.
+    pub history: &'r [serde_json::Value],
 }
 
 /// Tries `plan`'s deployments with retries until one answers, the retries run out, or a
@@ -63,15 +65,7 @@ pub(super) async fn run_group<'a>(
         let deployment = plan.candidates[index].clone();
         ctx.record.deployment = Some(deployment.clone());
         ctx.record.group_retries = tries.retries;
-        let attempt = Attempt::prepare(
-            app,
-            plan,
-            index,
-            request.view,
-            request.body,
-            request.endpoint,
-            &session.req_header().headers,
-        );
+        let attempt = Attempt::prepare(app, plan, index, request, session.req_header());
         let mut attempt = match attempt {
             Ok(a) => a,
             Err(e) => return GroupOutcome::Refused(e),

@@ -26,9 +26,9 @@ pub mod header_read;
 pub mod headers;
 mod mock_response;
 pub mod respond;
+pub mod responses;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use filters::request::RequestView;
@@ -61,14 +61,7 @@ impl ProxyHttp for Gateway {
         // Pingora calls this once the request header is read: the connection's header
         // deadline (downstream.rs) no longer applies.
         header_read::mark();
-        Ctx {
-            request_id: String::new(),
-            started: Instant::now(),
-            cx: RequestCx::default(),
-            record: RequestRecord::default(),
-            options: Default::default(),
-            _in_flight: self.app.track_request(),
-        }
+        Ctx::new(self.app.track_request())
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
@@ -296,10 +289,14 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             }
         }
         Endpoint::Management => forward::boxed(|| management(app, session, ctx)).await,
+        Endpoint::ResponseItem | Endpoint::ResponseInputItems => {
+            forward::boxed(|| responses::by_id(app, session, ctx)).await
+        }
         Endpoint::ChatCompletions
         | Endpoint::Messages
         | Endpoint::Completions
-        | Endpoint::Embeddings => {
+        | Endpoint::Embeddings
+        | Endpoint::Responses => {
             // Boxed: nested async fns store awaited futures twice (rust-lang/rust#62958), so an
             // unboxed chain grew this future to 82 KB, memcpy'd on every request.
             forward::boxed(|| llm_request(app, session, ctx)).await
@@ -367,6 +364,11 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
             _ => ModelLabel::Requested,
         };
     }
+    let is_responses = ctx.cx.endpoint() == Endpoint::Responses;
+    if is_responses && let Err(e) = responses::begin(app, ctx, &body).await {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
     if let Some(m) = &app.management
         && let Err(e) = admit(app, m, ctx, &body).await
     {
@@ -374,7 +376,12 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         return;
     }
     // Boxed to keep this future small (see `handle`).
-    forward::boxed(|| forward::forward(app, session, ctx, body)).await;
+    if is_responses {
+        forward::boxed(|| forward::forward(app, session, ctx, body.clone())).await;
+        responses::finish(app, ctx, &body);
+    } else {
+        forward::boxed(|| forward::forward(app, session, ctx, body)).await;
+    }
 }
 
 /// Reads the request body up to `limit`; answers 413 above it. `None` when the request is

@@ -271,6 +271,14 @@ impl Client {
         }
     }
 
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.delete(format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
     /// POSTs JSON and returns status, headers and parsed body.
     pub async fn post_json(
         &self,

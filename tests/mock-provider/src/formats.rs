@@ -66,6 +66,7 @@ impl Format {
             "/api/embed" => Some(Format::OllamaEmbed),
             "/v2/chat" => Some(Format::Cohere),
             p if p.starts_with("/openai/deployments/") => Some(Format::Azure),
+            "/openai/responses" | "/openai/v1/responses" => Some(Format::Azure),
             _ => None,
         }
     }

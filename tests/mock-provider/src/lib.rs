@@ -1,8 +1,10 @@
 //! A mock LLM provider that speaks OpenAI's wire format over real HTTP, for Sluice's tests and
 //! load benchmark.
 //!
-//! It answers `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and `/v1/models`
-//! (with or without `/v1`), streams SSE with configurable chunk count and pacing, adds latency,
+//! It answers `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`
+//! (OpenAI's Responses API, also Azure's `/openai/responses`, keeping what it answers for
+//! `previous_response_id` and `GET`/`DELETE /v1/responses/{id}` and `.../input_items`, as
+//! OpenAI does) and `/v1/models` (with or without `/v1`), streams SSE with configurable chunk count and pacing, adds latency,
 //! fails on request, and counts and records every call so tests can assert how many upstream
 //! calls happened and what they carried.
 //!
@@ -100,6 +102,8 @@ struct State {
     sequence: AtomicU64,
     /// Calls since start (not reset): what [`MockConfig::script`] counts.
     lifetime_calls: AtomicU64,
+    /// Responses API answers kept, as OpenAI keeps them: id -> (Response, input items).
+    responses: Mutex<HashMap<String, (Value, Value)>>,
 }
 
 /// A running mock.
@@ -207,12 +211,22 @@ impl MockProvider {
         let format = Format::of(&method, &path);
         let route = match format {
             // `/openai/deployments/{deployment}/chat/completions` answers like `/chat/completions`.
+            Some(Format::Azure) if path.ends_with("/responses") => "/responses".to_string(),
             Some(Format::Azure) => path
                 .strip_prefix("/openai/deployments/")
                 .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
                 .unwrap_or_default(),
             _ => path.strip_prefix("/v1").unwrap_or(&path).to_string(),
         };
+        let stored_route = route
+            .strip_prefix("/responses/")
+            .or_else(|| path.strip_prefix("/openai/responses/"))
+            .filter(|_| method == "GET" || method == "DELETE");
+        if let Some(rest) = stored_route {
+            self.state.calls.fetch_add(1, Ordering::SeqCst);
+            self.record(&method, &path, &headers, &body);
+            return self.stored_response(&method, rest);
+        }
         if format.is_none() {
             match (method.as_str(), route.as_str()) {
                 ("GET", "/models") => return json_response(StatusCode::OK, &models()),
@@ -227,7 +241,7 @@ impl MockProvider {
                     self.reset();
                     return json_response(StatusCode::OK, &json!({"reset": true}));
                 }
-                ("POST", "/chat/completions" | "/completions" | "/embeddings") => {}
+                ("POST", "/chat/completions" | "/completions" | "/embeddings" | "/responses") => {}
                 _ => {
                     return json_response(
                         StatusCode::NOT_FOUND,
@@ -244,19 +258,7 @@ impl MockProvider {
             .get(call as usize)
             .copied()
             .filter(|s| *s != 200);
-        *self.state.by_path.lock().entry(path.clone()).or_default() += 1;
-        if self.config.record_limit > 0 {
-            let mut recorded = self.state.recorded.lock();
-            if recorded.len() >= self.config.record_limit {
-                recorded.remove(0);
-            }
-            recorded.push(Recorded {
-                method,
-                path: path.clone(),
-                headers: headers.clone(),
-                body: body.clone(),
-            });
-        }
+        self.record(&method, &path, &headers, &body);
         if let Some(format) = format {
             let request: Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
@@ -336,6 +338,42 @@ impl MockProvider {
         let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
         match route.as_str() {
             "/embeddings" => self.embeddings(&request, &plan),
+            "/responses" => {
+                if let Some(previous) = request["previous_response_id"].as_str()
+                    && !self.state.responses.lock().contains_key(previous)
+                {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        &openai_error(
+                            &format!("Previous response with id '{previous}' not found."),
+                            "invalid_request_error",
+                            Some("previous_response_not_found"),
+                        ),
+                    );
+                }
+                let id = format!("resp_mock{}_{n}", self.addr.port());
+                let (response, events) = responses_answer(&request, &plan, &id);
+                let input = match &request["input"] {
+                    Value::String(text) => {
+                        json!([{"type": "message", "role": "user", "id": format!("msg_in{n}"),
+                        "content": [{"type": "input_text", "text": text}]}])
+                    }
+                    other => other.clone(),
+                };
+                self.state
+                    .responses
+                    .lock()
+                    .insert(id, (response.clone(), input));
+                if request.get("stream").and_then(Value::as_bool) == Some(true) {
+                    let frames = events
+                        .into_iter()
+                        .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
+                        .collect();
+                    self.send_frames(frames, plan, None)
+                } else {
+                    json_response(StatusCode::OK, &response)
+                }
+            }
             kind => {
                 let chat = kind == "/chat/completions";
                 if plan.invalid_json {
@@ -347,6 +385,66 @@ impl MockProvider {
                     json_response(StatusCode::OK, &completion(&request, &plan, chat, n))
                 }
             }
+        }
+    }
+
+    /// Counts a call by path and keeps it (up to `record_limit`).
+    fn record(&self, method: &str, path: &str, headers: &HashMap<String, String>, body: &Bytes) {
+        *self
+            .state
+            .by_path
+            .lock()
+            .entry(path.to_string())
+            .or_default() += 1;
+        if self.config.record_limit > 0 {
+            let mut recorded = self.state.recorded.lock();
+            if recorded.len() >= self.config.record_limit {
+                recorded.remove(0);
+            }
+            recorded.push(Recorded {
+                method: method.to_string(),
+                path: path.to_string(),
+                headers: headers.clone(),
+                body: body.clone(),
+            });
+        }
+    }
+
+    /// `GET`/`DELETE /v1/responses/{id}` and `GET .../input_items` on what this mock keeps.
+    fn stored_response(
+        &self,
+        method: &str,
+        rest: &str,
+    ) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let (id, items) = match rest.strip_suffix("/input_items") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        let mut kept = self.state.responses.lock();
+        let Some((response, input)) = kept.get(id).cloned() else {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &openai_error(
+                    &format!("Response with id '{id}' not found."),
+                    "invalid_request_error",
+                    None,
+                ),
+            );
+        };
+        match (method, items) {
+            ("DELETE", _) => {
+                kept.remove(id);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"id": id, "object": "response", "deleted": true}),
+                )
+            }
+            (_, true) => json_response(
+                StatusCode::OK,
+                &json!({"object": "list", "data": input, "has_more": false,
+                    "first_id": input[0]["id"], "last_id": input[0]["id"]}),
+            ),
+            _ => json_response(StatusCode::OK, &response),
         }
     }
 
@@ -515,7 +613,6 @@ impl MockProvider {
         chat: bool,
         n: u64,
     ) -> Response<BoxBody<Bytes, std::io::Error>> {
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
         let prompt_tokens = prompt_tokens_any(request);
         let request_tool_call = request["mock"]["tool_call"].as_object().map(|t| {
@@ -529,57 +626,73 @@ impl MockProvider {
                     .unwrap_or_else(|| "{}".into()),
             )
         });
+        let id = format!("chatcmpl-mock-{n}");
+        let created = now();
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        let tool_call = request_tool_call.clone();
+        let words = if tool_call.is_some() {
+            Vec::new()
+        } else {
+            plan.words()
+        };
+        let mut events: Vec<Value> = Vec::new();
+        if chat {
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}]}));
+        }
+        for word in &words {
+            let choice = if chat {
+                json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null})
+            } else {
+                json!({"index": 0, "text": word, "logprobs": null, "finish_reason": null})
+            };
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [choice]}));
+        }
+        if let Some((name, args)) = &tool_call {
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": name, "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]}));
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "logprobs": null, "finish_reason": null}]}));
+        }
+        let last = if chat {
+            json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": if tool_call.is_some() { "tool_calls" } else { "stop" }})
+        } else {
+            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+        };
+        events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [last]}));
+        if include_usage {
+            let completion_tokens = if tool_call.is_some() {
+                5
+            } else {
+                words.len() as u64
+            };
+            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}));
+        }
+        let frames = events
+            .into_iter()
+            .map(|event| Bytes::from(format!("data: {event}\n\n")))
+            .collect();
+        self.send_frames(frames, plan, Some(Bytes::from_static(b"data: [DONE]\n\n")))
+    }
+
+    /// Sends SSE `frames` at the plan's pace (then `trailer`), cutting the connection where
+    /// the plan says.
+    fn send_frames(
+        &self,
+        frames: Vec<Bytes>,
+        plan: Plan,
+        trailer: Option<Bytes>,
+    ) -> Response<BoxBody<Bytes, std::io::Error>> {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let state = self.state.clone();
         tokio::spawn(async move {
-            let id = format!("chatcmpl-mock-{n}");
-            let created = now();
-            let object = if chat {
-                "chat.completion.chunk"
-            } else {
-                "text_completion"
-            };
-            let tool_call = request_tool_call.clone();
-            let words = if tool_call.is_some() {
-                Vec::new()
-            } else {
-                plan.words()
-            };
-            let mut events: Vec<Value> = Vec::new();
-            if chat {
-                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
-                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}]}));
-            }
-            for word in &words {
-                let choice = if chat {
-                    json!({"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null})
-                } else {
-                    json!({"index": 0, "text": word, "logprobs": null, "finish_reason": null})
-                };
-                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [choice]}));
-            }
-            if let Some((name, args)) = &tool_call {
-                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
-                    "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": name, "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]}));
-                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock",
-                    "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, "logprobs": null, "finish_reason": null}]}));
-            }
-            let last = if chat {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": if tool_call.is_some() { "tool_calls" } else { "stop" }})
-            } else {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
-            };
-            events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [last]}));
-            if include_usage {
-                let completion_tokens = if tool_call.is_some() {
-                    5
-                } else {
-                    words.len() as u64
-                };
-                events.push(json!({"id": id, "object": object, "created": created, "model": plan.model, "system_fingerprint": "fp_mock", "choices": [],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}));
-            }
-            let total = events.len();
-            for (i, event) in events.into_iter().enumerate() {
+            let total = frames.len();
+            for (i, frame) in frames.into_iter().enumerate() {
                 if i > 0 && !plan.chunk_delay.is_zero() {
                     tokio::time::sleep(plan.chunk_delay).await;
                 }
@@ -589,20 +702,19 @@ impl MockProvider {
                         .await;
                     return;
                 }
-                let frame = Frame::data(Bytes::from(format!("data: {event}\n\n")));
-                if tx.send(Ok(frame)).await.is_err() {
+                if tx.send(Ok(Frame::data(frame))).await.is_err() {
                     if i + 1 < total {
                         state.streams_cut_by_client.fetch_add(1, Ordering::SeqCst);
                     }
                     return;
                 }
             }
-            if !plan.chunk_delay.is_zero() {
-                tokio::time::sleep(plan.chunk_delay).await;
+            if let Some(trailer) = trailer {
+                if !plan.chunk_delay.is_zero() {
+                    tokio::time::sleep(plan.chunk_delay).await;
+                }
+                let _ = tx.send(Ok(Frame::data(trailer))).await;
             }
-            let _ = tx
-                .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
-                .await;
         });
         let body = StreamBody::new(ReceiverStream(rx));
         Response::builder()
@@ -612,6 +724,100 @@ impl MockProvider {
             .body(BoxBody::new(body))
             .expect("response")
     }
+}
+
+/// A Responses API answer: the Response object and, for a stream, its event sequence (text
+/// from the plan, or the request's `mock.tool_call` as a function call).
+fn responses_answer(request: &Value, plan: &Plan, id: &str) -> (Value, Vec<(String, Value)>) {
+    let input_tokens = prompt_tokens_any(request);
+    let words = plan.words();
+    let text = plan.content.clone().unwrap_or_else(|| words.concat());
+    let output_tokens = plan
+        .content
+        .as_deref()
+        .map_or(words.len() as u64, tokens_of);
+    let item = match request["mock"]["tool_call"].as_object() {
+        Some(t) => {
+            json!({"type": "function_call", "id": format!("fc_{id}"), "status": "completed", "call_id": "call_mock1",
+            "name": t.get("name").and_then(Value::as_str).unwrap_or("tool"),
+            "arguments": t.get("arguments").map(|a| a.to_string()).unwrap_or_else(|| "{}".into())})
+        }
+        None => {
+            json!({"type": "message", "id": format!("msg_{id}"), "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        }
+    };
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": id, "object": "response", "created_at": now(), "status": status, "error": null,
+            "incomplete_details": null, "instructions": request.get("instructions").cloned().unwrap_or(Value::Null),
+            "model": plan.model, "output": output, "parallel_tool_calls": true, "tool_choice": "auto",
+            "tools": request.get("tools").cloned().unwrap_or(json!([])),
+            "previous_response_id": request.get("previous_response_id").cloned().unwrap_or(Value::Null),
+            "text": {"format": {"type": "text"}}, "usage": usage})
+    };
+    let usage = json!({"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens});
+    let done = response("completed", json!([item]), usage);
+    let mut events = vec![
+        (
+            "response.created".to_string(),
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+        (
+            "response.in_progress".to_string(),
+            json!({"response": response("in_progress", json!([]), Value::Null)}),
+        ),
+    ];
+    let mut pending = item.clone();
+    if item["type"] == "message" {
+        pending["status"] = json!("in_progress");
+        pending["content"] = json!([]);
+        events.push((
+            "response.output_item.added".into(),
+            json!({"output_index": 0, "item": pending}),
+        ));
+        events.push((
+            "response.content_part.added".into(),
+            json!({"item_id": item["id"], "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ));
+        for word in &words {
+            events.push(("response.output_text.delta".into(), json!({"item_id": item["id"], "output_index": 0, "content_index": 0, "delta": word, "logprobs": []})));
+        }
+        events.push(("response.output_text.done".into(), json!({"item_id": item["id"], "output_index": 0, "content_index": 0, "text": text, "logprobs": []})));
+        events.push(("response.content_part.done".into(), json!({"item_id": item["id"], "output_index": 0, "content_index": 0, "part": item["content"][0]})));
+    } else {
+        pending["status"] = json!("in_progress");
+        pending["arguments"] = json!("");
+        events.push((
+            "response.output_item.added".into(),
+            json!({"output_index": 0, "item": pending}),
+        ));
+        events.push((
+            "response.function_call_arguments.delta".into(),
+            json!({"item_id": item["id"], "output_index": 0, "delta": item["arguments"]}),
+        ));
+        events.push((
+            "response.function_call_arguments.done".into(),
+            json!({"item_id": item["id"], "output_index": 0, "arguments": item["arguments"]}),
+        ));
+    }
+    events.push((
+        "response.output_item.done".into(),
+        json!({"output_index": 0, "item": item}),
+    ));
+    events.push(("response.completed".into(), json!({"response": done})));
+    let events = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, mut data))| {
+            data["type"] = json!(name);
+            data["sequence_number"] = json!(i);
+            (name, data)
+        })
+        .collect();
+    (done, events)
 }
 
 /// What one request should get.
