@@ -460,6 +460,11 @@ fn emit(out: &mut BytesMut, event: &str, data: &Value) {
 /// The item being streamed.
 #[derive(Debug)]
 enum Open {
+    /// The model's reasoning (chat's `reasoning_content`), as a reasoning summary.
+    Reasoning {
+        id: String,
+        text: String,
+    },
     Message {
         id: String,
         text: String,
@@ -571,6 +576,20 @@ impl ToResponsesStream {
         };
         let output_index = self.output.len();
         let item = match open {
+            Open::Reasoning { id, text } => {
+                let part = json!({"type": "summary_text", "text": text});
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "text": text}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": part}),
+                );
+                json!({"type": "reasoning", "id": id, "summary": [part]})
+            }
             Open::Message { id, text } => {
                 let part = json!({"type": "output_text", "text": text, "annotations": []});
                 self.emit(
@@ -641,6 +660,40 @@ impl ToResponsesStream {
             return;
         };
         let delta = &choice["delta"];
+        if let Some(text) = delta["reasoning_content"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        {
+            if !matches!(self.open, Some(Open::Reasoning { .. })) {
+                self.close_item(out);
+                let id = new_id("rs");
+                let output_index = self.output.len();
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": {"type": "reasoning", "id": id, "summary": []}}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+                );
+                self.open = Some(Open::Reasoning {
+                    id,
+                    text: String::new(),
+                });
+            }
+            let output_index = self.output.len();
+            if let Some(Open::Reasoning { id, text: so_far }) = &mut self.open {
+                so_far.push_str(text);
+                let id = id.clone();
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.delta",
+                    json!({"item_id": id, "output_index": output_index, "summary_index": 0, "delta": text}),
+                );
+            }
+        }
         if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
             if !matches!(self.open, Some(Open::Message { .. })) {
                 self.close_item(out);
@@ -893,7 +946,7 @@ mod tests {
         s.finish(&mut out);
         // Generated item ids differ run to run.
         let text = String::from_utf8(out.to_vec()).unwrap();
-        let ids = regex::Regex::new(r"(msg|fc)_[0-9a-f]{32}").unwrap();
+        let ids = regex::Regex::new(r"(msg|fc|rs)_[0-9a-f]{32}").unwrap();
         ids.replace_all(&text, "$1_X").into_owned()
     }
 
@@ -941,6 +994,34 @@ mod tests {
     #[test]
     fn conversion_is_split_invariant() {
         split_invariant(OPENAI_STREAM.as_bytes(), convert);
+    }
+
+    /// Reasoning (Anthropic's thinking, Bedrock's and Ollama's reasoning, as chat's
+    /// `reasoning_content`) becomes a reasoning item with a summary, before the message.
+    #[test]
+    fn reasoning_becomes_a_reasoning_item() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Think\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"ing\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let out = convert(&[stream.as_bytes()]);
+        assert!(out.contains("event: response.reasoning_summary_text.delta\n"), "{out}");
+        let completed: Value = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .find(|e| e["type"] == "response.completed")
+            .unwrap();
+        let output = &completed["response"]["output"];
+        assert_eq!(output[0]["type"], "reasoning");
+        assert_eq!(output[0]["summary"][0]["text"], "Thinking");
+        assert_eq!(output[1]["content"][0]["text"], "Hi");
+        // Not sent back to a chat provider when the conversation continues.
+        let messages = output_as_messages(output.as_array().unwrap());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0]["content"], "Hi");
     }
 
     #[test]

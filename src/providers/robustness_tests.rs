@@ -82,10 +82,25 @@ fn inputs(rng: &mut fastrand::Rng) -> Vec<Vec<u8>> {
 fn no_decoder_panics_on_broken_upstream_bytes() {
     let mut rng = fastrand::Rng::with_seed(11);
     let inputs = inputs(&mut rng);
+    // A Responses client: its stream passed through (native) or converted from chat.
+    let translated = UpstreamRequest {
+        responses: Some(Box::new(crate::providers::responses_api::Echo::of_request(
+            b"{}",
+            "resp_1".into(),
+            "m",
+            1,
+        ))),
+        ..request()
+    };
     for wire in WIRES {
-        for ingress in [Ingress::OpenAi, Ingress::Anthropic] {
+        for (ingress, upstream) in [
+            (Ingress::OpenAi, request()),
+            (Ingress::Anthropic, request()),
+            (Ingress::Responses, request()),
+            (Ingress::Responses, translated.clone()),
+        ] {
             for input in &inputs {
-                let mut stream = ClientStream::new(ingress, *wire, &request(), opts());
+                let mut stream = ClientStream::new(ingress, *wire, &upstream, opts());
                 let mut out = BytesMut::new();
                 let mut at = 0;
                 while at < input.len() {
@@ -102,6 +117,15 @@ fn no_decoder_panics_on_broken_upstream_bytes() {
                     assert!(
                         (done == 1) != errored,
                         "{wire:?}: a stream ends in [DONE] or an error, exactly one: done={done} error={errored}\n{text}"
+                    );
+                }
+                if upstream.responses.is_some() {
+                    let ends = text.matches("event: response.completed\n").count()
+                        + text.matches("event: response.incomplete\n").count();
+                    let errored = text.contains("event: error\n");
+                    assert!(
+                        (ends == 1) != errored,
+                        "{wire:?}: a Responses stream completes or errs, exactly one\n{text}"
                     );
                 }
                 // Whole-body decoders and error mappers take the same bytes.
