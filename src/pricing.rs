@@ -65,6 +65,48 @@ pub struct ModelPrice {
         deserialize_with = "lenient_f64"
     )]
     pub input_cost_per_pixel: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub output_cost_per_pixel: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub input_cost_per_image: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub output_cost_per_image: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub input_cost_per_character: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub input_cost_per_second: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub output_cost_per_second: Option<f64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_f64"
+    )]
+    pub input_cost_per_query: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supports_function_calling: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +128,43 @@ pub struct ModelPrice {
 }
 
 /// Some entries carry strings or nulls where numbers belong (`sample_spec`); they read as absent.
+/// The prices a deployment may set itself (`litellm_params` or `model_info`), over the table's.
+pub const CUSTOM_PRICE_FIELDS: &[&str] = &[
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "input_cost_per_pixel",
+    "output_cost_per_pixel",
+    "input_cost_per_image",
+    "output_cost_per_image",
+    "input_cost_per_character",
+    "input_cost_per_second",
+    "output_cost_per_second",
+    "input_cost_per_query",
+];
+
+impl ModelPrice {
+    /// The price named `field` (one of [`CUSTOM_PRICE_FIELDS`]).
+    pub fn slot(&mut self, field: &str) -> Option<&mut Option<f64>> {
+        Some(match field {
+            "input_cost_per_token" => &mut self.input_cost_per_token,
+            "output_cost_per_token" => &mut self.output_cost_per_token,
+            "cache_read_input_token_cost" => &mut self.cache_read_input_token_cost,
+            "cache_creation_input_token_cost" => &mut self.cache_creation_input_token_cost,
+            "input_cost_per_pixel" => &mut self.input_cost_per_pixel,
+            "output_cost_per_pixel" => &mut self.output_cost_per_pixel,
+            "input_cost_per_image" => &mut self.input_cost_per_image,
+            "output_cost_per_image" => &mut self.output_cost_per_image,
+            "input_cost_per_character" => &mut self.input_cost_per_character,
+            "input_cost_per_second" => &mut self.input_cost_per_second,
+            "output_cost_per_second" => &mut self.output_cost_per_second,
+            "input_cost_per_query" => &mut self.input_cost_per_query,
+            _ => return None,
+        })
+    }
+}
+
 fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(serde_json::Value::deserialize(d)?
         .as_f64()

@@ -18,6 +18,16 @@ pub enum Endpoint {
     ResponseItem,
     /// `GET /v1/responses/{id}/input_items`.
     ResponseInputItems,
+    /// `POST /v1/images/generations`.
+    ImageGenerations,
+    /// `POST /v1/audio/speech` (JSON in, audio out).
+    AudioSpeech,
+    /// `POST /v1/audio/transcriptions` (multipart form in).
+    AudioTranscriptions,
+    /// `POST /v1/moderations`.
+    Moderations,
+    /// `POST /v1/rerank` (Cohere's format; also `/v2/rerank`).
+    Rerank,
     /// `GET /v1/models/{id}` (the OpenAI SDK's `models.retrieve`).
     ModelRetrieve,
     ModelInfo,
@@ -63,6 +73,11 @@ impl Endpoint {
             "/completions" => (Endpoint::Completions, Method::POST),
             "/embeddings" => (Endpoint::Embeddings, Method::POST),
             "/responses" => (Endpoint::Responses, Method::POST),
+            "/images/generations" => (Endpoint::ImageGenerations, Method::POST),
+            "/audio/speech" => (Endpoint::AudioSpeech, Method::POST),
+            "/audio/transcriptions" => (Endpoint::AudioTranscriptions, Method::POST),
+            "/moderations" => (Endpoint::Moderations, Method::POST),
+            "/rerank" | "/v2/rerank" => (Endpoint::Rerank, Method::POST),
             r if r.starts_with("/responses/") && r.len() > "/responses/".len() => {
                 if r.ends_with("/input_items") {
                     (Endpoint::ResponseInputItems, Method::GET)
@@ -104,6 +119,11 @@ impl Endpoint {
                 | Endpoint::Completions
                 | Endpoint::Embeddings
                 | Endpoint::Responses
+                | Endpoint::ImageGenerations
+                | Endpoint::AudioSpeech
+                | Endpoint::AudioTranscriptions
+                | Endpoint::Moderations
+                | Endpoint::Rerank
         )
     }
 
@@ -127,6 +147,11 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Responses => "/responses",
+            Endpoint::ImageGenerations => "/images/generations",
+            Endpoint::AudioSpeech => "/audio/speech",
+            Endpoint::AudioTranscriptions => "/audio/transcriptions",
+            Endpoint::Moderations => "/moderations",
+            Endpoint::Rerank => "/rerank",
             _ => "",
         }
     }
@@ -136,8 +161,10 @@ impl Endpoint {
         use crate::request::Required;
         match self {
             Endpoint::ChatCompletions | Endpoint::Messages => Some(Required::Messages),
-            Endpoint::Embeddings => Some(Required::Input),
-            Endpoint::Completions => Some(Required::Prompt),
+            Endpoint::Embeddings | Endpoint::AudioSpeech | Endpoint::Moderations => {
+                Some(Required::Input)
+            }
+            Endpoint::Completions | Endpoint::ImageGenerations => Some(Required::Prompt),
             _ => None,
         }
     }
@@ -152,6 +179,11 @@ impl Endpoint {
             Endpoint::Responses => "/v1/responses",
             Endpoint::ResponseItem => "/v1/responses/{response_id}",
             Endpoint::ResponseInputItems => "/v1/responses/{response_id}/input_items",
+            Endpoint::ImageGenerations => "/images/generations",
+            Endpoint::AudioSpeech => "/audio/speech",
+            Endpoint::AudioTranscriptions => "/audio/transcriptions",
+            Endpoint::Moderations => "/moderations",
+            Endpoint::Rerank => "/rerank",
             Endpoint::Models => "/models",
             Endpoint::ModelRetrieve => "/models/{model_id}",
             Endpoint::ModelInfo => "/model/info",
@@ -174,6 +206,11 @@ impl Endpoint {
             Endpoint::Responses => "aresponses",
             Endpoint::ResponseItem => "aget_responses",
             Endpoint::ResponseInputItems => "alist_input_items",
+            Endpoint::ImageGenerations => "aimage_generation",
+            Endpoint::AudioSpeech => "aspeech",
+            Endpoint::AudioTranscriptions => "atranscription",
+            Endpoint::Moderations => "amoderation",
+            Endpoint::Rerank => "arerank",
             _ => "",
         }
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod fuzz;
 pub mod identity;
 pub mod json_scan;
+pub mod multipart;
 pub mod request;
 mod request_fast;
 pub mod route;

@@ -41,6 +41,8 @@ pub struct RequestView {
     pub input: Shape,
     /// How `prompt` looked (text completions require a string or a list).
     pub prompt: Shape,
+    /// The body is a multipart form (`crate::multipart`): `model_span` is the field's raw text.
+    pub form: bool,
 }
 
 /// The JSON type of a value, as named in an error message.
@@ -176,7 +178,11 @@ impl RequestView {
         if model == new_model {
             return body.clone();
         }
-        let quoted = serde_json::to_string(new_model).unwrap_or_else(|_| "\"\"".to_string());
+        let quoted = if self.form {
+            new_model.to_string()
+        } else {
+            serde_json::to_string(new_model).unwrap_or_else(|_| "\"\"".to_string())
+        };
         let mut out = BytesMut::with_capacity(body.len() + quoted.len());
         out.extend_from_slice(&body[..span.start]);
         out.extend_from_slice(quoted.as_bytes());

@@ -279,24 +279,14 @@ impl Builder<'_> {
             price.get_or_insert_with(Default::default).max_input_tokens = Some(n);
         }
         // Custom prices on the deployment win over the table (LiteLLM's lookup order).
-        for field in [
-            "input_cost_per_token",
-            "output_cost_per_token",
-            "cache_read_input_token_cost",
-            "cache_creation_input_token_cost",
-        ] {
+        for field in crate::pricing::CUSTOM_PRICE_FIELDS {
             let custom = raw_params
-                .get(field)
-                .or_else(|| info_map.get(field))
+                .get(*field)
+                .or_else(|| info_map.get(*field))
                 .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
-            if let Some(value) = custom {
-                let p = price.get_or_insert_with(Default::default);
-                let slot = match field {
-                    "input_cost_per_token" => &mut p.input_cost_per_token,
-                    "output_cost_per_token" => &mut p.output_cost_per_token,
-                    "cache_read_input_token_cost" => &mut p.cache_read_input_token_cost,
-                    _ => &mut p.cache_creation_input_token_cost,
-                };
+            if let Some(value) = custom
+                && let Some(slot) = price.get_or_insert_with(Default::default).slot(field)
+            {
                 *slot = Some(value);
             }
         }

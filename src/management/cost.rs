@@ -38,6 +38,87 @@ pub fn cost_of(usage: &Usage, price: Option<&ModelPrice>) -> f64 {
         + usage.completion_tokens as f64 * output
 }
 
+/// What a request priced per unit costs: images (per image or per pixel, LiteLLM's
+/// `{quality}/{size}/{model}` table entries when the deployment has no image price), speech (per
+/// character of `input`), transcriptions (per second of audio, or per token when the answer
+/// counts tokens), rerank (per search unit, one by default) and moderations (free). `None` for
+/// endpoints priced by their usage's tokens. `request` and `answer` are the JSON bodies (`Null`
+/// when not JSON).
+pub fn units_cost(
+    endpoint: filters::Endpoint,
+    request: &Value,
+    answer: &Value,
+    price: Option<&ModelPrice>,
+    table: &crate::pricing::PriceTable,
+    provider: &str,
+    model: &str,
+) -> Option<f64> {
+    use filters::Endpoint;
+    let of = |f: fn(&ModelPrice) -> Option<f64>| price.and_then(f).unwrap_or(0.0);
+    Some(match endpoint {
+        Endpoint::ImageGenerations => {
+            let n = request["n"].as_u64().unwrap_or(1) as f64;
+            let size = request["size"].as_str().unwrap_or("1024x1024");
+            let (w, h) = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<f64>().ok()?, h.parse::<f64>().ok()?)))
+                .unwrap_or((1024.0, 1024.0));
+            let quality = request["quality"].as_str().unwrap_or("standard");
+            let sized = size.replace('x', "-x-");
+            let has_image_price = |p: &&ModelPrice| {
+                p.input_cost_per_image.is_some()
+                    || p.output_cost_per_image.is_some()
+                    || p.input_cost_per_pixel.is_some()
+            };
+            let names = [
+                format!("{quality}/{sized}/{model}"),
+                format!("{sized}/{model}"),
+            ];
+            let image_price = price.filter(has_image_price).or_else(|| {
+                names.iter().find_map(|name| {
+                    table
+                        .get(&format!("{provider}/{name}"))
+                        .or_else(|| table.get(name))
+                        .filter(has_image_price)
+                })
+            })?;
+            let per_image = image_price.input_cost_per_image.unwrap_or(0.0)
+                + image_price.output_cost_per_image.unwrap_or(0.0)
+                + (image_price.input_cost_per_pixel.unwrap_or(0.0)
+                    + image_price.output_cost_per_pixel.unwrap_or(0.0))
+                    * w
+                    * h;
+            n * per_image
+        }
+        Endpoint::AudioSpeech => {
+            let chars = request["input"].as_str().map_or(0, |t| t.chars().count());
+            chars as f64 * of(|p| p.input_cost_per_character)
+        }
+        Endpoint::AudioTranscriptions => {
+            let usage = &answer["usage"];
+            if usage["type"] == "tokens" {
+                let n = |k: &str| usage[k].as_u64().unwrap_or(0) as f64;
+                n("input_tokens") * of(|p| p.input_cost_per_token)
+                    + n("output_tokens") * of(|p| p.output_cost_per_token)
+            } else {
+                let seconds = usage["seconds"]
+                    .as_f64()
+                    .or_else(|| answer["duration"].as_f64())
+                    .unwrap_or(0.0);
+                seconds * of(|p| p.input_cost_per_second)
+            }
+        }
+        Endpoint::Rerank => {
+            let units = answer["meta"]["billed_units"]["search_units"]
+                .as_f64()
+                .unwrap_or(1.0);
+            units * of(|p| p.input_cost_per_query)
+        }
+        Endpoint::Moderations => 0.0,
+        _ => return None,
+    })
+}
+
 /// The most a request can cost: counted prompt tokens plus its output bound, at full price.
 pub fn worst_case(prompt_tokens: u64, max_output: u64, price: Option<&ModelPrice>) -> f64 {
     let Some(p) = price else {

@@ -168,6 +168,26 @@ pub fn encode(
             }
             Ok(request)
         }
+        Wire::Cohere if endpoint == Endpoint::Rerank => {
+            // Cohere's own rerank API takes the request as it is (Cohere's format is the
+            // route's); its api_base names the chat endpoint by default.
+            let path = &target.base.path;
+            let path = if path.ends_with("/rerank") {
+                path.clone()
+            } else if let Some(versioned) = path.strip_suffix("/chat") {
+                format!("{versioned}/rerank")
+            } else {
+                format!("{}/v2/rerank", path.trim_end_matches('/'))
+            };
+            let mut request = openai::encode(endpoint, target, view, body, false)?;
+            request.target = match &target.base.query {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            // Cohere's answer is the route's answer: not a chat reply to translate.
+            request.raw_answer = true;
+            Ok(request)
+        }
         wire if endpoint == Endpoint::Embeddings => {
             let mut map = json_object(body)?;
             for name in &policy.always_drop {
@@ -388,6 +408,13 @@ pub fn client_body(
         .model_override
         .as_deref()
         .unwrap_or(&opts.fallback_model);
+    if request.raw_answer {
+        return Ok(ClientBody {
+            body,
+            usage: None,
+            content_type_is_upstream: true,
+        });
+    }
     let quoted = super::sse::quote(requested);
     if ingress == Ingress::Responses && request.responses.is_none() {
         // An OpenAI or Azure Response (or a retrieval's answer), passed on as it is; only a
@@ -441,6 +468,8 @@ pub fn client_body(
 /// Responses stream passed through, or OpenAI chunks converted to Messages or Responses events.
 #[derive(Debug)]
 pub enum ClientStream {
+    /// Bytes that are no event stream (audio), passed on as they arrive.
+    Raw,
     OpenAi(StreamDecoder),
     Passthrough(PassthroughObserver),
     ToAnthropic {
@@ -462,6 +491,9 @@ impl ClientStream {
         request: &UpstreamRequest,
         opts: DecodeOptions,
     ) -> ClientStream {
+        if request.stream_raw {
+            return ClientStream::Raw;
+        }
         match (ingress, wire) {
             (Ingress::OpenAi, _) => ClientStream::OpenAi(StreamDecoder::new(wire, request, opts)),
             (Ingress::Anthropic, Wire::Anthropic) => ClientStream::Passthrough(
@@ -494,6 +526,7 @@ impl ClientStream {
 
     pub fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
         match self {
+            ClientStream::Raw => out.extend_from_slice(chunk),
             ClientStream::OpenAi(d) => d.feed(chunk, out),
             ClientStream::Passthrough(o) => o.feed(chunk, out),
             ClientStream::ToAnthropic {
@@ -519,6 +552,7 @@ impl ClientStream {
 
     pub fn finish(&mut self, out: &mut BytesMut) {
         match self {
+            ClientStream::Raw => {}
             ClientStream::OpenAi(d) => d.finish(out),
             ClientStream::Passthrough(o) => o.finish(out),
             ClientStream::ToAnthropic {
@@ -556,6 +590,7 @@ impl ClientStream {
     /// event was written): nothing more may follow, not even an error event.
     pub fn is_closed(&self) -> bool {
         match self {
+            ClientStream::Raw => false,
             ClientStream::OpenAi(d) => d.is_closed(),
             ClientStream::Passthrough(o) => o.is_closed(),
             ClientStream::ToAnthropic { convert, .. } => convert.is_closed(),
@@ -566,6 +601,8 @@ impl ClientStream {
     /// A mid-stream failure in the client's own format.
     pub fn error_event(&self, error: &ApiError) -> Bytes {
         match self {
+            // Audio cannot carry an error: the cut-off body is the signal.
+            ClientStream::Raw => Bytes::new(),
             ClientStream::OpenAi(_) => error.sse_event(),
             ClientStream::ToResponses { convert, .. } => {
                 responses_api::error_event(error, convert.sequence())
@@ -584,6 +621,7 @@ impl ClientStream {
 
     pub fn usage(&self) -> Option<Usage> {
         match self {
+            ClientStream::Raw => None,
             ClientStream::OpenAi(d) => d.usage(),
             ClientStream::Passthrough(o) => o.usage(),
             ClientStream::ToAnthropic { inner, .. } => inner.usage(),
@@ -606,6 +644,7 @@ impl ClientStream {
 
     pub fn upstream_error(&self) -> Option<&str> {
         match self {
+            ClientStream::Raw => None,
             ClientStream::OpenAi(d) => d.upstream_error(),
             ClientStream::Passthrough(o) => o.upstream_error(),
             ClientStream::ToAnthropic { inner, convert, .. } => {

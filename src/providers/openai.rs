@@ -41,6 +41,11 @@ pub struct UpstreamRequest {
     pub embedding: Option<super::embeddings::EmbeddingPlan>,
     /// A Responses request sent as a chat request: what the Response echoes of it.
     pub responses: Option<Box<super::responses_api::Echo>>,
+    /// The answer goes to the client as it is, whatever its type (audio, a transcription's
+    /// text, Cohere's rerank JSON): nothing is read from it but what pricing needs.
+    pub raw_answer: bool,
+    /// ... and as it arrives (`/audio/speech`'s audio).
+    pub stream_raw: bool,
 }
 
 impl UpstreamRequest {
@@ -63,6 +68,8 @@ impl UpstreamRequest {
             include_usage: false,
             embedding: None,
             responses: None,
+            raw_answer: false,
+            stream_raw: false,
         }
     }
 
@@ -168,18 +175,25 @@ pub fn encode(
         .with_param("model"));
     }
     let inject = inject_stream_usage
-        && endpoint != Endpoint::Embeddings
+        && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
         && view.stream
         && !view.has_stream_options;
     let body = view.rewrite(body, target.upstream_model, inject);
+    let audio = matches!(
+        endpoint,
+        Endpoint::AudioSpeech | Endpoint::AudioTranscriptions
+    );
+    let accept = (!audio).then(|| sse_or_json(view.stream));
     Ok(UpstreamRequest {
         injected_usage: inject,
         include_usage: view.stream && !inject,
+        raw_answer: audio,
+        stream_raw: endpoint == Endpoint::AudioSpeech,
         ..UpstreamRequest::post(
             target.base.target(endpoint.upstream_path()),
             target.headers,
             body,
-            Some(sse_or_json(view.stream)),
+            accept,
         )
     })
 }

@@ -1007,7 +1007,10 @@ mod tests {
             "data: [DONE]\n\n",
         );
         let out = convert(&[stream.as_bytes()]);
-        assert!(out.contains("event: response.reasoning_summary_text.delta\n"), "{out}");
+        assert!(
+            out.contains("event: response.reasoning_summary_text.delta\n"),
+            "{out}"
+        );
         let completed: Value = out
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))

@@ -81,6 +81,7 @@ pub struct Attempt<'a> {
     pub(super) stream: bool,
     pub(super) wire: Wire,
     pub(super) ingress: Ingress,
+    pub(super) endpoint: filters::Endpoint,
     /// The model name the deployment is sent.
     pub(super) upstream_model: String,
     /// The deployment's credentials, redacted from relayed error bodies.
@@ -247,6 +248,12 @@ impl<'a> Attempt<'a> {
                 &dc.params,
             ),
         }?;
+        if endpoint == filters::Endpoint::AudioTranscriptions
+            && let Some(form) = client_headers.get(CONTENT_TYPE)
+        {
+            // The form's boundary is the client's.
+            request.headers_mut().insert(CONTENT_TYPE, form.clone());
+        }
         if wire == Wire::Anthropic {
             // Beta opt-ins the client asked for (prompt caching, extended outputs, ...) reach
             // Anthropic, as LiteLLM forwards them; the deployment's own extra_headers win.
@@ -267,6 +274,7 @@ impl<'a> Attempt<'a> {
             stream: view.stream,
             wire,
             ingress,
+            endpoint,
             upstream_model,
             secrets: &app.secrets[deployment.index],
             timeout: dc.deployment.timeout,
@@ -280,6 +288,26 @@ impl<'a> Attempt<'a> {
 
     fn pool(&self) -> &UpstreamPool {
         &self.app.pool
+    }
+
+    /// What the answer costs when its endpoint is priced per unit (images, audio, rerank;
+    /// `management::cost::units_cost`); `answer` is its body (empty for a stream).
+    pub(super) fn units_cost(&self, answer: &[u8]) -> Option<f64> {
+        let json = |b: &[u8]| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null);
+        let request = if self.request.body.first() == Some(&b'{') {
+            json(&self.request.body)
+        } else {
+            serde_json::Value::Null
+        };
+        crate::management::cost::units_cost(
+            self.endpoint,
+            &request,
+            &json(answer),
+            self.dc.price.as_ref(),
+            &self.app.prices,
+            &self.dc.deployment.provider,
+            &self.upstream_model,
+        )
     }
 
     /// The codecs' options for this attempt's answer.

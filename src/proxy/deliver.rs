@@ -47,14 +47,15 @@ impl Attempt<'_> {
             .content_type
             .as_ref()
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let delivery = if self.stream && (is_sse || self.wire.translates()) {
-            self.deliver_stream(session, ctx, &mut up, head, started)
-                .await
-        } else {
-            self.deliver_whole(session, ctx, &mut up, head, started)
-                .await;
-            Delivery::Delivered
-        };
+        let delivery =
+            if self.request.stream_raw || (self.stream && (is_sse || self.wire.translates())) {
+                self.deliver_stream(session, ctx, &mut up, head, started)
+                    .await
+            } else {
+                self.deliver_whole(session, ctx, &mut up, head, started)
+                    .await;
+                Delivery::Delivered
+            };
         match delivery {
             Delivery::Delivered => self.release(up).await,
             Delivery::NotStarted(_) => up.shutdown().await,
@@ -160,8 +161,14 @@ impl Attempt<'_> {
             resp.set_static(CONTENT_TYPE, "application/json");
         }
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
-        if let Some(usage) = &ctx.record.usage {
-            let cost = crate::management::cost::cost_of(usage, self.dc.price.as_ref());
+        let cost = self.units_cost(&answer.body).or_else(|| {
+            let usage = ctx.record.usage.as_ref()?;
+            Some(crate::management::cost::cost_of(
+                usage,
+                self.dc.price.as_ref(),
+            ))
+        });
+        if let Some(cost) = cost {
             // Computed once: `logging` books this figure, the one the client was shown.
             ctx.record.cost = Some(cost);
             resp.set_value(X_LITELLM_RESPONSE_COST, crate::decimal::header_value(cost));
@@ -271,9 +278,15 @@ impl Attempt<'_> {
             return not_started(502, error);
         }
         let mut resp = head.client;
-        resp.set_static(CONTENT_TYPE, "text/event-stream");
+        match (&head.content_type, self.request.stream_raw) {
+            (Some(upstream), true) => resp.set_value(CONTENT_TYPE, upstream.clone()),
+            (None, true) => resp.set_static(CONTENT_TYPE, "application/octet-stream"),
+            (_, false) => {
+                resp.set_static(CONTENT_TYPE, "text/event-stream");
+                resp.set_static(CACHE_CONTROL, "no-cache");
+            }
+        }
         resp.set_static(TRANSFER_ENCODING, "chunked");
-        resp.set_static(CACHE_CONTROL, "no-cache");
         // Our time so far is everything before the upstream call started: no clock read needed.
         resp.set_value(
             X_LITELLM_OVERHEAD_DURATION_MS,
@@ -305,8 +318,7 @@ impl Attempt<'_> {
         if ended {
             // The whole stream came in the first read.
             ctx.record.upstream_elapsed = Some(started.elapsed());
-            ctx.record.usage = rewriter.usage();
-            ctx.responses_outcome = rewriter.responses_outcome();
+            self.stream_ended(ctx, &rewriter);
             return Delivery::Delivered;
         }
         loop {
@@ -421,18 +433,30 @@ impl Attempt<'_> {
             }
         }
         ctx.record.upstream_elapsed = Some(started.elapsed());
-        ctx.record.usage = rewriter.usage();
-        ctx.responses_outcome = rewriter.responses_outcome();
+        self.stream_ended(ctx, &rewriter);
         Delivery::Delivered
     }
 }
 
 impl Attempt<'_> {
+    /// What a delivered stream leaves for logging: its usage (or its per-unit cost) and, for
+    /// a Responses stream, what to store.
+    fn stream_ended(&self, ctx: &mut Ctx, rewriter: &ClientStream) {
+        ctx.record.usage = rewriter.usage();
+        ctx.responses_outcome = rewriter.responses_outcome();
+        if let Some(cost) = self.units_cost(b"") {
+            ctx.record.cost = Some(cost);
+        }
+    }
+
     /// After an error event that ends an OpenAI stream: `data: [DONE]`, as LiteLLM's proxy
     /// ends a failed stream (clients waiting for it stop reading). Anthropic's stream format
     /// ends at its `error` event.
     fn done_after_error(&self, out: &mut BytesMut) {
-        if self.ingress == codec::Ingress::OpenAi && !out.ends_with(b"data: [DONE]\n\n") {
+        if self.ingress == codec::Ingress::OpenAi
+            && !self.request.stream_raw
+            && !out.ends_with(b"data: [DONE]\n\n")
+        {
             out.extend_from_slice(b"data: [DONE]\n\n");
         }
     }

@@ -418,12 +418,14 @@ impl RequestOptions {
     ) -> Result<(RequestOptions, Bytes, RequestView), ApiError> {
         let mut options = RequestOptions::default();
         let mut body_tags = false;
-        let present = memchr::memmem::find(&body, b"num_retries\"").is_some()
-            || memchr::memmem::find(&body, b"fallbacks\"").is_some()
-            || memchr::memmem::find(&body, b"timeout\"").is_some()
-            || memchr::memmem::find(&body, b"tags\"").is_some()
-            || memchr::memmem::find(&body, b"enable_tag_filtering\"").is_some()
-            || memchr::memmem::find(&body, b"\"mock_").is_some();
+        // A form (an audio upload) carries no router parameters: only headers count there.
+        let present = !view.form
+            && (memchr::memmem::find(&body, b"num_retries\"").is_some()
+                || memchr::memmem::find(&body, b"fallbacks\"").is_some()
+                || memchr::memmem::find(&body, b"timeout\"").is_some()
+                || memchr::memmem::find(&body, b"tags\"").is_some()
+                || memchr::memmem::find(&body, b"enable_tag_filtering\"").is_some()
+                || memchr::memmem::find(&body, b"\"mock_").is_some());
         let (body, view) = if present {
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -296,7 +296,12 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
         | Endpoint::Messages
         | Endpoint::Completions
         | Endpoint::Embeddings
-        | Endpoint::Responses => {
+        | Endpoint::Responses
+        | Endpoint::ImageGenerations
+        | Endpoint::AudioSpeech
+        | Endpoint::AudioTranscriptions
+        | Endpoint::Moderations
+        | Endpoint::Rerank => {
             // Boxed: nested async fns store awaited futures twice (rust-lang/rust#62958), so an
             // unboxed chain grew this future to 82 KB, memcpy'd on every request.
             forward::boxed(|| llm_request(app, session, ctx)).await
@@ -311,8 +316,17 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
     };
     // The router's own parameters (`num_retries`, `fallbacks`, ...) are taken out of the body
     // here, before admission (whose reservation covers the fallbacks) and any attempt.
-    let parsed = RequestView::parse(&body)
-        .and_then(|view| forward::RequestOptions::take(&session.req_header().headers, body, view));
+    let headers = &session.req_header().headers;
+    let view = if ctx.cx.endpoint() == Endpoint::AudioTranscriptions {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        filters::multipart::form_view(&body, content_type)
+    } else {
+        RequestView::parse(&body)
+    };
+    let parsed = view.and_then(|view| forward::RequestOptions::take(headers, body, view));
     let (options, body, view) = match parsed {
         Ok(taken) => taken,
         Err(e) => {

@@ -241,7 +241,19 @@ impl MockProvider {
                     self.reset();
                     return json_response(StatusCode::OK, &json!({"reset": true}));
                 }
-                ("POST", "/chat/completions" | "/completions" | "/embeddings" | "/responses") => {}
+                (
+                    "POST",
+                    "/chat/completions"
+                    | "/completions"
+                    | "/embeddings"
+                    | "/responses"
+                    | "/images/generations"
+                    | "/audio/speech"
+                    | "/audio/transcriptions"
+                    | "/moderations"
+                    | "/rerank"
+                    | "/v2/rerank",
+                ) => {}
                 _ => {
                     return json_response(
                         StatusCode::NOT_FOUND,
@@ -259,6 +271,9 @@ impl MockProvider {
             .copied()
             .filter(|s| *s != 200);
         self.record(&method, &path, &headers, &body);
+        if route == "/audio/transcriptions" {
+            return transcription(&headers, &body);
+        }
         if let Some(format) = format {
             let request: Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
@@ -338,6 +353,51 @@ impl MockProvider {
         let n = self.state.sequence.fetch_add(1, Ordering::Relaxed);
         match route.as_str() {
             "/embeddings" => self.embeddings(&request, &plan),
+            "/images/generations" => {
+                let n = request["n"].as_u64().unwrap_or(1);
+                let data: Vec<Value> = (0..n)
+                    .map(|i| json!({"url": format!("https://images.example/{n}-{i}.png"), "revised_prompt": request["prompt"]}))
+                    .collect();
+                json_response(StatusCode::OK, &json!({"created": now(), "data": data}))
+            }
+            "/audio/speech" => {
+                // "Audio": the input's bytes repeated, sent in chunks at the plan's pace.
+                let input = request["input"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec();
+                let frames = (0..plan.chunks.max(1))
+                    .map(|i| {
+                        let mut frame = format!("ID3-{i}-").into_bytes();
+                        frame.extend_from_slice(&input);
+                        Bytes::from(frame)
+                    })
+                    .collect();
+                let mut response = self.send_frames(frames, plan, None);
+                response
+                    .headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("audio/mpeg"));
+                response
+            }
+            "/moderations" => json_response(
+                StatusCode::OK,
+                &json!({"id": format!("modr-{n}"), "model": plan.model, "results": [{
+                    "flagged": false, "categories": {"violence": false, "harassment": false},
+                    "category_scores": {"violence": 0.0001, "harassment": 0.0002}}]}),
+            ),
+            "/rerank" | "/v2/rerank" => {
+                let docs = request["documents"].as_array().cloned().unwrap_or_default();
+                let results: Vec<Value> = (0..docs.len())
+                    .rev()
+                    .map(|i| json!({"index": i, "relevance_score": (i + 1) as f64 / (docs.len() + 1) as f64}))
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    &json!({"id": format!("rerank-{n}"), "results": results,
+                        "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}}),
+                )
+            }
             "/responses" => {
                 if let Some(previous) = request["previous_response_id"].as_str()
                     && !self.state.responses.lock().contains_key(previous)
@@ -818,6 +878,53 @@ fn responses_answer(request: &Value, plan: &Plan, id: &str) -> (Value, Vec<(Stri
         })
         .collect();
     (done, events)
+}
+
+/// `POST /v1/audio/transcriptions`: a multipart form with `model` and `file`; the answer
+/// says which model and how many file bytes it got, as JSON with the audio's duration (one
+/// second per 100 bytes) or, with `response_format=text`, as text.
+fn transcription(
+    headers: &HashMap<String, String>,
+    body: &Bytes,
+) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let content_type = headers.get("content-type").cloned().unwrap_or_default();
+    let Some(boundary) = content_type.split("boundary=").nth(1) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &openai_error("expected a multipart form", "invalid_request_error", None),
+        );
+    };
+    let delimiter = format!("--{}", boundary.trim_matches('"'));
+    let text = String::from_utf8_lossy(body);
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut file_bytes = 0;
+    for part in text.split(delimiter.as_str()) {
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let Some(name) = head
+            .split("name=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        if name == "file" {
+            file_bytes = value.len();
+        } else {
+            fields.insert(name.to_string(), value.to_string());
+        }
+    }
+    let model = fields.get("model").cloned().unwrap_or_default();
+    let said = format!("transcribed {file_bytes} bytes with {model}");
+    if fields.get("response_format").map(String::as_str) == Some("text") {
+        return text_with_type(StatusCode::OK, "text/plain; charset=utf-8", &said);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"text": said, "usage": {"type": "duration", "seconds": (file_bytes as f64 / 100.0).ceil()}}),
+    )
 }
 
 /// What one request should get.

@@ -1,0 +1,279 @@
+//! Images, audio (speech out, a multipart upload in), moderations and rerank through Sluice:
+//! forwarded with the deployment's model and credentials, priced per unit as LiteLLM prices
+//! them (per image or pixel, character, second, search unit), the spend on the caller's key;
+//! then the OpenAI SDK's own calls for the same routes.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn config(mock: &MockProvider) -> String {
+    let host = format!("http://{}", mock.addr);
+    format!(
+        r#"
+model_list:
+  - model_name: dalle
+    litellm_params: {{model: openai/dall-e-3, api_base: "{host}/v1", api_key: sk-img, input_cost_per_image: 0.04}}
+  - model_name: dalle-azure
+    litellm_params: {{model: azure/dall-e-3, api_base: "{host}", api_key: az-key, api_version: "2024-02-01"}}
+  - model_name: tts
+    litellm_params: {{model: openai/tts-1, api_base: "{host}/v1", api_key: sk-tts}}
+  - model_name: whisper
+    litellm_params: {{model: openai/whisper-1, api_base: "{host}/v1", api_key: sk-stt}}
+  - model_name: moderation
+    litellm_params: {{model: openai/omni-moderation-latest, api_base: "{host}/v1", api_key: sk-mod}}
+  - model_name: rerank-cohere
+    litellm_params: {{model: cohere/rerank-english-v3.0, api_base: "{host}", api_key: co-key}}
+  - model_name: rerank-vllm
+    litellm_params: {{model: hosted_vllm/bge-reranker, api_base: "{host}/v1", input_cost_per_query: 0.001}}
+general_settings:
+  master_key: {MASTER_KEY}
+  database_url: {db}
+  proxy_batch_write_at: 0.2
+sluice_settings:
+  threads: 1
+"#,
+        db = test_database_url(),
+    )
+}
+
+fn cost(headers: &reqwest::header::HeaderMap) -> f64 {
+    headers
+        .get("x-litellm-response-cost")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("x-litellm-response-cost")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// A multipart form with a `model`, a `file` of `file_bytes` bytes and other text fields.
+fn form(model: &str, file_bytes: usize, fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "sluice-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in [("model", model)].iter().chain(fields) {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    // Binary, but below 0x80: the mock reads the form as text.
+    body.extend((0..file_bytes).map(|i| (i % 128) as u8));
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_audio_moderations_and_rerank_are_forwarded_and_priced() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock)).await;
+    let (status, _, key) = gw
+        .client()
+        .post_json("/key/generate", &json!({"max_budget": 10}))
+        .await;
+    assert_eq!(status, 200, "{key}");
+    let token = key["key"].as_str().unwrap().to_string();
+    let client = as_key(&gw, &token);
+    let mut spent = 0.0;
+
+    // Images: two at the deployment's own per-image price.
+    let (status, headers, body) = client
+        .post_json(
+            "/v1/images/generations",
+            &json!({"model": "dalle", "prompt": "a lighthouse", "n": 2, "size": "1024x1024"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert!(close(cost(&headers), 0.08), "{headers:?}");
+    spent += 0.08;
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/images/generations");
+    assert_eq!(sent.json()["model"], "dall-e-3");
+    assert_eq!(sent.headers["authorization"], "Bearer sk-img");
+    // Azure's: the table's per-pixel price for standard 1024x1024 dall-e-3 on Azure.
+    let (status, headers, body) = client
+        .post_json(
+            "/v1/images/generations",
+            &json!({"model": "dalle-azure", "prompt": "a lighthouse"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.path, "/openai/deployments/dall-e-3/images/generations");
+    let per_pixel = 4.19617e-08 * 1024.0 * 1024.0;
+    assert!(close(cost(&headers), per_pixel), "{headers:?}");
+    spent += per_pixel;
+
+    // Speech: audio streamed back as it comes, priced per input character.
+    let input = "Hello there";
+    let resp = client
+        .post("/v1/audio/speech")
+        .json(&json!({"model": "tts", "input": input, "voice": "alloy", "mock": {"chunks": 3, "chunk_delay_ms": 150}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/mpeg");
+    let started = std::time::Instant::now();
+    let mut resp = resp;
+    let first = resp.chunk().await.unwrap().expect("first audio chunk");
+    let first_at = started.elapsed();
+    assert!(first.starts_with(b"ID3-0-Hello there"), "{first:?}");
+    let mut audio = first.to_vec();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        audio.extend_from_slice(&chunk);
+    }
+    assert!(
+        started.elapsed() >= first_at + std::time::Duration::from_millis(250),
+        "the first chunk came before the rest were generated (not buffered)"
+    );
+    assert_eq!(
+        audio,
+        b"ID3-0-Hello thereID3-1-Hello thereID3-2-Hello there".to_vec()
+    );
+    spent += input.chars().count() as f64 * 1.5e-05;
+
+    // Transcription: a multipart upload, `model` replaced in the form, the rest untouched;
+    // priced per second of audio.
+    let (content_type, upload) = form("whisper", 250, &[("language", "en")]);
+    let resp = client
+        .post("/v1/audio/transcriptions")
+        .header("content-type", content_type)
+        .body(upload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["text"], "transcribed 250 bytes with whisper-1");
+    assert!(close(cost(&headers), 3.0 * 0.0001), "{headers:?}");
+    spent += 3.0 * 0.0001;
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.headers["authorization"], "Bearer sk-stt");
+    let renamed =
+        String::from_utf8_lossy(&upload).replace("\r\n\r\nwhisper\r\n", "\r\n\r\nwhisper-1\r\n");
+    assert_eq!(
+        sent.body,
+        renamed.as_bytes().to_vec(),
+        "only the model changed"
+    );
+    // As text, when asked.
+    let (content_type, upload) = form("whisper", 10, &[("response_format", "text")]);
+    let resp = client
+        .post("/v1/audio/transcriptions")
+        .header("content-type", content_type)
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    // Plain text says nothing of the audio's length: nothing to price by (documented).
+    assert!(close(cost(resp.headers()), 0.0));
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "transcribed 10 bytes with whisper-1"
+    );
+    // A form without a model is refused before any provider call.
+    let calls = mock.calls();
+    let resp = client
+        .post("/v1/audio/transcriptions")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body("--x\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--x--\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(mock.calls(), calls);
+
+    // Moderations: free.
+    let (status, headers, body) = client
+        .post_json(
+            "/v1/moderations",
+            &json!({"model": "moderation", "input": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["flagged"], false);
+    assert!(close(cost(&headers), 0.0));
+
+    // Rerank, Cohere's format: to Cohere's rerank API and to an OpenAI-compatible server.
+    let rerank = |model: &str| json!({"model": model, "query": "capital of France", "documents": ["Paris", "Berlin", "Rome"], "top_n": 2});
+    let (status, headers, body) = client
+        .post_json("/v1/rerank", &rerank("rerank-cohere"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(3), "{body}");
+    assert_eq!(mock.last_request().unwrap().path, "/v2/rerank");
+    assert_eq!(
+        mock.last_request().unwrap().json()["model"],
+        "rerank-english-v3.0"
+    );
+    assert!(close(cost(&headers), 0.002), "{headers:?}");
+    let (status, headers, body) = client.post_json("/v2/rerank", &rerank("rerank-vllm")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mock.last_request().unwrap().path, "/v1/rerank");
+    assert!(close(cost(&headers), 0.001), "{headers:?}");
+    spent += 0.003;
+
+    // Everything landed on the key.
+    let admin = gw.client();
+    let booked = eventually(std::time::Duration::from_secs(5), || async {
+        let (_, info) = admin.get_json(&format!("/key/info?key={token}")).await;
+        let spend = info["info"]["spend"].as_f64()?;
+        ((spend - spent).abs() < 1e-6).then_some(spend)
+    })
+    .await;
+    let (_, info) = admin.get_json(&format!("/key/info?key={token}")).await;
+    assert!(
+        booked.is_some(),
+        "key spend reaches {spent}: {}",
+        info["info"]["spend"]
+    );
+}
+
+/// The OpenAI SDK's own calls for the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_generates_images_speaks_transcribes_and_moderates() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock)).await;
+    let python = tokio::task::spawn_blocking(python_with_openai)
+        .await
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/media_sdk_check.py");
+    let output = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg(gw.url(""))
+        .arg(MASTER_KEY)
+        .output()
+        .await
+        .expect("run the SDK script");
+    assert!(
+        output.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        gw.logs()
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON summary");
+    assert_eq!(
+        summary,
+        json!({"images": 2, "speech": "ID3-0-Hi", "transcription": "transcribed 4 bytes with whisper-1", "flagged": false})
+    );
+}
