@@ -44,6 +44,8 @@ pub struct App {
     pub prices: Arc<PriceTable>,
     /// Keys, budgets and spend (with a master key set).
     pub management: Option<Arc<Management>>,
+    /// The response cache (`litellm_settings.cache`), when on for chat completions.
+    pub cache: Option<Arc<crate::cache::ResponseCache>>,
     /// Responses API answers kept for `previous_response_id` and retrieval.
     pub responses: Arc<crate::management::stored_responses::ResponseStore>,
     /// Cooldowns and failure counts of the deployments, by index.
@@ -127,6 +129,11 @@ impl App {
             metrics,
             listings: Listings::new(&config),
             prices,
+            cache: config
+                .cache
+                .clone()
+                .filter(|c| c.chat)
+                .map(|c| Arc::new(crate::cache::ResponseCache::new(c))),
             responses: Arc::new(crate::management::stored_responses::ResponseStore::new(
                 management.as_ref().map(|m| m.store.clone()),
             )),

@@ -14,6 +14,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod decimal;

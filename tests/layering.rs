@@ -25,9 +25,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("listings", &["clock", "config", "http_query"]),
     ("management", &["clock", "config", "decimal", "pricing"]),
     ("admin", &["clock", "http_query", "management"]),
+    ("cache", &["clock", "config"]),
     (
         "app",
         &[
+            "cache",
             "config",
             "listings",
             "management",
@@ -44,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "access_log",
             "admin",
             "app",
+            "cache",
             "clock",
             "config",
             "decimal",

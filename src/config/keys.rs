@@ -279,10 +279,10 @@ pub const LITELLM_SETTINGS: Section = Section {
         "context_window_fallbacks",
         "fallbacks",
         "max_fallbacks",
-    ],
-    accepted: &[
         "cache",
         "cache_params",
+    ],
+    accepted: &[
         "guardrails",
         "post_call_rules",
         "max_internal_user_budget",

@@ -6,6 +6,7 @@
 //! mean", an error under `--strict`), and recognised LiteLLM keys Sluice does not act on yet
 //! (listed together in one start-up warning). Nothing downstream ever sees the raw YAML.
 
+mod cache;
 mod deployment;
 pub mod env;
 pub mod keys;
@@ -16,6 +17,7 @@ mod settings;
 pub mod upstream_url;
 mod values;
 
+pub use cache::CacheSettings;
 pub use router_settings::{
     FallbackKind, FallbackSettings, LatencyArgs, RetryPolicy, RouterSettings, RoutingStrategy,
 };
@@ -288,6 +290,8 @@ pub struct RuntimeConfig {
     /// The Redis several instances share: the router's cooldowns, failure counts, usage and
     /// latency (`routing::shared`), and with a key store, budgets' ledger.
     pub redis_url: Option<String>,
+    /// The response cache (`litellm_settings.cache: true`), when on.
+    pub cache: Option<CacheSettings>,
 }
 
 impl RuntimeConfig {
@@ -673,6 +677,7 @@ impl Builder<'_> {
             (m.proxy_budget, m.max_end_user_budget) = budgets;
         }
 
+        let cache = self.cache(&litellm);
         let max_stream_event_mb = get(&sluice, "max_stream_event_mb")
             .and_then(|v| self.positive_f64(v, "sluice_settings.max_stream_event_mb"))
             .unwrap_or(16.0);
@@ -694,6 +699,7 @@ impl Builder<'_> {
             server,
             management,
             redis_url,
+            cache,
         })
     }
 }

@@ -726,3 +726,74 @@ router_settings:
         "{message}"
     );
 }
+
+#[test]
+fn cache_params_are_read_as_litellm_reads_them() {
+    let yaml = |params: &str| {
+        format!(
+            "model_list:\n  - model_name: m\n    litellm_params: {{model: openai/gpt-4o}}\nlitellm_settings:\n  cache: true\n{params}"
+        )
+    };
+    // No cache_params: type redis, its host from the REDIS_* variables, LiteLLM's TTLs.
+    let (config, _) = load_ok(&yaml(""), &[("REDIS_HOST", "r1"), ("REDIS_PORT", "7000")]);
+    let cache = config.cache.expect("cache on");
+    assert_eq!(cache.redis_url.as_deref(), Some("redis://r1:7000"));
+    assert_eq!(cache.ttl(), Duration::from_secs(60));
+    assert!(cache.default_on && cache.chat);
+    assert_eq!(cache.max_messages, 4);
+    let (config, _) = load_ok(
+        &yaml(
+            "  cache_params:\n    type: local\n    mode: default_off\n    max_messages: 10\n    namespace: ns\n    supported_call_types: [aembedding]\n",
+        ),
+        &[],
+    );
+    let cache = config.cache.unwrap();
+    assert_eq!(cache.redis_url, None);
+    assert_eq!(cache.ttl(), Duration::from_secs(600));
+    assert!(!cache.default_on && !cache.chat);
+    assert_eq!(
+        (cache.max_messages, cache.namespace.as_deref()),
+        (10, Some("ns"))
+    );
+    let (config, _) = load_ok(
+        &yaml(
+            "  cache_params:\n    host: h\n    port: 6380\n    password: pw\n    ssl: true\n    ttl: 5\n",
+        ),
+        &[],
+    );
+    let cache = config.cache.unwrap();
+    assert_eq!(cache.redis_url.as_deref(), Some("rediss://:pw@h:6380"));
+    assert_eq!(cache.ttl(), Duration::from_secs(5));
+    // A type not served yet: a warning, the cache off. A made-up type or mode: errors.
+    let (config, report) = load_ok(&yaml("  cache_params:\n    type: redis-semantic\n"), &[]);
+    assert!(config.cache.is_none());
+    assert!(paths(&report.warnings).contains(&"litellm_settings.cache_params.type"));
+    let report = load(
+        &yaml("  cache_params:\n    type: disk\n    mode: sometimes\n"),
+        &[],
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(
+        paths(&report.errors),
+        ["litellm_settings.cache_params.type"]
+    );
+    let report = load(&yaml("  cache_params:\n    mode: sometimes\n"), &[])
+        .err()
+        .expect("refused");
+    assert_eq!(
+        paths(&report.errors),
+        ["litellm_settings.cache_params.mode"]
+    );
+    // Unknown keys warn with a suggestion; cache: false is no cache.
+    let (_, report) = load_ok(&yaml("  cache_params:\n    namespce: x\n"), &[]);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.path == "litellm_settings.cache_params.namespce"
+                && w.message.contains("namespace"))
+    );
+    let (config, _) = load_ok(&yaml("").replace("cache: true", "cache: false"), &[]);
+    assert!(config.cache.is_none());
+}

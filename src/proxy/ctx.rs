@@ -90,6 +90,8 @@ pub struct Ctx {
     pub options: super::forward::RequestOptions,
     /// A Responses API request's state (what it continues, whether to store its answer).
     pub responses: Option<Box<super::responses::ResponsesTurn>>,
+    /// A request that missed the response cache: its plan, and the answer to store.
+    pub cache: Option<Box<super::cached::CacheState>>,
     /// What a delivered Responses answer leaves to store.
     pub responses_outcome: Option<crate::providers::responses_api::Outcome>,
     pub(crate) _in_flight: InFlight,
@@ -105,6 +107,7 @@ impl Ctx {
             record: RequestRecord::default(),
             options: Default::default(),
             responses: None,
+            cache: None,
             responses_outcome: None,
             _in_flight: in_flight,
         }

@@ -148,6 +148,9 @@ impl Attempt<'_> {
             }
         };
         ctx.record.usage = answer.usage;
+        if ctx.cache.is_some() && self.ingress == codec::Ingress::OpenAi {
+            super::cached::offer(ctx, &answer.body);
+        }
         if self.ingress == codec::Ingress::Responses && self.request.method == http::Method::POST {
             ctx.responses_outcome = crate::providers::responses_api::Outcome::of_body(
                 &answer.body,
@@ -202,6 +205,9 @@ impl Attempt<'_> {
             self.decode_options(),
         );
         let mut out = BytesMut::with_capacity(4096);
+        // A stream that may be cached is assembled from what the client gets.
+        let mut assembler = (ctx.cache.is_some() && self.ingress == codec::Ingress::OpenAi)
+            .then(crate::cache::StreamAssembler::default);
         // Before anything goes to the client: read until the first event the client gets.
         let not_started = |status: u16, error: ApiError| {
             Delivery::NotStarted(Box::new(Failed {
@@ -306,6 +312,9 @@ impl Attempt<'_> {
         // The first events, and the end when the stream was that short.
         let first = out.split().freeze();
         ctx.record.response_bytes += first.len() as u64;
+        if let Some(a) = assembler.as_mut() {
+            a.feed(&first);
+        }
         if session
             .write_response_body(Some(first), ended)
             .await
@@ -318,7 +327,7 @@ impl Attempt<'_> {
         if ended {
             // The whole stream came in the first read.
             ctx.record.upstream_elapsed = Some(started.elapsed());
-            self.stream_ended(ctx, &rewriter);
+            self.stream_ended(ctx, &rewriter, assembler);
             return Delivery::Delivered;
         }
         loop {
@@ -350,6 +359,9 @@ impl Attempt<'_> {
                             bytes = crate::providers::redact(bytes, self.secrets);
                         }
                         ctx.record.response_bytes += bytes.len() as u64;
+                        if let Some(a) = assembler.as_mut() {
+                            a.feed(&bytes);
+                        }
                         if session
                             .write_response_body(Some(bytes), ended)
                             .await
@@ -387,6 +399,9 @@ impl Attempt<'_> {
                     let tail = (!out.is_empty()).then(|| out.split().freeze());
                     if let Some(t) = &tail {
                         ctx.record.response_bytes += t.len() as u64;
+                        if let Some(a) = assembler.as_mut() {
+                            a.feed(t);
+                        }
                     }
                     if session.write_response_body(tail, true).await.is_err() {
                         ctx.record.client_closed = true;
@@ -433,19 +448,30 @@ impl Attempt<'_> {
             }
         }
         ctx.record.upstream_elapsed = Some(started.elapsed());
-        self.stream_ended(ctx, &rewriter);
+        self.stream_ended(ctx, &rewriter, assembler);
         Delivery::Delivered
     }
 }
 
 impl Attempt<'_> {
     /// What a delivered stream leaves for logging: its usage (or its per-unit cost) and, for
-    /// a Responses stream, what to store.
-    fn stream_ended(&self, ctx: &mut Ctx, rewriter: &ClientStream) {
+    /// a Responses stream or a cacheable one, what to store.
+    fn stream_ended(
+        &self,
+        ctx: &mut Ctx,
+        rewriter: &ClientStream,
+        assembled: Option<crate::cache::StreamAssembler>,
+    ) {
         ctx.record.usage = rewriter.usage();
         ctx.responses_outcome = rewriter.responses_outcome();
         if let Some(cost) = self.units_cost(b"") {
             ctx.record.cost = Some(cost);
+        }
+        // A stream that completed (never one cut off or ended by an error) may be cached.
+        let complete = !ctx.record.client_closed && ctx.record.failure.is_none();
+        if let Some(answer) = assembled.and_then(|a| a.completion()).filter(|_| complete) {
+            let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+            super::cached::offer(ctx, &body);
         }
     }
 

@@ -362,6 +362,8 @@ pub struct RequestOptions {
     /// `mock_response`: the answer to give instead of calling the provider (a text, or one
     /// of LiteLLM's error names), when the caller may (`mock_response_allowed`).
     pub mock_response: Option<serde_json::Value>,
+    /// The body's response-cache controls (`cache` and `caching`), never sent upstream.
+    pub cache: crate::cache::Controls,
 }
 
 /// LiteLLM's `mock_testing_*` request parameters (and `mock_timeout`).
@@ -388,6 +390,8 @@ impl MockTesting {
 
 /// Body fields that are router parameters (LiteLLM strips them before calling a provider).
 const ROUTER_PARAMS: &[&str] = &[
+    "cache",
+    "caching",
     "num_retries",
     "fallbacks",
     "context_window_fallbacks",
@@ -425,7 +429,9 @@ impl RequestOptions {
                 || memchr::memmem::find(&body, b"timeout\"").is_some()
                 || memchr::memmem::find(&body, b"tags\"").is_some()
                 || memchr::memmem::find(&body, b"enable_tag_filtering\"").is_some()
-                || memchr::memmem::find(&body, b"\"mock_").is_some());
+                || memchr::memmem::find(&body, b"\"mock_").is_some()
+                || memchr::memmem::find(&body, b"\"cache\"").is_some()
+                || memchr::memmem::find(&body, b"\"caching\"").is_some());
         let (body, view) = if present {
             let mut map: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -446,6 +452,8 @@ impl RequestOptions {
                 };
                 found = true;
                 match *name {
+                    "cache" => options.cache.read_cache(&value),
+                    "caching" => options.cache.caching_off = value.as_bool() == Some(false),
                     "num_retries" => {
                         options.num_retries = Some(
                             value

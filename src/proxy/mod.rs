@@ -18,6 +18,7 @@
 
 pub mod attempt;
 pub mod body;
+pub mod cached;
 pub mod ctx;
 pub mod deliver;
 pub mod forward;
@@ -378,6 +379,9 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
             _ => ModelLabel::Requested,
         };
     }
+    if cached::lookup(app, session, ctx, &body).await {
+        return;
+    }
     let is_responses = ctx.cx.endpoint() == Endpoint::Responses;
     if is_responses && let Err(e) = responses::begin(app, ctx, &body).await {
         respond::error(session, ctx, &e).await;
@@ -395,6 +399,7 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         responses::finish(app, ctx, &body);
     } else {
         forward::boxed(|| forward::forward(app, session, ctx, body)).await;
+        cached::finish(app, ctx);
     }
 }
 
