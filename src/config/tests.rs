@@ -772,15 +772,12 @@ fn cache_params_are_read_as_litellm_reads_them() {
         &yaml("  cache_params:\n    type: disk\n    mode: sometimes\n"),
         &[],
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert_eq!(
         paths(&report.errors),
         ["litellm_settings.cache_params.type"]
     );
-    let report = load(&yaml("  cache_params:\n    mode: sometimes\n"), &[])
-        .err()
-        .expect("refused");
+    let report = load(&yaml("  cache_params:\n    mode: sometimes\n"), &[]).expect_err("refused");
     assert_eq!(
         paths(&report.errors),
         ["litellm_settings.cache_params.mode"]
