@@ -97,7 +97,7 @@ model_list:
       num_retries: 2
       use_in_pass_through: true
 litellm_settings:
-  cache: true
+  modify_params: true
   success_callback: ["prometheus", "langfuse"]
 router_settings:
   num_retries: 3
@@ -122,7 +122,7 @@ general_settings:
         .find(|l| l.contains("does not act on yet"))
         .expect("one line lists ignored keys");
     for key in [
-        "litellm_settings.cache",
+        "litellm_settings.modify_params",
         "router_settings.optional_pre_call_checks",
         "general_settings.store_model_in_db",
         "model_list[0].litellm_params.use_in_pass_through",

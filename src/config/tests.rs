@@ -189,7 +189,7 @@ general_settings:
 router_settings:
   polling_interval: 3
 litellm_settings:
-  cache: true
+  modify_params: true
 "#;
     let (_, report) = load_ok(yaml, &[]);
     let unknown: Vec<String> = report.unknown_keys.iter().map(|p| p.to_string()).collect();
@@ -210,7 +210,10 @@ litellm_settings:
     not_acted.sort();
     assert_eq!(
         not_acted,
-        ["litellm_settings.cache", "router_settings.polling_interval"]
+        [
+            "litellm_settings.modify_params",
+            "router_settings.polling_interval"
+        ]
     );
     let summary = report.lines(false).join("\n");
     assert!(
