@@ -27,6 +27,13 @@ const NOT_IN_KEY: [&str; 5] = ["stream", "stream_options", "metadata", "cache", 
 const MEMORY_BYTES: u64 = 64 * 1024 * 1024;
 /// Entries larger than this are not stored (LiteLLM's in-memory cache skips items over 1 MB).
 const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+/// How long an identical request waits for the one in flight before calling the provider
+/// itself (long streams take minutes).
+pub const SINGLE_FLIGHT_WAIT: Duration = Duration::from_secs(300);
+/// The cross-instance lock's life: renewed by nothing, so a crashed leader blocks no one long.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How often a request waiting on another instance's call looks for its answer.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// A request's cache controls (LiteLLM's body `cache` object and `caching`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,6 +96,9 @@ pub struct Entry {
 pub struct ResponseCache {
     settings: CacheSettings,
     memory: moka::sync::Cache<String, Arc<Entry>>,
+    /// Keys whose answer one request of this instance is fetching: the others wait for it.
+    flights:
+        parking_lot::Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>,
     redis: Option<tokio::sync::OnceCell<Option<redis::aio::ConnectionManager>>>,
     /// Redis answered the last time (errors are logged once per outage).
     redis_up: AtomicBool,
@@ -109,6 +119,7 @@ impl ResponseCache {
         ResponseCache {
             settings,
             memory,
+            flights: Default::default(),
             redis,
             redis_up: AtomicBool::new(true),
         }
@@ -220,6 +231,92 @@ impl ResponseCache {
         }
     }
 
+    /// Single flight for a key that missed: the first request becomes the one that calls the
+    /// provider ([`Flight`], held until its answer is stored or it failed); an identical one
+    /// arriving meanwhile waits for it (on this instance, or with Redis on another one holding
+    /// the key's lock), up to [`SINGLE_FLIGHT_WAIT`], then looks again. `Ok(flight)`: go ahead
+    /// and call; `Err(entry)`: the answer that arrived while waiting.
+    pub async fn fly(self: &Arc<Self>, plan: &Plan) -> Result<Option<Flight>, Arc<Entry>> {
+        let deadline = tokio::time::Instant::now() + SINGLE_FLIGHT_WAIT;
+        loop {
+            // Decided under the lock, awaited after it.
+            let joined = {
+                let mut flights = self.flights.lock();
+                match flights.get(&plan.key) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(());
+                        flights.insert(plan.key.clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            let waiting = match joined {
+                Err(rx) => Some(rx),
+                Ok(tx) => {
+                    let lock = self.lock_elsewhere(plan).await;
+                    return match lock {
+                        Lock::Held => Ok(Some(Flight {
+                            cache: Arc::clone(self),
+                            key: plan.key.clone(),
+                            redis_lock: self.redis.is_some(),
+                            _done: tx,
+                        })),
+                        Lock::Answered(entry) => {
+                            self.flights.lock().remove(&plan.key);
+                            Err(entry)
+                        }
+                        Lock::TimedOut => {
+                            self.flights.lock().remove(&plan.key);
+                            Ok(None)
+                        }
+                    };
+                }
+            };
+            let Some(mut rx) = waiting else { continue };
+            // The sender is dropped when the call in flight ends: `changed` then errs.
+            let ended = tokio::time::timeout_at(deadline, rx.changed()).await;
+            if let Some(entry) = self.get(plan).await {
+                return Err(entry);
+            }
+            if ended.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// With Redis: takes the key's lock (`SET NX PX`), or, when another instance holds it,
+    /// waits for its answer to appear or the lock to go. Without Redis (or with it down), the
+    /// lock is this instance's alone.
+    async fn lock_elsewhere(&self, plan: &Plan) -> Lock {
+        let Some(mut conn) = self.redis().await else {
+            return Lock::Held;
+        };
+        let lock = format!("sluice:cache:lock:{}", plan.key);
+        let deadline = tokio::time::Instant::now() + SINGLE_FLIGHT_WAIT;
+        loop {
+            let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                .arg(&lock)
+                .arg(std::process::id())
+                .arg("NX")
+                .arg("PX")
+                .arg(LOCK_TTL.as_millis() as u64)
+                .query_async(&mut conn)
+                .await;
+            match self.redis_result(taken) {
+                None | Some(Some(_)) => return Lock::Held,
+                Some(None) => {}
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+            if let Some(entry) = self.get(plan).await {
+                return Lock::Answered(entry);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Lock::TimedOut;
+            }
+        }
+    }
+
     /// `sluice:cache:<key>`: Sluice's namespace in a Redis it may share.
     fn redis_key(&self, key: &str) -> String {
         format!("sluice:cache:{key}")
@@ -260,6 +357,48 @@ impl ResponseCache {
                     tracing::warn!("response cache: Redis failed ({e}); serving without it");
                 }
                 None
+            }
+        }
+    }
+}
+
+/// What taking a key's cross-instance lock came to.
+enum Lock {
+    Held,
+    /// Another instance's call stored the answer meanwhile.
+    Answered(Arc<Entry>),
+    TimedOut,
+}
+
+/// The one call in flight for a key: while it lives, identical requests wait. Dropped once its
+/// answer is stored (or the call failed): the waiters look again.
+pub struct Flight {
+    cache: Arc<ResponseCache>,
+    key: String,
+    redis_lock: bool,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flight").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.cache.flights.lock().remove(&self.key);
+        if self.redis_lock {
+            let cache = Arc::clone(&self.cache);
+            let lock = format!("sluice:cache:lock:{}", self.key);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Some(mut conn) = cache.redis().await {
+                        let r: redis::RedisResult<()> =
+                            redis::cmd("DEL").arg(lock).query_async(&mut conn).await;
+                        cache.redis_result(r);
+                    }
+                });
             }
         }
     }

@@ -264,3 +264,56 @@ async fn default_off_caches_only_what_asks_and_a_dead_redis_costs_nothing() {
         "memory still serves"
     );
 }
+
+/// 50 identical requests at once make one upstream call; the others are answered from its
+/// answer, streams included. With Redis, across two instances too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_make_one_upstream_call() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let yaml = config(&mock, &test_redis_url(), "");
+    let (a, b) = (Gateway::start(&yaml).await, Gateway::start(&yaml).await);
+    let burst = |prompt: String, gateways: Vec<Client>| async move {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}],
+            "mock": {"latency_ms": 400}});
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let client = gateways[i % gateways.len()].clone();
+            let mut body = body.clone();
+            if i % 5 == 0 {
+                body["stream"] = json!(true);
+            }
+            tasks.push(tokio::spawn(async move {
+                let resp = client
+                    .post("/v1/chat/completions")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap();
+                (status, text)
+            }));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    };
+    for (round, gateways) in [vec![a.client()], vec![a.client(), b.client()]]
+        .into_iter()
+        .enumerate()
+    {
+        let before = mock.calls();
+        let answers = burst(format!("burst {round}"), gateways).await;
+        for (status, text) in &answers {
+            assert_eq!(*status, 200, "{text}");
+            assert!(text.contains("Hello"), "{text}");
+        }
+        assert_eq!(
+            mock.calls() - before,
+            1,
+            "round {round}: one upstream call for 50 identical requests"
+        );
+    }
+}

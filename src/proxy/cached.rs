@@ -14,11 +14,13 @@ use super::respond;
 use crate::app::App;
 use crate::cache::{self, Plan};
 
-/// A missed request's cache plan, and the answer to store once delivered.
+/// A missed request's cache plan, the answer to store once delivered, and its single flight
+/// (identical requests wait until it is dropped, after the store).
 #[derive(Debug)]
 pub struct CacheState {
     pub plan: Plan,
     pub fill: Option<Bytes>,
+    pub flight: Option<cache::Flight>,
 }
 
 /// Looks the request up in the cache: `true` when it was answered from it. Otherwise a plan
@@ -36,14 +38,32 @@ pub async fn lookup(app: &App, session: &mut Session, ctx: &mut Ctx, body: &Byte
     let Some(plan) = cache.plan(&route.group, &map, &ctx.options.cache) else {
         return false;
     };
-    if plan.read
-        && let Some(entry) = cache.get(&plan).await
-        && answer(session, ctx, &entry.body, &plan).await
-    {
-        return true;
+    let mut flight = None;
+    if plan.read {
+        if let Some(entry) = cache.get(&plan).await
+            && answer(session, ctx, &entry.body, &plan).await
+        {
+            return true;
+        }
+        // A miss: one identical request at a time calls the provider (when its answer will
+        // be stored); the others wait for it and are answered from the cache.
+        if plan.write {
+            match cache.fly(&plan).await {
+                Ok(f) => flight = f,
+                Err(entry) => {
+                    if answer(session, ctx, &entry.body, &plan).await {
+                        return true;
+                    }
+                }
+            }
+        }
     }
     if plan.write {
-        ctx.cache = Some(Box::new(CacheState { plan, fill: None }));
+        ctx.cache = Some(Box::new(CacheState {
+            plan,
+            fill: None,
+            flight,
+        }));
     }
     false
 }
@@ -54,6 +74,7 @@ pub fn finish(app: &App, ctx: &mut Ctx) {
         && let Some(body) = state.fill
     {
         cache.put(&state.plan, body);
+        // `state.flight` drops here, after the answer is in memory: the waiters find it.
     }
 }
 
