@@ -317,6 +317,101 @@ impl ResponseCache {
         }
     }
 
+    /// `/cache/ping`: Redis answers `PING` and takes a test entry (no Redis: always healthy).
+    pub async fn ping(&self) -> Result<(), String> {
+        let Some(url) = &self.settings.redis_url else {
+            return Ok(());
+        };
+        let mut conn = self
+            .redis()
+            .await
+            .ok_or_else(|| format!("Redis at {} is unreachable", redacted(url)))?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _: () = redis::cmd("SET")
+            .arg("sluice:cache:health-check")
+            .arg(pong)
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `/cache/delete`: the entries of these keys (as `x-litellm-cache-key` names them), in
+    /// memory and in Redis.
+    pub async fn delete(&self, keys: &[String]) -> Result<(), String> {
+        for key in keys {
+            self.memory.invalidate(key);
+        }
+        if self.redis.is_none() || keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis().await.ok_or("Redis is unreachable")?;
+        let mut del = redis::cmd("DEL");
+        for key in keys {
+            del.arg(self.redis_key(key));
+        }
+        let _: i64 = del
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// `/cache/flushall`: every entry, in memory and Sluice's keys in Redis (never the rest of
+    /// the database, which LiteLLM's `FLUSHALL` empties). How many Redis keys went.
+    pub async fn flush(&self) -> Result<u64, String> {
+        self.memory.invalidate_all();
+        if self.redis.is_none() {
+            return Ok(0);
+        }
+        let mut conn = self.redis().await.ok_or("Redis is unreachable")?;
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("sluice:cache:*")
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// `/cache/redis/info`: `INFO` and `CLIENT LIST`.
+    pub async fn redis_info(&self) -> Result<(String, String), String> {
+        let mut conn = self.redis().await.ok_or("Redis is unreachable")?;
+        let info: String = redis::cmd("INFO")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((info, clients))
+    }
+
     /// `sluice:cache:<key>`: Sluice's namespace in a Redis it may share.
     fn redis_key(&self, key: &str) -> String {
         format!("sluice:cache:{key}")
@@ -359,6 +454,16 @@ impl ResponseCache {
                 None
             }
         }
+    }
+}
+
+/// A Redis URL without its password.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -141,6 +141,18 @@ async fn hits_skip_the_provider_and_serve_streams_and_whole_answers_alike() {
     assert_eq!(content(&whole), text);
     assert_eq!(mock.calls(), 3);
 
+    // Counted: hits (with the tokens they saved) and misses.
+    let metrics = gw.metrics().await;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains("model=\"gpt-4o\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(value("litellm_cache_hits_metric_total"), 3.0, "{metrics}");
+    assert_eq!(value("litellm_cache_misses_metric_total"), 3.0, "{metrics}");
+    assert!(value("litellm_cached_tokens_metric_total") > 0.0);
     // Another instance on the same Redis finds the entries.
     let other = Gateway::start(&yaml).await;
     let (_, headers, _) = chat(&other.client(), first).await;
@@ -316,4 +328,96 @@ async fn concurrent_identical_misses_make_one_upstream_call() {
             "round {round}: one upstream call for 50 identical requests"
         );
     }
+}
+
+/// LiteLLM's cache admin routes: admin only; ping, delete, flushall (Sluice's keys only),
+/// redis/info; and their answers without a cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_admin_routes() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    // A Redis of its own: flushall empties every Sluice entry, other tests' too.
+    let redis = PrivateRedis::start().await;
+    let gw = Gateway::start(&config(&mock, &redis.url(), "")).await;
+    let admin = gw.client();
+    let (status, _, key) = admin.post_json("/key/generate", &json!({})).await;
+    assert_eq!(status, 200, "{key}");
+    let user = as_key(&gw, key["key"].as_str().unwrap());
+    let (status, body) = user.get_json("/cache/ping").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_message(&body, 401).contains("Route=/cache/ping"));
+
+    let (status, body) = admin.get_json("/cache/ping").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["cache_type"], "redis");
+    assert_eq!(body["ping_response"], true);
+    let (status, body) = admin.get_json("/cache/redis/info").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["num_clients"].as_u64().unwrap() >= 1);
+    assert!(body["info"].as_str().unwrap().contains("redis_version"));
+
+    let ask = |prompt: &str| {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}).to_string()
+    };
+    chat(&admin, &ask("one")).await;
+    let (_, headers, _) = chat(&admin, &ask("one")).await;
+    let cache_key = headers["x-litellm-cache-key"].to_str().unwrap().to_string();
+    assert_eq!(mock.calls(), 1);
+    let (status, _, body) = admin
+        .post_json("/cache/delete", &json!({"keys": [cache_key]}))
+        .await;
+    assert_eq!((status, body), (200, json!({"status": "success"})));
+    chat(&admin, &ask("one")).await;
+    assert_eq!(mock.calls(), 2, "deleted from memory and Redis");
+
+    // flushall empties Sluice's entries and leaves the rest of the database alone.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let neighbour = format!("not-sluice:{:x}", fastrand::u64(..));
+    let _: () = redis::cmd("SET")
+        .arg(&neighbour)
+        .arg("keep me")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    chat(&admin, &ask("two")).await;
+    let (status, _, body) = admin.post_json("/cache/flushall", &json!({})).await;
+    assert_eq!((status, body), (200, json!({"status": "success"})));
+    chat(&admin, &ask("one")).await;
+    chat(&admin, &ask("two")).await;
+    assert_eq!(mock.calls(), 5, "both answers were flushed");
+    let kept: Option<String> = redis::cmd("GET")
+        .arg(&neighbour)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("keep me"));
+    let _: () = redis::cmd("DEL")
+        .arg(&neighbour)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // Without a cache: LiteLLM's answers.
+    let plain = Gateway::start(&basic_config(&mock)).await;
+    let (status, body) = plain.client().get_json("/cache/ping").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["type"], "cache_ping_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Cache not initialized")
+    );
+    let (status, _, body) = plain
+        .client()
+        .post_json("/cache/delete", &json!({"keys": ["x"]}))
+        .await;
+    assert_eq!(status, 500);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Cache Delete Failed")
+    );
 }

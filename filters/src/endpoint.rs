@@ -38,6 +38,9 @@ pub enum Endpoint {
     /// The management API (`/key/*`, `/team/*`, `/user/*`, `/customer/*`, `/end_user/*`,
     /// `/budget/*`, `/spend/*`, `/global/spend*`); methods are checked by its handler.
     Management,
+    /// LiteLLM's cache admin routes (`/cache/ping`, `/cache/delete`, `/cache/flushall`,
+    /// `/cache/redis/info`); methods are checked by its handler.
+    CacheAdmin,
     /// A known path with the wrong method.
     MethodNotAllowed,
     NotFound,
@@ -101,6 +104,11 @@ impl Endpoint {
             }
             "/metrics" if unversioned.is_none() => (Endpoint::Metrics, Method::GET),
             _ if unversioned.is_none() && is_management(route) => return Endpoint::Management,
+            "/cache/ping" | "/cache/delete" | "/cache/flushall" | "/cache/redis/info"
+                if unversioned.is_none() =>
+            {
+                return Endpoint::CacheAdmin;
+            }
             _ => return Endpoint::NotFound,
         };
         if *method == wants || (wants == Method::GET && *method == Method::HEAD) {
@@ -192,6 +200,7 @@ impl Endpoint {
             Endpoint::HealthReadiness => "/health/readiness",
             Endpoint::Metrics => "/metrics",
             Endpoint::Management => "/management",
+            Endpoint::CacheAdmin => "/cache",
             Endpoint::MethodNotAllowed | Endpoint::NotFound => "other",
         }
     }

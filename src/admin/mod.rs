@@ -80,7 +80,8 @@ fn db_error(e: StoreError) -> ApiError {
     }
 }
 
-fn admin_only(path: &str) -> ApiError {
+/// LiteLLM's refusal of an admin route to a caller who is not a proxy admin.
+pub fn admin_only(path: &str) -> ApiError {
     ApiError::unauthorized(format!(
         "Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={path}. Your role=internal_user"
     ))

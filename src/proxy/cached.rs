@@ -45,6 +45,7 @@ pub async fn lookup(app: &App, session: &mut Session, ctx: &mut Ctx, body: &Byte
         {
             return true;
         }
+        ctx.record.cache_hit = Some(false);
         // A miss: one identical request at a time calls the provider (when its answer will
         // be stored); the others wait for it and are answered from the cache.
         if plan.write {
@@ -103,6 +104,7 @@ async fn answer(session: &mut Session, ctx: &mut Ctx, stored: &[u8], plan: &Plan
         .ok()
         .and_then(|u| Usage::parse(&u));
     ctx.record.cost = Some(0.0);
+    ctx.record.cache_hit = Some(true);
     let headers = [
         ("x-litellm-cache-key", plan.key.clone()),
         ("x-litellm-response-cost", "0.0".to_string()),
@@ -120,4 +122,119 @@ async fn answer(session: &mut Session, ctx: &mut Ctx, stored: &[u8], plan: &Plan
     };
     respond::send(session, ctx, 200, content_type, &headers, bytes).await;
     true
+}
+
+/// LiteLLM's cache admin routes, for proxy admins: `GET /cache/ping`, `POST /cache/delete`
+/// (`{"keys": [...]}`), `POST /cache/flushall` (Sluice's entries only, never the rest of the
+/// Redis database) and `GET /cache/redis/info`, with LiteLLM's bodies and statuses.
+pub async fn admin(app: &App, session: &mut Session, ctx: &mut Ctx, body: &Bytes) {
+    let path = session.req_header().uri.path().to_string();
+    if !ctx.cx.caller.is_admin() {
+        return respond::error(session, ctx, &crate::admin::admin_only(&path)).await;
+    }
+    let method = session.req_header().method.clone();
+    let wants = if path == "/cache/ping" || path == "/cache/redis/info" {
+        http::Method::GET
+    } else {
+        http::Method::POST
+    };
+    if method != wants {
+        let e = filters::ApiError::method_not_allowed(format!("{method} is not allowed on {path}"));
+        return respond::error(session, ctx, &e).await;
+    }
+    let cache = app.cache.as_deref();
+    let kind = cache.map(|c| {
+        if c.settings().redis_url.is_some() {
+            "redis"
+        } else {
+            "local"
+        }
+    });
+    let (status, answer) = match (path.as_str(), cache) {
+        ("/cache/ping", None) => (
+            503,
+            ping_error("Cache not initialized. litellm.cache is None"),
+        ),
+        ("/cache/ping", Some(c)) => match c.ping().await {
+            Ok(()) => (200, ping_body(c)),
+            Err(why) => {
+                tracing::warn!("/cache/ping: {why}");
+                (503, ping_error("Service Unhealthy"))
+            }
+        },
+        ("/cache/delete", None) => (
+            500,
+            serde_json::json!({"detail": "Cache Delete Failed(500: Cache not initialized. litellm.cache is None)"}),
+        ),
+        ("/cache/delete", Some(c)) => {
+            let keys: Vec<String> = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v.get("keys")?.clone()).ok())
+                .unwrap_or_default();
+            match c.delete(&keys).await {
+                Ok(()) => (200, serde_json::json!({"status": "success"})),
+                Err(why) => (
+                    500,
+                    serde_json::json!({"detail": format!("Cache Delete Failed(500: {why})")}),
+                ),
+            }
+        }
+        ("/cache/flushall", None) => (
+            503,
+            serde_json::json!({"detail": "Service Unhealthy (500: Cache not initialized. litellm.cache is None)"}),
+        ),
+        ("/cache/flushall", Some(c)) => match c.flush().await {
+            Ok(_) => (200, serde_json::json!({"status": "success"})),
+            Err(why) => (
+                503,
+                serde_json::json!({"detail": format!("Service Unhealthy (500: {why})")}),
+            ),
+        },
+        (_, Some(c)) if kind == Some("redis") => match c.redis_info().await {
+            Ok((info, clients)) => {
+                let clients: Vec<&str> = clients.lines().collect();
+                (
+                    200,
+                    serde_json::json!({"num_clients": clients.len(), "clients": clients, "info": info}),
+                )
+            }
+            Err(why) => (
+                503,
+                serde_json::json!({"detail": format!("Service Unhealthy (500: {why})")}),
+            ),
+        },
+        _ => (
+            503,
+            serde_json::json!({"detail": format!("Service Unhealthy (500: Cache type {} has no Redis)", kind.unwrap_or("None"))}),
+        ),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+    respond::send(session, ctx, status, "application/json", &[], bytes).await;
+}
+
+/// `/cache/ping`'s failure body, as LiteLLM nests it.
+fn ping_error(message: &str) -> Value {
+    let inner = serde_json::json!({"message": message, "litellm_cache_params": "{}",
+        "health_check_cache_params": "{}"});
+    serde_json::json!({"error": {"message": inner.to_string(), "type": "cache_ping_error",
+        "param": "cache_ping", "code": "503"}})
+}
+
+/// `/cache/ping`'s healthy body: the cache's settings, the Redis password masked.
+fn ping_body(c: &cache::ResponseCache) -> Value {
+    let s = c.settings();
+    let params = serde_json::json!({
+        "type": if s.redis_url.is_some() { "redis" } else { "local" },
+        "namespace": s.namespace, "ttl": s.ttl().as_secs_f64(),
+        "mode": if s.default_on { "default_on" } else { "default_off" },
+        "max_messages": s.max_messages,
+    });
+    match &s.redis_url {
+        Some(url) => serde_json::json!({"status": "healthy", "cache_type": "redis",
+            "ping_response": true, "set_cache_response": "success",
+            "litellm_cache_params": params.to_string(),
+            "health_check_cache_params": {"url": cache::redacted(url), "namespace": s.namespace}}),
+        None => serde_json::json!({"status": "healthy", "cache_type": "local",
+            "litellm_cache_params": params.to_string()}),
+    }
 }

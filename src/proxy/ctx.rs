@@ -43,6 +43,8 @@ pub struct RequestRecord {
     pub group_retries: u32,
     /// Fallback groups tried (the current one included).
     pub fallbacks: u32,
+    /// The response cache looked the request up: a hit (`true`) or a miss.
+    pub cache_hit: Option<bool>,
 }
 
 /// One attempt of a request against one deployment: what a router's retry, cooldown and

@@ -290,6 +290,12 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
             }
         }
         Endpoint::Management => forward::boxed(|| management(app, session, ctx)).await,
+        Endpoint::CacheAdmin => {
+            let limit = app.config.max_request_body_bytes;
+            if let Some(body) = read_body(session, ctx, limit).await {
+                forward::boxed(|| cached::admin(app, session, ctx, &body)).await
+            }
+        }
         Endpoint::ResponseItem | Endpoint::ResponseInputItems => {
             forward::boxed(|| responses::by_id(app, session, ctx)).await
         }
@@ -641,6 +647,10 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         api_base: deployment.map_or("", |d| d.public_api_base()),
         litellm_model_name,
     };
+    if let Some(hit) = r.cache_hit {
+        app.metrics
+            .record_cache(&labels, hit, prompt_tokens + completion_tokens);
+    }
     let failure = r
         .failure
         .or((status >= 400).then(|| (status, exception_class(FailureOrigin::Gateway, status))));
