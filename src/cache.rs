@@ -52,6 +52,8 @@ pub struct Controls {
     pub use_cache: bool,
     /// `caching: false`: skip the lookup.
     pub caching_off: bool,
+    /// The names the request's `cache` object used (for `allowed_cache_controls`).
+    pub names: Vec<String>,
 }
 
 impl Controls {
@@ -69,6 +71,10 @@ impl Controls {
         self.max_age = seconds(get("s-maxage").or_else(|| get("s-max-age")));
         self.namespace = get("namespace").and_then(Value::as_str).map(str::to_owned);
         self.use_cache = get("use-cache").and_then(Value::as_bool) == Some(true);
+        self.names = cache
+            .as_object()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
     }
 }
 
@@ -131,10 +137,12 @@ impl ResponseCache {
 
     /// The plan for a request to `group` with this `body` (its controls already taken out);
     /// `None` when the cache does not apply (mode `default_off` without `use-cache`, more
-    /// messages than `max_messages`).
+    /// messages than `max_messages`). `scope` isolates entries (`cache_params.scope: key |
+    /// team`): the key's or team's id, or `""` for the global scope.
     pub fn plan(
         &self,
         group: &str,
+        scope: &str,
         body: &Map<String, Value>,
         controls: &Controls,
     ) -> Option<Plan> {
@@ -152,7 +160,11 @@ impl ResponseCache {
             .namespace
             .as_deref()
             .or(self.settings.namespace.as_deref());
-        let hash = key_hash(group, body);
+        let hash = if scope.is_empty() {
+            key_hash(group, body)
+        } else {
+            key_hash(&format!("{group}\0scope\0{scope}"), body)
+        };
         let key = match namespace {
             Some(ns) => format!("{ns}:{hash}"),
             None => hash,
@@ -855,6 +867,16 @@ mod tests {
                 namespace: Some("n".into()),
                 use_cache: true,
                 caching_off: true,
+                names: [
+                    "no-cache",
+                    "no-store",
+                    "ttl",
+                    "s-maxage",
+                    "namespace",
+                    "use-cache"
+                ]
+                .map(String::from)
+                .to_vec(),
             }
         );
     }

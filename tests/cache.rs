@@ -421,3 +421,60 @@ async fn cache_admin_routes() {
             .starts_with("Cache Delete Failed")
     );
 }
+
+/// `scope: key` keeps each key's entries to itself; a key's `allowed_cache_controls` and its
+/// metadata `cache` controls act as LiteLLM's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_and_key_level_cache_controls() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock, &test_redis_url(), "    scope: key")).await;
+    let admin = gw.client();
+    let key = |body: Value| {
+        let admin = admin.clone();
+        async move {
+            let (status, _, k) = admin.post_json("/key/generate", &body).await;
+            assert_eq!(status, 200, "{k}");
+            k["key"].as_str().unwrap().to_string()
+        }
+    };
+    let (a, b) = (key(json!({})).await, key(json!({})).await);
+    let ask = |extra: Value| {
+        let mut body =
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "scoped"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body.to_string()
+    };
+    chat(&as_key(&gw, &a), &ask(json!({}))).await;
+    let (_, headers, _) = chat(&as_key(&gw, &a), &ask(json!({}))).await;
+    assert!(headers.get("x-litellm-cache-key").is_some());
+    let (_, headers, _) = chat(&as_key(&gw, &b), &ask(json!({}))).await;
+    assert!(
+        headers.get("x-litellm-cache-key").is_none(),
+        "another key's entry"
+    );
+    assert_eq!(mock.calls(), 2);
+
+    let limited = key(json!({"allowed_cache_controls": ["no-cache"]})).await;
+    let (status, _, body) = chat(&as_key(&gw, &limited), &ask(json!({"cache": {"ttl": 5}}))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "Not allowed to set ttl as a cache control. Contact admin to change permissions."
+    );
+    let (status, _, _) = chat(
+        &as_key(&gw, &limited),
+        &ask(json!({"cache": {"no-cache": true}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // The key's own controls replace the request's: this key's answers are never stored.
+    let no_store = key(json!({"metadata": {"cache": {"no-store": true}}})).await;
+    let before = mock.calls();
+    for _ in 0..2 {
+        chat(&as_key(&gw, &no_store), &ask(json!({"cache": {"ttl": 60}}))).await;
+    }
+    assert_eq!(mock.calls(), before + 2);
+}

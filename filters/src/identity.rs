@@ -147,6 +147,11 @@ pub struct KeyIdentity {
     /// `metadata.allow_client_mock_response` on the key or its team: the key's requests may
     /// carry `mock_response`.
     pub allow_client_mock_response: bool,
+    /// The key's metadata `cache` controls: they replace a request's own (`ttl`, `s-maxage`,
+    /// `no-cache`, `no-store` only), as in LiteLLM.
+    pub cache_controls: Option<serde_json::Value>,
+    /// `allowed_cache_controls`: when set, the only `cache` controls its requests may send.
+    pub allowed_cache_controls: Vec<String>,
 }
 
 impl KeyIdentity {

@@ -25,6 +25,7 @@ const ACTED: &[&str] = &[
     "mode",
     "supported_call_types",
     "max_messages",
+    "scope",
 ];
 /// Cache types LiteLLM has that Sluice does not serve yet: the cache is off with a warning.
 const NOT_YET: &[&str] = &[
@@ -54,6 +55,17 @@ pub struct CacheSettings {
     pub max_messages: usize,
     /// Chat completions are cached (`supported_call_types` has `acompletion` or `completion`).
     pub chat: bool,
+    /// `scope` (Sluice's): entries shared by everyone (`global`, the default, as LiteLLM), or
+    /// only within one key's or one team's requests.
+    pub scope: CacheScope,
+}
+
+/// Who shares cache entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    Global,
+    Key,
+    Team,
 }
 
 impl CacheSettings {
@@ -160,6 +172,19 @@ impl Builder<'_> {
             }
         };
         let namespace = param("namespace").and_then(|v| self.string(v, &path("namespace")));
+        let scope = match param("scope").and_then(|v| self.string(v, &path("scope"))) {
+            None => CacheScope::Global,
+            Some(s) if s == "global" => CacheScope::Global,
+            Some(s) if s == "key" => CacheScope::Key,
+            Some(s) if s == "team" => CacheScope::Team,
+            Some(s) => {
+                self.report.error(
+                    &path("scope"),
+                    format!("{s:?} is not a cache scope (global, key or team)"),
+                );
+                CacheScope::Global
+            }
+        };
         let redis_url = redis.then(|| self.cache_redis_url(params));
         Some(CacheSettings {
             redis_url,
@@ -170,6 +195,7 @@ impl Builder<'_> {
             default_on,
             max_messages,
             chat,
+            scope,
         })
     }
 

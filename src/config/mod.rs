@@ -17,7 +17,7 @@ mod settings;
 pub mod upstream_url;
 mod values;
 
-pub use cache::CacheSettings;
+pub use cache::{CacheScope, CacheSettings};
 pub use router_settings::{
     FallbackKind, FallbackSettings, LatencyArgs, RetryPolicy, RouterSettings, RoutingStrategy,
 };

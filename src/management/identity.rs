@@ -219,6 +219,24 @@ pub fn build(
                     .and_then(|m| m.get("allow_client_mock_response"))
                     == Some(&Value::Bool(true))
             }),
+        cache_controls: key
+            .data
+            .get("metadata")
+            .and_then(|m| m.get("cache"))
+            .filter(|c| c.is_object())
+            .map(|c| {
+                let kept: Map<String, Value> = c
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| {
+                        matches!(k.as_str(), "ttl" | "s-maxage" | "no-cache" | "no-store")
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Value::Object(kept)
+            }),
+        allowed_cache_controls: string_list(&key.data, "allowed_cache_controls"),
     };
     identity.log_metadata = super::spend::metadata_json(&identity, key.data.get("metadata"));
     Ok(identity)

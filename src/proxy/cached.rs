@@ -4,8 +4,8 @@
 //! back the complete answer to store.
 
 use bytes::Bytes;
-use filters::Endpoint;
 use filters::usage::Usage;
+use filters::{ApiError, Endpoint};
 use pingora::proxy::Session;
 use serde_json::Value;
 
@@ -13,6 +13,7 @@ use super::ctx::Ctx;
 use super::respond;
 use crate::app::App;
 use crate::cache::{self, Plan};
+use crate::config::CacheScope;
 
 /// A missed request's cache plan, the answer to store once delivered, and its single flight
 /// (identical requests wait until it is dropped, after the store).
@@ -21,6 +22,39 @@ pub struct CacheState {
     pub plan: Plan,
     pub fill: Option<Bytes>,
     pub flight: Option<cache::Flight>,
+}
+
+/// A key's `allowed_cache_controls` refuses any other control (403, LiteLLM's message); its
+/// metadata `cache` controls replace the request's own.
+pub fn key_controls(ctx: &mut Ctx) -> Result<(), ApiError> {
+    let Some(key) = ctx.cx.caller.key() else {
+        return Ok(());
+    };
+    if !key.allowed_cache_controls.is_empty()
+        && let Some(name) = ctx
+            .options
+            .cache
+            .names
+            .iter()
+            .find(|n| !key.allowed_cache_controls.contains(n))
+    {
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "auth_error",
+            format!(
+                "Not allowed to set {name} as a cache control. Contact admin to change permissions."
+            ),
+        ));
+    }
+    if let Some(controls) = &key.cache_controls {
+        let caching_off = ctx.options.cache.caching_off;
+        ctx.options.cache = cache::Controls {
+            caching_off,
+            ..Default::default()
+        };
+        ctx.options.cache.read_cache(controls);
+    }
+    Ok(())
 }
 
 /// Looks the request up in the cache: `true` when it was answered from it. Otherwise a plan
@@ -35,7 +69,16 @@ pub async fn lookup(app: &App, session: &mut Session, ctx: &mut Ctx, body: &Byte
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return false;
     };
-    let Some(plan) = cache.plan(&route.group, &map, &ctx.options.cache) else {
+    let caller = &ctx.cx.caller;
+    let scope = match cache.settings().scope {
+        CacheScope::Global => "",
+        CacheScope::Key => caller.key_label(),
+        CacheScope::Team => caller
+            .key()
+            .and_then(|k| k.team_id.as_deref())
+            .unwrap_or(caller.key_label()),
+    };
+    let Some(plan) = cache.plan(&route.group, scope, &map, &ctx.options.cache) else {
         return false;
     };
     let mut flight = None;

@@ -385,6 +385,10 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
             _ => ModelLabel::Requested,
         };
     }
+    if let Err(e) = cached::key_controls(ctx) {
+        respond::error(session, ctx, &e).await;
+        return;
+    }
     if cached::lookup(app, session, ctx, &body).await {
         return;
     }
