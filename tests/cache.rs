@@ -26,6 +26,7 @@ litellm_settings:
 {extra}
 general_settings:
   master_key: {MASTER_KEY}
+  proxy_batch_write_at: 0.2
 sluice_settings:
   threads: 1
 "#,
@@ -153,6 +154,23 @@ async fn hits_skip_the_provider_and_serve_streams_and_whole_answers_alike() {
     assert_eq!(value("litellm_cache_hits_metric_total"), 3.0, "{metrics}");
     assert_eq!(value("litellm_cache_misses_metric_total"), 3.0, "{metrics}");
     assert!(value("litellm_cached_tokens_metric_total") > 0.0);
+    // Each hit has its spend-log row: cache_hit True, no spend, the cached usage's tokens.
+    let hits = eventually(Duration::from_secs(5), || async {
+        let (_, logs) = c.get_json("/spend/logs").await;
+        let hits: Vec<Value> = logs
+            .as_array()?
+            .iter()
+            .filter(|r| r["cache_hit"] == "True")
+            .cloned()
+            .collect();
+        (hits.len() == 3).then_some(hits)
+    })
+    .await
+    .expect("three cache-hit rows");
+    for row in hits {
+        assert_eq!(row["spend"], 0.0, "{row}");
+        assert!(row["total_tokens"].as_u64().unwrap() > 0, "{row}");
+    }
     // Another instance on the same Redis finds the entries.
     let other = Gateway::start(&yaml).await;
     let (_, headers, _) = chat(&other.client(), first).await;

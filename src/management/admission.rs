@@ -94,6 +94,8 @@ pub struct Outcome<'a> {
     pub now_ms: i64,
     /// After a retry or a fallback, LiteLLM's routing fields for the spend log's metadata.
     pub routing: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Answered from the response cache.
+    pub cache_hit: bool,
 }
 
 /// The proxy-wide budget's limits, and the same without the budget for requests that only
@@ -386,6 +388,7 @@ impl Management {
                 end_user: admission.end_user.clone(),
                 requester_ip_address: o.client_ip,
                 success: o.status < 400,
+                cache_hit: o.cache_hit,
                 routed_metadata: o.routing.as_ref().map(|r| {
                     let base = admission
                         .key

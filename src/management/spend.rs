@@ -38,6 +38,8 @@ pub struct SpendEntry {
     pub end_user: Option<String>,
     pub requester_ip_address: String,
     pub success: bool,
+    /// Answered from the response cache (`cache_hit: True` in the row).
+    pub cache_hit: bool,
     /// After a retry or a fallback: the key's metadata with LiteLLM's routing fields added
     /// (`attempted_retries`, `max_retries`, `attempted_fallbacks`, `previous_models`).
     pub routed_metadata: Option<Box<str>>,
@@ -109,6 +111,11 @@ impl SpendEntry {
 
     pub fn status(&self) -> &'static str {
         if self.success { "success" } else { "failure" }
+    }
+
+    /// The `cache_hit` column, as LiteLLM writes it.
+    pub fn cache_hit_text(&self) -> &'static str {
+        if self.cache_hit { "True" } else { "False" }
     }
 }
 

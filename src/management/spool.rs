@@ -43,6 +43,8 @@ struct StoredRow {
     end_user: Option<String>,
     requester_ip_address: String,
     success: bool,
+    #[serde(default)]
+    cache_hit: bool,
     #[serde(flatten)]
     owners: SpooledColumns,
 }
@@ -185,6 +187,7 @@ fn stored_row(l: &SpendEntry, master_key_hash: &str) -> StoredRow {
         end_user: l.end_user.clone(),
         requester_ip_address: l.requester_ip_address.clone(),
         success: l.success,
+        cache_hit: l.cache_hit,
         owners: SpooledColumns {
             api_key: l.api_key(master_key_hash).to_string(),
             user_id: l.user_id().map(str::to_string),
@@ -201,6 +204,14 @@ fn call_type_of(text: &str) -> &'static str {
         "anthropic_messages" => "anthropic_messages",
         "atext_completion" => "atext_completion",
         "aembedding" => "aembedding",
+        "aresponses" => "aresponses",
+        "aget_responses" => "aget_responses",
+        "alist_input_items" => "alist_input_items",
+        "aimage_generation" => "aimage_generation",
+        "aspeech" => "aspeech",
+        "atranscription" => "atranscription",
+        "amoderation" => "amoderation",
+        "arerank" => "arerank",
         "" => "",
         _ => "acompletion",
     }
@@ -222,6 +233,7 @@ fn entry_of(r: StoredRow) -> SpendEntry {
         end_user: r.end_user,
         requester_ip_address: r.requester_ip_address,
         success: r.success,
+        cache_hit: r.cache_hit,
         routed_metadata: None,
         spooled: Some(Box::new(r.owners)),
     }
@@ -265,6 +277,7 @@ mod tests {
                 end_user: Some("u".into()),
                 requester_ip_address: "10.0.0.1".into(),
                 success: true,
+                cache_hit: true,
                 ..SpendEntry::default()
             }],
         };
@@ -281,6 +294,7 @@ mod tests {
         let row = &back.logs[0];
         assert_eq!(row.request_id, "r1");
         assert_eq!(row.call_type, "aembedding");
+        assert!(row.cache_hit);
         assert_eq!(row.api_key("other"), "master-hash");
         assert_eq!(row.end_user.as_deref(), Some("u"));
         assert_eq!(row.completion_start_time, Some(15));

@@ -38,8 +38,8 @@ pub struct SqliteSpendWriter {
 /// load benchmark's requests).
 const ROWS_PER_INSERT: usize = 32;
 
-/// Parameters bound per row (`cache_hit` and `request_tags` are constants of Sluice's rows).
-const PARAMS_PER_ROW: usize = 21;
+/// Parameters bound per row (`request_tags` is a constant of Sluice's rows).
+const PARAMS_PER_ROW: usize = 22;
 
 /// An insert of `rows` spend-log rows; a row whose request id is in the table already is
 /// skipped (a batch written again after an error).
@@ -50,7 +50,7 @@ const PARAMS_PER_ROW: usize = 21;
 /// copy each page it first touches to a statement journal, a temporary file: 0.7 `pwrite`s per
 /// row more (strace, load benchmark at c64) and 3% more instructions.
 fn insert_log_sql(rows: usize) -> String {
-    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'False', '[]', ?, ?)";
+    let one = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)";
     format!(
         "INSERT OR IGNORE INTO sluice_spend_logs ({SPEND_LOG_COLUMNS}) VALUES {}",
         vec![one; rows].join(", ")
@@ -244,6 +244,7 @@ fn bind_log(
         &l.team_id(),
         &l.end_user,
         &l.metadata(),
+        &l.cache_hit_text(),
         &l.requester_ip_address,
         &l.status(),
     ];
@@ -292,6 +293,7 @@ mod tests {
             end_user: i.is_multiple_of(3).then(|| format!("user-{i}")),
             requester_ip_address: "127.0.0.1".into(),
             success: !i.is_multiple_of(5),
+            cache_hit: i.is_multiple_of(7),
             routed_metadata: None,
             spooled: None,
         }
@@ -328,7 +330,7 @@ mod tests {
         let rows: Vec<Row> = conn
             .prepare(
                 "SELECT request_id, spend, prompt_tokens, completion_start_time, end_user, \
-                 api_key, status FROM sluice_spend_logs ORDER BY start_time",
+                 api_key, status || '/' || cache_hit FROM sluice_spend_logs ORDER BY start_time",
             )
             .unwrap()
             .query_map([], |r| {
@@ -354,7 +356,7 @@ mod tests {
             assert_eq!(row.3, e.completion_start_time);
             assert_eq!(row.4, e.end_user);
             assert_eq!(row.5, "master-hash");
-            assert_eq!(row.6, if e.success { "success" } else { "failure" });
+            assert_eq!(row.6, format!("{}/{}", e.status(), e.cache_hit_text()));
         }
     }
 }

@@ -511,7 +511,7 @@ impl Store {
                     .bind(l.team_id())
                     .bind(l.end_user.as_deref())
                     .bind(l.metadata())
-                    .bind("False")
+                    .bind(l.cache_hit_text())
                     .bind("[]")
                     .bind(l.requester_ip_address.as_str())
                     .bind(l.status());

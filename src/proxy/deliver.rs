@@ -469,7 +469,12 @@ impl Attempt<'_> {
         }
         // A stream that completed (never one cut off or ended by an error) may be cached.
         let complete = !ctx.record.client_closed && ctx.record.failure.is_none();
-        if let Some(answer) = assembled.and_then(|a| a.completion()).filter(|_| complete) {
+        if let Some(mut answer) = assembled.and_then(|a| a.completion()).filter(|_| complete) {
+            // The usage chunk Sluice asked for on the client's behalf was hidden from it.
+            if let (true, Some(u)) = (answer["usage"].is_null(), ctx.record.usage) {
+                answer["usage"] = serde_json::json!({"prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens});
+            }
             let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
             super::cached::offer(ctx, &body);
         }

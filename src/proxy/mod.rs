@@ -520,7 +520,10 @@ fn settle(
     // when a deployment was chosen.
     let admission = match ctx.record.admission.take() {
         Some(a) => a,
-        None if ctx.cx.endpoint().is_llm() && ctx.record.deployment.is_some() => {
+        // A cache hit has its row too (LiteLLM's `cache_hit: True`, no spend).
+        None if ctx.cx.endpoint().is_llm()
+            && (ctx.record.deployment.is_some() || ctx.record.cache_hit == Some(true)) =>
+        {
             crate::management::Admission::started_at(now_ms - finished.total.as_millis() as i64)
         }
         None => return None,
@@ -552,6 +555,7 @@ fn settle(
             incomplete,
             now_ms,
             routing: routing_metadata(r),
+            cache_hit: r.cache_hit == Some(true),
         },
     )
 }
