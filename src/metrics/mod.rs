@@ -17,6 +17,7 @@ use prometheus::{
 
 use crate::access_log::push_u64;
 
+pub mod cache;
 pub mod router;
 pub use router::{DeploymentLabels, DeploymentState, FallbackTried, RouterMetrics};
 
@@ -367,7 +368,7 @@ impl Metrics {
                     "Tokens of answers served from the response cache",
                 ),
             ]
-            .map(|(name, help)| counter(&registry, name, help, CACHE_LABELS)),
+            .map(|(name, help)| counter(&registry, name, help, cache::CACHE_LABELS)),
             overflowed,
             router: RouterMetrics::register(&registry),
             label_sets: parking_lot::Mutex::new(Default::default()),
@@ -434,19 +435,6 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
-
-/// The cache metrics' labels (LiteLLM's `_cache_metric_labels`).
-const CACHE_LABELS: &[&str] = &[
-    "model",
-    "hashed_api_key",
-    "api_key_alias",
-    "team",
-    "team_alias",
-    "end_user",
-    "user",
-    "model_id",
-    "api_provider",
-];
 
 /// Label values shared by the per-request metrics.
 #[derive(Debug, Default, Clone, Copy)]
@@ -565,36 +553,6 @@ thread_local! {
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Metrics {
-    /// Records a request the response cache looked up: a hit (and the tokens it saved) or a
-    /// miss. Its owner and model labels are bounded like the request metrics'.
-    pub fn record_cache(&self, l: &RequestLabels<'_>, hit: bool, tokens: u64) {
-        let folded;
-        let l = if self.admit_label_set(l) {
-            l
-        } else {
-            folded = l.folded();
-            &folded
-        };
-        let values = [
-            l.requested_model,
-            l.hashed_api_key,
-            l.api_key_alias,
-            l.team,
-            l.team_alias,
-            l.end_user,
-            l.user,
-            l.model_id,
-            l.api_provider,
-        ];
-        let [hits, misses, tokens_saved] = &self.cache;
-        if hit {
-            hits.with_label_values(&values).inc();
-            tokens_saved.with_label_values(&values).inc_by(tokens);
-        } else {
-            misses.with_label_values(&values).inc();
-        }
-    }
-
     /// Records one finished request.
     pub fn record(&self, l: &RequestLabels<'_>, o: &RequestOutcome) {
         let handles = HANDLE_CACHE.with(|cache| {
