@@ -115,8 +115,13 @@ impl ProxyHttp for Gateway {
         let booked = settle(&self.app, ctx, client_ip, &finished);
         if let Some(booked) = booked {
             // Keep this connection's next request until the shared ledger has this one (a
-            // bounded wait: a slow Redis delays the connection, never loses the settle).
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), booked).await;
+            // bounded wait: a slow Redis delays the connection, never loses the settle). A
+            // little longer than the settle's own Redis timeout, so that when Redis hangs the
+            // settle has closed the outage gate before the next request is read: with equal
+            // bounds the wait could end first and the next request wait a second timeout.
+            let bound = crate::management::redis_ledger::REDIS_TIMEOUT
+                + std::time::Duration::from_millis(100);
+            let _ = tokio::time::timeout(bound, booked).await;
         }
     }
 }
