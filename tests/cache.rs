@@ -231,6 +231,14 @@ async fn per_request_controls_and_what_is_never_stored() {
     chat(&c, &ask("b", json!({"cache": {"s-maxage": 1}}))).await;
     assert_eq!(calls(), 8, "older than s-maxage");
 
+    // A mocked answer is neither served from nor stored in the cache.
+    let (status, _, mocked) = chat(&c, &ask("m", json!({"mock_response": "fake answer"}))).await;
+    assert_eq!((status, content(&mocked)), (200, "fake answer"));
+    let before = calls();
+    let (_, headers, real) = chat(&c, &ask("m", json!({}))).await;
+    assert!(headers.get("x-litellm-cache-key").is_none());
+    assert_ne!(content(&real), "fake answer");
+    assert_eq!(calls(), before + 1);
     // Failures and cut answers are never stored.
     let failing = ask("c", json!({"mock": {"status": 500}}));
     let (status, _, _) = chat(&c, &failing).await;

@@ -38,6 +38,19 @@ pub fn cost_of(usage: &Usage, price: Option<&ModelPrice>) -> f64 {
         + usage.completion_tokens as f64 * output
 }
 
+/// Whether `endpoint` is priced per unit ([`units_cost`]) rather than by its usage's tokens.
+pub fn priced_per_unit(endpoint: filters::Endpoint) -> bool {
+    use filters::Endpoint;
+    matches!(
+        endpoint,
+        Endpoint::ImageGenerations
+            | Endpoint::AudioSpeech
+            | Endpoint::AudioTranscriptions
+            | Endpoint::Rerank
+            | Endpoint::Moderations
+    )
+}
+
 /// What a request priced per unit costs: images (per image or per pixel, LiteLLM's
 /// `{quality}/{size}/{model}` table entries when the deployment has no image price), speech (per
 /// character of `input`), transcriptions (per second of audio, or per token when the answer

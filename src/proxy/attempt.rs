@@ -293,6 +293,10 @@ impl<'a> Attempt<'a> {
     /// What the answer costs when its endpoint is priced per unit (images, audio, rerank;
     /// `management::cost::units_cost`); `answer` is its body (empty for a stream).
     pub(super) fn units_cost(&self, answer: &[u8]) -> Option<f64> {
+        // Token-priced endpoints (nearly every request) parse nothing here.
+        if !crate::management::cost::priced_per_unit(self.endpoint) {
+            return None;
+        }
         let json = |b: &[u8]| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null);
         let request = if self.request.body.first() == Some(&b'{') {
             json(&self.request.body)

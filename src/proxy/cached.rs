@@ -63,7 +63,9 @@ pub async fn lookup(app: &App, session: &mut Session, ctx: &mut Ctx, body: &Byte
     let (Some(cache), Some(route)) = (&app.cache, ctx.cx.plan.as_ref()) else {
         return false;
     };
-    if ctx.cx.endpoint() != Endpoint::ChatCompletions {
+    // A mocked answer (`mock_response`, taken out of the body before the key is computed)
+    // must never be served to, or stored for, a real request.
+    if ctx.cx.endpoint() != Endpoint::ChatCompletions || ctx.options.mock_response.is_some() {
         return false;
     }
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
