@@ -127,7 +127,6 @@ pub struct ModelPrice {
     pub supports_tool_choice: Option<bool>,
 }
 
-/// Some entries carry strings or nulls where numbers belong (`sample_spec`); they read as absent.
 /// The prices a deployment may set itself (`litellm_params` or `model_info`), over the table's.
 pub const CUSTOM_PRICE_FIELDS: &[&str] = &[
     "input_cost_per_token",
@@ -165,6 +164,7 @@ impl ModelPrice {
     }
 }
 
+/// Some entries carry strings or nulls where numbers belong (`sample_spec`); they read as absent.
 fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     Ok(serde_json::Value::deserialize(d)?
         .as_f64()

@@ -558,7 +558,7 @@ mod tests {
     /// each endpoint gives for it.
     #[test]
     fn required_members_are_checked_with_openai_messages() {
-        let cases: [(&str, Required, Option<(&str, &str)>); 14] = [
+        let cases = [
             (
                 r#"{"messages":[{"role":"user"}]}"#,
                 Required::Messages,

@@ -566,6 +566,15 @@ mod tests {
 mod docs_tests {
     use super::*;
 
+    /// Every price a deployment may set is a `litellm_params` key Sluice acts on (the two
+    /// lists are written twice: a const slice cannot be built from another).
+    #[test]
+    fn custom_prices_are_acted_on() {
+        for field in crate::pricing::CUSTOM_PRICE_FIELDS {
+            assert!(LITELLM_PARAMS.acted.contains(field), "{field}");
+        }
+    }
+
     /// docs/configuration.md must name every key Sluice acts on or accepts.
     #[test]
     fn configuration_docs_name_every_key() {
