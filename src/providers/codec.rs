@@ -472,16 +472,85 @@ pub enum ClientStream {
     Raw,
     OpenAi(StreamDecoder),
     Passthrough(PassthroughObserver),
-    ToAnthropic {
-        inner: StreamDecoder,
-        convert: Box<ToAnthropicStream>,
-        scratch: BytesMut,
-    },
-    ToResponses {
-        inner: StreamDecoder,
-        convert: Box<ToResponsesStream>,
-        scratch: BytesMut,
-    },
+    ToAnthropic(Converted<ToAnthropicStream>),
+    ToResponses(Converted<ToResponsesStream>),
+}
+
+/// A converter of OpenAI chat chunks into another API's stream events.
+pub trait ChatConverter {
+    /// Converts the chunks `openai` completes, appending the events to `out`.
+    fn feed(&mut self, openai: &[u8], out: &mut BytesMut);
+    /// The OpenAI stream ended: its closing events.
+    fn finish(&mut self, out: &mut BytesMut);
+    /// Its closing (or error) event has been written.
+    fn is_closed(&self) -> bool;
+    fn error(&self) -> Option<&str>;
+}
+
+impl ChatConverter for ToAnthropicStream {
+    fn feed(&mut self, openai: &[u8], out: &mut BytesMut) {
+        ToAnthropicStream::feed(self, openai, out)
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        ToAnthropicStream::finish(self, out)
+    }
+    fn is_closed(&self) -> bool {
+        ToAnthropicStream::is_closed(self)
+    }
+    fn error(&self) -> Option<&str> {
+        ToAnthropicStream::error(self)
+    }
+}
+
+impl ChatConverter for ToResponsesStream {
+    fn feed(&mut self, openai: &[u8], out: &mut BytesMut) {
+        ToResponsesStream::feed(self, openai, out)
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        ToResponsesStream::finish(self, out)
+    }
+    fn is_closed(&self) -> bool {
+        ToResponsesStream::is_closed(self)
+    }
+    fn error(&self) -> Option<&str> {
+        ToResponsesStream::error(self)
+    }
+}
+
+/// A wire's stream decoded to OpenAI chunks, then converted for the client's API.
+#[derive(Debug)]
+pub struct Converted<C> {
+    inner: StreamDecoder,
+    convert: Box<C>,
+    /// The OpenAI chunks of one read, between the two.
+    scratch: BytesMut,
+}
+
+impl<C: ChatConverter> Converted<C> {
+    fn new(inner: StreamDecoder, convert: C) -> Self {
+        Converted {
+            inner,
+            convert: Box::new(convert),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        self.inner.feed(chunk, &mut self.scratch);
+        self.convert.feed(&self.scratch, out);
+        self.scratch.clear();
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.inner.finish(&mut self.scratch);
+        self.convert.feed(&self.scratch, out);
+        self.scratch.clear();
+        self.convert.finish(out);
+    }
+
+    fn upstream_error(&self) -> Option<&str> {
+        self.inner.upstream_error().or(self.convert.error())
+    }
 }
 
 impl ClientStream {
@@ -504,22 +573,20 @@ impl ClientStream {
                     Dialect::Responses,
                     opts.max_event_bytes,
                 )),
-                Some(echo) => ClientStream::ToResponses {
-                    inner: StreamDecoder::new(wire, request, opts),
-                    convert: Box::new(ToResponsesStream::new(Echo::clone(echo))),
-                    scratch: BytesMut::new(),
-                },
+                Some(echo) => ClientStream::ToResponses(Converted::new(
+                    StreamDecoder::new(wire, request, opts),
+                    ToResponsesStream::new(Echo::clone(echo)),
+                )),
             },
             (Ingress::Anthropic, _) => {
                 let model = opts
                     .model_override
                     .clone()
                     .unwrap_or_else(|| opts.fallback_model.clone());
-                ClientStream::ToAnthropic {
-                    inner: StreamDecoder::new(wire, request, opts),
-                    convert: Box::new(ToAnthropicStream::new(&model)),
-                    scratch: BytesMut::new(),
-                }
+                ClientStream::ToAnthropic(Converted::new(
+                    StreamDecoder::new(wire, request, opts),
+                    ToAnthropicStream::new(&model),
+                ))
             }
         }
     }
@@ -529,24 +596,8 @@ impl ClientStream {
             ClientStream::Raw => out.extend_from_slice(chunk),
             ClientStream::OpenAi(d) => d.feed(chunk, out),
             ClientStream::Passthrough(o) => o.feed(chunk, out),
-            ClientStream::ToAnthropic {
-                inner,
-                convert,
-                scratch,
-            } => {
-                inner.feed(chunk, scratch);
-                convert.feed(scratch, out);
-                scratch.clear();
-            }
-            ClientStream::ToResponses {
-                inner,
-                convert,
-                scratch,
-            } => {
-                inner.feed(chunk, scratch);
-                convert.feed(scratch, out);
-                scratch.clear();
-            }
+            ClientStream::ToAnthropic(c) => c.feed(chunk, out),
+            ClientStream::ToResponses(c) => c.feed(chunk, out),
         }
     }
 
@@ -555,26 +606,8 @@ impl ClientStream {
             ClientStream::Raw => {}
             ClientStream::OpenAi(d) => d.finish(out),
             ClientStream::Passthrough(o) => o.finish(out),
-            ClientStream::ToAnthropic {
-                inner,
-                convert,
-                scratch,
-            } => {
-                inner.finish(scratch);
-                convert.feed(scratch, out);
-                scratch.clear();
-                convert.finish(out);
-            }
-            ClientStream::ToResponses {
-                inner,
-                convert,
-                scratch,
-            } => {
-                inner.finish(scratch);
-                convert.feed(scratch, out);
-                scratch.clear();
-                convert.finish(out);
-            }
+            ClientStream::ToAnthropic(c) => c.finish(out),
+            ClientStream::ToResponses(c) => c.finish(out),
         }
     }
 
@@ -593,8 +626,8 @@ impl ClientStream {
             ClientStream::Raw => false,
             ClientStream::OpenAi(d) => d.is_closed(),
             ClientStream::Passthrough(o) => o.is_closed(),
-            ClientStream::ToAnthropic { convert, .. } => convert.is_closed(),
-            ClientStream::ToResponses { convert, .. } => convert.is_closed(),
+            ClientStream::ToAnthropic(c) => c.convert.is_closed(),
+            ClientStream::ToResponses(c) => c.convert.is_closed(),
         }
     }
 
@@ -604,9 +637,7 @@ impl ClientStream {
             // Audio cannot carry an error: the cut-off body is the signal.
             ClientStream::Raw => Bytes::new(),
             ClientStream::OpenAi(_) => error.sse_event(),
-            ClientStream::ToResponses { convert, .. } => {
-                responses_api::error_event(error, convert.sequence())
-            }
+            ClientStream::ToResponses(c) => responses_api::error_event(error, c.convert.sequence()),
             ClientStream::Passthrough(o) if o.dialect() == Dialect::Responses => {
                 responses_api::error_event(error, 0)
             }
@@ -624,8 +655,8 @@ impl ClientStream {
             ClientStream::Raw => None,
             ClientStream::OpenAi(d) => d.usage(),
             ClientStream::Passthrough(o) => o.usage(),
-            ClientStream::ToAnthropic { inner, .. } => inner.usage(),
-            ClientStream::ToResponses { inner, convert, .. } => convert.usage().or(inner.usage()),
+            ClientStream::ToAnthropic(c) => c.inner.usage(),
+            ClientStream::ToResponses(c) => c.convert.usage().or(c.inner.usage()),
         }
     }
 
@@ -635,8 +666,8 @@ impl ClientStream {
             ClientStream::Passthrough(o) if o.dialect() == Dialect::Responses => {
                 Some(responses_api::Outcome::Native(o.completed_id()?.to_owned()))
             }
-            ClientStream::ToResponses { convert, .. } => Some(responses_api::Outcome::Translated(
-                convert.completed()?.clone(),
+            ClientStream::ToResponses(c) => Some(responses_api::Outcome::Translated(
+                c.convert.completed()?.clone(),
             )),
             _ => None,
         }
@@ -647,12 +678,8 @@ impl ClientStream {
             ClientStream::Raw => None,
             ClientStream::OpenAi(d) => d.upstream_error(),
             ClientStream::Passthrough(o) => o.upstream_error(),
-            ClientStream::ToAnthropic { inner, convert, .. } => {
-                inner.upstream_error().or(convert.error())
-            }
-            ClientStream::ToResponses { inner, convert, .. } => {
-                inner.upstream_error().or(convert.error())
-            }
+            ClientStream::ToAnthropic(c) => c.upstream_error(),
+            ClientStream::ToResponses(c) => c.upstream_error(),
         }
     }
 }
