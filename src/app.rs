@@ -59,6 +59,17 @@ pub struct App {
 }
 
 impl App {
+    /// The upstream endpoint of a provider's pass-through route (kept resolved with the
+    /// deployments' endpoints).
+    pub fn pass_through_endpoint(
+        &self,
+        provider: filters::endpoint::PassThroughProvider,
+    ) -> Option<&Arc<crate::upstream::Endpoint>> {
+        let slot = self.config.pass_through.slot(provider)?;
+        self.endpoints
+            .for_deployment(self.config.deployments.len() + slot)
+    }
+
     pub fn new(
         config: RuntimeConfig,
         prices: Arc<PriceTable>,
@@ -88,8 +99,14 @@ impl App {
             .iter()
             .map(|d| d.deployment.routing_headers(env!("CARGO_PKG_VERSION")))
             .collect();
+        // The pass-through routes' bases come after the deployments' (see `pass_through_endpoint`).
+        let all_bases: Vec<Option<UpstreamUrl>> = bases
+            .iter()
+            .cloned()
+            .chain(config.pass_through.bases().map(|b| b.cloned()))
+            .collect();
         let endpoints = Arc::new(Endpoints::new(
-            &bases,
+            &all_bases,
             config.server.upstream_connect_timeout,
             config.server.dns_refresh,
         ));

@@ -122,6 +122,18 @@ pub fn run(
         deployments = app.config.deployments.len(),
         "Sluice is listening"
     );
+    let pass_through: Vec<&str> = app
+        .config
+        .pass_through
+        .configured()
+        .map(|p| p.name())
+        .collect();
+    if !pass_through.is_empty() {
+        tracing::info!(
+            routes = %pass_through.join(", "),
+            "provider pass-through routes have credentials"
+        );
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainingShutdown {
             app: app.clone(),

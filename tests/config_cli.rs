@@ -95,7 +95,7 @@ model_list:
       model: openai/x
       api_base: http://127.0.0.1:9/v1
       num_retries: 2
-      use_in_pass_through: true
+      use_litellm_proxy: true
 litellm_settings:
   modify_params: true
   success_callback: ["prometheus", "langfuse"]
@@ -125,7 +125,7 @@ general_settings:
         "litellm_settings.modify_params",
         "router_settings.optional_pre_call_checks",
         "general_settings.store_model_in_db",
-        "model_list[0].litellm_params.use_in_pass_through",
+        "model_list[0].litellm_params.use_litellm_proxy",
     ] {
         assert!(ignored.contains(key), "{key} not in {ignored}");
     }

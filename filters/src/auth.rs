@@ -146,12 +146,19 @@ impl MasterKeyAuth {
         self
     }
 
-    fn decide<'h>(&self, headers: &'h HeaderMap) -> Result<Decision<'h>, ApiError> {
+    fn decide<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        query_key: Option<&'h str>,
+    ) -> Result<Decision<'h>, ApiError> {
         let Some(expected) = &self.master_key else {
             return Ok(Decision::Caller(Caller::Open));
         };
         let key = match presented_key(headers, self.custom_header.as_ref()) {
             PresentedKey::Key(key) => key,
+            PresentedKey::Missing if query_key.is_some_and(|k| !k.is_empty()) => {
+                query_key.unwrap_or_default()
+            }
             PresentedKey::Malformed => return Err(ApiError::unauthorized(MALFORMED_KEY_MESSAGE)),
             PresentedKey::Missing => return Err(ApiError::unauthorized(NO_KEY_MESSAGE)),
         };
@@ -166,7 +173,17 @@ impl MasterKeyAuth {
 
     /// Decides who the caller is from the request headers.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        match self.decide(headers)? {
+        self.authenticate_with(headers, None).await
+    }
+
+    /// As [`Self::authenticate`], with a key from the query string (`?key=`, Google's SDKs on
+    /// the Gemini pass-through route) taken when no header carries one.
+    pub async fn authenticate_with(
+        &self,
+        headers: &HeaderMap,
+        query_key: Option<&str>,
+    ) -> Result<Caller, ApiError> {
+        match self.decide(headers, query_key)? {
             Decision::Caller(c) => Ok(c),
             Decision::Lookup(key) => match &self.keys {
                 Some(keys) => keys.resolve(key).await.map(Caller::Key),
@@ -186,7 +203,14 @@ impl Filter for MasterKeyAuth {
         if !cx.endpoint().needs_auth() {
             return Flow::Continue;
         }
-        match self.authenticate(req.headers).await {
+        // Google's SDKs send the key as `?key=`; LiteLLM reads it there on `/gemini/*`.
+        let query_key = match cx.endpoint() {
+            crate::Endpoint::PassThrough(crate::endpoint::PassThroughProvider::Gemini) => req
+                .query
+                .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("key="))),
+            _ => None,
+        };
+        match self.authenticate_with(req.headers, query_key).await {
             Ok(caller) => {
                 cx.caller = caller;
                 Flow::Continue

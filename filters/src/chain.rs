@@ -89,6 +89,8 @@ impl Caller {
 pub struct Incoming<'a> {
     pub method: &'a Method,
     pub path: &'a str,
+    /// The query string (without `?`), when there is one.
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
 }
 

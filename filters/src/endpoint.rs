@@ -41,6 +41,9 @@ pub enum Endpoint {
     /// LiteLLM's cache admin routes (`/cache/ping`, `/cache/delete`, `/cache/flushall`,
     /// `/cache/redis/info`); methods are checked by its handler.
     CacheAdmin,
+    /// A provider pass-through route (`/anthropic/...`, `/gemini/...`, ...): forwarded as it
+    /// is to the provider with the gateway's credentials, any method.
+    PassThrough(PassThroughProvider),
     /// A known path with the wrong method.
     MethodNotAllowed,
     NotFound,
@@ -61,9 +64,91 @@ fn is_management(path: &str) -> bool {
     PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
+/// The providers with a pass-through route, `/{prefix}/{provider's own path}` (LiteLLM's
+/// `llm_passthrough_endpoints.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassThroughProvider {
+    OpenAi,
+    Azure,
+    Anthropic,
+    Gemini,
+    Cohere,
+    Bedrock,
+    Vllm,
+    Mistral,
+    OpenRouter,
+}
+
+impl PassThroughProvider {
+    pub const ALL: [PassThroughProvider; 9] = [
+        PassThroughProvider::OpenAi,
+        PassThroughProvider::Azure,
+        PassThroughProvider::Anthropic,
+        PassThroughProvider::Gemini,
+        PassThroughProvider::Cohere,
+        PassThroughProvider::Bedrock,
+        PassThroughProvider::Vllm,
+        PassThroughProvider::Mistral,
+        PassThroughProvider::OpenRouter,
+    ];
+
+    /// The route's first path segment, which is also LiteLLM's provider name (its credentials'
+    /// `{NAME}_API_KEY`, and a `use_in_pass_through` deployment's provider).
+    pub fn name(self) -> &'static str {
+        match self {
+            PassThroughProvider::OpenAi => "openai",
+            PassThroughProvider::Azure => "azure",
+            PassThroughProvider::Anthropic => "anthropic",
+            PassThroughProvider::Gemini => "gemini",
+            PassThroughProvider::Cohere => "cohere",
+            PassThroughProvider::Bedrock => "bedrock",
+            PassThroughProvider::Vllm => "vllm",
+            PassThroughProvider::Mistral => "mistral",
+            PassThroughProvider::OpenRouter => "openrouter",
+        }
+    }
+
+    /// The provider whose route `path` is, and the provider's own path (from its `/`).
+    pub fn of_path(path: &str) -> Option<(PassThroughProvider, &str)> {
+        let rest = path.strip_prefix('/')?;
+        let (first, _) = rest.split_once('/')?;
+        let provider = match first {
+            "openai" | "openai_passthrough" => PassThroughProvider::OpenAi,
+            "azure" | "azure_ai" => PassThroughProvider::Azure,
+            "anthropic" => PassThroughProvider::Anthropic,
+            "gemini" => PassThroughProvider::Gemini,
+            "cohere" => PassThroughProvider::Cohere,
+            "bedrock" => PassThroughProvider::Bedrock,
+            "vllm" => PassThroughProvider::Vllm,
+            "mistral" => PassThroughProvider::Mistral,
+            "openrouter" => PassThroughProvider::OpenRouter,
+            _ => return None,
+        };
+        Some((provider, &rest[first.len()..]))
+    }
+
+    /// LiteLLM's `route` label of the provider's pass-through route.
+    pub fn route_label(self) -> &'static str {
+        match self {
+            PassThroughProvider::OpenAi => "/openai",
+            PassThroughProvider::Azure => "/azure",
+            PassThroughProvider::Anthropic => "/anthropic",
+            PassThroughProvider::Gemini => "/gemini",
+            PassThroughProvider::Cohere => "/cohere",
+            PassThroughProvider::Bedrock => "/bedrock",
+            PassThroughProvider::Vllm => "/vllm",
+            PassThroughProvider::Mistral => "/mistral",
+            PassThroughProvider::OpenRouter => "/openrouter",
+        }
+    }
+}
+
 impl Endpoint {
     /// Matches a request line. The query string must already be stripped from `path`.
     pub fn classify(method: &Method, path: &str) -> Endpoint {
+        if let Some((provider, _)) = PassThroughProvider::of_path(path) {
+            return Endpoint::PassThrough(provider);
+        }
         let path = path
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
@@ -201,6 +286,7 @@ impl Endpoint {
             Endpoint::Metrics => "/metrics",
             Endpoint::Management => "/management",
             Endpoint::CacheAdmin => "/cache",
+            Endpoint::PassThrough(p) => p.route_label(),
             Endpoint::MethodNotAllowed | Endpoint::NotFound => "other",
         }
     }
@@ -220,6 +306,7 @@ impl Endpoint {
             Endpoint::AudioTranscriptions => "atranscription",
             Endpoint::Moderations => "amoderation",
             Endpoint::Rerank => "arerank",
+            Endpoint::PassThrough(_) => "pass_through_endpoint",
             _ => "",
         }
     }

@@ -222,6 +222,9 @@ impl Builder<'_> {
                     .and_then(|v| self.non_negative_u64(v, &format!("{info_path}.order")))
             })
             .map(|o| o.min(u32::MAX as u64) as u32);
+        let use_in_pass_through = param("use_in_pass_through")
+            .and_then(|v| self.boolean(v, &format!("{params_path}.use_in_pass_through")))
+            .unwrap_or(false);
         let num_retries = param("num_retries")
             .and_then(|v| self.non_negative_u64(v, &format!("{params_path}.num_retries")))
             .map(|n| n.min(u64::from(u32::MAX)) as u32);
@@ -364,6 +367,7 @@ impl Builder<'_> {
             num_retries,
             cooldown_time,
             tags,
+            use_in_pass_through,
         })
     }
 

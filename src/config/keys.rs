@@ -126,6 +126,7 @@ pub const LITELLM_PARAMS: Section = Section {
         "cooldown_time",
         "tags",
         "tag_regex",
+        "use_in_pass_through",
     ],
     accepted: &[
         "azure_ad_token_provider",
@@ -158,7 +159,6 @@ pub const LITELLM_PARAMS: Section = Section {
         "keepalive_seconds",
         "mock_response",
         "mock_timeout",
-        "use_in_pass_through",
         "use_litellm_proxy",
         "merge_reasoning_content_in_choices",
         "model_info",

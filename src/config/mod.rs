@@ -11,6 +11,7 @@ mod deployment;
 pub mod env;
 pub mod keys;
 pub mod model_id;
+pub mod pass_through;
 pub mod provider_catalog;
 mod router_settings;
 mod settings;
@@ -168,6 +169,9 @@ pub struct DeploymentConfig {
     /// (matched against `User-Agent: ...`), `model_info.enable_tag_filtering` (overrides the
     /// router's for the group) and `model_info.allow_fail_open`.
     pub tags: DeploymentTags,
+    /// `litellm_params.use_in_pass_through`: the provider's pass-through route sends this
+    /// deployment's credentials (`config::pass_through`).
+    pub use_in_pass_through: bool,
 }
 
 /// A deployment's tag-routing settings.
@@ -292,6 +296,8 @@ pub struct RuntimeConfig {
     pub redis_url: Option<String>,
     /// The response cache (`litellm_settings.cache: true`), when on.
     pub cache: Option<CacheSettings>,
+    /// Where the provider pass-through routes (`/anthropic/*`, ...) go, with what credentials.
+    pub pass_through: pass_through::PassThroughTargets,
 }
 
 impl RuntimeConfig {
@@ -681,7 +687,9 @@ impl Builder<'_> {
         let max_stream_event_mb = get(&sluice, "max_stream_event_mb")
             .and_then(|v| self.positive_f64(v, "sluice_settings.max_stream_event_mb"))
             .unwrap_or(16.0);
+        let pass_through = pass_through::PassThroughTargets::resolve(&deployments, &env);
         Some(RuntimeConfig {
+            pass_through,
             max_stream_event_bytes: (max_stream_event_mb * 1024.0 * 1024.0) as usize,
             deployments,
             router: Arc::new(router),

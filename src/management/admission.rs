@@ -134,12 +134,7 @@ impl Management {
         body: &[u8],
     ) -> Result<Option<Admission>, ApiError> {
         if let Some(k) = key {
-            if !k.key_type.calls_llm_routes() {
-                return Err(ApiError::unauthorized(format!(
-                    "This key's key_type is {}: it may not call LLM API routes",
-                    k.key_type.as_str()
-                )));
-            }
+            key_type_allows_llm_routes(k)?;
             if let Some((allowed, scope, kind)) =
                 identity::model_denial(k, &plan.requested_model, &plan.group, &self.access_groups)
             {
@@ -167,6 +162,28 @@ impl Management {
         )
         .await
         .map(Some)
+    }
+
+    /// Admits a provider pass-through request (`/anthropic/*`, ...): the key may call LLM
+    /// routes, and its owners' budgets and rate limits have room for the worst case of `model`
+    /// at `price` (none when the model is unknown). As in LiteLLM, a key's `models` do not
+    /// limit pass-through routes: they name model groups, and these routes have none.
+    pub async fn admit_pass_through(
+        self: &Arc<Self>,
+        key: Option<&Arc<KeyIdentity>>,
+        model: &str,
+        price: Option<&ModelPrice>,
+        body: &[u8],
+        max_tokens: Option<u64>,
+    ) -> Result<Option<Admission>, ApiError> {
+        if let Some(k) = key {
+            key_type_allows_llm_routes(k)?;
+        } else if self.settings.proxy_budget.is_none() {
+            return Ok(None);
+        }
+        self.admit(key, None, (model, model), &[price], body, max_tokens, false)
+            .await
+            .map(Some)
     }
 
     /// Checks budgets and rate limits of every owner of this request and reserves its worst
@@ -593,4 +610,15 @@ pub fn refusal_error(r: &Refusal, model: &str) -> ApiError {
             .with_header("reset_at", reset)
         }
     }
+}
+
+/// A key whose `key_type` keeps it off LLM routes (LiteLLM's `llm_api` vs `management` keys).
+fn key_type_allows_llm_routes(k: &KeyIdentity) -> Result<(), ApiError> {
+    if k.key_type.calls_llm_routes() {
+        return Ok(());
+    }
+    Err(ApiError::unauthorized(format!(
+        "This key's key_type is {}: it may not call LLM API routes",
+        k.key_type.as_str()
+    )))
 }

@@ -26,7 +26,7 @@ use super::translate::{
 pub use crate::config::provider_catalog::{AwsAuth, BEDROCK_DEFAULT_REGION as DEFAULT_REGION};
 
 /// SigV4 signing name of the Bedrock runtime (not `bedrock-runtime`).
-const SIGNING_NAME: &str = "bedrock";
+pub const SIGNING_NAME: &str = "bedrock";
 
 /// OpenAI parameters this codec maps.
 pub const SUPPORTED: &[&str] = &[
@@ -73,6 +73,7 @@ pub fn target_path(base_path: &str, model: &str, stream: bool) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn sign(
     auth: &AwsAuth,
+    method: &str,
     service: &str,
     host: &str,
     tls: bool,
@@ -124,7 +125,7 @@ pub fn sign(
     }
     signed_headers.push(("host", host));
     let signable = aws_sigv4::http_request::SignableRequest::new(
-        "POST",
+        method,
         &url,
         signed_headers.into_iter(),
         aws_sigv4::http_request::SignableBody::Bytes(body),
@@ -165,6 +166,7 @@ pub fn sign_request(
     let headers = std::sync::Arc::make_mut(&mut request.headers);
     sign(
         auth,
+        "POST",
         SIGNING_NAME,
         &target.base.host_header(),
         target.base.tls,

@@ -19,6 +19,7 @@ pub mod messages_api;
 pub mod ollama;
 pub mod openai;
 pub mod openai_response;
+pub mod pass_through_usage;
 pub mod path;
 pub mod provider_error;
 pub mod responses_api;

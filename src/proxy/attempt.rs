@@ -44,16 +44,16 @@ use crate::providers::translate::{DecodeOptions, ErrorClass};
 use crate::upstream::pool::UpstreamPool;
 use crate::upstream::{Endpoint, ResolvedPeer};
 
-const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));
 
 /// How many times a request is sent again when writing it to a pooled connection fails (the
 /// provider had closed it).
-const STALE_CONNECTION_RETRIES: usize = 2;
+pub(super) const STALE_CONNECTION_RETRIES: usize = 2;
 /// Upstream error bodies are read up to this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
 /// Response headers that describe one hop, never copied from upstream to client.
-const HOP_BY_HOP: &[&str] = &[
+pub(super) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -678,7 +678,7 @@ impl<'a> Attempt<'a> {
 
 /// Reads the upstream's response header, skipping informational ones (`100 Continue`,
 /// `103 Early Hints`: Pingora returns them and expects to be asked again).
-async fn read_final_header(up: &mut HttpSession) -> pingora::Result<()> {
+pub(super) async fn read_final_header(up: &mut HttpSession) -> pingora::Result<()> {
     for _ in 0..16 {
         up.read_response_header().await?;
         match up.response_header().map(|h| h.status.as_u16()) {
@@ -693,7 +693,11 @@ async fn read_final_header(up: &mut HttpSession) -> pingora::Result<()> {
 }
 
 /// Writes `head` and `body` with as few writes as the socket takes (one, normally) and flushes.
-async fn write_head_and_body(stream: &mut Stream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+pub(super) async fn write_head_and_body(
+    stream: &mut Stream,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
     let mut parts = [IoSlice::new(head), IoSlice::new(body)];
     let mut rest = &mut parts[..];
     while !rest.is_empty() {

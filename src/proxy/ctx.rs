@@ -45,6 +45,8 @@ pub struct RequestRecord {
     pub fallbacks: u32,
     /// The response cache looked the request up: a hit (`true`) or a miss.
     pub cache_hit: Option<bool>,
+    /// A provider pass-through request: where it went and its model's prices.
+    pub pass_through: Option<Box<super::pass_through::PassThroughRecord>>,
 }
 
 /// One attempt of a request against one deployment: what a router's retry, cooldown and

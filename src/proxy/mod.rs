@@ -26,6 +26,7 @@ mod group;
 pub mod header_read;
 pub mod headers;
 mod mock_response;
+pub mod pass_through;
 pub mod respond;
 pub mod responses;
 
@@ -181,6 +182,7 @@ fn incoming(head: &pingora::http::RequestHeader) -> Incoming<'_> {
     Incoming {
         method: &head.method,
         path: head.uri.path(),
+        query: head.uri.query(),
         headers: &head.headers,
     }
 }
@@ -303,6 +305,9 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
         }
         Endpoint::ResponseItem | Endpoint::ResponseInputItems => {
             forward::boxed(|| responses::by_id(app, session, ctx)).await
+        }
+        Endpoint::PassThrough(provider) => {
+            forward::boxed(|| pass_through::handle(app, session, ctx, provider)).await
         }
         Endpoint::ChatCompletions
         | Endpoint::Messages
@@ -526,8 +531,9 @@ fn settle(
     let admission = match ctx.record.admission.take() {
         Some(a) => a,
         // A cache hit has its row too (LiteLLM's `cache_hit: True`, no spend).
-        None if ctx.cx.endpoint().is_llm()
-            && (ctx.record.deployment.is_some() || ctx.record.cache_hit == Some(true)) =>
+        None if (ctx.cx.endpoint().is_llm()
+            && (ctx.record.deployment.is_some() || ctx.record.cache_hit == Some(true)))
+            || ctx.record.pass_through.is_some() =>
         {
             crate::management::Admission::started_at(now_ms - finished.total.as_millis() as i64)
         }
@@ -552,9 +558,15 @@ fn settle(
             call_type: ctx.cx.endpoint().call_type(),
             usage: r.usage,
             usage_cost: finished.cost,
-            price: finished.deployment.and_then(|d| d.price.as_ref()),
+            price: finished
+                .deployment
+                .and_then(|d| d.price.as_ref())
+                .or_else(|| r.pass_through.as_ref().and_then(|p| p.price.as_ref())),
             status,
-            deployment: r.deployment.as_ref(),
+            deployment: r
+                .deployment
+                .as_ref()
+                .or_else(|| r.pass_through.as_ref().map(|p| &p.deployment)),
             client_ip,
             first_token_ms,
             incomplete,
@@ -628,7 +640,11 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let deployment = r.deployment.as_deref();
+    // A pass-through request names its provider, model and base in a deployment's shape.
+    let deployment = r
+        .deployment
+        .as_deref()
+        .or_else(|| r.pass_through.as_ref().map(|p| &*p.deployment));
     let dc = finished.deployment;
     let litellm_model_name = dc.map_or("", |dc| dc.litellm_model_name.as_str());
     let (prompt_tokens, completion_tokens) = r
@@ -683,7 +699,7 @@ fn record(app: &App, session: &Session, ctx: &Ctx, client_ip: &str, finished: &F
             app.metrics.record_hidden_failure(&l, a.status, a.exception);
         }
     }
-    if endpoint.is_llm() || status >= 400 {
+    if endpoint.is_llm() || r.pass_through.is_some() || status >= 400 {
         app.metrics.record(
             &labels,
             &RequestOutcome {

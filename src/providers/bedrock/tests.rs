@@ -27,6 +27,7 @@ fn sigv4_matches_the_aws_suite_post_vanilla_vector() {
     let mut headers = http::HeaderMap::new();
     sign(
         &example_credentials(None),
+        "POST",
         "service",
         "example.amazonaws.com",
         true,
@@ -57,6 +58,7 @@ fn sigv4_matches_the_bedrock_shaped_vector() {
     );
     sign(
         &example_credentials(None),
+        "POST",
         SIGNING_NAME,
         "bedrock-runtime.us-east-1.amazonaws.com",
         true,
@@ -78,6 +80,7 @@ fn session_tokens_are_sent_and_api_keys_are_bearer() {
     let mut headers = http::HeaderMap::new();
     sign(
         &example_credentials(Some("token-1")),
+        "POST",
         SIGNING_NAME,
         "h",
         true,
@@ -97,6 +100,7 @@ fn session_tokens_are_sent_and_api_keys_are_bearer() {
     let mut headers = http::HeaderMap::new();
     sign(
         &AwsAuth::ApiKey(Secret::new("bedrock-key")),
+        "POST",
         SIGNING_NAME,
         "h",
         true,

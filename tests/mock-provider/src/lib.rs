@@ -82,6 +82,8 @@ impl Default for MockConfig {
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The query string ("" without one).
+    pub query: String,
     pub headers: HashMap<String, String>,
     pub body: Bytes,
 }
@@ -224,7 +226,7 @@ impl MockProvider {
             .filter(|_| method == "GET" || method == "DELETE");
         if let Some(rest) = stored_route {
             self.state.calls.fetch_add(1, Ordering::SeqCst);
-            self.record(&method, &path, &headers, &body);
+            self.record(&method, &path, &query, &headers, &body);
             return self.stored_response(&method, rest);
         }
         if format.is_none() {
@@ -270,7 +272,7 @@ impl MockProvider {
             .get(call as usize)
             .copied()
             .filter(|s| *s != 200);
-        self.record(&method, &path, &headers, &body);
+        self.record(&method, &path, &query, &headers, &body);
         if route == "/audio/transcriptions" {
             return transcription(&headers, &body);
         }
@@ -449,7 +451,14 @@ impl MockProvider {
     }
 
     /// Counts a call by path and keeps it (up to `record_limit`).
-    fn record(&self, method: &str, path: &str, headers: &HashMap<String, String>, body: &Bytes) {
+    fn record(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &HashMap<String, String>,
+        body: &Bytes,
+    ) {
         *self
             .state
             .by_path
@@ -464,6 +473,7 @@ impl MockProvider {
             recorded.push(Recorded {
                 method: method.to_string(),
                 path: path.to_string(),
+                query: query.to_string(),
                 headers: headers.clone(),
                 body: body.clone(),
             });
