@@ -570,3 +570,51 @@ async fn pass_through_streams_arrive_unbuffered_and_a_hang_up_closes_the_provide
         "{booked}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_sdk_deployment_routes_are_served_by_the_model_group_they_name() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&basic_config(&mock)).await;
+    let open = gw.client().without_key();
+    // The Azure OpenAI SDK: the key in `api-key`, the model only in the path.
+    let resp = open
+        .post("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21")
+        .header("api-key", MASTER_KEY)
+        .json(&json!({"messages": [{"role": "user", "content": "Say hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-litellm-model-group"], "gpt-4o");
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["model"], "gpt-4o");
+    let r = mock.last_request().unwrap();
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(
+        r.json()["model"],
+        "gpt-4o-mini",
+        "the group's deployment model"
+    );
+    // The path's model wins over the body's; embeddings too.
+    let resp = open
+        .post("/openai/deployments/text-embedding/embeddings")
+        .header("api-key", MASTER_KEY)
+        .json(&json!({"model": "gpt-4o", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-litellm-model-group"], "text-embedding");
+    let resp = open
+        .post("/engines/nope/chat/completions")
+        .header("api-key", MASTER_KEY)
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        400,
+        "an unknown group, as on /chat/completions"
+    );
+}

@@ -143,9 +143,35 @@ impl PassThroughProvider {
     }
 }
 
+/// Azure's deployment-style routes, which LiteLLM serves as its own (the Azure OpenAI SDK's
+/// paths): `/openai/deployments/{model}/chat/completions`, `/engines/{model}/completions`, ...
+/// with the model in the path (it may hold `/`), which wins over the body's. The endpoint and
+/// the model, still percent-encoded.
+pub fn deployment_route(path: &str) -> Option<(Endpoint, &str)> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let rest = path
+        .strip_prefix("/openai/deployments/")
+        .or_else(|| path.strip_prefix("/engines/"))?;
+    let (model, endpoint) = [
+        ("/chat/completions", Endpoint::ChatCompletions),
+        ("/completions", Endpoint::Completions),
+        ("/embeddings", Endpoint::Embeddings),
+    ]
+    .into_iter()
+    .find_map(|(suffix, e)| rest.strip_suffix(suffix).map(|m| (m, e)))?;
+    (!model.is_empty()).then_some((endpoint, model))
+}
+
 impl Endpoint {
     /// Matches a request line. The query string must already be stripped from `path`.
     pub fn classify(method: &Method, path: &str) -> Endpoint {
+        if let Some((endpoint, _)) = deployment_route(path) {
+            return if *method == Method::POST {
+                endpoint
+            } else {
+                Endpoint::MethodNotAllowed
+            };
+        }
         if let Some((provider, _)) = PassThroughProvider::of_path(path) {
             return Endpoint::PassThrough(provider);
         }
@@ -315,6 +341,44 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn azure_deployment_routes_are_llm_routes_and_other_provider_paths_pass_through() {
+        let post = Method::POST;
+        assert_eq!(
+            deployment_route("/openai/deployments/azure/gpt-4o/chat/completions"),
+            Some((Endpoint::ChatCompletions, "azure/gpt-4o"))
+        );
+        assert_eq!(
+            deployment_route("/engines/gpt-35/completions"),
+            Some((Endpoint::Completions, "gpt-35"))
+        );
+        assert_eq!(
+            Endpoint::classify(&post, "/openai/deployments/emb/embeddings"),
+            Endpoint::Embeddings
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/openai/deployments/m/chat/completions"),
+            Endpoint::MethodNotAllowed
+        );
+        assert_eq!(
+            Endpoint::classify(&post, "/openai/deployments//chat/completions"),
+            Endpoint::PassThrough(PassThroughProvider::OpenAi)
+        );
+        assert_eq!(
+            Endpoint::classify(&post, "/openai/v1/chat/completions"),
+            Endpoint::PassThrough(PassThroughProvider::OpenAi)
+        );
+        assert_eq!(
+            Endpoint::classify(&Method::GET, "/gemini/v1beta/models"),
+            Endpoint::PassThrough(PassThroughProvider::Gemini)
+        );
+        assert_eq!(
+            Endpoint::classify(&post, "/anthropic"),
+            Endpoint::NotFound,
+            "a route needs a path under the provider"
+        );
+    }
 
     #[test]
     fn matches_with_and_without_v1() {

@@ -190,6 +190,29 @@ impl RequestView {
         out.freeze()
     }
 
+    /// `body` with `model` set to `model`: replaced where the body has one, else added as its
+    /// first member (the Azure SDK's deployment routes name the model only in the path).
+    pub fn with_model_set(body: &Bytes, model: &str) -> Result<Bytes, ApiError> {
+        let view = RequestView::parse(body)?;
+        if view.model_span.is_some() {
+            return Ok(view.with_model(body, model));
+        }
+        let Some(open) = body.iter().position(|b| *b == b'{') else {
+            return Ok(body.clone());
+        };
+        let empty = body[open + 1..].trim_ascii_start().first() == Some(&b'}');
+        let quoted = serde_json::to_string(model).unwrap_or_else(|_| "\"\"".to_string());
+        let mut out = BytesMut::with_capacity(body.len() + quoted.len() + 10);
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(b"\"model\":");
+        out.extend_from_slice(quoted.as_bytes());
+        if !empty {
+            out.extend_from_slice(b",");
+        }
+        out.extend_from_slice(&body[open + 1..]);
+        Ok(out.freeze())
+    }
+
     /// `body` with `model` set to `new_model` and, when `add_usage` is true and the client did not
     /// send `stream_options`, `"stream_options":{"include_usage":true}` appended, so a stream
     /// reports its usage. One copy at most.
@@ -452,6 +475,27 @@ mod tests {
 
     fn parse(s: &str) -> Result<RequestView, ApiError> {
         RequestView::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn a_path_model_replaces_the_bodys_or_becomes_its_first_member() {
+        let set = |body: &'static str| {
+            let out = RequestView::with_model_set(&Bytes::from_static(body.as_bytes()), "az/gpt")
+                .unwrap();
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        assert_eq!(set(r#"{"model":"x","n":1}"#), r#"{"model":"az/gpt","n":1}"#);
+        assert_eq!(
+            set(r#" { "messages": []}"#),
+            r#" {"model":"az/gpt", "messages": []}"#
+        );
+        assert_eq!(set("{ }"), r#"{"model":"az/gpt" }"#);
+        let view = RequestView::parse(&Bytes::from(set(r#"{"messages":[]}"#))).unwrap();
+        assert_eq!(view.model.as_deref(), Some("az/gpt"));
+        assert!(
+            RequestView::with_model_set(&Bytes::from_static(b"[1]"), "m").is_err()
+                || RequestView::parse(&Bytes::from_static(b"[1]")).is_err()
+        );
     }
 
     #[test]

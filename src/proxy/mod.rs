@@ -328,9 +328,20 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
 
 /// An LLM call: read and check the body, route it, forward it.
 async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
-    let Some(body) = read_body(session, ctx, app.config.max_request_body_bytes).await else {
+    let Some(mut body) = read_body(session, ctx, app.config.max_request_body_bytes).await else {
         return;
     };
+    // Azure's deployment routes name the model in the path, over the body's (as LiteLLM).
+    if let Some((_, model)) = filters::endpoint::deployment_route(session.req_header().uri.path()) {
+        let model = percent_encoding::percent_decode_str(model).decode_utf8_lossy();
+        match RequestView::with_model_set(&body, &model) {
+            Ok(b) => body = b,
+            Err(e) => {
+                respond::error(session, ctx, &e).await;
+                return;
+            }
+        }
+    }
     // The router's own parameters (`num_retries`, `fallbacks`, ...) are taken out of the body
     // here, before admission (whose reservation covers the fallbacks) and any attempt.
     let headers = &session.req_header().headers;
@@ -549,8 +560,11 @@ fn settle(
     // The provider was asked and may have billed more than the usage shows: the client went
     // away after the request was sent, or a successful answer broke off or lacked usage.
     let answered = r.status != 0 && r.status < 400;
+    // A pass-through answer without usage is complete: many of a provider's own routes bill
+    // nothing (token counts, file and model listings), and none can be told apart.
+    let usage_missing = r.usage.is_none() && r.pass_through.is_none();
     let incomplete = (r.client_closed && r.upstream_started.is_some())
-        || (answered && (r.failure.is_some() || r.usage.is_none()));
+        || (answered && (r.failure.is_some() || usage_missing));
     m.settle(
         admission,
         crate::management::Outcome {
