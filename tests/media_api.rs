@@ -277,3 +277,135 @@ async fn the_openai_sdk_generates_images_speaks_transcribes_and_moderates() {
         json!({"images": 2, "speech": "ID3-0-Hi", "transcription": "transcribed 4 bytes with whisper-1", "flagged": false})
     );
 }
+
+/// A provider that records when a request's head arrived and the body it got, and answers a
+/// transcription.
+async fn recording_provider() -> (
+    u16,
+    tokio::sync::oneshot::Receiver<(std::time::Instant, Vec<u8>)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let head_end = loop {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the gateway closed before the request head");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head_at = std::time::Instant::now();
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("a Content-Length");
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < length {
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the body ended early");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let answer = r#"{"text":"hello","usage":{"type":"duration","seconds":2}}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        conn.write_all(response.as_bytes()).await.unwrap();
+        let _ = tx.send((head_at, body));
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcription_upload_goes_on_while_the_client_is_still_sending_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, recorded) = recording_provider().await;
+    let config = format!(
+        r#"
+model_list:
+  - model_name: whisper
+    litellm_params: {{model: openai/whisper-1, api_base: "http://127.0.0.1:{port}/v1", api_key: sk-stt}}
+general_settings:
+  master_key: {MASTER_KEY}
+sluice_settings:
+  threads: 1
+"#
+    );
+    let gw = Gateway::start(&config).await;
+    let (content_type, body) = form("whisper", 2 * 1024 * 1024, &[("language", "en")]);
+    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    // The form's fields and the first 64 KiB of the file, then a pause before the rest.
+    let first = 64 * 1024;
+    client.write_all(&body[..first]).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let rest_sent_at = std::time::Instant::now();
+    client.write_all(&body[first..]).await.unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""text":"hello""#), "{response}");
+
+    let (head_at, upstream_body) = recorded.await.unwrap();
+    assert!(
+        head_at < rest_sent_at,
+        "the provider had the request before the client sent the rest of the file"
+    );
+    // The same form, with the deployment's model spliced in.
+    let spliced = String::from_utf8_lossy(&body)
+        .replacen("\r\n\r\nwhisper\r\n", "\r\n\r\nwhisper-1\r\n", 1)
+        .into_bytes();
+    assert_eq!(upstream_body.len(), spliced.len());
+    assert!(
+        upstream_body == spliced,
+        "the body arrives whole and unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_after_its_form_head_closes_the_connection_instead_of_reading_the_file_as_a_request()
+ {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock)).await;
+    let (content_type, body) = form("no-such-group", 1024 * 1024, &[]);
+    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body[..64 * 1024]).await.unwrap();
+    // The refusal comes while most of the file is unsent; then the connection closes.
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        client.read_to_end(&mut response),
+    )
+    .await;
+    assert!(read.is_ok(), "the gateway closes the connection");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("no-such-group"), "{response}");
+    assert_eq!(mock.calls(), 0);
+}

@@ -282,7 +282,7 @@ impl<'a> Attempt<'a> {
         })
     }
 
-    fn transport(&self) -> &TransportConnector {
+    pub(super) fn transport(&self) -> &TransportConnector {
         &self.app.transport
     }
 
@@ -336,6 +336,19 @@ impl<'a> Attempt<'a> {
         client_gone: &mut G,
     ) -> Result<Answer, Failure> {
         let started = Instant::now();
+        let up = self.send(client_gone).await?;
+        self.answer(ctx, up, started, client_gone).await
+    }
+
+    /// The second half of an attempt: the response header is in; decides whether it is an
+    /// answer to deliver (an error answer's body read).
+    pub(super) async fn answer<G: Future + Unpin + Send>(
+        &self,
+        ctx: &Ctx,
+        mut up: HttpSession,
+        started: Instant,
+        client_gone: &mut G,
+    ) -> Result<Answer, Failure> {
         let failed = |status: u16, error: ApiError, may_have_received: bool| {
             Failure::Failed(Box::new(Failed {
                 status,
@@ -347,7 +360,6 @@ impl<'a> Attempt<'a> {
                 elapsed: started.elapsed(),
             }))
         };
-        let mut up = self.send(client_gone).await?;
         let encoding = up.response_header().map(|h| {
             BodyDecoder::for_encoding(
                 h.headers
@@ -552,15 +564,7 @@ impl<'a> Attempt<'a> {
     /// [`request_wire_head`]), then an HTTP/1.1 session on the same stream reads the response.
     /// Deployments' peers offer only HTTP/1.1 (`upstream.rs`). On error the connection is closed.
     async fn write_request(&self, mut stream: Stream) -> pingora::Result<HttpSession> {
-        let Some(head) = request_wire_head(
-            &self.request.method,
-            &self.request.target,
-            &self.upstream.host_header,
-            &self.request.headers,
-            self.request.accept,
-            self.request.body.len(),
-            USER_AGENT,
-        ) else {
+        let Some(head) = self.wire_head(self.request.body.len()) else {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "upstream request target or host is not valid in an HTTP/1.1 request",
@@ -575,6 +579,19 @@ impl<'a> Attempt<'a> {
             Ok(Err(e)) => Error::e_because(ErrorType::WriteError, "while writing the request", e),
             Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
         }
+    }
+
+    /// The request's HTTP/1.1 head for a body of `body_len` bytes.
+    pub(super) fn wire_head(&self, body_len: usize) -> Option<Vec<u8>> {
+        request_wire_head(
+            &self.request.method,
+            &self.request.target,
+            &self.upstream.host_header,
+            &self.request.headers,
+            self.request.accept,
+            body_len,
+            USER_AGENT,
+        )
     }
 
     /// The response header for the client, all but its content type: status, the upstream's

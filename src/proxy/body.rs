@@ -50,17 +50,7 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
     }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue && let Ok(header) = ResponseHeader::build(100, Some(0)) {
-        session
-            .write_response_header(Box::new(header), false)
-            .await
-            .map_err(|e| BodyError::Client(e.to_string()))?;
-    }
+    continue_if_expected(session).await?;
     // The usual body arrives in one chunk (often with the header): kept as it is, without a
     // copy. A second chunk moves it into `body`, which allocates nothing until then.
     let mut first: Option<Bytes> = None;
@@ -83,6 +73,72 @@ pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, 
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(first.unwrap_or_else(|| body.freeze())),
+            Err(e) => return Err(body_error(&e)),
+        }
+    }
+}
+
+/// Answers `Expect: 100-continue` (Pingora does not in this mode; curl would wait a second).
+async fn continue_if_expected(session: &mut Session) -> Result<(), BodyError> {
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && let Ok(header) = ResponseHeader::build(100, Some(0)) {
+        session
+            .write_response_header(Box::new(header), false)
+            .await
+            .map_err(|e| BodyError::Client(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// How far into a form its `model` field is looked for before the whole body is read instead.
+const MAX_FORM_HEAD: usize = 256 * 1024;
+
+/// The head of a multipart form (an upload), up to and including its `model` field, and how
+/// many bytes of the body are still unread: the rest (the file) is then sent on as it arrives
+/// (`upload.rs`). The whole body (0 unread) when it has no `Content-Length`, when its `model`
+/// is not within the first 256 KiB, or when it arrived whole anyway.
+pub async fn read_form_head(
+    session: &mut Session,
+    limit: usize,
+    content_type: &str,
+) -> Result<(Bytes, usize), BodyError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let Some(declared) = declared.filter(|_| filters::multipart::boundary(content_type).is_some())
+    else {
+        return read_bounded(session, limit).await.map(|b| (b, 0));
+    };
+    if declared > limit {
+        return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
+    }
+    continue_if_expected(session).await?;
+    let mut head = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if head.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
+                }
+                head.extend_from_slice(&chunk);
+                let unread = declared.saturating_sub(head.len());
+                // A form's parts end at the next boundary: a `model` found is a whole field.
+                if unread > 0
+                    && head.len() <= MAX_FORM_HEAD
+                    && filters::multipart::form_view(&head, content_type)
+                        .is_ok_and(|v| v.model.is_some())
+                {
+                    return Ok((head.freeze(), unread));
+                }
+            }
+            Ok(None) => return Ok((head.freeze(), 0)),
             Err(e) => return Err(body_error(&e)),
         }
     }

@@ -98,6 +98,8 @@ pub struct Ctx {
     pub cache: Option<Box<super::cached::CacheState>>,
     /// What a delivered Responses answer leaves to store.
     pub responses_outcome: Option<crate::providers::responses_api::Outcome>,
+    /// An upload whose rest is still on the client connection (`upload.rs`).
+    pub upload: Option<super::upload::Upload>,
     pub(crate) _in_flight: InFlight,
 }
 
@@ -113,6 +115,7 @@ impl Ctx {
             responses: None,
             cache: None,
             responses_outcome: None,
+            upload: None,
             _in_flight: in_flight,
         }
     }

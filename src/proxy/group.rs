@@ -123,6 +123,9 @@ pub(super) async fn run_group<'a>(
                 }
                 Err(failed) => Err(Failure::Failed(failed)),
             }
+        } else if ctx.upload.is_some() {
+            // The file still on the client connection is sent on as it arrives.
+            boxed(|| attempt.run_upload(session, ctx)).await
         } else {
             let mut gone = std::pin::pin!(session.as_downstream_mut().read_body_or_idle(true));
             boxed(|| attempt.run(ctx, &mut gone)).await
@@ -215,11 +218,13 @@ pub(super) async fn run_group<'a>(
             && matches!(failed.reply, Reply::Gateway(_))
             && failed.class != ErrorClass::Timeout
             && !failed.nothing_generated;
-        if tries.retries >= max || maybe_billed || !retryable {
+        // An upload whose file began to flow cannot be sent anywhere again (it is not kept).
+        let body_gone = ctx.upload.is_some_and(|u| u.started);
+        if tries.retries >= max || maybe_billed || body_gone || !retryable {
             return GroupOutcome::Failed {
                 attempt: Box::new(attempt),
                 failed,
-                maybe_billed,
+                maybe_billed: maybe_billed || body_gone,
             };
         }
         // Another deployment takes the retry at once; only when none is left, back off.

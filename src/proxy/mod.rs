@@ -29,6 +29,7 @@ mod mock_response;
 pub mod pass_through;
 pub mod respond;
 pub mod responses;
+mod upload;
 
 use std::sync::Arc;
 
@@ -74,6 +75,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         handle(&self.app, session, ctx).await;
+        if ctx.upload.is_some_and(|u| u.remaining > 0) {
+            // An upload answered before its file was read (refused, or failed before sending):
+            // the rest of its body is still on the connection, which cannot take another request.
+            session.set_keepalive(None);
+        }
         Ok(true)
     }
 
@@ -328,7 +334,29 @@ async fn handle(app: &App, session: &mut Session, ctx: &mut Ctx) {
 
 /// An LLM call: read and check the body, route it, forward it.
 async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
-    let Some(mut body) = read_body(session, ctx, app.config.max_request_body_bytes).await else {
+    let limit = app.config.max_request_body_bytes;
+    let read = if ctx.cx.endpoint() == Endpoint::AudioTranscriptions {
+        // An upload: its file is sent on as it arrives, once the form's `model` is read.
+        let content_type = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        body::read_form_head(session, limit, &content_type)
+            .await
+            .map(|(head, remaining)| {
+                ctx.upload = (remaining > 0).then_some(upload::Upload {
+                    remaining,
+                    started: false,
+                });
+                head
+            })
+    } else {
+        body::read_bounded(session, limit).await
+    };
+    let Some(mut body) = body_read(session, ctx, read).await else {
         return;
     };
     // Azure's deployment routes name the model in the path, over the body's (as LiteLLM).
@@ -437,7 +465,17 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
 /// Reads the request body up to `limit`; answers 413 above it. `None` when the request is
 /// over (answered, or the client went away).
 async fn read_body(session: &mut Session, ctx: &mut Ctx, limit: usize) -> Option<bytes::Bytes> {
-    match body::read_bounded(session, limit).await {
+    let read = body::read_bounded(session, limit).await;
+    body_read(session, ctx, read).await
+}
+
+/// A body read's outcome: the body, or the error answered (`None`).
+async fn body_read(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    read: Result<bytes::Bytes, body::BodyError>,
+) -> Option<bytes::Bytes> {
+    match read {
         Ok(b) => Some(b),
         Err(body::BodyError::TooLarge(e)) => {
             // The rest of the body is unread: the connection cannot be reused.
