@@ -618,3 +618,52 @@ async fn azure_sdk_deployment_routes_are_served_by_the_model_group_they_name() {
         "an unknown group, as on /chat/completions"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderations_without_a_model_group_go_to_openai_and_moderation_model_names_one() {
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = start(&mock).await;
+    let client = gw.client();
+    // No model, and a model no group serves: OpenAI's moderation API with the gateway's key,
+    // as LiteLLM calls it.
+    for body in [
+        json!({"input": "I want to hug everyone"}),
+        json!({"model": "text-moderation-stable", "input": "I want to hug everyone"}),
+    ] {
+        let (status, _, answer) = client.post_json("/v1/moderations", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["results"].is_array(), "{answer}");
+        let r = mock.last_request().unwrap();
+        assert_eq!(r.path, "/v1/moderations");
+        assert_eq!(r.headers["authorization"], "Bearer sk-openai-provider");
+        assert_eq!(r.json()["input"], "I want to hug everyone");
+    }
+    let (status, _, answer) = client.post_json("/v1/moderations", &json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+
+    // `general_settings.moderation_model` is every request's model.
+    let config = format!(
+        r#"
+model_list:
+  - model_name: moderation
+    litellm_params: {{model: openai/omni-moderation-latest, api_base: "{base}", api_key: sk-mod}}
+general_settings:
+  master_key: {MASTER_KEY}
+  moderation_model: moderation
+"#,
+        base = mock.api_base()
+    );
+    let gw = Gateway::start(&config).await;
+    let (status, headers, answer) = gw
+        .client()
+        .post_json(
+            "/v1/moderations",
+            &json!({"model": "text-moderation-stable", "input": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(headers["x-litellm-model-group"], "moderation");
+    let r = mock.last_request().unwrap();
+    assert_eq!(r.headers["authorization"], "Bearer sk-mod");
+    assert_eq!(r.json()["model"], "omni-moderation-latest");
+}

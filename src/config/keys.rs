@@ -355,6 +355,7 @@ pub const GENERAL_SETTINGS: Section = Section {
         "max_request_size_mb",
         "max_response_size_mb",
         "dangerously_allow_mock_testing_request_params",
+        "moderation_model",
     ],
     accepted: &[
         "completion_model",
@@ -449,7 +450,6 @@ pub const GENERAL_SETTINGS: Section = Section {
         "service_account_settings",
         "image_generation_model",
         "embedding_model",
-        "moderation_model",
         "proxy_budget_rescheduler_min_time",
         "proxy_budget_rescheduler_max_time",
         "proxy_batch_polling_interval",

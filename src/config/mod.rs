@@ -298,6 +298,8 @@ pub struct RuntimeConfig {
     pub cache: Option<CacheSettings>,
     /// Where the provider pass-through routes (`/anthropic/*`, ...) go, with what credentials.
     pub pass_through: pass_through::PassThroughTargets,
+    /// `general_settings.moderation_model`: the model of every `/moderations` request.
+    pub moderation_model: Option<String>,
 }
 
 impl RuntimeConfig {
@@ -472,6 +474,8 @@ impl Builder<'_> {
                 "every key may send mock_testing_* parameters, which make requests fail on purpose; never set this in production",
             );
         }
+        let moderation_model = get(&general, "moderation_model")
+            .and_then(|v| self.string(v, "general_settings.moderation_model"));
         let max_request_mb = get(&general, "max_request_size_mb")
             .and_then(|v| self.positive_f64(v, "general_settings.max_request_size_mb"))
             .unwrap_or(DEFAULT_MAX_REQUEST_MB);
@@ -690,6 +694,7 @@ impl Builder<'_> {
         let pass_through = pass_through::PassThroughTargets::resolve(&deployments, &env);
         Some(RuntimeConfig {
             pass_through,
+            moderation_model,
             max_stream_event_bytes: (max_stream_event_mb * 1024.0 * 1024.0) as usize,
             deployments,
             router: Arc::new(router),

@@ -370,6 +370,12 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
             }
         }
     }
+    if ctx.cx.endpoint() == Endpoint::Moderations {
+        match moderation(app, session, ctx, body).await {
+            Some(b) => body = b,
+            None => return,
+        }
+    }
     // The router's own parameters (`num_retries`, `fallbacks`, ...) are taken out of the body
     // here, before admission (whose reservation covers the fallbacks) and any attempt.
     let headers = &session.req_header().headers;
@@ -460,6 +466,59 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
         forward::boxed(|| forward::forward(app, session, ctx, body)).await;
         cached::finish(app, ctx);
     }
+}
+
+/// `/moderations` as LiteLLM serves it: `general_settings.moderation_model` is the model of
+/// every request; a request naming no model group (or no model) goes to OpenAI with the
+/// gateway's OpenAI credentials (the `/openai` pass-through route's), as LiteLLM calls OpenAI's
+/// default moderation model. `None`: answered here.
+async fn moderation(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    body: bytes::Bytes,
+) -> Option<bytes::Bytes> {
+    let set = match &app.config.moderation_model {
+        Some(model) => RequestView::with_model_set(&body, model),
+        None => Ok(body),
+    };
+    let view = set.and_then(|body| RequestView::parse(&body).map(|view| (body, view)));
+    let (body, view) = match view {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            respond::error(session, ctx, &e).await;
+            return None;
+        }
+    };
+    let routed = view
+        .model
+        .as_deref()
+        .is_some_and(|m| app.config.router.resolve(m).is_some());
+    let provider = filters::endpoint::PassThroughProvider::OpenAi;
+    let Some(target) = app
+        .config
+        .pass_through
+        .get(provider)
+        .ok()
+        .filter(|_| !routed)
+    else {
+        return Some(body);
+    };
+    // OPENAI_API_BASE is often given with its `/v1`.
+    let path = if target.base.path.ends_with("/v1") {
+        "/moderations"
+    } else {
+        "/v1/moderations"
+    };
+    if let Some(required) = Endpoint::Moderations.required()
+        && let Err(e) = required.check(&view)
+    {
+        respond::error(session, ctx, &e).await;
+        return None;
+    }
+    ctx.record.requested_model = view.model.clone();
+    forward::boxed(|| pass_through::forward(app, session, ctx, provider, path, body)).await;
+    None
 }
 
 /// Reads the request body up to `limit`; answers 413 above it. `None` when the request is

@@ -98,6 +98,19 @@ pub async fn handle(
     let Some(body) = super::read_body(session, ctx, app.config.max_request_body_bytes).await else {
         return;
     };
+    forward(app, session, ctx, provider, rest, body).await;
+}
+
+/// Sends a request whose body is read to `provider`'s route at `rest` (a path under its base),
+/// and relays the answer.
+pub async fn forward(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    provider: PassThroughProvider,
+    rest: &str,
+    body: Bytes,
+) {
     let json: Option<Value> = (body.first() == Some(&b'{'))
         .then(|| serde_json::from_slice(&body).ok())
         .flatten();

@@ -342,7 +342,9 @@ impl MockProvider {
             plan.add_retry_after(&mut response, status);
             return response;
         }
-        if request.get("model").and_then(Value::as_str).is_none() {
+        // OpenAI's moderations default their model (`omni-moderation-latest`); every other
+        // route needs one.
+        if request.get("model").and_then(Value::as_str).is_none() && route != "/moderations" {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 &openai_error(
