@@ -409,3 +409,91 @@ async fn an_upload_refused_after_its_form_head_closes_the_connection_instead_of_
     assert!(response.contains("no-such-group"), "{response}");
     assert_eq!(mock.calls(), 0);
 }
+
+/// A form with a 16 kHz mono 16-bit PCM WAV file of `seconds` and `response_format=text`.
+fn wav_form(seconds: usize) -> (String, Vec<u8>) {
+    let data = 32_000 * seconds;
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&(36 + data as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for (value, width) in [
+        (16u32, 4),
+        (1, 2),
+        (1, 2),
+        (16_000, 4),
+        (32_000, 4),
+        (2, 2),
+        (16, 2),
+    ] {
+        wav.extend_from_slice(&value.to_le_bytes()[..width]);
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data as u32).to_le_bytes());
+    wav.extend((0..data).map(|i| (i % 100) as u8));
+    let boundary = "wav-boundary";
+    let mut body = Vec::new();
+    for (name, value) in [("model", "whisper"), ("response_format", "text")] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(&wav);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_transcription_is_priced_by_the_uploaded_audios_duration() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockProvider::start(MockConfig::default()).await;
+    let gw = Gateway::start(&config(&mock)).await;
+    // whisper-1: 0.0001 per second (the price table).
+    let (content_type, body) = wav_form(3);
+    let resp = gw
+        .client()
+        .post("/v1/audio/transcriptions")
+        .header("content-type", &content_type)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        close(cost(resp.headers()), 3.0 * 0.0001),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(resp.text().await.unwrap().starts_with("transcribed"));
+
+    // Streamed: the file measured as it goes by.
+    let (content_type, body) = wav_form(5);
+    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body[..1000]).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    client.write_all(&body[1000..]).await.unwrap();
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    let charged: f64 = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-litellm-response-cost:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("a cost header");
+    assert!(close(charged, 5.0 * 0.0001), "{charged}");
+}

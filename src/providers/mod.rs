@@ -8,6 +8,7 @@
 //! file each as they are implemented.
 
 pub mod anthropic;
+pub mod audio_duration;
 pub mod azure;
 pub mod bedrock;
 pub mod codec;

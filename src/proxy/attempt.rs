@@ -292,7 +292,8 @@ impl<'a> Attempt<'a> {
 
     /// What the answer costs when its endpoint is priced per unit (images, audio, rerank;
     /// `management::cost::units_cost`); `answer` is its body (empty for a stream).
-    pub(super) fn units_cost(&self, answer: &[u8]) -> Option<f64> {
+    /// `uploaded_seconds` is a streamed upload's audio duration (`upload.rs`).
+    pub(super) fn units_cost(&self, answer: &[u8], uploaded_seconds: Option<f64>) -> Option<f64> {
         // Token-priced endpoints (nearly every request) parse nothing here.
         if !crate::management::cost::priced_per_unit(self.endpoint) {
             return None;
@@ -303,15 +304,38 @@ impl<'a> Attempt<'a> {
         } else {
             serde_json::Value::Null
         };
+        let mut answer = json(answer);
+        if self.endpoint == filters::Endpoint::AudioTranscriptions {
+            // A text transcription (`response_format=text`, `srt`, `vtt`) reports no duration:
+            // the uploaded file's is used, as LiteLLM measures it.
+            let reported = answer["usage"]["seconds"].is_number()
+                || answer["duration"].is_number()
+                || answer["usage"]["type"] == "tokens";
+            if !reported
+                && let Some(seconds) = uploaded_seconds.or_else(|| self.form_audio_seconds())
+            {
+                if !answer.is_object() {
+                    answer = serde_json::Value::Object(Default::default());
+                }
+                answer["duration"] = seconds.into();
+            }
+        }
         crate::management::cost::units_cost(
             self.endpoint,
             &request,
-            &json(answer),
+            &answer,
             self.dc.price.as_ref(),
             &self.app.prices,
             &self.dc.deployment.provider,
             &self.upstream_model,
         )
+    }
+
+    /// The audio duration of an upload read whole (the form is this attempt's body).
+    fn form_audio_seconds(&self) -> Option<f64> {
+        let content_type = self.request.headers.get(CONTENT_TYPE)?.to_str().ok()?;
+        let boundary = filters::multipart::boundary(content_type)?;
+        crate::providers::audio_duration::FormAudio::of_body(&self.request.body, boundary)
     }
 
     /// The codecs' options for this attempt's answer.

@@ -164,7 +164,8 @@ impl Attempt<'_> {
             resp.set_static(CONTENT_TYPE, "application/json");
         }
         resp.set_value(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
-        let cost = self.units_cost(&answer.body).or_else(|| {
+        let uploaded = ctx.upload.and_then(|u| u.audio_seconds);
+        let cost = self.units_cost(&answer.body, uploaded).or_else(|| {
             let usage = ctx.record.usage.as_ref()?;
             Some(crate::management::cost::cost_of(
                 usage,
@@ -464,7 +465,7 @@ impl Attempt<'_> {
     ) {
         ctx.record.usage = rewriter.usage();
         ctx.responses_outcome = rewriter.responses_outcome();
-        if let Some(cost) = self.units_cost(b"") {
+        if let Some(cost) = self.units_cost(b"", ctx.upload.and_then(|u| u.audio_seconds)) {
             ctx.record.cost = Some(cost);
         }
         // A stream that completed (never one cut off or ended by an error) may be cached.

@@ -350,6 +350,7 @@ async fn llm_request(app: &App, session: &mut Session, ctx: &mut Ctx) {
                 ctx.upload = (remaining > 0).then_some(upload::Upload {
                     remaining,
                     started: false,
+                    audio_seconds: None,
                 });
                 head
             })

@@ -26,6 +26,9 @@ pub struct Upload {
     pub remaining: usize,
     /// Some of them were read and sent: no other attempt can send the body.
     pub started: bool,
+    /// The uploaded audio's duration, measured as it went by (for per-second prices when the
+    /// answer reports none).
+    pub audio_seconds: Option<f64>,
 }
 
 impl Attempt<'_> {
@@ -88,6 +91,16 @@ impl Attempt<'_> {
         if let Some(u) = ctx.upload.as_mut() {
             u.started = true;
         }
+        let boundary = self
+            .request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(filters::multipart::boundary);
+        let mut audio = boundary.map(crate::providers::audio_duration::FormAudio::new);
+        if let Some(a) = audio.as_mut() {
+            a.feed(&self.request.body);
+        }
         let mut left = remaining;
         while left > 0 {
             // The client's pace sets the upload's; a client silent for a whole read timeout
@@ -98,6 +111,9 @@ impl Attempt<'_> {
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Err(Failure::ClientGone),
             };
             left = left.saturating_sub(chunk.len());
+            if let Some(a) = audio.as_mut() {
+                a.feed(&chunk);
+            }
             match tokio::time::timeout(self.timeout, stream.write_all(&chunk)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(sending(e)),
@@ -109,6 +125,7 @@ impl Attempt<'_> {
         }
         if let Some(u) = ctx.upload.as_mut() {
             u.remaining = 0;
+            u.audio_seconds = audio.and_then(|a| a.seconds());
         }
         let mut up = HttpSession::H1(Http1Session::new_with_options(stream, &self.peer.peer));
         up.set_read_timeout(Some(self.timeout));
