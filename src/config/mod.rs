@@ -34,7 +34,9 @@ use filters::route::{Deployment, Router, Secret};
 use http::header::HeaderName;
 use serde_yaml::{Mapping, Value};
 
-use crate::pricing::{ModelPrice, PriceTable};
+/// A deployment's prices (`DeploymentConfig::price`), as the price table holds them.
+pub use crate::pricing::ModelPrice;
+use crate::pricing::PriceTable;
 use deployment::DeploymentDefaults;
 use env::Env;
 use provider_catalog::Wire;

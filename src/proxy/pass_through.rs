@@ -31,7 +31,6 @@ use super::respond;
 use crate::app::App;
 use crate::config::UpstreamUrl;
 use crate::config::pass_through::{PassThroughAuth, PassThroughTarget};
-use crate::pricing::ModelPrice;
 use crate::providers::content_encoding::BodyDecoder;
 use crate::providers::pass_through_usage::UsageSniffer;
 use crate::upstream::ResolvedPeer;
@@ -43,7 +42,18 @@ pub struct PassThroughRecord {
     /// The provider, the model (when the price table knows it, so clients cannot grow the
     /// metrics' labels) and the public base URL, in a deployment's shape.
     pub deployment: Arc<Deployment>,
-    pub price: Option<ModelPrice>,
+    /// The model the price table prices it by (the answer's, else the request's), when the
+    /// table knows one: `App::prices.lookup(price_provider(..), model)`.
+    pub priced_model: Option<String>,
+}
+
+impl PassThroughRecord {
+    /// The model's prices.
+    pub fn price<'a>(&self, app: &'a App) -> Option<&'a crate::config::ModelPrice> {
+        let model = self.priced_model.as_deref()?;
+        app.prices
+            .lookup(price_provider_of(&self.deployment), model, None)
+    }
 }
 
 /// Request headers that carry the caller's Sluice key or describe this hop: never sent on.
@@ -132,8 +142,7 @@ pub async fn forward(
         .clone()
         .or(requested)
         .unwrap_or_default();
-    let price_provider = price_provider(provider);
-    let price = app.prices.lookup(price_provider, &model, None).cloned();
+    let price = app.prices.lookup(price_provider(provider), &model, None);
     ctx.record.requested_model = (!model.is_empty()).then(|| model.clone());
     ctx.record.stream = json
         .as_ref()
@@ -151,7 +160,7 @@ pub async fn forward(
         });
         let key = ctx.cx.caller.key().cloned();
         let admitted = super::forward::boxed(|| {
-            m.admit_pass_through(key.as_ref(), &model, price.as_ref(), &body, max_tokens)
+            m.admit_pass_through(key.as_ref(), &model, price, &body, max_tokens)
         })
         .await;
         match admitted {
@@ -168,7 +177,7 @@ pub async fn forward(
             &destination,
             price.is_some().then_some(model.as_str()),
         )),
-        price,
+        priced_model: price.is_some().then(|| model.clone()),
     }));
     super::forward::boxed(|| relay(app, session, ctx, &destination, body)).await;
 }
@@ -528,20 +537,17 @@ async fn relay(app: &App, session: &mut Session, ctx: &mut Ctx, to: &Destination
     if let Some(record) = ctx.record.pass_through.as_mut() {
         // The answer's model (OpenAI's dated name, Gemini's `modelVersion`) prices it when
         // the table knows it.
-        if let Some(better) = answered_model.as_deref().and_then(|m| {
+        if let Some(m) = answered_model.filter(|m| {
             app.prices
                 .lookup(price_provider_of(&record.deployment), m, None)
+                .is_some()
         }) {
-            record.price = Some(better.clone());
+            record.priced_model = Some(m);
         }
     }
     ctx.record.usage = usage;
     if let Some(u) = &usage {
-        let price = ctx
-            .record
-            .pass_through
-            .as_ref()
-            .and_then(|r| r.price.as_ref());
+        let price = ctx.record.pass_through.as_ref().and_then(|r| r.price(app));
         ctx.record.cost = Some(crate::management::cost::cost_of(u, price));
     }
     release(app, &to.peer, up).await;
