@@ -344,6 +344,10 @@ fn upstream_headers(
         if NOT_FORWARDED.contains(&name.as_str()) || Some(name) == custom_key_header {
             continue;
         }
+        // A client's own AWS signature headers would contradict the gateway's signature.
+        if matches!(auth, PassThroughAuth::Aws(_)) && name.as_str().starts_with("x-amz-") {
+            continue;
+        }
         headers.append(name.clone(), value.clone());
     }
     let secret = |v: &str| {
@@ -795,6 +799,15 @@ mod tests {
         ] {
             assert!(!h.contains_key(gone), "{gone}");
         }
+        client.insert(
+            HeaderName::from_static("x-amz-security-token"),
+            HeaderValue::from_static("client-token"),
+        );
+        let aws =
+            crate::config::provider_catalog::AwsAuth::ApiKey(filters::route::Secret::new("k"));
+        let h = upstream_headers(&client, None, &PassThroughAuth::Aws(aws));
+        assert!(!h.contains_key("x-amz-security-token"));
+        assert_eq!(h["anthropic-version"], "2023-06-01");
         let key = filters::route::Secret::new("sk-openai");
         let h = upstream_headers(&client, None, &PassThroughAuth::OpenAi(key));
         assert_eq!(h["authorization"], "Bearer sk-openai");
