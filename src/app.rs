@@ -55,6 +55,8 @@ pub struct App {
     pub tag_routing_configured: bool,
     in_flight: AtomicUsize,
     draining: AtomicBool,
+    /// SIGQUIT handed the listening sockets to a new process (`shutdown.rs`).
+    upgrading: AtomicBool,
     pub started_at: SystemTime,
 }
 
@@ -166,6 +168,7 @@ impl App {
             )),
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            upgrading: AtomicBool::new(false),
             started_at: SystemTime::now(),
             config,
         }
@@ -204,6 +207,18 @@ impl App {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Set when SIGQUIT hands the listening sockets to a new process: this one drains, and its
+    /// idle keep-alive connections wait for one more request (answered with `Connection:
+    /// close`) instead of being closed under a client that may be sending on them.
+    pub fn start_upgrade(&self) {
+        self.upgrading.store(true, Ordering::Release);
+        self.start_draining();
+    }
+
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Acquire)
     }
 
     /// Writes queued spend before the process exits.

@@ -179,7 +179,10 @@ impl Downstream {
         if let Ok(out) = pingora::time::timeout(quick, &mut fut).await {
             return Ok(out);
         }
-        if *shutdown.borrow() {
+        // During a binary upgrade an idle connection is not closed under a client that may
+        // be sending on it: it waits for its next request, answered with `Connection: close`.
+        let upgrading = self.app.is_upgrading();
+        if *shutdown.borrow() && !upgrading {
             return Err(Closed::Shutdown);
         }
         let mut shutdown = shutdown.clone();
@@ -189,7 +192,7 @@ impl Downstream {
             biased;
             out = &mut fut => Ok(out),
             _ = self.shed.notified() => Err(Closed::Shed),
-            _ = shutdown.changed() => Err(Closed::Shutdown),
+            _ = shutdown.changed(), if !upgrading => Err(Closed::Shutdown),
             _ = tokio::time::sleep_until(deadline) => Err(Closed::HeaderTimeout),
         }
     }
@@ -362,7 +365,12 @@ impl ServerApp for Downstream {
     }
 
     async fn cleanup(&self) {
-        self.h1.http_cleanup().await;
+        // Pingora's cleanup drops HTTP/1 connections idle between requests. During a binary
+        // upgrade a client may be sending on one at that instant (and get a reset): they are
+        // left to take one more request, answered with `Connection: close`, or to time out.
+        if !self.app.is_upgrading() {
+            self.h1.http_cleanup().await;
+        }
         self.h2.http_cleanup().await;
     }
 }

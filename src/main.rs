@@ -24,10 +24,10 @@ struct Cli {
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
     /// Address to listen on (default 0.0.0.0, or $HOST).
-    #[arg(long)]
+    #[arg(long, global = true)]
     host: Option<String>,
     /// Port to listen on (default 4000, or $PORT).
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', global = true)]
     port: Option<u16>,
     /// Worker threads (default: one per CPU). LiteLLM's --num_workers is accepted as the same.
     #[arg(long, alias = "num_workers")]
@@ -52,6 +52,10 @@ struct Cli {
     /// Accepted for LiteLLM compatibility: sets the log level to debug.
     #[arg(long, alias = "detailed_debug")]
     debug: bool,
+    /// Binary upgrade: take the listening sockets of the Sluice running on this port once it
+    /// is sent SIGQUIT (docs/operations.md).
+    #[arg(long, short = 'u')]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,6 +67,11 @@ enum Command {
     /// Run the database migrations (`migrations/`) and exit: for a Kubernetes job before
     /// instances start with DISABLE_SCHEMA_UPDATE=true.
     Migrate,
+    /// Reload the Sluice running on this port without dropping a request: the config is
+    /// checked here first (nothing happens when it would not start), then the running process
+    /// is sent SIGHUP, starts a new one with the config file as it is now and hands it the
+    /// listening socket (docs/operations.md).
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +128,13 @@ fn main() -> ExitCode {
         return migrate(&runtime);
     }
 
+    if let Some(Command::Reload) = cli.command {
+        for line in report.lines(cli.strict) {
+            println!("{line}");
+        }
+        return reload(&runtime);
+    }
+
     sluice::logging::init(runtime.json_logs, runtime.verbose || cli.debug);
     if sluice::clock::follow_test_clock() {
         tracing::warn!(
@@ -135,7 +151,11 @@ fn main() -> ExitCode {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
-    match sluice::server::run(runtime, prices, tls) {
+    // SIGHUP starts this command line again (with `--upgrade`), from the binary at its path.
+    let restart: Vec<std::ffi::OsString> = std::env::args_os()
+        .filter(|a| a != "--upgrade" && a != "-u")
+        .collect();
+    match sluice::server::run(runtime, prices, tls, cli.upgrade, Some(restart)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -177,4 +197,48 @@ fn migrate(config: &config::RuntimeConfig) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `sluice reload`: signals the process in the port's pid file and waits until another one
+/// holds the port (the pid file changes), or says why not.
+fn reload(runtime: &config::RuntimeConfig) -> ExitCode {
+    let pid_file = match sluice::server::upgrade_paths(runtime) {
+        Ok((_, pid_file)) => pid_file,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    let Some(old) = read_pid() else {
+        eprintln!(
+            "error: no Sluice runs on port {} (no pid in {pid_file})",
+            runtime.server.port
+        );
+        return ExitCode::from(1);
+    };
+    let hup = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    if let Err(e) = hup {
+        eprintln!("error: cannot signal pid {old} (from {pid_file}): {e}");
+        return ExitCode::from(1);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    while std::time::Instant::now() < deadline {
+        match read_pid() {
+            Some(new) if new != old => {
+                println!("reloaded: pid {old} handed the port to pid {new}");
+                return ExitCode::SUCCESS;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    eprintln!("error: pid {old} did not hand over within 45 s; it keeps serving (see its log)");
+    ExitCode::from(1)
 }

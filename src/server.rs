@@ -29,14 +29,25 @@ pub struct TlsFiles {
 }
 
 /// Runs the gateway until it is told to stop. Returns an error when it cannot start.
+///
+/// `upgrade`: take the listening sockets from the Sluice running on this port (binary upgrade,
+/// `--upgrade`): this process waits on the upgrade socket, and the old one, sent SIGQUIT, hands
+/// them over and drains (`shutdown.rs`).
 pub fn run(
     config: RuntimeConfig,
     prices: Arc<PriceTable>,
     tls: Option<TlsFiles>,
+    upgrade: bool,
+    restart: Option<Vec<std::ffi::OsString>>,
 ) -> anyhow::Result<()> {
     let listen = listen_address(&config);
-    // Pingora only panics its service thread when the port is taken; fail clearly instead.
-    TcpListener::bind(&listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    // Pingora only panics its service thread when the port is taken; fail clearly instead
+    // (unless the port is taken by the Sluice this one takes over from).
+    if !upgrade {
+        TcpListener::bind(&listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    }
+    let (upgrade_sock, pid_file) = upgrade_paths(&config)?;
 
     let grace = config.server.graceful_shutdown;
     let conf = ServerConf {
@@ -47,12 +58,25 @@ pub fn run(
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
-        pid_file: format!("/tmp/sluice-{}.pid", config.server.port),
-        upgrade_sock: format!("/tmp/sluice-upgrade-{}.sock", config.server.port),
+        pid_file: pid_file.clone(),
+        upgrade_sock: upgrade_sock.clone(),
+        // A new process (`--upgrade`) waits this many seconds for the old one's sockets.
+        upgrade_sock_connect_accept_max_retries: Some(30),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    if upgrade {
+        tracing::info!(socket = %upgrade_sock, "waiting for the running Sluice's listening sockets (send it SIGQUIT)");
+    }
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    // The pid file names the process that holds the port now (`sluice reload` reads it).
+    if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
+        tracing::warn!("cannot write the pid file {pid_file}: {e}");
+    }
 
     let management = match config.management.clone() {
         Some(settings) => Some(Management::start(&config, settings)?),
@@ -122,6 +146,9 @@ pub fn run(
         deployments = app.config.deployments.len(),
         "Sluice is listening"
     );
+    // systemd (`Type=notify`, `NotifyAccess=all`): this process is the service's main one now,
+    // also when it took over from another (`sluice reload`).
+    notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
     let pass_through: Vec<&str> = app
         .config
         .pass_through
@@ -138,11 +165,85 @@ pub fn run(
         shutdown_signal: Box::new(DrainingShutdown {
             app: app.clone(),
             grace,
+            upgrade_socket: upgrade_sock,
+            restart,
         }),
     });
     app.flush_before_exit();
     crate::logging::flush();
     Ok(())
+}
+
+/// The upgrade socket and the pid file: `sluice_settings.upgrade_socket` (the pid file beside
+/// it), else `upgrade-<port>.sock` and `sluice-<port>.pid` in a directory only this user can
+/// write: systemd's `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/sluice`, else
+/// `/tmp/sluice-<uid>` (created with mode 0700). A shared, world-writable name would let another
+/// user's process take the sockets.
+pub fn upgrade_paths(config: &RuntimeConfig) -> anyhow::Result<(String, String)> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let port = config.server.port;
+    if let Some(sock) = &config.server.upgrade_socket {
+        let dir = std::path::Path::new(sock)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let pid = dir.join(format!("sluice-{port}.pid"));
+        return Ok((sock.clone(), pid.to_string_lossy().into_owned()));
+    }
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let dir = match (env_dir("RUNTIME_DIRECTORY"), env_dir("XDG_RUNTIME_DIR")) {
+        // systemd may list several directories: the first.
+        (Some(d), _) => std::path::PathBuf::from(
+            d.to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        (None, Some(d)) => std::path::PathBuf::from(d).join("sluice"),
+        (None, None) => {
+            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+            std::path::PathBuf::from(format!("/tmp/sluice-{uid}"))
+        }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let owned = std::fs::metadata(&dir).map(|m| m.uid()).ok();
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if owned != me {
+        anyhow::bail!(
+            "{} belongs to another user; set sluice_settings.upgrade_socket",
+            dir.display()
+        );
+    }
+    let path = |name: String| dir.join(name).to_string_lossy().into_owned();
+    Ok((
+        path(format!("upgrade-{port}.sock")),
+        path(format!("sluice-{port}.pid")),
+    ))
+}
+
+/// Sends a message to systemd's notification socket (`$NOTIFY_SOCKET`, sd_notify(3)'s
+/// protocol: one datagram), when there is one.
+fn notify_systemd(message: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let address = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = address
+        .and_then(|address| UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &address));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd at {path}: {e}");
+    }
 }
 
 fn listen_address(config: &RuntimeConfig) -> String {

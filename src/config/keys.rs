@@ -492,6 +492,7 @@ pub const SLUICE_SETTINGS: Section = Section {
         "client_header_timeout",
         "keepalive_timeout",
         "max_connections",
+        "upgrade_socket",
         "max_stream_event_mb",
     ],
     accepted: &[],

@@ -212,6 +212,9 @@ pub struct ServerSettings {
     pub keepalive_timeout: Duration,
     /// Open client connections at most (`None`: three quarters of the file limit).
     pub max_connections: Option<usize>,
+    /// The socket a binary upgrade hands the listening sockets over (`--upgrade`); default
+    /// `upgrade-<port>.sock` in a runtime directory only this user can write (`server.rs`).
+    pub upgrade_socket: Option<String>,
 }
 
 /// Distinct label combinations the metrics record before new ones are folded into one
@@ -607,6 +610,8 @@ impl Builder<'_> {
             max_connections: get(&sluice, "max_connections")
                 .and_then(|v| self.positive_u64(v, "sluice_settings.max_connections"))
                 .map(|n| n as usize),
+            upgrade_socket: get(&sluice, "upgrade_socket")
+                .and_then(|v| self.string(v, "sluice_settings.upgrade_socket")),
         };
 
         // --- model_list

@@ -134,6 +134,11 @@ impl Gateway {
         Err(format!("no answer within {timeout:?}\n{}", self.logs()))
     }
 
+    /// The config file the gateway was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
