@@ -99,10 +99,7 @@ impl ShutdownSignalWatch for DrainingShutdown {
                         continue;
                     }
                     tracing::info!(in_flight = self.app.in_flight(), "SIGQUIT: handing the listening sockets to the new process, then draining");
-                    self.app.start_upgrade();
-                    // Pingora keeps accepting for 5 s after the hand-over, then stops.
-                    spawn_drain_monitor(self.app.clone(), self.grace + UPGRADE_OVERLAP, UPGRADE_OVERLAP);
-                    return ShutdownSignal::GracefulUpgrade;
+                    return self.hand_over();
                 }
                 _ = hup.recv() => {
                     // Reload: a copy of this process (the binary at its path now, the config
@@ -116,9 +113,7 @@ impl ShutdownSignalWatch for DrainingShutdown {
                         continue;
                     }
                     tracing::info!(in_flight = self.app.in_flight(), "SIGHUP: the new process is waiting; handing the listening sockets over, then draining");
-                    self.app.start_upgrade();
-                    spawn_drain_monitor(self.app.clone(), self.grace + UPGRADE_OVERLAP, UPGRADE_OVERLAP);
-                    return ShutdownSignal::GracefulUpgrade;
+                    return self.hand_over();
                 }
                 _ = term.recv() => {
                     tracing::info!(in_flight = self.app.in_flight(), grace_seconds = self.grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
@@ -133,6 +128,20 @@ impl ShutdownSignalWatch for DrainingShutdown {
                 }
             }
         }
+    }
+}
+
+impl DrainingShutdown {
+    /// Pingora's graceful upgrade, with the drain monitor: Pingora keeps accepting for 5 s
+    /// after the hand-over, then stops; this process exits once drained.
+    fn hand_over(&self) -> ShutdownSignal {
+        self.app.start_upgrade();
+        spawn_drain_monitor(
+            self.app.clone(),
+            self.grace + UPGRADE_OVERLAP,
+            UPGRADE_OVERLAP,
+        );
+        ShutdownSignal::GracefulUpgrade
     }
 }
 

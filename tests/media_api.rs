@@ -278,6 +278,50 @@ async fn the_openai_sdk_generates_images_speaks_transcribes_and_moderates() {
     );
 }
 
+/// Sends an upload over a raw connection: the head, the body's first `first` bytes, a pause,
+/// the rest. Returns the whole response (read until the gateway closes the connection) and
+/// when the rest was sent. `close`: ask for `Connection: close`.
+async fn raw_upload(
+    gw: &Gateway,
+    content_type: &str,
+    body: &[u8],
+    first: usize,
+    pause: std::time::Duration,
+    close: bool,
+) -> (String, std::time::Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
+        .await
+        .unwrap();
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let head = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&body[..first]).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(pause).await;
+    let rest_sent_at = std::time::Instant::now();
+    // A gateway that refused the upload may have closed the connection already.
+    let _ = client.write_all(&body[first..]).await;
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_to_end(&mut response),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the gateway closes the connection after its answer"
+    );
+    (
+        String::from_utf8_lossy(&response).into_owned(),
+        rest_sent_at,
+    )
+}
+
 /// A provider that records when a request's head arrived and the body it got, and answers a
 /// transcription.
 async fn recording_provider() -> (
@@ -326,7 +370,6 @@ async fn recording_provider() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transcription_upload_goes_on_while_the_client_is_still_sending_it() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (port, recorded) = recording_provider().await;
     let config = format!(
         r#"
@@ -341,25 +384,10 @@ sluice_settings:
     );
     let gw = Gateway::start(&config).await;
     let (content_type, body) = form("whisper", 2 * 1024 * 1024, &[("language", "en")]);
-    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.unwrap();
     // The form's fields and the first 64 KiB of the file, then a pause before the rest.
-    let first = 64 * 1024;
-    client.write_all(&body[..first]).await.unwrap();
-    client.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let rest_sent_at = std::time::Instant::now();
-    client.write_all(&body[first..]).await.unwrap();
-    let mut response = Vec::new();
-    client.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response);
+    let pause = std::time::Duration::from_millis(1500);
+    let (response, rest_sent_at) =
+        raw_upload(&gw, &content_type, &body, 64 * 1024, pause, true).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""text":"hello""#), "{response}");
 
@@ -382,29 +410,12 @@ sluice_settings:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_refused_after_its_form_head_closes_the_connection_instead_of_reading_the_file_as_a_request()
  {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&config(&mock)).await;
     let (content_type, body) = form("no-such-group", 1024 * 1024, &[]);
-    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.unwrap();
-    client.write_all(&body[..64 * 1024]).await.unwrap();
     // The refusal comes while most of the file is unsent; then the connection closes.
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        client.read_to_end(&mut response),
-    )
-    .await;
-    assert!(read.is_ok(), "the gateway closes the connection");
-    let response = String::from_utf8_lossy(&response);
+    let pause = std::time::Duration::from_millis(300);
+    let (response, _) = raw_upload(&gw, &content_type, &body, 64 * 1024, pause, false).await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     assert!(response.contains("no-such-group"), "{response}");
     assert_eq!(mock.calls(), 0);
@@ -450,7 +461,6 @@ fn wav_form(seconds: usize) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_transcription_is_priced_by_the_uploaded_audios_duration() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mock = MockProvider::start(MockConfig::default()).await;
     let gw = Gateway::start(&config(&mock)).await;
     // whisper-1: 0.0001 per second (the price table).
@@ -473,22 +483,9 @@ async fn a_text_transcription_is_priced_by_the_uploaded_audios_duration() {
 
     // Streamed: the file measured as it goes by.
     let (content_type, body) = wav_form(5);
-    let gateway_port: u16 = gw.url("").rsplit(':').next().unwrap().parse().unwrap();
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", gateway_port))
-        .await
-        .unwrap();
-    let head = format!(
-        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await.unwrap();
-    client.write_all(&body[..1000]).await.unwrap();
-    client.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    client.write_all(&body[1000..]).await.unwrap();
-    let mut response = Vec::new();
-    client.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).to_lowercase();
+    let pause = std::time::Duration::from_millis(300);
+    let (response, _) = raw_upload(&gw, &content_type, &body, 1000, pause, true).await;
+    let response = response.to_lowercase();
     assert!(response.starts_with("http/1.1 200"), "{response}");
     let charged: f64 = response
         .lines()

@@ -103,6 +103,26 @@ async fn spend_reaches(gw: &Gateway, key: &str, want: f64) -> f64 {
     found.unwrap_or_else(|| panic!("key spend reaches {want}: {}", info["info"]["spend"]))
 }
 
+/// POSTs `body` to `path` and returns the answer's JSON, which must be a 200.
+async fn answer_of(client: &Client, path: &str, body: &Value) -> Value {
+    let resp = client.post(path).json(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+/// The provider's last request went to a Bedrock model path, signed with `access_key_id`.
+fn signed_by(mock: &MockProvider, access_key_id: &str) {
+    let r = mock.last_request().unwrap();
+    assert!(
+        r.path.starts_with("/model/anthropic.claude-3-5-haiku"),
+        "{}",
+        r.path
+    );
+    let auth = &r.headers["authorization"];
+    let want = format!("AWS4-HMAC-SHA256 Credential={access_key_id}/");
+    assert!(auth.starts_with(&want), "{auth}");
+}
+
 /// No request the provider received carries the virtual key anywhere.
 fn key_never_reached_the_provider(mock: &MockProvider, key: &str) {
     for r in mock.requests() {
@@ -292,57 +312,32 @@ async fn gemini_bedrock_cohere_and_azure_are_forwarded_with_the_gateways_credent
     // Bedrock, re-signed with the environment's credentials.
     let converse = json!({"messages": [{"role": "user", "content": [{"text": "Say hello"}]}]});
     let model = "anthropic.claude-3-5-haiku-20241022-v1:0";
-    let resp = client
-        .post(&format!("/bedrock/model/{model}/converse"))
-        .json(&converse)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let answer: Value = resp.json().await.unwrap();
+    let answer = answer_of(
+        &client,
+        &format!("/bedrock/model/{model}/converse"),
+        &converse,
+    )
+    .await;
     want += table_cost(
         model,
         answer["usage"]["inputTokens"].as_u64().unwrap(),
         answer["usage"]["outputTokens"].as_u64().unwrap(),
     );
-    let r = mock.last_request().unwrap();
+    signed_by(&mock, "AKIDENVIRONMENT");
+    let auth = &mock.last_request().unwrap().headers["authorization"];
     assert!(
-        r.path.starts_with("/model/anthropic.claude-3-5-haiku"),
-        "{}",
-        r.path
+        auth.contains("/eu-central-1/bedrock/aws4_request"),
+        "{auth}"
     );
-    assert!(
-        r.headers["authorization"].starts_with("AWS4-HMAC-SHA256 Credential=AKIDENVIRONMENT/"),
-        "{}",
-        r.headers["authorization"]
-    );
-    assert!(r.headers["authorization"].contains("/eu-central-1/bedrock/aws4_request"));
 
     // A path naming a model group goes to its deployment, with its credentials and model id.
-    let resp = client
-        .post("/bedrock/model/bedrock-claude/converse")
-        .json(&converse)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let answer: Value = resp.json().await.unwrap();
+    let answer = answer_of(&client, "/bedrock/model/bedrock-claude/converse", &converse).await;
     want += table_cost(
         model,
         answer["usage"]["inputTokens"].as_u64().unwrap(),
         answer["usage"]["outputTokens"].as_u64().unwrap(),
     );
-    let r = mock.last_request().unwrap();
-    assert!(
-        r.path.starts_with("/model/anthropic.claude-3-5-haiku"),
-        "{}",
-        r.path
-    );
-    assert!(
-        r.headers["authorization"].starts_with("AWS4-HMAC-SHA256 Credential=AKIDDEPLOYMENT/"),
-        "{}",
-        r.headers["authorization"]
-    );
+    signed_by(&mock, "AKIDDEPLOYMENT");
 
     // Bedrock's binary event stream is relayed byte for byte.
     let resp = client

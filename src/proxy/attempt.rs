@@ -120,6 +120,21 @@ pub enum Failure {
     Failed(Box<Failed>),
 }
 
+impl Failure {
+    /// An attempt that ended in Sluice's own error (no usable answer from the provider).
+    pub(super) fn gateway(error: ApiError, may_have_received: bool, started: Instant) -> Failure {
+        Failure::Failed(Box::new(Failed {
+            status: error.status.as_u16(),
+            class: crate::providers::translate::classify(&error),
+            reply: Reply::Gateway(error),
+            retry_after: None,
+            may_have_received,
+            nothing_generated: false,
+            elapsed: started.elapsed(),
+        }))
+    }
+}
+
 /// A failed attempt, as a router needs it and as the client would get it.
 pub struct Failed {
     /// The status the client gets (the provider's for its own errors).
@@ -373,16 +388,8 @@ impl<'a> Attempt<'a> {
         started: Instant,
         client_gone: &mut G,
     ) -> Result<Answer, Failure> {
-        let failed = |status: u16, error: ApiError, may_have_received: bool| {
-            Failure::Failed(Box::new(Failed {
-                status,
-                class: crate::providers::translate::classify(&error),
-                reply: Reply::Gateway(error),
-                retry_after: None,
-                may_have_received,
-                nothing_generated: false,
-                elapsed: started.elapsed(),
-            }))
+        let failed = |error: ApiError, may_have_received: bool| {
+            Failure::gateway(error, may_have_received, started)
         };
         let encoding = up.response_header().map(|h| {
             BodyDecoder::for_encoding(
@@ -399,14 +406,14 @@ impl<'a> Attempt<'a> {
                     "deployment {} of model group {:?} answered with Content-Encoding: {name}, which Sluice cannot decode (it asks for none; gzip, deflate and br are decoded)",
                     self.dc.deployment.id, &*self.plan.group
                 ));
-                return Err(failed(502, e, true));
+                return Err(failed(e, true));
             }
             None => None,
         };
         let Some(upstream) = up.response_header() else {
             up.shutdown().await;
             let e = ApiError::bad_gateway("upstream sent no response header");
-            return Err(failed(502, e, true));
+            return Err(failed(e, true));
         };
         let status = upstream.status.as_u16();
         let head = UpstreamHead {
@@ -424,7 +431,7 @@ impl<'a> Attempt<'a> {
                 "deployment {} of model group {:?} answered with HTTP status {status}, which is not a success or an error an LLM API sends",
                 self.dc.deployment.id, &*self.plan.group
             ));
-            return Err(failed(502, e, true));
+            return Err(failed(e, true));
         }
         let html = head
             .content_type
@@ -438,7 +445,7 @@ impl<'a> Attempt<'a> {
                 "deployment {} of model group {:?} answered {status} with an HTML page (Content-Type: text/html), not the API's JSON",
                 self.dc.deployment.id, &*self.plan.group
             ));
-            return Err(failed(502, e, true));
+            return Err(failed(e, true));
         }
         if status >= 400 {
             let error_headers = up.response_header().map(|h| h.headers.clone());
@@ -510,15 +517,7 @@ impl<'a> Attempt<'a> {
         boxed(|| async move {
             let started = Instant::now();
             let failed = |error: ApiError, may_have_received: bool| {
-                Failure::Failed(Box::new(Failed {
-                    status: error.status.as_u16(),
-                    class: crate::providers::translate::classify(&error),
-                    reply: Reply::Gateway(error),
-                    retry_after: None,
-                    may_have_received,
-                    nothing_generated: false,
-                    elapsed: started.elapsed(),
-                }))
+                Failure::gateway(error, may_have_received, started)
             };
             let header_timeout = match (self.stream, self.stream_timeout) {
                 (true, Some(t)) => t,

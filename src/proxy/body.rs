@@ -38,15 +38,20 @@ fn body_error(e: &pingora::Error) -> BodyError {
 
 /// Reads the whole body, refusing more than `limit` bytes.
 ///
-/// Answers `Expect: 100-continue` first: Pingora does not in this mode, and curl would otherwise
-/// wait a second before sending large bodies.
-pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = session
+/// The body's `Content-Length`, when it has one.
+fn declared_length(session: &Session) -> Option<usize> {
+    session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
+        .and_then(|v| v.trim().parse::<usize>().ok())
+}
+
+/// Answers `Expect: 100-continue` first: Pingora does not in this mode, and curl would otherwise
+/// wait a second before sending large bodies.
+pub async fn read_bounded(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = declared_length(session);
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge(ApiError::payload_too_large(limit)));
     }
@@ -106,12 +111,7 @@ pub async fn read_form_head(
     limit: usize,
     content_type: &str,
 ) -> Result<(Bytes, usize), BodyError> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
+    let declared = declared_length(session);
     let Some(declared) = declared.filter(|_| filters::multipart::boundary(content_type).is_some())
     else {
         return read_bounded(session, limit).await.map(|b| (b, 0));

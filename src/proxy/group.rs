@@ -279,15 +279,7 @@ async fn mocked_failure(
             ),
         )
     };
-    Err(Failure::Failed(Box::new(Failed {
-        status: error.status.as_u16(),
-        class: crate::providers::translate::classify(&error),
-        reply: Reply::Gateway(error),
-        retry_after: None,
-        may_have_received: false,
-        nothing_generated: false,
-        elapsed: started.elapsed(),
-    })))
+    Err(Failure::gateway(error, false, started))
 }
 
 /// Records a failed attempt (`ctx.record.attempts`), tells the deployments' health about it

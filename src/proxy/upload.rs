@@ -14,9 +14,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
-use super::attempt::{
-    Answer, Attempt, Failed, Failure, Reply, read_final_header, write_head_and_body,
-};
+use super::attempt::{Answer, Attempt, Failure, read_final_header, write_head_and_body};
 use super::ctx::Ctx;
 
 /// The part of the client's body still to be sent on.
@@ -44,15 +42,7 @@ impl Attempt<'_> {
         let started = Instant::now();
         let remaining = ctx.upload.map_or(0, |u| u.remaining);
         let failed = |error: ApiError, may_have_received: bool| {
-            Failure::Failed(Box::new(Failed {
-                status: error.status.as_u16(),
-                class: crate::providers::translate::classify(&error),
-                reply: Reply::Gateway(error),
-                retry_after: None,
-                may_have_received,
-                nothing_generated: false,
-                elapsed: started.elapsed(),
-            }))
+            Failure::gateway(error, may_have_received, started)
         };
         let Some(head) = self.wire_head(self.request.body.len() + remaining) else {
             let e = ApiError::bad_gateway(
