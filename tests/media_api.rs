@@ -53,6 +53,13 @@ fn close(a: f64, b: f64) -> bool {
 
 /// A multipart form with a `model`, a `file` of `file_bytes` bytes and other text fields.
 fn form(model: &str, file_bytes: usize, fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    // Binary, but below 0x80: the mock reads the form as text.
+    let file: Vec<u8> = (0..file_bytes).map(|i| (i % 128) as u8).collect();
+    form_with_file(model, fields, &file)
+}
+
+/// A multipart form with a `model`, other text fields and `file` as the `file` part.
+fn form_with_file(model: &str, fields: &[(&str, &str)], file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "sluice-test-boundary";
     let mut body = Vec::new();
     for (name, value) in [("model", model)].iter().chain(fields) {
@@ -66,8 +73,7 @@ fn form(model: &str, file_bytes: usize, fields: &[(&str, &str)]) -> (String, Vec
     body.extend_from_slice(
         format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
     );
-    // Binary, but below 0x80: the mock reads the form as text.
-    body.extend((0..file_bytes).map(|i| (i % 128) as u8));
+    body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
@@ -441,22 +447,7 @@ fn wav_form(seconds: usize) -> (String, Vec<u8>) {
     wav.extend_from_slice(b"data");
     wav.extend_from_slice(&(data as u32).to_le_bytes());
     wav.extend((0..data).map(|i| (i % 100) as u8));
-    let boundary = "wav-boundary";
-    let mut body = Vec::new();
-    for (name, value) in [("model", "whisper"), ("response_format", "text")] {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(&wav);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    form_with_file("whisper", &[("response_format", "text")], &wav)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,16 +165,6 @@ pub fn deployment_route(path: &str) -> Option<(Endpoint, &str)> {
 impl Endpoint {
     /// Matches a request line. The query string must already be stripped from `path`.
     pub fn classify(method: &Method, path: &str) -> Endpoint {
-        if let Some((endpoint, _)) = deployment_route(path) {
-            return if *method == Method::POST {
-                endpoint
-            } else {
-                Endpoint::MethodNotAllowed
-            };
-        }
-        if let Some((provider, _)) = PassThroughProvider::of_path(path) {
-            return Endpoint::PassThrough(provider);
-        }
         let path = path
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
@@ -220,12 +210,28 @@ impl Endpoint {
             {
                 return Endpoint::CacheAdmin;
             }
-            _ => return Endpoint::NotFound,
+            // Only paths no route above names: the common routes never look further.
+            _ => return Endpoint::provider_route(method, path),
         };
         if *method == wants || (wants == Method::GET && *method == Method::HEAD) {
             endpoint
         } else {
             Endpoint::MethodNotAllowed
+        }
+    }
+
+    /// Azure's deployment routes (POST only) and the provider pass-through routes.
+    fn provider_route(method: &Method, path: &str) -> Endpoint {
+        if let Some((endpoint, _)) = deployment_route(path) {
+            return if *method == Method::POST {
+                endpoint
+            } else {
+                Endpoint::MethodNotAllowed
+            };
+        }
+        match PassThroughProvider::of_path(path) {
+            Some((provider, _)) => Endpoint::PassThrough(provider),
+            None => Endpoint::NotFound,
         }
     }
 

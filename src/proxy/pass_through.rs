@@ -43,16 +43,16 @@ pub struct PassThroughRecord {
     /// metrics' labels) and the public base URL, in a deployment's shape.
     pub deployment: Arc<Deployment>,
     /// The model the price table prices it by (the answer's, else the request's), when the
-    /// table knows one: `App::prices.lookup(price_provider(..), model)`.
+    /// table knows one, and the table's provider prefix for it.
     pub priced_model: Option<String>,
+    pub price_provider: &'static str,
 }
 
 impl PassThroughRecord {
     /// The model's prices.
     pub fn price<'a>(&self, app: &'a App) -> Option<&'a crate::config::ModelPrice> {
         let model = self.priced_model.as_deref()?;
-        app.prices
-            .lookup(price_provider_of(&self.deployment), model, None)
+        app.prices.lookup(self.price_provider, model, None)
     }
 }
 
@@ -178,6 +178,7 @@ pub async fn forward(
             price.is_some().then_some(model.as_str()),
         )),
         priced_model: price.is_some().then(|| model.clone()),
+        price_provider: price_provider(provider),
     }));
     super::forward::boxed(|| relay(app, session, ctx, &destination, body)).await;
 }
@@ -541,11 +542,9 @@ async fn relay(app: &App, session: &mut Session, ctx: &mut Ctx, to: &Destination
     if let Some(record) = ctx.record.pass_through.as_mut() {
         // The answer's model (OpenAI's dated name, Gemini's `modelVersion`) prices it when
         // the table knows it.
-        if let Some(m) = answered_model.filter(|m| {
-            app.prices
-                .lookup(price_provider_of(&record.deployment), m, None)
-                .is_some()
-        }) {
+        if let Some(m) =
+            answered_model.filter(|m| app.prices.lookup(record.price_provider, m, None).is_some())
+        {
             record.priced_model = Some(m);
         }
     }
@@ -621,14 +620,6 @@ async fn copy_body(
                 return;
             }
         }
-    }
-}
-
-fn price_provider_of(d: &Deployment) -> &str {
-    if d.provider == "vllm" {
-        "hosted_vllm"
-    } else {
-        &d.provider
     }
 }
 
